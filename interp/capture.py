@@ -1,0 +1,128 @@
+"""Record sites (and apply interventions) in one nnsight trace per batch.
+
+A capture is a list of :class:`Action` s, each bound to a module's ``inputs`` or
+``output``; they are run in forward-pass order inside ``model.trace(...)`` (nnsight
+requires that order), with edits applied before the value is recorded.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import nnsight
+import numpy as np
+import torch
+from torch import nn
+
+from interp.loading import LoadedModel
+
+__all__ = ["Action", "capture", "event_ranks"]
+
+Port = Literal["inputs", "output"]
+_RANKS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, Port], int]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@dataclass(frozen=True)
+class Action:
+    """Edit and/or record the ``port`` of the module at ``path``.
+
+    ``edit`` maps the current value (``(args, kwargs)`` for inputs, the module's return
+    value for output) to its replacement. ``site`` names the recording, if any.
+    """
+
+    path: str
+    port: Port
+    edit: Callable[[Any], Any] | None = None
+    site: str | None = None
+
+
+def event_ranks(model: nn.Module) -> dict[tuple[str, Port], int]:
+    """Forward-pass order of every module's inputs and output events.
+
+    A module's inputs are seen when it is entered and its output when it exits, so a
+    depth-first walk (children in registration order) gives the order in which nnsight
+    meets them for sequential models such as these.
+    """
+    ranks: dict[tuple[str, Port], int] = {}
+    counter = 0
+
+    def walk(module: nn.Module, path: str) -> None:
+        nonlocal counter
+        ranks[(path, "inputs")] = counter
+        counter += 1
+        for name, child in module.named_children():
+            walk(child, f"{path}.{name}" if path else name)
+        ranks[(path, "output")] = counter
+        counter += 1
+
+    walk(model, "")
+    return ranks
+
+
+def _envoy(root: Any, path: str) -> Any:
+    envoy = root
+    for part in path.split("."):
+        envoy = envoy[int(part)] if part.isdigit() else getattr(envoy, part)
+    return envoy
+
+
+def _to_device(inputs: dict[str, torch.Tensor], loaded: LoadedModel) -> dict[str, torch.Tensor]:
+    moved = {}
+    for key, value in inputs.items():
+        value = value.to(loaded.device)
+        if value.is_floating_point():  # pixel values follow the model's dtype
+            value = value.to(loaded.dtype)
+        moved[key] = value
+    return moved
+
+
+def capture(
+    loaded: LoadedModel,
+    images: np.ndarray,
+    sites: Sequence[str],
+    *,
+    prompt: str,
+    intervention: Any | None = None,
+) -> dict[str, torch.Tensor]:
+    """Run one batch and return ``site -> (batch, tokens, d)`` float32 CPU tensors.
+
+    ``images`` is ``(batch, H, W, 3)`` uint8. ``intervention`` is an object with an
+    ``actions(adapter, input_ids)`` method (see :mod:`interp.interventions`); the
+    recorded values are those of the intervened forward pass.
+    """
+    adapter = loaded.adapter
+    sites = [adapter.check_site(s) for s in sites]
+    inputs = _to_device(adapter.build_inputs(images, prompt), loaded)
+    positions = adapter.image_token_positions(inputs["input_ids"])  # (batch, tokens)
+
+    actions = [Action(adapter.module_path(s), "output", site=s) for s in sites]
+    if intervention is not None:
+        actions += intervention.actions(adapter, inputs["input_ids"])
+    if loaded.model not in _RANKS:
+        _RANKS[loaded.model] = event_ranks(loaded.model)
+    ranks = _RANKS[loaded.model]
+    # Edits before records at the same event; stable otherwise.
+    actions.sort(key=lambda a: (ranks[(a.path, a.port)], a.site is not None))
+
+    traced = loaded.traced
+    with torch.no_grad(), traced.trace(**inputs):
+        store = nnsight.save({})
+        for action in actions:
+            envoy = _envoy(traced, action.path)
+            if action.port == "inputs":
+                if action.edit is not None:
+                    envoy.inputs = action.edit(envoy.inputs)
+                continue
+            value = envoy.output
+            if action.edit is not None:
+                value = action.edit(value)
+                envoy.output = value
+            if action.site is not None:
+                selected = adapter.select(action.site, value, positions)
+                store[action.site] = selected.detach().to("cpu", torch.float32, copy=True)
+    return {site: store[site] for site in sites}

@@ -1,0 +1,194 @@
+"""A tiny random-weight LLaVA built offline from configs: the default model for now.
+
+It has exactly the classes of a real LLaVA-1.5 checkpoint (``LlavaForConditionalGeneration``
+with a CLIP vision tower, an MLP projector and a Llama decoder; a ``LlavaProcessor`` with a
+CLIP image processor and a word-level tokenizer), is saved with ``save_pretrained`` and is
+always loaded back with ``from_pretrained(folder)``: the path a real checkpoint takes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from interp.stimuli import CELL_NAMES, COLORS, COUNT_NAMES, SHAPES, SIZES
+
+__all__ = ["TINY_LLAVA_NAME", "build_tiny_llava", "default_model_dir", "CHAT_TEMPLATE"]
+
+TINY_LLAVA_NAME = "tiny-llava"
+_IMAGE_TOKEN = "<image>"
+_SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", _IMAGE_TOKEN]
+_WORDS = [
+    "user",
+    "assistant",
+    ":",
+    "?",
+    ".",
+    ",",
+    "what",
+    "is",
+    "the",
+    "of",
+    "in",
+    "image",
+    "picture",
+    "describe",
+    "color",
+    "shape",
+    "size",
+    "how",
+    "many",
+    "objects",
+    "object",
+    "are",
+    "there",
+    "where",
+    "first",
+    "left",
+    "right",
+    "top",
+    "bottom",
+    "middle",
+    "center",
+    "small",
+    "medium",
+    "large",
+    "yes",
+    "no",
+    "a",
+    "an",
+    "one",
+    "two",
+    "three",
+    "four",
+]
+
+# LLaVA-1.5 style: "USER: <image>\n{text} ASSISTANT:"
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}USER: {% else %}ASSISTANT: {% endif %}"
+    "{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<image>\n"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %} {% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def _vocabulary() -> list[str]:
+    words = list(_SPECIALS) + _WORDS + list(COLORS) + list(SHAPES) + list(SIZES) + list(COUNT_NAMES)
+    words += [w for name in CELL_NAMES for w in name.split("-")]
+    return list(dict.fromkeys(words))  # de-duplicated, order kept
+
+
+def _tokenizer():
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(_vocabulary())}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+    )
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", vocab["<s>"])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        additional_special_tokens=[_IMAGE_TOKEN],
+    )
+
+
+def _image_processor(image_size: int):
+    try:  # transformers >= 5: the PIL backend needs no torchvision
+        from transformers import CLIPImageProcessorPil as ImageProcessor
+    except ImportError:  # transformers 4.x: CLIPImageProcessor is PIL-based
+        from transformers import CLIPImageProcessor as ImageProcessor
+    return ImageProcessor(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+    )
+
+
+def build_tiny_llava(
+    folder: str | os.PathLike,
+    *,
+    seed: int = 0,
+    image_size: int = 64,
+    patch_size: int = 8,
+    vision_layers: int = 4,
+    lm_layers: int = 8,
+    hidden_size: int = 64,
+    chat_template: bool = True,
+    vision_feature_layer: int = -2,
+    vision_feature_select_strategy: str = "default",
+) -> Path:
+    """Build, seed and ``save_pretrained`` a tiny LLaVA (model + processor) into ``folder``."""
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    tokenizer = _tokenizer()
+    vocab = tokenizer.get_vocab()
+    vision = CLIPVisionConfig(
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 4,
+        num_hidden_layers=vision_layers,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=patch_size,
+        projection_dim=hidden_size,
+    )
+    text = LlamaConfig(
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 4,
+        num_hidden_layers=lm_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(vocab),
+        max_position_embeddings=512,
+        pad_token_id=vocab["<pad>"],
+        bos_token_id=vocab["<s>"],
+        eos_token_id=vocab["</s>"],
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=vocab[_IMAGE_TOKEN],
+        vision_feature_layer=vision_feature_layer,
+        vision_feature_select_strategy=vision_feature_select_strategy,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).eval()
+    processor = LlavaProcessor(
+        image_processor=_image_processor(image_size),
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy=vision_feature_select_strategy,
+        num_additional_image_tokens=1,  # the CLS token the vision tower adds
+        chat_template=CHAT_TEMPLATE if chat_template else None,
+    )
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def default_model_dir() -> Path:
+    """Where the built-in model is materialised (``$VLM_INTERP_HOME`` or the user cache)."""
+    root = os.environ.get("VLM_INTERP_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "vlm-interp"
+    )
+    return Path(root) / f"{TINY_LLAVA_NAME}-seed0"
