@@ -110,6 +110,11 @@ class Adapter(ABC):
     @abstractmethod
     def attention_implementation(self) -> str: ...
 
+    @property
+    @abstractmethod
+    def vision_prefix_tokens(self) -> int:
+        """Non-patch tokens (CLS, registers) the vision layers carry before the patches."""
+
     # ----- inputs ----------------------------------------------------------------------
     @abstractmethod
     def default_prompt(self, question: str) -> str:

@@ -64,6 +64,12 @@ class LlavaAdapter(Adapter):
         text = self.model.config.text_config
         return str(getattr(text, "_attn_implementation", None) or "eager")
 
+    @property
+    def vision_prefix_tokens(self) -> int:
+        embeddings = dict(self.model.named_modules())[self._vision_layers.rsplit(".", 2)[0]]
+        embeddings = getattr(embeddings, "embeddings", None)
+        return int(getattr(embeddings, "class_embedding", None) is not None)
+
     def module_path(self, site: str) -> str:
         parsed = parse_site(self.check_site(site))
         if parsed.stage == "vision":

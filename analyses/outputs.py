@@ -1,0 +1,51 @@
+"""Writing result files: never over an existing file unasked, never half-written."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from interp.errors import OutputExistsError
+
+__all__ = ["check_writable", "write_atomic", "write_table", "write_figure"]
+
+
+def check_writable(paths: Iterable[Path], overwrite: bool) -> None:
+    """Refuse up front (before any work) if an output exists and overwrite is off."""
+    existing = [str(p) for p in paths if Path(p).exists()]
+    if existing and not overwrite:
+        raise OutputExistsError(
+            f"output already exists: {', '.join(existing)}; pass --overwrite to replace, "
+            f"or choose another --out folder"
+        )
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` then rename ``tmp`` onto ``path`` (same folder, atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_table(table: pd.DataFrame, path: Path) -> Path:
+    return write_atomic(path, lambda tmp: table.to_csv(tmp, index=False))
+
+
+def write_figure(fig: go.Figure, path: Path) -> Path:
+    """``.html`` -> self-contained page; ``.png``/``.pdf``/``.svg`` -> static (kaleido)."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".html":
+        return write_atomic(
+            path, lambda tmp: fig.write_html(tmp, include_plotlyjs=True, full_html=True)
+        )
+    return write_atomic(path, lambda tmp: fig.write_image(tmp, format=suffix.lstrip(".")))

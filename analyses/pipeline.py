@@ -1,0 +1,121 @@
+"""The one-command study: stimuli -> model -> cache -> probes -> layer-by-attribute map."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from analyses.figures import layer_attribute_heatmap
+from analyses.outputs import check_writable, write_figure, write_table
+from caches import DEFAULT_QUESTION, CacheReader, extract
+from interp.errors import ConfigError
+from interp.interventions import CONDITIONS
+from interp.loading import TINY_LLAVA_NAME, load_model
+from interp.stimuli import StimulusSpec, generate
+from probes import sweep
+
+__all__ = ["RunConfig", "RunResult", "run", "OUTPUT_FILES"]
+
+OUTPUT_FILES = {
+    "cache": "cache.h5",
+    "probes": "probes.csv",
+    "figure": "layer_attribute_map.html",
+}
+
+
+def _opt(help_text: str, **kwargs) -> dict:
+    return {"metadata": {"help": help_text}, **kwargs}
+
+
+@dataclass
+class RunConfig:
+    """Everything ``interp run`` does; the command line's options are these fields."""
+
+    out: str = field(default="interp-results", **_opt("output folder"))
+    model: str = field(
+        default=TINY_LLAVA_NAME,
+        **_opt("built-in name, local save_pretrained folder, or hub id"),
+    )
+    n_images: int = field(default=512, **_opt("number of synthetic images"))
+    image_size: int | None = field(
+        default=None, **_opt("stimulus side in px (default: the model's native input size)")
+    )
+    seed: int = field(default=0, **_opt("seed of stimuli, shuffling and folds"))
+    batch_size: int = field(default=32, **_opt("images per forward pass"))
+    sites: list[str] | None = field(
+        default=None, **_opt("sites to capture, e.g. vision.0 projector lm.3 (default: all)")
+    )
+    conditions: list[str] = field(
+        default_factory=lambda: list(CONDITIONS), **_opt("experimental conditions")
+    )
+    question: str = field(default=DEFAULT_QUESTION, **_opt("question put in the prompt"))
+    n_splits: int = field(default=5, **_opt("cross-validation folds"))
+    dtype: str | None = field(default=None, **_opt("model dtype: float32, float16, bfloat16"))
+    device_map: str | None = field(default=None, **_opt("e.g. cuda, auto (default: CPU)"))
+    local_files_only: bool = field(default=False, **_opt("never reach the hub"))
+    overwrite: bool = field(default=False, **_opt("replace existing outputs"))
+    progress: bool = field(default=True, **_opt("show progress bars"))
+
+    def __post_init__(self) -> None:
+        if self.n_images < 2 * self.n_splits:
+            raise ConfigError(
+                f"n_images={self.n_images} is too few for {self.n_splits}-fold probes; "
+                f"use at least {2 * self.n_splits}"
+            )
+        if self.n_splits < 2:
+            raise ConfigError(f"n_splits must be >= 2, got {self.n_splits}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        unknown = [c for c in self.conditions if c not in CONDITIONS]
+        if unknown:
+            raise ConfigError(f"unknown conditions {unknown}; expected some of {CONDITIONS}")
+
+    def paths(self) -> dict[str, Path]:
+        return {key: Path(self.out) / name for key, name in OUTPUT_FILES.items()}
+
+    def replace(self, **changes) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class RunResult:
+    paths: dict[str, Path]
+    table: pd.DataFrame
+
+
+def run(config: RunConfig) -> RunResult:
+    """Run the whole study; outputs appear only when complete (see :data:`OUTPUT_FILES`)."""
+    paths = config.paths()
+    check_writable(paths.values(), config.overwrite)
+    loaded = load_model(
+        config.model,
+        dtype=config.dtype,
+        device_map=config.device_map,
+        local_files_only=config.local_files_only,
+    )
+    image_size = config.image_size or loaded.adapter.native_image_size
+    loaded.adapter.check_image_size(image_size)
+    stimuli = generate(
+        StimulusSpec(n_images=config.n_images, image_size=image_size, seed=config.seed)
+    )
+    # An unfinished cache from the same settings is resumed; from others, refused.
+    extract(
+        loaded,
+        stimuli,
+        paths["cache"],
+        sites=config.sites,
+        conditions=config.conditions,
+        prompt=loaded.adapter.default_prompt(config.question),
+        batch_size=config.batch_size,
+        seed=config.seed,
+        overwrite=config.overwrite,
+        progress=config.progress,
+    )
+    with CacheReader(paths["cache"]) as reader:
+        table = sweep(reader, n_splits=config.n_splits, seed=config.seed, progress=config.progress)
+    write_table(table, paths["probes"])
+    write_figure(layer_attribute_heatmap(table), paths["figure"])
+    return RunResult(paths=paths, table=table)

@@ -1,0 +1,16 @@
+"""The HDF5 activation store: write (and resume) during extraction, read lazily after."""
+
+from caches.extract import DEFAULT_QUESTION, extract
+from caches.reader import CacheReader
+from caches.schema import BASELINE, SCHEMA_VERSION, acts_path
+from caches.writer import CacheWriter
+
+__all__ = [
+    "BASELINE",
+    "DEFAULT_QUESTION",
+    "SCHEMA_VERSION",
+    "CacheReader",
+    "CacheWriter",
+    "acts_path",
+    "extract",
+]

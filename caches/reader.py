@@ -1,0 +1,141 @@
+"""Read a cache lazily: datasets stay on disk until sliced."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from caches.schema import BASELINE, SCHEMA_VERSION, acts_path
+from interp.errors import CacheError, SiteError
+
+__all__ = ["CacheReader"]
+
+
+class CacheReader:
+    """An open cache file. Use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, path: str | os.PathLike, *, allow_incomplete: bool = False) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CacheError(
+                f"no cache at {self.path}; create one with `interp run --out DIR` "
+                f"(it writes DIR/cache.h5)"
+            )
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as err:
+            raise CacheError(
+                f"{self.path} is not a readable HDF5 file ({err}); it may be truncated or "
+                f"corrupt: re-create it with `interp run --overwrite`"
+            ) from err
+        attrs = self._file.attrs
+        version = attrs.get("schema_version")
+        if version is None or "sites" not in attrs:
+            self._file.close()
+            raise CacheError(f"{self.path} is an HDF5 file but not an activation cache")
+        if int(version) > SCHEMA_VERSION:
+            self._file.close()
+            raise CacheError(
+                f"{self.path} has schema_version {int(version)}, this toolkit reads up to "
+                f"{SCHEMA_VERSION}; upgrade vlm-interp"
+            )
+        if not bool(attrs.get("complete", False)) and not allow_incomplete:
+            self._file.close()
+            raise CacheError(
+                f"{self.path} is incomplete ({int(attrs.get('n_written', 0))} of "
+                f"{int(attrs.get('n_images', 0))} images); resume the run that made it, "
+                f"or pass allow_incomplete=True to read what is there"
+            )
+
+    # ----- metadata --------------------------------------------------------------------
+    @property
+    def attrs(self) -> dict[str, Any]:
+        out = {}
+        for key, value in self._file.attrs.items():
+            if isinstance(value, str) and value[:1] in "[{":
+                value = json.loads(value)
+            out[key] = value.item() if isinstance(value, np.generic) else value
+        return out
+
+    @property
+    def sites(self) -> list[str]:
+        return json.loads(self._file.attrs["sites"])
+
+    @property
+    def conditions(self) -> list[str]:
+        return json.loads(self._file.attrs["conditions"])
+
+    @property
+    def n_images(self) -> int:
+        return int(self._file.attrs["n_images"])
+
+    @property
+    def n_written(self) -> int:
+        return int(self._file.attrs["n_written"])
+
+    def intervention(self, condition: str) -> dict[str, Any]:
+        if condition == BASELINE:
+            return {}
+        return json.loads(self._file[f"ablations/{condition}"].attrs["intervention"])
+
+    # ----- data ------------------------------------------------------------------------
+    @property
+    def images(self) -> h5py.Dataset:
+        return self._file["images/pixels"]
+
+    @property
+    def object_map(self) -> h5py.Dataset:
+        return self._file["images/object_map"]
+
+    @property
+    def grid(self) -> np.ndarray:
+        return self._file["tokens/grid"][()]
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self._file["labels"].keys())
+
+    def labels(self, name: str) -> np.ndarray:
+        if name not in self._file["labels"]:
+            raise CacheError(f"no label {name!r} in {self.path}; labels: {self.label_names}")
+        return self._file[f"labels/{name}"][()]
+
+    def label_classes(self, name: str) -> list[str] | None:
+        """Class names of a categorical label, None for a continuous one."""
+        raw = self._file[f"labels/{name}"].attrs.get("classes")
+        return json.loads(raw) if raw is not None else None
+
+    def acts(self, site: str, condition: str = BASELINE) -> h5py.Dataset:
+        """The lazy ``(n, tokens, d)`` float16 dataset of ``site`` under ``condition``."""
+        if site not in self.sites:
+            raise SiteError(f"no site {site!r} in {self.path}; sites: {', '.join(self.sites)}")
+        if condition not in self.conditions:
+            raise CacheError(
+                f"no condition {condition!r} in {self.path}; conditions: {self.conditions}"
+            )
+        return self._file[acts_path(site, condition)]
+
+    def mean_pooled(self, site: str, condition: str = BASELINE, chunk: int = 256) -> np.ndarray:
+        """``(n_written, d)`` float32 mean over tokens, read ``chunk`` images at a time."""
+        dataset = self.acts(site, condition)
+        n = self.n_written
+        out = np.empty((n, dataset.shape[-1]), dtype=np.float32)
+        for start in range(0, n, chunk):
+            block = dataset[start : start + chunk].astype(np.float32)  # (chunk, tokens, d)
+            out[start : start + len(block)] = block.mean(axis=1)
+        return out
+
+    def close(self) -> None:
+        if self._file.id.valid:
+            self._file.close()
+
+    def __enter__(self) -> CacheReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,53 @@
+"""The cache file layout; ``docs/cache-format.md`` is its prose description.
+
+Paths inside the HDF5 file::
+
+    /                       attrs: see ROOT_ATTRS
+    images/pixels           uint8  (n, H, W, 3)
+    images/object_map       int8   (n, H, W)       object index per pixel, -1 = background
+    labels/<attribute>      int64 (n,) categorical (attr ``classes``) or float32 (n,)
+    tokens/grid             int32  (tokens, 2)     (row, col) of each token in the patch grid
+    acts/<site>             float16 (n, tokens, d) baseline activations, one chunk per image
+    ablations/<condition>/<site>   same, under an intervention (group attrs describe it)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ACT_DTYPE",
+    "ROOT_ATTRS",
+    "MATCH_ATTRS",
+    "BASELINE",
+    "acts_path",
+]
+
+SCHEMA_VERSION = 1
+ACT_DTYPE = "float16"
+BASELINE = "baseline"
+
+# Root attributes every complete cache has (JSON-encoded where not scalar).
+ROOT_ATTRS = (
+    "schema_version",  # int
+    "toolkit_version",  # str
+    "model",  # the path or hub id given to from_pretrained
+    "model_family",  # adapter family, e.g. "LLaVA-1.5"
+    "prompt",  # the exact text given to the processor
+    "stimuli",  # JSON: the StimulusSpec
+    "sites",  # JSON list, depth order
+    "conditions",  # JSON list, "baseline" first
+    "patch_grid",  # JSON [rows, cols]
+    "vision_tokens",  # how vision sites were cut to patch tokens
+    "n_images",  # int
+    "n_written",  # int: images fully written (resume point)
+    "complete",  # bool: extraction finished
+)
+# Attributes that must agree for an unfinished cache to be resumed.
+MATCH_ATTRS = ("schema_version", "model", "prompt", "stimuli", "sites", "conditions", "patch_grid")
+
+
+def acts_path(site: str, condition: str = BASELINE) -> str:
+    """Dataset path of ``site`` under ``condition``."""
+    if condition == BASELINE:
+        return f"acts/{site}"
+    return f"ablations/{condition}/{site}"

@@ -1,0 +1,48 @@
+"""Access to models: stimuli, family adapters, capture and interventions (built on nnsight)."""
+
+from interp.adapters import Adapter, adapter_for, register_adapter, registered_families
+from interp.capture import capture
+from interp.errors import (
+    CacheError,
+    ConfigError,
+    InterpError,
+    InterventionError,
+    ModelLoadError,
+    OutputExistsError,
+    SiteError,
+    UnsupportedModelError,
+)
+from interp.interventions import CONDITIONS, LowerLayerMask, ShufflePatches, make_intervention
+from interp.loading import BUILTIN_MODELS, LoadedModel, load_model
+from interp.sites import all_sites, parse_site, sort_sites
+from interp.stimuli import Stimuli, StimulusSpec, generate, patch_label_map
+
+__all__ = [
+    "Adapter",
+    "BUILTIN_MODELS",
+    "CONDITIONS",
+    "CacheError",
+    "ConfigError",
+    "InterpError",
+    "InterventionError",
+    "LoadedModel",
+    "LowerLayerMask",
+    "ModelLoadError",
+    "OutputExistsError",
+    "ShufflePatches",
+    "SiteError",
+    "Stimuli",
+    "StimulusSpec",
+    "UnsupportedModelError",
+    "adapter_for",
+    "all_sites",
+    "capture",
+    "generate",
+    "load_model",
+    "make_intervention",
+    "parse_site",
+    "patch_label_map",
+    "register_adapter",
+    "registered_families",
+    "sort_sites",
+]

@@ -1,0 +1,84 @@
+"""The ``interp`` command line. The only module that imports every package."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import types
+import typing
+from collections.abc import Sequence
+
+from interp.errors import InterpError
+
+__all__ = ["main", "build_parser"]
+
+
+def _base_type(hint: object) -> object:
+    """``X | None`` -> ``X``; anything else unchanged."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
+def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One ``--option`` per dataclass field, typed from its annotation.
+
+    Options left out parse as None, so the dataclass's own defaults apply.
+    """
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        base = _base_type(hints[f.name])
+        if base is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+        elif typing.get_origin(base) is list:
+            item = typing.get_args(base)[0]
+            parser.add_argument(flag, nargs="+", type=item, help=help_text, metavar="NAME")
+        else:
+            parser.add_argument(flag, type=base, help=help_text, metavar=f.name.upper())
+    parser.set_defaults(**{f.name: None for f in dataclasses.fields(cls)})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from analyses.pipeline import RunConfig
+
+    parser = argparse.ArgumentParser(
+        prog="interp",
+        description="Which visual attributes survive at each depth of a vision-language model.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser(
+        "run",
+        help="stimuli -> model -> cache -> probes and ablations -> layer-by-attribute map",
+        description="Writes OUT/cache.h5, OUT/probes.csv and OUT/layer_attribute_map.html.",
+    )
+    _add_dataclass_options(run, RunConfig)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from analyses.pipeline import RunConfig, run
+
+    given = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
+    try:
+        config = RunConfig(**given)
+        result = run(config)
+    except InterpError as err:
+        print(f"interp: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interp: interrupted; rerun the same command to resume extraction", file=sys.stderr)
+        return 130
+    print("results:")
+    for key, path in result.paths.items():
+        print(f"  {key:8s} {path.resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
