@@ -1,6 +1,6 @@
 """The HDF5 activation store: write (and resume) during extraction, read lazily after."""
 
-from caches.extract import DEFAULT_QUESTION, extract
+from caches.extraction import DEFAULT_QUESTION, extract
 from caches.reader import CacheReader
 from caches.schema import BASELINE, SCHEMA_VERSION, acts_path
 from caches.writer import CacheWriter

@@ -65,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from analyses.pipeline import RunConfig, run
 
     given = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
+    if given.get("progress") is False:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     try:
         config = RunConfig(**given)
         result = run(config)

@@ -93,11 +93,14 @@ def load_model(
     dtype: str | torch.dtype | None = None,
     device_map: str | dict | None = None,
     local_files_only: bool = False,
+    attn_implementation: str | None = None,
 ) -> LoadedModel:
     """Load model + processor with ``from_pretrained`` and resolve the family adapter.
 
     ``source`` is a built-in name, a local ``save_pretrained`` folder or a hub id.
-    ``dtype`` is e.g. ``"bfloat16"``; ``device_map`` e.g. ``"cuda"`` or ``"auto"``.
+    ``dtype`` is e.g. ``"bfloat16"``; ``device_map`` e.g. ``"cuda"`` or ``"auto"``;
+    ``attn_implementation`` e.g. ``"sdpa"`` or ``"eager"`` (the attention knockout needs one
+    of these two).
     """
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
@@ -120,6 +123,8 @@ def load_model(
         model_kwargs["dtype"] = dtype
     if device_map is not None:
         model_kwargs["device_map"] = device_map
+    if attn_implementation is not None:
+        model_kwargs["attn_implementation"] = attn_implementation
     try:
         model = AutoModelForImageTextToText.from_pretrained(resolved, config=config, **model_kwargs)
     except (OSError, ValueError) as err:

@@ -156,6 +156,15 @@ class Adapter(ABC):
         r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
         return np.stack([r.ravel(), c.ravel()], axis=1).astype(np.int32)
 
+    def check_prompt(self, prompt: str) -> None:
+        """The prompt must hold the processor's image token exactly once."""
+        token = self.processor.image_token
+        if prompt.count(token) != 1:
+            raise ConfigError(
+                f"the prompt must hold the image token {token!r} exactly once, found "
+                f"{prompt.count(token)} in {prompt!r}; use adapter.default_prompt(question)"
+            )
+
     def check_image_size(self, size: int) -> None:
         """Refuse sizes whose pixels do not tile the patch grid (labels would be inexact)."""
         rows, _ = self.patch_grid

@@ -91,6 +91,7 @@ class LlavaAdapter(Adapter):
         return f"{self.processor.image_token}\n{question}"
 
     def build_inputs(self, images: np.ndarray, prompt: str) -> dict[str, torch.Tensor]:
+        self.check_prompt(prompt)
         batch = self.processor(
             images=list(images), text=[prompt] * len(images), return_tensors="pt"
         )

@@ -1,0 +1,194 @@
+"""The HDF5 cache: schema, fidelity, resume, refusals, and reading with other tools."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import caches.extraction as extract_module
+from caches import SCHEMA_VERSION, CacheReader, extract
+from caches.writer import partial_path
+from interp import (
+    CacheError,
+    ConfigError,
+    OutputExistsError,
+    SiteError,
+    StimulusSpec,
+    capture,
+    generate,
+    make_intervention,
+)
+
+SITES = ["vision.0", "projector", "lm.3"]
+
+
+@pytest.fixture(scope="module")
+def small():
+    return generate(StimulusSpec(n_images=10, seed=4))
+
+
+@pytest.fixture(scope="module")
+def cache_path(loaded, small, tmp_path_factory):
+    path = tmp_path_factory.mktemp("cache") / "cache.h5"
+    return extract(loaded, small, path, sites=SITES, batch_size=4, progress=False)
+
+
+def test_schema_with_plain_h5py(cache_path, loaded, small, prompt) -> None:
+    with h5py.File(cache_path, "r") as f:
+        attrs = f.attrs
+        assert attrs["schema_version"] == SCHEMA_VERSION
+        assert attrs["model"] == loaded.source
+        assert attrs["prompt"] == prompt and "<image>" in attrs["prompt"]
+        assert json.loads(attrs["stimuli"]) == json.loads(json.dumps(small.spec.to_dict()))
+        assert json.loads(attrs["sites"]) == SITES
+        assert json.loads(attrs["conditions"]) == ["baseline", "shuffle", "lower_mask"]
+        assert bool(attrs["complete"]) and attrs["n_written"] == 10
+        assert isinstance(attrs["toolkit_version"], str)
+        assert f["images/pixels"].dtype == np.uint8 and f["images/pixels"].shape == (10, 64, 64, 3)
+        np.testing.assert_array_equal(f["images/pixels"][()], small.images)
+        np.testing.assert_array_equal(f["labels/color"][()], small.labels["color"])
+        assert json.loads(f["labels/color"].attrs["classes"])[0] == "red"
+        assert f["tokens/grid"].shape == (64, 2)
+        for site in SITES:
+            ds = f[f"acts/{site}"]
+            assert ds.dtype == np.float16 and ds.shape == (10, 64, 64) and ds.chunks == (1, 64, 64)
+            assert f[f"ablations/shuffle/{site}"].shape == ds.shape
+        described = json.loads(f["ablations/lower_mask"].attrs["intervention"])
+        assert described == {"fraction": 0.25, "layers": [0, 1]}
+
+
+def test_cached_values_equal_capture(cache_path, loaded, small, prompt) -> None:
+    with CacheReader(cache_path) as reader:
+        for condition in reader.conditions:
+            fresh = capture(
+                loaded,
+                small.images[4:8],
+                SITES,
+                prompt=prompt,
+                intervention=make_intervention(condition),
+            )
+            for site in SITES:
+                stored = torch.from_numpy(reader.acts(site, condition)[4:8].astype(np.float32))
+                expected = fresh[site].to(torch.float16).to(torch.float32)
+                torch.testing.assert_close(stored, expected, rtol=0, atol=0)
+        pooled = reader.mean_pooled("lm.3", chunk=3)
+        full = reader.acts("lm.3")[()].astype(np.float32).mean(1)
+        np.testing.assert_allclose(pooled, full, rtol=1e-6)
+
+
+def test_resume_after_a_crash_gives_the_same_file(loaded, small, tmp_path, monkeypatch) -> None:
+    clean = extract(loaded, small, tmp_path / "clean.h5", sites=SITES, batch_size=4, progress=False)
+    calls = {"n": 0}
+    real_capture = extract_module.capture
+
+    def crashing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 3 * 2:  # two batches of three conditions, then a crash
+            raise KeyboardInterrupt
+        return real_capture(*args, **kwargs)
+
+    target = tmp_path / "out.h5"
+    monkeypatch.setattr(extract_module, "capture", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        extract(loaded, small, target, sites=SITES, batch_size=4, progress=False)
+    assert not target.exists(), "an unfinished cache must not look complete"
+    with CacheReader(partial_path(target), allow_incomplete=True) as partial:
+        assert partial.n_written == 8
+    with pytest.raises(CacheError, match="incomplete"):
+        CacheReader(partial_path(target))
+
+    monkeypatch.setattr(extract_module, "capture", real_capture)
+    resumed_calls = {"n": 0}
+
+    def counting(*args, **kwargs):
+        resumed_calls["n"] += 1
+        return real_capture(*args, **kwargs)
+
+    monkeypatch.setattr(extract_module, "capture", counting)
+    extract(loaded, small, target, sites=SITES, batch_size=4, progress=False)
+    assert resumed_calls["n"] == 3, "only the last batch is recomputed"
+    assert not partial_path(target).exists()
+    with CacheReader(target) as a, CacheReader(clean) as b:
+        for condition in a.conditions:
+            for site in SITES:
+                np.testing.assert_array_equal(
+                    a.acts(site, condition)[()], b.acts(site, condition)[()]
+                )
+
+
+def test_incompatible_unfinished_cache_is_refused(loaded, small, tmp_path) -> None:
+    target = tmp_path / "cache.h5"
+    with h5py.File(partial_path(target), "w") as f:
+        f.attrs.update({"schema_version": SCHEMA_VERSION, "model": "another/model"})
+    with pytest.raises(CacheError, match="different 'model'.*delete it"):
+        extract(loaded, small, target, sites=SITES, progress=False)
+    assert partial_path(target).exists(), "never deletes data on its own"
+
+
+def test_existing_cache_needs_overwrite(cache_path, loaded, small, tmp_path) -> None:
+    target = tmp_path / "cache.h5"
+    shutil.copy(cache_path, target)
+    before = target.read_bytes()
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        extract(loaded, small, target, sites=SITES, progress=False)
+    assert target.read_bytes() == before
+    extract(loaded, small, target, sites=["lm.0"], overwrite=True, progress=False)
+    with CacheReader(target) as reader:
+        assert reader.sites == ["lm.0"]
+
+
+def test_reader_errors_say_what_to_do(cache_path, tmp_path) -> None:
+    with pytest.raises(CacheError, match="no cache at .*interp run"):
+        CacheReader(tmp_path / "missing.h5")
+    corrupt = tmp_path / "corrupt.h5"
+    corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + b"garbage" * 100)
+    with pytest.raises(CacheError, match="not a readable HDF5 file"):
+        CacheReader(corrupt)
+    truncated = tmp_path / "truncated.h5"
+    truncated.write_bytes(cache_path.read_bytes()[:5000])
+    with pytest.raises(CacheError, match="truncated or corrupt"):
+        CacheReader(truncated)
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["x"] = 1
+    with pytest.raises(CacheError, match="not an activation cache"):
+        CacheReader(other)
+    newer = tmp_path / "newer.h5"
+    shutil.copy(cache_path, newer)
+    with h5py.File(newer, "a") as f:
+        f.attrs["schema_version"] = SCHEMA_VERSION + 1
+    with pytest.raises(CacheError, match="upgrade"):
+        CacheReader(newer)
+    with CacheReader(cache_path) as reader:
+        with pytest.raises(SiteError, match="sites: vision.0, projector, lm.3"):
+            reader.acts("lm.5")
+        with pytest.raises(CacheError, match="no condition"):
+            reader.acts("lm.3", "dropout")
+
+
+def test_bad_extraction_settings(loaded, small, tmp_path) -> None:
+    odd = generate(StimulusSpec(n_images=2, image_size=60))
+    with pytest.raises(ConfigError, match="does not tile.*--image-size 64"):
+        extract(loaded, odd, tmp_path / "c.h5", progress=False)
+    with pytest.raises(SiteError, match="valid sites"):
+        extract(loaded, small, tmp_path / "c.h5", sites=["lm.42"], progress=False)
+    assert not (tmp_path / "c.h5").exists() and not partial_path(tmp_path / "c.h5").exists()
+
+
+@pytest.mark.skipif(shutil.which("h5ls") is None, reason="HDF5 command-line tools not installed")
+def test_standard_hdf5_tools_read_it(cache_path) -> None:
+    listing = subprocess.run(
+        ["h5ls", "-r", str(cache_path)], capture_output=True, text=True, check=True
+    ).stdout
+    for name in ("/acts/vision.0", "/images/pixels", "/labels/color", "/tokens/grid"):
+        assert name in listing
+    dump = subprocess.run(
+        ["h5dump", "-a", "/prompt", str(cache_path)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "USER:" in dump

@@ -1,0 +1,118 @@
+"""``interp run`` end to end on the tiny model, and its one-line errors."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from analyses import RunConfig
+from interp import ConfigError, UnsupportedModelError, adapter_for, load_model
+from interp.cli import main
+
+FAST = ["--n-images", "40", "--no-progress", "--n-splits", "2"]
+
+
+def test_run_writes_the_three_outputs(tiny_dir, tmp_path, capsys) -> None:
+    out = tmp_path / "results"
+    code = main(
+        [
+            "run",
+            "--out",
+            str(out),
+            "--model",
+            tiny_dir,
+            *FAST,
+            "--sites",
+            "vision.0",
+            "lm.5",
+            "projector",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    for name in ("cache.h5", "probes.csv", "layer_attribute_map.html"):
+        assert (out / name).is_file() and str(out / name) in printed
+    table = pd.read_csv(out / "probes.csv")
+    assert list(table.columns) == [
+        "site",
+        "depth",
+        "attribute",
+        "condition",
+        "accuracy",
+        "chance",
+        "n",
+    ]
+    assert set(table.condition) == {"baseline", "shuffle", "lower_mask"}
+    assert list(dict.fromkeys(table.site)) == ["vision.0", "projector", "lm.5"]
+    assert set(table.attribute) == {"color", "shape", "size", "cell", "count"}
+    html = (out / "layer_attribute_map.html").read_text()
+    assert "plotly" in html.lower() and "lower_mask" in html and len(html) > 1_000_000
+    assert not list(out.glob("*.partial"))
+
+
+def test_existing_outputs_are_refused_without_overwrite(tiny_dir, tmp_path, capsys) -> None:
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "probes.csv").write_text("precious")
+    code = main(["run", "--out", str(out), "--model", tiny_dir, *FAST])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--overwrite" in err
+    assert (out / "probes.csv").read_text() == "precious"
+    assert not (out / "cache.h5").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "/no/such/folder"], "model path '/no/such/folder' does not exist"),
+        (["--sites", "lm.99"], "unknown site 'lm.99'"),
+        (["--image-size", "60"], "does not tile"),
+        (["--conditions", "dropout"], "unknown conditions"),
+        (["--n-images", "3"], "too few"),
+        (["--dtype", "float8"], "unknown dtype"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(args, message, tiny_dir, tmp_path, capsys) -> None:
+    argv = ["run", "--out", str(tmp_path / "o"), "--model", tiny_dir, *FAST, *args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("interp: error:") and message in err and "\n" not in err
+    assert not (tmp_path / "o" / "cache.h5").exists()
+    assert not (tmp_path / "o" / "probes.csv").exists()
+
+
+def test_builtin_default_model_loads_through_from_pretrained(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("VLM_INTERP_HOME", str(tmp_path / "home"))
+    model = load_model()  # the built-in default
+    assert model.source == str(tmp_path / "home" / "tiny-llava-seed0")
+    assert (tmp_path / "home" / "tiny-llava-seed0" / "model.safetensors").is_file()
+    assert model.adapter.family == "LLaVA-1.5" and model.adapter.n_lm_layers == 8
+    assert RunConfig().model == "tiny-llava"
+
+
+def test_unknown_hub_id_offline_and_folder_without_config(tmp_path) -> None:
+    from interp import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="local save_pretrained folder"):
+        load_model("no-such-org/no-such-model", local_files_only=True)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        load_model(str(tmp_path / "empty"))
+
+
+def test_unsupported_family_names_the_supported_ones() -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=10))
+    with pytest.raises(
+        UnsupportedModelError, match=r"'gpt2'.*llava \(LLaVA-1.5\).*register_adapter"
+    ):
+        adapter_for(model, processor=None)
+
+
+def test_config_dataclass_validates() -> None:
+    with pytest.raises(ConfigError, match="n_splits"):
+        RunConfig(n_splits=1)
+    with pytest.raises(ConfigError, match="batch_size"):
+        RunConfig(batch_size=0)

@@ -1,0 +1,149 @@
+"""Each intervention changes what it must and nothing it must not."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import hook_state
+
+from interp import (
+    ConfigError,
+    InterventionError,
+    LowerLayerMask,
+    ShufflePatches,
+    StimulusSpec,
+    capture,
+    generate,
+    load_model,
+    make_intervention,
+)
+from interp.interventions import knockout_mask
+
+
+def _record_full_lm(loaded, layers: list[int]):
+    """Plain forward hooks (outside nnsight) recording whole LM layer outputs."""
+    modules = dict(loaded.model.named_modules())
+    seen: dict[int, torch.Tensor] = {}
+    handles = []
+    for i in layers:
+
+        def hook(_m, _i, out, i=i):
+            seen[i] = (out[0] if isinstance(out, tuple) else out).detach().clone()
+
+        handles.append(modules[loaded.adapter.module_path(f"lm.{i}")].register_forward_hook(hook))
+    return seen, handles
+
+
+def test_shuffle_permutes_what_enters_the_llm_and_nothing_before(loaded, stimuli, prompt) -> None:
+    sites = loaded.adapter.sites()
+    base = capture(loaded, stimuli.images, sites, prompt=prompt)
+    shuffle = ShufflePatches(seed=5)
+    shuffled = capture(loaded, stimuli.images, sites, prompt=prompt, intervention=shuffle)
+    perm = torch.tensor(shuffle.describe(loaded.adapter)["permutation"])
+    assert sorted(perm.tolist()) == list(range(len(perm))) and not torch.equal(
+        perm, torch.arange(len(perm))
+    )
+    for site in sites:
+        if site.startswith("vision."):
+            torch.testing.assert_close(shuffled[site], base[site], rtol=0, atol=0)
+        elif site == "projector":
+            torch.testing.assert_close(shuffled[site], base[site][:, perm], rtol=0, atol=0)
+        else:
+            assert (shuffled[site] - base[site]).abs().max() > 1e-3, site
+    # Same seed, same permutation; another seed, another one.
+    assert ShufflePatches(5).describe(loaded.adapter) == shuffle.describe(loaded.adapter)
+    assert ShufflePatches(6).describe(loaded.adapter) != shuffle.describe(loaded.adapter)
+
+
+def test_lower_mask_cuts_image_to_text_flow_only_in_the_lower_layers(loaded, prompt) -> None:
+    adapter = loaded.adapter
+    mask = LowerLayerMask(fraction=0.25)
+    lower = mask.layers(adapter)
+    assert lower == [0, 1]  # 25% of 8 layers
+    images_a = generate(StimulusSpec(n_images=2, seed=10)).images
+    images_b = generate(StimulusSpec(n_images=2, seed=11)).images
+    inputs = adapter.build_inputs(images_a, prompt)
+    text = ~adapter.image_token_mask(inputs["input_ids"])[0]  # (seq,)
+
+    runs = {}
+    for name, images, intervention in [
+        ("a", images_a, mask),
+        ("b", images_b, mask),
+        ("a_base", images_a, None),
+        ("b_base", images_b, None),
+    ]:
+        seen, handles = _record_full_lm(loaded, list(range(adapter.n_lm_layers)))
+        try:
+            sites = capture(
+                loaded, images, adapter.sites(), prompt=prompt, intervention=intervention
+            )
+        finally:
+            for h in handles:
+                h.remove()
+        runs[name] = (seen, sites)
+
+    last_image = int((~text).nonzero().max())
+    after_image = [p for p in text.nonzero()[:, 0].tolist() if p > last_image]
+    assert after_image  # the question and the assistant turn follow the image
+    for i in lower:  # text after the image cannot see it: identical for different images
+        torch.testing.assert_close(
+            runs["a"][0][i][:, after_image], runs["b"][0][i][:, after_image], rtol=0, atol=1e-6
+        )
+        # ...whereas without the knockout it does see it.
+        assert (
+            runs["a_base"][0][i][:, after_image] - runs["b_base"][0][i][:, after_image]
+        ).abs().max() > 1e-3
+    above = lower[-1] + 1
+    assert (
+        runs["a"][0][above][:, after_image] - runs["b"][0][above][:, after_image]
+    ).abs().max() > 1e-3
+    # Vision sites and projector untouched; LM image tokens changed from the first layer.
+    for site in adapter.sites():
+        got, base = runs["a"][1][site], runs["a_base"][1][site]
+        if site.startswith("lm."):
+            assert (got - base).abs().max() > 1e-4, site
+        else:
+            torch.testing.assert_close(got, base, rtol=0, atol=0, msg=site)
+
+
+def test_knockout_agrees_between_eager_and_sdpa(tiny_dir, stimuli, prompt) -> None:
+    results = {}
+    for implementation in ("eager", "sdpa"):
+        model = load_model(tiny_dir, attn_implementation=implementation)
+        assert model.adapter.attention_implementation == implementation
+        results[implementation] = capture(
+            model, stimuli.images, ["lm.0", "lm.7"], prompt=prompt, intervention=LowerLayerMask()
+        )
+    for site in ("lm.0", "lm.7"):
+        torch.testing.assert_close(
+            results["eager"][site], results["sdpa"][site], atol=1e-5, rtol=1e-4
+        )
+
+
+def test_knockout_mask_forms() -> None:
+    image = torch.tensor([[False, True, True, False]])  # (batch, seq)
+    allowed = knockout_mask(None, image)  # causal, bool
+    assert allowed.shape == (1, 1, 4, 4) and allowed.dtype == torch.bool
+    expected = torch.tensor(
+        [[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 0, 1]], dtype=torch.bool
+    )
+    assert torch.equal(allowed[0, 0], expected)
+    additive = torch.zeros(1, 1, 4, 4).masked_fill(~torch.ones(4, 4, dtype=torch.bool).tril(), -1e9)
+    out = knockout_mask(additive, image)
+    assert out.dtype == additive.dtype
+    assert torch.equal(out[0, 0] == 0, expected)
+    assert torch.equal(knockout_mask(expected[None, None].clone(), image), expected[None, None])
+    with pytest.raises(InterventionError, match="square"):
+        knockout_mask(torch.ones(1, 1, 1, 4, dtype=torch.bool), image)
+
+
+def test_unsupported_attention_and_bad_fraction_are_refused(loaded, stimuli, prompt, monkeypatch):
+    before = hook_state(loaded.model)
+    monkeypatch.setattr(type(loaded.adapter), "attention_implementation", "flash_attention_2")
+    with pytest.raises(InterventionError, match="attn_implementation='sdpa'"):
+        capture(loaded, stimuli.images, ["lm.0"], prompt=prompt, intervention=LowerLayerMask())
+    assert hook_state(loaded.model) == before
+    with pytest.raises(ConfigError, match="fraction"):
+        LowerLayerMask(fraction=0)
+    with pytest.raises(ConfigError, match="unknown condition"):
+        make_intervention("dropout")
