@@ -53,7 +53,9 @@ class RunConfig:
     )
     question: str = field(default=DEFAULT_QUESTION, **_opt("question put in the prompt"))
     n_splits: int = field(default=5, **_opt("cross-validation folds"))
-    dtype: str | None = field(default=None, **_opt("model dtype: float32, float16, bfloat16"))
+    dtype: str | None = field(
+        default=None, **_opt("float32, float16 or bfloat16 (default: the checkpoint's)")
+    )
     device_map: str | None = field(default=None, **_opt("e.g. cuda, auto (default: CPU)"))
     local_files_only: bool = field(default=False, **_opt("never reach the hub"))
     overwrite: bool = field(default=False, **_opt("replace existing outputs"))
