@@ -93,6 +93,8 @@ class Stimuli:
     images: np.ndarray  # (n, H, W, 3) uint8
     object_map: np.ndarray  # (n, H, W) int8: object index covering the pixel, -1 = background
     labels: dict[str, np.ndarray] = field(default_factory=dict)  # attribute -> (n,)
+    # Per image, every object: {"shape", "color", "size"} (class indices) and {"x", "y"} (px).
+    objects: list[list[dict[str, float]]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -122,7 +124,9 @@ def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndar
     raise ConfigError(f"unknown shape {shape!r}; expected one of {SHAPES}")
 
 
-def _draw_one(spec: StimulusSpec, index: int) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+def _draw_one(
+    spec: StimulusSpec, index: int
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, float]]]:
     rng = np.random.default_rng([spec.seed, index])
     size = spec.image_size
     count = int(rng.integers(spec.min_objects, spec.max_objects + 1))
@@ -133,7 +137,7 @@ def _draw_one(spec: StimulusSpec, index: int) -> tuple[np.ndarray, np.ndarray, d
     dy_grid, dx_grid = np.meshgrid(centre, centre, indexing="ij")
 
     placed: list[tuple[float, float, float]] = []
-    first: dict[str, float] = {}
+    objects: list[dict[str, float]] = []
     for obj in range(count):
         shape_i = int(rng.integers(len(SHAPES)))
         color_i = int(rng.integers(len(COLORS)))
@@ -149,35 +153,35 @@ def _draw_one(spec: StimulusSpec, index: int) -> tuple[np.ndarray, np.ndarray, d
         mask = _shape_mask(SHAPES[shape_i], dx_grid - x, dy_grid - y, r)
         image[mask] = COLORS[list(COLORS)[color_i]]
         object_map[mask] = obj
-        if obj == 0:
-            third = size / 3
-            cell = int(min(y // third, 2) * 3 + min(x // third, 2))
-            first = {
-                "shape": shape_i,
-                "color": color_i,
-                "size": size_i,
-                "x": x,
-                "y": y,
-                "cell": cell,
-            }
-    first["count"] = len(placed) - 1  # class index: "1" is index 0
-    return image, object_map, first
+        objects.append(
+            {"shape": shape_i, "color": color_i, "size": size_i, "x": float(x), "y": float(y)}
+        )
+    return image, object_map, objects
 
 
 def generate(spec: StimulusSpec) -> Stimuli:
     """Draw ``spec.n_images`` images. Same spec -> byte-identical images and labels."""
     images = np.empty((spec.n_images, spec.image_size, spec.image_size, 3), dtype=np.uint8)
     object_map = np.empty((spec.n_images, spec.image_size, spec.image_size), dtype=np.int8)
-    rows: list[dict[str, float]] = []
+    objects: list[list[dict[str, float]]] = []
     for i in range(spec.n_images):
-        images[i], object_map[i], labels = _draw_one(spec, i)
-        rows.append(labels)
+        images[i], object_map[i], drawn = _draw_one(spec, i)
+        objects.append(drawn)
+    third = spec.image_size / 3
+    rows = [
+        {
+            **objs[0],
+            "cell": int(min(objs[0]["y"] // third, 2) * 3 + min(objs[0]["x"] // third, 2)),
+            "count": len(objs) - 1,  # class index: "1" is index 0
+        }
+        for objs in objects
+    ]
     labels = {
         name: np.array([r[name] for r in rows], dtype=np.int64) for name in CATEGORICAL_ATTRIBUTES
     }
     labels["x"] = np.array([r["x"] for r in rows], dtype=np.float32)
     labels["y"] = np.array([r["y"] for r in rows], dtype=np.float32)
-    return Stimuli(spec=spec, images=images, object_map=object_map, labels=labels)
+    return Stimuli(spec=spec, images=images, object_map=object_map, labels=labels, objects=objects)
 
 
 def patch_label_map(object_map: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
