@@ -13,7 +13,8 @@ from analyses.outputs import check_writable, write_figure, write_table
 from caches import DEFAULT_QUESTION, CacheReader, extract
 from interp.errors import ConfigError
 from interp.interventions import CONDITIONS
-from interp.loading import TINY_LLAVA_NAME, load_model
+from interp.loading import load_model
+from interp.organism import ORGANISM_NAME
 from interp.stimuli import StimulusSpec, generate
 from probes import sweep
 
@@ -36,7 +37,7 @@ class RunConfig:
 
     out: str = field(default="interp-results", **_opt("output folder"))
     model: str = field(
-        default=TINY_LLAVA_NAME,
+        default=ORGANISM_NAME,
         **_opt("built-in name, local save_pretrained folder, or hub id"),
     )
     n_images: int = field(default=512, **_opt("number of synthetic images"))
@@ -48,8 +49,9 @@ class RunConfig:
     sites: list[str] | None = field(
         default=None, **_opt("sites to capture, e.g. vision.0 projector lm.3 (default: all)")
     )
-    conditions: list[str] = field(
-        default_factory=lambda: list(CONDITIONS), **_opt("experimental conditions")
+    conditions: list[str] | None = field(
+        default=None,
+        **_opt(f"some of {' '.join(CONDITIONS)} (default: all the model supports)"),
     )
     question: str = field(default=DEFAULT_QUESTION, **_opt("question put in the prompt"))
     n_splits: int = field(default=5, **_opt("cross-validation folds"))
@@ -71,7 +73,7 @@ class RunConfig:
             raise ConfigError(f"n_splits must be >= 2, got {self.n_splits}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        unknown = [c for c in self.conditions if c not in CONDITIONS]
+        unknown = [c for c in self.conditions or () if c not in CONDITIONS]
         if unknown:
             raise ConfigError(f"unknown conditions {unknown}; expected some of {CONDITIONS}")
 

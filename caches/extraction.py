@@ -36,7 +36,7 @@ def extract(
     path: str | os.PathLike,
     *,
     sites: Sequence[str] | None = None,
-    conditions: Sequence[str] = CONDITIONS,
+    conditions: Sequence[str] | None = None,
     prompt: str | None = None,
     batch_size: int = 32,
     seed: int = 0,
@@ -45,6 +45,7 @@ def extract(
 ) -> Path:
     """Write ``path`` (HDF5) with the activations of ``stimuli`` at ``sites``.
 
+    ``conditions`` default to all the model's family supports (baseline first).
     Holds at most one batch of activations in memory. An unfinished ``<path>.partial``
     made with the same settings is resumed; the cache appears at ``path`` only when done.
     """
@@ -53,7 +54,13 @@ def extract(
     sites = sort_sites([adapter.check_site(s) for s in (sites or adapter.sites())])
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    conditions = list(dict.fromkeys([BASELINE, *conditions]))
+    conditions = list(dict.fromkeys([BASELINE, *(conditions or adapter.conditions)]))
+    unsupported = [c for c in conditions if c in CONDITIONS and c not in adapter.conditions]
+    if unsupported:
+        raise ConfigError(
+            f"a {adapter.family} model supports the conditions {list(adapter.conditions)}, "
+            f"not {unsupported}; leave --conditions out to run all it supports"
+        )
     interventions = {c: make_intervention(c, seed=seed) for c in conditions}
     prompt = prompt if prompt is not None else adapter.default_prompt(DEFAULT_QUESTION)
     attrs = {

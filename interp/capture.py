@@ -86,23 +86,24 @@ def capture(
     images: np.ndarray,
     sites: Sequence[str],
     *,
-    prompt: str,
+    prompt: str = "",
     intervention: Any | None = None,
 ) -> dict[str, torch.Tensor]:
     """Run one batch and return ``site -> (batch, tokens, d)`` float32 CPU tensors.
 
-    ``images`` is ``(batch, H, W, 3)`` uint8. ``intervention`` is an object with an
+    ``images`` is ``(batch, H, W, 3)`` uint8; ``prompt`` the exact text for a VLM (see
+    ``adapter.default_prompt``), empty for a vision encoder. ``intervention`` is an object with an
     ``actions(adapter, input_ids)`` method (see :mod:`interp.interventions`); the
     recorded values are those of the intervened forward pass.
     """
     adapter = loaded.adapter
     sites = [adapter.check_site(s) for s in sites]
     inputs = _to_device(adapter.build_inputs(images, prompt), loaded)
-    positions = adapter.image_token_positions(inputs["input_ids"])  # (batch, tokens)
+    positions = adapter.token_positions(inputs)  # (batch, tokens), None without an LLM
 
     actions = [Action(adapter.module_path(s), "output", site=s) for s in sites]
     if intervention is not None:
-        actions += intervention.actions(adapter, inputs["input_ids"])
+        actions += intervention.actions(adapter, inputs.get("input_ids"))
     if loaded.model not in _RANKS:
         _RANKS[loaded.model] = event_ranks(loaded.model)
     ranks = _RANKS[loaded.model]

@@ -59,31 +59,70 @@ def build_parser() -> argparse.ArgumentParser:
         description="Writes OUT/cache.h5, OUT/probes.csv and OUT/layer_attribute_map.html.",
     )
     _add_dataclass_options(run, RunConfig)
+
+    from interp.organism.build import OrganismEvalConfig
+    from interp.organism.training import OrganismTrainConfig
+
+    organism = commands.add_parser("organism", help="the built-in trained model organism")
+    steps = organism.add_subparsers(dest="step", required=True)
+    train = steps.add_parser(
+        "train",
+        help="train it from scratch on the CPU, evaluate it, write its model card",
+        description="Writes a save_pretrained folder with README.md (the model card).",
+    )
+    _add_dataclass_options(train, OrganismTrainConfig)
+    evaluate = steps.add_parser("eval", help="held-out accuracy per question type, beside chance")
+    _add_dataclass_options(evaluate, OrganismEvalConfig)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from analyses.pipeline import RunConfig, run
-
-    given = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "step") and v is not None}
     if given.get("progress") is False:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
     try:
-        config = RunConfig(**given)
-        result = run(config)
+        if args.command == "run":
+            return _run(given)
+        if args.step == "train":
+            return _organism_train(given)
+        return _organism_eval(given)
     except InterpError as err:
         print(f"interp: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interp: interrupted; rerun the same command to resume extraction", file=sys.stderr)
+        print("interp: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+def _run(given: dict) -> int:
+    from analyses.pipeline import RunConfig, run
+
+    result = run(RunConfig(**given))
     print("results:")
     for key, path in result.paths.items():
         print(f"  {key:8s} {path.resolve()}")
+    return 0
+
+
+def _organism_train(given: dict) -> int:
+    from interp.organism.build import build_organism
+    from interp.organism.training import OrganismTrainConfig
+
+    folder, metrics = build_organism(OrganismTrainConfig(**given))
+    print(metrics.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"model and card: {folder.resolve()}")
+    return 0
+
+
+def _organism_eval(given: dict) -> int:
+    from interp.organism.build import OrganismEvalConfig, run_eval
+
+    metrics = run_eval(OrganismEvalConfig(**given))
+    print(metrics.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
 
 

@@ -12,13 +12,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from interp.adapters import Adapter, adapter_for
+from interp.adapters import Adapter, adapter_class_for
 from interp.errors import ModelLoadError
+from interp.organism import ORGANISM_DIR, ORGANISM_NAME
 from interp.tiny_llava import TINY_LLAVA_NAME, build_tiny_llava, default_model_dir
 
 __all__ = ["LoadedModel", "load_model", "resolve_model_source", "BUILTIN_MODELS"]
 
-BUILTIN_MODELS: tuple[str, ...] = (TINY_LLAVA_NAME,)
+BUILTIN_MODELS: tuple[str, ...] = (ORGANISM_NAME, TINY_LLAVA_NAME)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # "org/name"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -56,8 +57,15 @@ class LoadedModel:
 
 
 def resolve_model_source(source: str) -> str:
-    """A built-in name -> its materialised folder; a path -> checked; else a hub id."""
-    if source in BUILTIN_MODELS:
+    """A built-in name -> its folder; a path -> checked; else a hub id."""
+    if source == ORGANISM_NAME:
+        if not (ORGANISM_DIR / "config.json").is_file():
+            raise ModelLoadError(
+                f"the organism's weights are missing from {ORGANISM_DIR}; reinstall "
+                f"vlm-interp or rebuild them with `interp organism train --out {ORGANISM_DIR}`"
+            )
+        return str(ORGANISM_DIR)
+    if source == TINY_LLAVA_NAME:
         folder = default_model_dir()
         if (
             not (folder / "config.json").is_file()
@@ -88,7 +96,7 @@ def resolve_model_source(source: str) -> str:
 
 
 def load_model(
-    source: str = TINY_LLAVA_NAME,
+    source: str = ORGANISM_NAME,
     *,
     dtype: str | torch.dtype | None = None,
     device_map: str | dict | None = None,
@@ -102,7 +110,8 @@ def load_model(
     ``attn_implementation`` e.g. ``"sdpa"`` or ``"eager"`` (the attention knockout needs one
     of these two).
     """
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+    import transformers
+    from transformers import AutoConfig, AutoProcessor
 
     resolved = resolve_model_source(source)
     if isinstance(dtype, str):
@@ -112,12 +121,14 @@ def load_model(
     kwargs: dict[str, Any] = {"local_files_only": local_files_only}
     try:
         config = AutoConfig.from_pretrained(resolved, **kwargs)
+        adapter_class = adapter_class_for(config, f" (from {source!r})")
         processor = AutoProcessor.from_pretrained(resolved, **kwargs)
     except OSError as err:
         raise ModelLoadError(
             f"could not load {source!r}: {str(err).splitlines()[0]}. Without network access, "
             f"pass a local save_pretrained folder (or pre-fill the Hugging Face cache)"
         ) from err
+    auto_class = getattr(transformers, adapter_class.auto_class)
     model_kwargs: dict[str, Any] = dict(kwargs)
     if dtype is not None:
         model_kwargs["dtype"] = dtype
@@ -126,9 +137,9 @@ def load_model(
     if attn_implementation is not None:
         model_kwargs["attn_implementation"] = attn_implementation
     try:
-        model = AutoModelForImageTextToText.from_pretrained(resolved, config=config, **model_kwargs)
+        model = auto_class.from_pretrained(resolved, config=config, **model_kwargs)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"could not load the weights of {source!r}: {err}") from err
     model.eval()
-    adapter = adapter_for(model, processor)
+    adapter = adapter_class(model, processor)
     return LoadedModel(model=model, processor=processor, adapter=adapter, source=resolved)

@@ -47,11 +47,11 @@ def parse_site(name: str) -> Site:
     return Site(_STAGES[stage], layer, stage)
 
 
-def all_sites(n_vision_layers: int, n_lm_layers: int) -> list[str]:
+def all_sites(n_vision_layers: int, n_lm_layers: int, *, projector: bool = True) -> list[str]:
     """Every site of a model with these layer counts, in depth order."""
     return (
         [f"vision.{i}" for i in range(n_vision_layers)]
-        + ["projector"]
+        + (["projector"] if projector else [])
         + [f"lm.{i}" for i in range(n_lm_layers)]
     )
 

@@ -15,55 +15,23 @@ import torch
 
 from interp.stimuli import CELL_NAMES, COLORS, COUNT_NAMES, SHAPES, SIZES
 
-__all__ = ["TINY_LLAVA_NAME", "build_tiny_llava", "default_model_dir", "CHAT_TEMPLATE"]
+__all__ = [
+    "CHAT_TEMPLATE",
+    "TINY_LLAVA_NAME",
+    "build_tiny_llava",
+    "default_model_dir",
+    "make_tiny_llava",
+    "make_tokenizer",
+]
 
 TINY_LLAVA_NAME = "tiny-llava"
 _IMAGE_TOKEN = "<image>"
 _SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", _IMAGE_TOKEN]
-_WORDS = [
-    "user",
-    "assistant",
-    ":",
-    "?",
-    ".",
-    ",",
-    "what",
-    "is",
-    "the",
-    "of",
-    "in",
-    "image",
-    "picture",
-    "describe",
-    "color",
-    "shape",
-    "size",
-    "how",
-    "many",
-    "objects",
-    "object",
-    "are",
-    "there",
-    "where",
-    "first",
-    "left",
-    "right",
-    "top",
-    "bottom",
-    "middle",
-    "center",
-    "small",
-    "medium",
-    "large",
-    "yes",
-    "no",
-    "a",
-    "an",
-    "one",
-    "two",
-    "three",
-    "four",
-]
+_WORDS = (
+    "user assistant : ? . , what is the of in on at or image picture describe color shape "
+    "size how many objects object are there where first left right top bottom middle center "
+    "yes no a an one two three four"
+).split()
 
 # LLaVA-1.5 style: "USER: <image>\n{text} ASSISTANT:"
 CHAT_TEMPLATE = (
@@ -83,7 +51,8 @@ def _vocabulary() -> list[str]:
     return list(dict.fromkeys(words))  # de-duplicated, order kept
 
 
-def _tokenizer():
+def make_tokenizer():
+    """The word-level tokenizer over the stimuli's vocabulary (``<image>`` is special)."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -117,8 +86,7 @@ def _image_processor(image_size: int):
     )
 
 
-def build_tiny_llava(
-    folder: str | os.PathLike,
+def make_tiny_llava(
     *,
     seed: int = 0,
     image_size: int = 64,
@@ -130,7 +98,7 @@ def build_tiny_llava(
     vision_feature_layer: int = -2,
     vision_feature_select_strategy: str = "default",
 ) -> Path:
-    """Build, seed and ``save_pretrained`` a tiny LLaVA (model + processor) into ``folder``."""
+    """A seeded tiny LLaVA and its processor, in memory: ``(model, processor)``."""
     from transformers import (
         CLIPVisionConfig,
         LlamaConfig,
@@ -139,13 +107,13 @@ def build_tiny_llava(
         LlavaProcessor,
     )
 
-    tokenizer = _tokenizer()
+    tokenizer = make_tokenizer()
     vocab = tokenizer.get_vocab()
     vision = CLIPVisionConfig(
         hidden_size=hidden_size,
         intermediate_size=hidden_size * 4,
         num_hidden_layers=vision_layers,
-        num_attention_heads=4,
+        num_attention_heads=max(1, hidden_size // 32),
         image_size=image_size,
         patch_size=patch_size,
         projection_dim=hidden_size,
@@ -154,8 +122,8 @@ def build_tiny_llava(
         hidden_size=hidden_size,
         intermediate_size=hidden_size * 4,
         num_hidden_layers=lm_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=max(1, hidden_size // 32),
+        num_key_value_heads=max(1, hidden_size // 32),
         vocab_size=len(vocab),
         max_position_embeddings=512,
         pad_token_id=vocab["<pad>"],
@@ -179,6 +147,12 @@ def build_tiny_llava(
         num_additional_image_tokens=1,  # the CLS token the vision tower adds
         chat_template=CHAT_TEMPLATE if chat_template else None,
     )
+    return model, processor
+
+
+def build_tiny_llava(folder: str | os.PathLike, **kwargs) -> Path:
+    """``make_tiny_llava(**kwargs)`` saved with ``save_pretrained`` into ``folder``."""
+    model, processor = make_tiny_llava(**kwargs)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)

@@ -82,13 +82,13 @@ def test_bad_input_is_one_line_and_nonzero(args, message, tiny_dir, tmp_path, ca
     assert not (tmp_path / "o" / "probes.csv").exists()
 
 
-def test_builtin_default_model_loads_through_from_pretrained(tmp_path, monkeypatch) -> None:
+def test_builtin_random_model_loads_through_from_pretrained(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("VLM_INTERP_HOME", str(tmp_path / "home"))
-    model = load_model()  # the built-in default
+    model = load_model("tiny-llava")
     assert model.source == str(tmp_path / "home" / "tiny-llava-seed0")
     assert (tmp_path / "home" / "tiny-llava-seed0" / "model.safetensors").is_file()
     assert model.adapter.family == "LLaVA-1.5" and model.adapter.n_lm_layers == 8
-    assert RunConfig().model == "tiny-llava"
+    assert RunConfig().model == "organism"  # the trained default
 
 
 def test_unknown_hub_id_offline_and_folder_without_config(tmp_path) -> None:

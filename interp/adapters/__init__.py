@@ -1,12 +1,25 @@
-"""Model-family adapters: one registered class per family."""
+"""Model-family adapters: one registered class per family, one file per family."""
 
-from interp.adapters import llava as _llava  # noqa: F401  (registers the LLaVA adapter)
+from interp.adapters import clip as _clip  # noqa: F401  (each import registers a family)
+from interp.adapters import dinov2 as _dinov2  # noqa: F401
+from interp.adapters import llava as _llava  # noqa: F401
+from interp.adapters import siglip as _siglip  # noqa: F401
 from interp.adapters.base import (
     Adapter,
+    adapter_class_for,
     adapter_for,
     find_module,
     register_adapter,
     registered_families,
 )
+from interp.adapters.encoder import VisionEncoderAdapter
 
-__all__ = ["Adapter", "adapter_for", "find_module", "register_adapter", "registered_families"]
+__all__ = [
+    "Adapter",
+    "VisionEncoderAdapter",
+    "adapter_class_for",
+    "adapter_for",
+    "find_module",
+    "register_adapter",
+    "registered_families",
+]

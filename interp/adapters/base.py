@@ -18,7 +18,14 @@ from torch import nn
 from interp.errors import ConfigError, SiteError, UnsupportedModelError
 from interp.sites import all_sites, parse_site
 
-__all__ = ["Adapter", "register_adapter", "adapter_for", "registered_families", "find_module"]
+__all__ = [
+    "Adapter",
+    "adapter_class_for",
+    "adapter_for",
+    "find_module",
+    "register_adapter",
+    "registered_families",
+]
 
 _REGISTRY: dict[str, type[Adapter]] = {}
 
@@ -35,17 +42,23 @@ def registered_families() -> dict[str, str]:
     return {model_type: cls.family for model_type, cls in sorted(_REGISTRY.items())}
 
 
-def adapter_for(model: nn.Module, processor: Any) -> Adapter:
-    """The registered adapter for ``model``, chosen by its config's ``model_type``."""
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
+def adapter_class_for(config: Any, what: str = "") -> type[Adapter]:
+    """The registered adapter class for a model config, by its ``model_type``."""
+    model_type = getattr(config, "model_type", None)
     cls = _REGISTRY.get(model_type or "")
     if cls is None:
         known = ", ".join(f"{t} ({f})" for t, f in registered_families().items())
         raise UnsupportedModelError(
-            f"no adapter for model_type {model_type!r} ({type(model).__name__}); supported: "
-            f"{known}. To add a family, subclass interp.adapters.Adapter and decorate it "
-            f"with @interp.adapters.register_adapter"
+            f"no adapter for model_type {model_type!r}{what}; supported: {known}. To add a "
+            f"family, subclass interp.adapters.Adapter and decorate it with "
+            f"@interp.adapters.register_adapter"
         )
+    return cls
+
+
+def adapter_for(model: nn.Module, processor: Any) -> Adapter:
+    """The registered adapter for ``model``, chosen by its config's ``model_type``."""
+    cls = adapter_class_for(getattr(model, "config", None), f" ({type(model).__name__})")
     return cls(model, processor)
 
 
@@ -74,6 +87,12 @@ class Adapter(ABC):
     family: ClassVar[str]
     model_types: ClassVar[tuple[str, ...]]
     hub_ids: ClassVar[tuple[str, ...]] = ()
+    # The transformers auto class that loads this family.
+    auto_class: ClassVar[str] = "AutoModelForImageTextToText"
+    # Experimental conditions this family supports (see interp.interventions).
+    conditions: ClassVar[tuple[str, ...]] = ("baseline", "shuffle", "lower_mask")
+    # Whether the model has a projector and a language model (False: a vision encoder).
+    has_language_model: ClassVar[bool] = True
 
     def __init__(self, model: nn.Module, processor: Any) -> None:
         self.model = model
@@ -133,13 +152,17 @@ class Adapter(ABC):
         """``(batch, tokens)`` sequence positions of the patch-carrying image tokens,
         in the order of :meth:`token_grid`."""
 
+    def token_positions(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Positions of the patch tokens in the LLM sequence (None without an LLM)."""
+        return self.image_token_positions(inputs["input_ids"])
+
     @abstractmethod
-    def select(self, site: str, value: Any, positions: torch.Tensor) -> torch.Tensor:
+    def select(self, site: str, value: Any, positions: torch.Tensor | None) -> torch.Tensor:
         """Cut a module output down to the patch tokens: ``(batch, tokens, d)``."""
 
     # ----- shared behaviour ------------------------------------------------------------
     def sites(self) -> list[str]:
-        return all_sites(self.n_vision_layers, self.n_lm_layers)
+        return all_sites(self.n_vision_layers, self.n_lm_layers, projector=self.has_language_model)
 
     def check_site(self, name: str) -> str:
         site = parse_site(name)

@@ -1,0 +1,309 @@
+"""Train the organism the way LLaVA is trained, on fresh synthetic stimuli every step.
+
+Stage 1: the CLIP vision encoder alone, contrastively against captions (with a small CLIP
+text encoder that is discarded afterwards). Stage 2: the projector and the language model
+on one-word visual question answering, with the encoder frozen.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from interp.errors import ConfigError
+from interp.organism.questions import QA, QUESTION_TYPES, ask, caption
+from interp.stimuli import StimulusSpec, generate
+from interp.tiny_llava import make_tiny_llava
+
+__all__ = ["OrganismTrainConfig", "TrainResult", "train", "pixels_to_tensor", "stage_seed"]
+
+
+def _opt(help_text: str, **kwargs: Any) -> dict:
+    return {"metadata": {"help": help_text}, **kwargs}
+
+
+@dataclass
+class OrganismTrainConfig:
+    """The recipe; ``interp organism train`` options are these fields."""
+
+    out: str = field(default="organism", **_opt("folder to save_pretrained the model into"))
+    seed: int = field(default=0, **_opt("seed of weights and training stimuli"))
+    hidden_size: int = field(default=128, **_opt("width of vision encoder and LM"))
+    vision_layers: int = field(default=4, **_opt("vision encoder layers"))
+    lm_layers: int = field(default=6, **_opt("language model layers"))
+    clip_steps: int = field(default=800, **_opt("stage 1 (contrastive) steps"))
+    clip_batch: int = field(default=128, **_opt("stage 1 batch size"))
+    clip_lr: float = field(default=1e-3, **_opt("stage 1 peak learning rate"))
+    vqa_steps: int = field(default=2000, **_opt("stage 2 (VQA) steps"))
+    vqa_batch: int = field(default=32, **_opt("stage 2 images per batch, all questions each"))
+    vqa_lr: float = field(default=1e-3, **_opt("stage 2 peak learning rate"))
+    warmup: int = field(default=100, **_opt("linear warm-up steps of each stage"))
+    threads: int | None = field(default=None, **_opt("torch CPU threads (default: torch's)"))
+    overwrite: bool = field(default=False, **_opt("replace an existing model folder"))
+    progress: bool = field(default=True, **_opt("show progress bars"))
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "vision_layers", "lm_layers", "clip_batch", "vqa_batch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.hidden_size % 32:
+            raise ConfigError(f"hidden_size must be a multiple of 32, got {self.hidden_size}")
+        if self.clip_steps < 0 or self.vqa_steps < 1:
+            raise ConfigError("need clip_steps >= 0 and vqa_steps >= 1")
+
+
+@dataclass
+class TrainResult:
+    folder: Path
+    history: pd.DataFrame  # stage, step, loss, accuracy
+    seconds: dict[str, float]
+    machine: dict[str, Any]
+
+
+IMAGE_SIZE, PATCH_SIZE = 64, 8
+
+
+def stage_seed(seed: int, stage: int, step: int) -> int:
+    """Stimulus seed of one training step; evaluation seeds lie outside these ranges."""
+    return (seed * 10 + stage) * 1_000_000 + step
+
+
+def pixels_to_tensor(images: np.ndarray, processor: Any) -> torch.Tensor:
+    """``(batch, H, W, 3)`` uint8 at the native size -> normalised ``(batch, 3, H, W)``.
+
+    Equal to the processor's own output at the native size (tested), without PIL.
+    """
+    ip = processor.image_processor
+    mean = torch.tensor(ip.image_mean, dtype=torch.float32)[:, None, None]
+    std = torch.tensor(ip.image_std, dtype=torch.float32)[:, None, None]
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).to(torch.float32) * ip.rescale_factor
+    return (x - mean) / std
+
+
+def _schedule(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _clip_model(llava_config: Any, tokenizer: Any, hidden: int):
+    from transformers import CLIPConfig, CLIPModel
+
+    vocab = tokenizer.get_vocab()
+    text = {
+        "vocab_size": len(vocab),
+        "hidden_size": hidden,
+        "intermediate_size": 4 * hidden,
+        "num_hidden_layers": 2,
+        "num_attention_heads": hidden // 32,
+        "max_position_embeddings": 64,
+        "pad_token_id": vocab["<pad>"],
+        "bos_token_id": vocab["<s>"],
+        "eos_token_id": vocab["</s>"],  # pooled at the first </s>
+        "projection_dim": hidden,
+    }
+    config = CLIPConfig(
+        text_config=text,
+        vision_config=llava_config.vision_config.to_dict(),
+        projection_dim=hidden,
+    )
+    return CLIPModel(config)
+
+
+def _copy_vision(source: torch.nn.Module, tower: torch.nn.Module) -> None:
+    """Load a CLIP vision transformer's weights into LLaVA's vision tower."""
+    state = source.state_dict()
+    target = tower.state_dict()
+    if all(k.startswith("vision_model.") for k in target):  # transformers 4.x layout
+        state = {f"vision_model.{k}": v for k, v in state.items()}
+    tower.load_state_dict(state, strict=True)
+
+
+def _image_questions(objects: list[dict[str, float]], rng: np.random.Generator) -> list[QA]:
+    """Every question type that can be asked of this image, about random objects."""
+    out = []
+    for kind in rng.permutation(QUESTION_TYPES):
+        for target in rng.permutation(len(objects)):
+            qa = ask(objects, int(target), str(kind), IMAGE_SIZE)
+            if qa is not None:
+                out.append(qa)
+                break
+    return out
+
+
+def _vqa_batch(
+    step_seed: int, batch: int, rng: np.random.Generator
+) -> tuple[np.ndarray, list[list[QA]]]:
+    """Images and, per image, its questions in random order (a multi-turn conversation)."""
+    stimuli = generate(StimulusSpec(n_images=batch, image_size=IMAGE_SIZE, seed=step_seed))
+    return stimuli.images, [_image_questions(objects, rng) for objects in stimuli.objects]
+
+
+def encode_dialogues(
+    processor: Any, prompt_of: Any, dialogues: list[list[QA]], n_image_tokens: int
+) -> dict[str, torch.Tensor]:
+    """LLaVA-style multi-turn sequences, right-padded, with labels on every answer token.
+
+    ``USER: <image>\\n{q1} ASSISTANT: {a1} USER: {q2} ASSISTANT: {a2} ...`` (as the chat
+    template renders a conversation): the first turn is exactly the evaluation prompt.
+    """
+    tokenizer = processor.tokenizer
+    image_token = processor.image_token
+    texts = []
+    for turns in dialogues:
+        first, *rest = turns
+        text = prompt_of(first.question).replace(image_token, image_token * n_image_tokens)
+        text += f" {first.answer}"
+        text += "".join(f" USER: {qa.question} ASSISTANT: {qa.answer}" for qa in rest)
+        texts.append(text)
+    enc = tokenizer(texts, padding=True, return_tensors="pt")
+    ids = enc["input_ids"]  # (batch, seq)
+    vocab = tokenizer.get_vocab()
+    is_answer = torch.zeros_like(ids, dtype=torch.bool)
+    is_answer[:, 2:] = (ids[:, :-2] == vocab["assistant"]) & (ids[:, 1:-1] == vocab[":"])
+    if int(is_answer.sum()) != sum(len(turns) for turns in dialogues):
+        raise AssertionError("answer positions do not match the dialogues")
+    labels = torch.where(is_answer, ids, torch.full_like(ids, -100))
+    return {"input_ids": ids, "attention_mask": enc["attention_mask"], "labels": labels}
+
+
+def train(config: OrganismTrainConfig) -> TrainResult:
+    """Train from scratch and ``save_pretrained`` model + processor into ``config.out``."""
+    from interp.adapters import adapter_for
+
+    folder = Path(config.out)
+    if (folder / "config.json").exists() and not config.overwrite:
+        from interp.errors import OutputExistsError
+
+        raise OutputExistsError(f"{folder} already holds a model; pass --overwrite to replace it")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    model, processor = make_tiny_llava(
+        seed=config.seed,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        vision_layers=config.vision_layers,
+        lm_layers=config.lm_layers,
+        hidden_size=config.hidden_size,
+    )
+    adapter = adapter_for(model, processor)
+    n_tokens = adapter.patch_grid[0] * adapter.patch_grid[1]
+    history: list[dict[str, Any]] = []
+    seconds: dict[str, float] = {}
+
+    # ----- stage 1: contrastive vision pre-training ---------------------------------------
+    start = time.perf_counter()
+    clip = _clip_model(model.config, processor.tokenizer, config.hidden_size).train()
+    opt = torch.optim.AdamW(clip.parameters(), lr=config.clip_lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(config.warmup, config.clip_steps))
+    bar = tqdm(range(config.clip_steps), desc="stage 1 (contrastive)", disable=not config.progress)
+    for step in bar:
+        stimuli = generate(
+            StimulusSpec(config.clip_batch, IMAGE_SIZE, seed=stage_seed(config.seed, 1, step))
+        )
+        texts = [caption(objs, IMAGE_SIZE) + " </s>" for objs in stimuli.objects]
+        enc = processor.tokenizer(texts, padding=True, return_tensors="pt")
+        out = clip(
+            input_ids=enc["input_ids"],
+            attention_mask=enc["attention_mask"],
+            pixel_values=pixels_to_tensor(stimuli.images, processor),
+            return_loss=True,
+        )
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(clip.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        with torch.no_grad():  # image -> caption retrieval within the batch
+            hits = out.logits_per_image.argmax(1) == torch.arange(len(texts))
+        history.append(
+            {
+                "stage": "contrastive",
+                "step": step,
+                "loss": out.loss.item(),
+                "accuracy": hits.float().mean().item(),
+            }
+        )
+        recent = history[-50:]
+        bar.set_postfix(
+            loss=f"{np.mean([h['loss'] for h in recent]):.3f}",
+            acc=f"{np.mean([h['accuracy'] for h in recent]):.3f}",
+        )
+    if config.clip_steps:
+        _copy_vision(clip.vision_model, model.model.vision_tower)
+    seconds["contrastive"] = time.perf_counter() - start
+    del clip, opt
+
+    # ----- stage 2: visual question answering, encoder frozen -----------------------------
+    start = time.perf_counter()
+    model.train()
+    tower = model.model.vision_tower
+    tower.eval().requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=config.vqa_lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(config.warmup, config.vqa_steps))
+    bar = tqdm(range(config.vqa_steps), desc="stage 2 (VQA)", disable=not config.progress)
+    for step in bar:
+        images, dialogues = _vqa_batch(stage_seed(config.seed, 2, step), config.vqa_batch, rng)
+        batch = encode_dialogues(processor, adapter.default_prompt, dialogues, n_tokens)
+        out = model(**batch, pixel_values=pixels_to_tensor(images, processor))
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        with torch.no_grad():  # answers right, over every turn
+            answered = batch["labels"][:, 1:] != -100
+            hits = (out.logits[:, :-1].argmax(-1) == batch["labels"][:, 1:])[answered]
+        history.append(
+            {
+                "stage": "vqa",
+                "step": step,
+                "loss": out.loss.item(),
+                "accuracy": hits.float().mean().item(),
+            }
+        )
+        recent = history[-50:]
+        bar.set_postfix(
+            loss=f"{np.mean([h['loss'] for h in recent]):.3f}",
+            acc=f"{np.mean([h['accuracy'] for h in recent]):.3f}",
+        )
+    seconds["vqa"] = time.perf_counter() - start
+    model.eval()
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    machine = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "device": "cpu",
+    }
+    result = TrainResult(folder, pd.DataFrame(history), seconds, machine)
+    result.history.to_csv(folder / "training_log.csv", index=False)
+    return result
+
+
+def config_dict(config: OrganismTrainConfig) -> dict[str, Any]:
+    """The recipe fields that determine the weights (for the model card)."""
+    skip = {"out", "overwrite", "progress", "threads"}
+    return {k: v for k, v in asdict(config).items() if k not in skip}

@@ -1,0 +1,145 @@
+"""Vision encoders on their own (CLIP, SigLIP, DINOv2), and the patch-grid mapping of every
+family: tiny models built offline, saved, and loaded back with from_pretrained."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from transformers import AutoModel
+
+from analyses import RunConfig, run
+from caches import extract
+from interp import ConfigError, StimulusSpec, capture, generate, load_model
+
+SIDE, PATCH = 32, 8  # a 4x4 patch grid
+
+
+def _image_processor(name: str, **kwargs):
+    cls = getattr(transformers, f"{name}Pil", None) or getattr(transformers, name)
+    return cls(**kwargs)
+
+
+def _build(kind: str, folder) -> str:
+    common = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
+    if kind == "clip":
+        config = transformers.CLIPVisionConfig(
+            **common, intermediate_size=64, image_size=SIDE, patch_size=PATCH
+        )
+        model = transformers.CLIPVisionModel(config)
+        processor = _image_processor(
+            "CLIPImageProcessor",
+            size={"shortest_edge": SIDE},
+            crop_size={"height": SIDE, "width": SIDE},
+        )
+    elif kind == "siglip":
+        config = transformers.SiglipVisionConfig(
+            **common, intermediate_size=64, image_size=SIDE, patch_size=PATCH
+        )
+        model = transformers.SiglipVisionModel(config)
+        processor = _image_processor("SiglipImageProcessor", size={"height": SIDE, "width": SIDE})
+    else:
+        registers = kind == "dinov2_registers"
+        config_cls = (
+            transformers.Dinov2WithRegistersConfig if registers else transformers.Dinov2Config
+        )
+        extra = {"num_register_tokens": 2} if registers else {}
+        config = config_cls(**common, image_size=SIDE, patch_size=PATCH, **extra)
+        model = AutoModel.from_config(config)
+        # Hub DINOv2 processors resize to 256 and crop 224; the adapter turns the crop off.
+        processor = _image_processor(
+            "BitImageProcessor",
+            size={"shortest_edge": SIDE + 8},
+            crop_size={"height": SIDE, "width": SIDE},
+        )
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return str(folder)
+
+
+KINDS = ["clip", "siglip", "dinov2", "dinov2_registers"]
+PREFIX = {"clip": 1, "siglip": 0, "dinov2": 1, "dinov2_registers": 3}
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def encoder(request, tmp_path_factory):
+    torch.manual_seed(0)
+    folder = _build(request.param, tmp_path_factory.mktemp(request.param))
+    return request.param, folder, load_model(folder)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return generate(StimulusSpec(n_images=3, image_size=SIDE, seed=2)).images
+
+
+def test_encoder_capture_equals_torch_hooks(encoder, images) -> None:
+    kind, folder, loaded = encoder
+    adapter = loaded.adapter
+    assert adapter.sites() == ["vision.0", "vision.1"]
+    assert adapter.patch_grid == (4, 4) and adapter.vision_prefix_tokens == PREFIX[kind]
+    got = capture(loaded, images, adapter.sites())
+    reference = AutoModel.from_pretrained(folder).eval()
+    modules = dict(reference.named_modules())
+    seen = {}
+    handles = [
+        modules[adapter.module_path(site)].register_forward_hook(
+            lambda _m, _i, out, site=site: seen.__setitem__(
+                site, out[0] if isinstance(out, tuple) else out
+            )
+        )
+        for site in adapter.sites()
+    ]
+    try:
+        with torch.no_grad():
+            reference(**adapter.build_inputs(images, ""))
+    finally:
+        for h in handles:
+            h.remove()
+    for site in adapter.sites():
+        assert seen[site].shape[1] == 16 + PREFIX[kind]
+        torch.testing.assert_close(got[site], seen[site][:, PREFIX[kind] :], rtol=0, atol=0)
+
+
+def _changed_token(loaded, image: np.ndarray, row: int, col: int, prompt: str) -> np.ndarray:
+    """Per-token size of the change at vision.0 when one patch's pixels are repainted."""
+    size = image.shape[0] // loaded.adapter.patch_grid[0]
+    edited = image.copy()
+    edited[row * size : (row + 1) * size, col * size : (col + 1) * size] = (10, 200, 90)
+    both = capture(loaded, np.stack([image, edited]), ["vision.0"], prompt=prompt)["vision.0"]
+    return (both[1] - both[0]).norm(dim=-1).numpy()  # (tokens,)
+
+
+@pytest.mark.parametrize(("row", "col"), [(0, 3), (2, 1)])
+def test_encoder_grid_maps_tokens_to_patches(encoder, images, row, col) -> None:
+    _, _, loaded = encoder
+    change = _changed_token(loaded, images[0], row, col, "")
+    grid = loaded.adapter.token_grid()
+    hit = int(change.argmax())
+    assert tuple(grid[hit]) == (row, col)
+    assert change[hit] > 2 * np.sort(change)[-2]  # the rest only through attention
+
+
+def test_llava_grid_maps_tokens_to_patches(loaded, stimuli, prompt) -> None:
+    grid = loaded.adapter.token_grid()
+    for row, col in [(0, 0), (5, 2), (7, 7)]:
+        change = _changed_token(loaded, stimuli.images[0], row, col, prompt)
+        hit = int(change.argmax())
+        assert tuple(grid[hit]) == (row, col)
+        assert change[hit] > 2 * np.sort(change)[-2]
+
+
+def test_encoders_run_baseline_only(encoder, tmp_path) -> None:
+    kind, folder, loaded = encoder
+    stimuli = generate(StimulusSpec(n_images=4, image_size=SIDE))
+    with pytest.raises(ConfigError, match=r"supports the conditions \['baseline'\]"):
+        extract(loaded, stimuli, tmp_path / "c.h5", conditions=["shuffle"], progress=False)
+    if kind != "clip":
+        return
+    result = run(
+        RunConfig(out=str(tmp_path / "r"), model=folder, n_images=20, n_splits=2, progress=False)
+    )
+    assert set(result.table.condition) == {"baseline"}
+    assert set(result.table.site) == {"vision.0", "vision.1"}
+    assert all(p.is_file() for p in result.paths.values())
