@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from caches import CacheReader, extract
-from interp import StimulusSpec, generate, load_model
+from interp import OutputExistsError, StimulusSpec, generate, load_model
 from interp.cli import main
 from interp.organism import ORGANISM_DIR
 from interp.organism.card import TARGETS, read_card_metrics
@@ -96,7 +96,7 @@ def test_a_short_training_run_lowers_the_loss(tmp_path) -> None:
         assert losses[-4:].mean() < losses[:4].mean() - 0.1, (stage, losses)
     model = load_model(str(result.folder))  # saved with save_pretrained, loads back
     assert model.adapter.n_lm_layers == 1
-    with pytest.raises(Exception, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="--overwrite"):
         train(config)
 
 

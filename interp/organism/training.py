@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from interp.errors import ConfigError
+from interp.errors import ConfigError, OutputExistsError
 from interp.organism.questions import QA, QUESTION_TYPES, ask, caption
 from interp.stimuli import StimulusSpec, generate
 from interp.tiny_llava import make_tiny_llava
@@ -181,14 +181,40 @@ def encode_dialogues(
     return {"input_ids": ids, "attention_mask": enc["attention_mask"], "labels": labels}
 
 
+def _optimise(loss: torch.Tensor, params: list, opt: Any, sched: Any) -> None:
+    """One update: backward, clip the gradient norm to 1, step, advance the schedule."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def _record(
+    history: list[dict[str, Any]],
+    bar: Any,
+    stage: str,
+    step: int,
+    loss: torch.Tensor,
+    hits: torch.Tensor,
+) -> None:
+    """Log one step and show the running means of the last 50 on the progress bar."""
+    history.append(
+        {"stage": stage, "step": step, "loss": loss.item(), "accuracy": hits.float().mean().item()}
+    )
+    recent = history[-50:]
+    bar.set_postfix(
+        loss=f"{np.mean([h['loss'] for h in recent]):.3f}",
+        acc=f"{np.mean([h['accuracy'] for h in recent]):.3f}",
+    )
+
+
 def train(config: OrganismTrainConfig) -> TrainResult:
     """Train from scratch and ``save_pretrained`` model + processor into ``config.out``."""
     from interp.adapters import adapter_for
 
     folder = Path(config.out)
     if (folder / "config.json").exists() and not config.overwrite:
-        from interp.errors import OutputExistsError
-
         raise OutputExistsError(f"{folder} already holds a model; pass --overwrite to replace it")
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -225,26 +251,10 @@ def train(config: OrganismTrainConfig) -> TrainResult:
             pixel_values=pixels_to_tensor(stimuli.images, processor),
             return_loss=True,
         )
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(clip.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+        _optimise(out.loss, list(clip.parameters()), opt, sched)
         with torch.no_grad():  # image -> caption retrieval within the batch
             hits = out.logits_per_image.argmax(1) == torch.arange(len(texts))
-        history.append(
-            {
-                "stage": "contrastive",
-                "step": step,
-                "loss": out.loss.item(),
-                "accuracy": hits.float().mean().item(),
-            }
-        )
-        recent = history[-50:]
-        bar.set_postfix(
-            loss=f"{np.mean([h['loss'] for h in recent]):.3f}",
-            acc=f"{np.mean([h['accuracy'] for h in recent]):.3f}",
-        )
+        _record(history, bar, "contrastive", step, out.loss, hits)
     if config.clip_steps:
         _copy_vision(clip.vision_model, model.model.vision_tower)
     seconds["contrastive"] = time.perf_counter() - start
@@ -263,27 +273,11 @@ def train(config: OrganismTrainConfig) -> TrainResult:
         images, dialogues = _vqa_batch(stage_seed(config.seed, 2, step), config.vqa_batch, rng)
         batch = encode_dialogues(processor, adapter.default_prompt, dialogues, n_tokens)
         out = model(**batch, pixel_values=pixels_to_tensor(images, processor))
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+        _optimise(out.loss, params, opt, sched)
         with torch.no_grad():  # answers right, over every turn
             answered = batch["labels"][:, 1:] != -100
             hits = (out.logits[:, :-1].argmax(-1) == batch["labels"][:, 1:])[answered]
-        history.append(
-            {
-                "stage": "vqa",
-                "step": step,
-                "loss": out.loss.item(),
-                "accuracy": hits.float().mean().item(),
-            }
-        )
-        recent = history[-50:]
-        bar.set_postfix(
-            loss=f"{np.mean([h['loss'] for h in recent]):.3f}",
-            acc=f"{np.mean([h['accuracy'] for h in recent]):.3f}",
-        )
+        _record(history, bar, "vqa", step, out.loss, hits)
     seconds["vqa"] = time.perf_counter() - start
     model.eval()
 
