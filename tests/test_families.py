@@ -143,3 +143,13 @@ def test_encoders_run_baseline_only(encoder, tmp_path) -> None:
     assert set(result.table.condition) == {"baseline"}
     assert set(result.table.site) == {"vision.0", "vision.1"}
     assert all(p.is_file() for p in result.paths.values())
+
+
+def test_encoders_take_no_prompt_and_no_interventions(encoder, images) -> None:
+    from interp import InterventionError, LowerLayerMask
+
+    _, _, loaded = encoder
+    with pytest.raises(ConfigError, match="takes no prompt"):
+        capture(loaded, images, ["vision.0"], prompt="<image> hello")
+    with pytest.raises(InterventionError, match="encoder has no"):
+        LowerLayerMask().actions(loaded.adapter, None)

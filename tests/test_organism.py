@@ -141,3 +141,32 @@ def test_cli_eval_prints_the_table(capsys) -> None:
     for question in QUESTION_TYPES:
         assert question in out
     assert "accuracy" in out and "chance" in out
+
+
+def test_missing_organism_weights_say_how_to_rebuild(tmp_path, monkeypatch) -> None:
+    import interp.loading as loading
+    from interp import ModelLoadError
+
+    monkeypatch.setattr(loading, "ORGANISM_DIR", tmp_path / "gone")
+    with pytest.raises(ModelLoadError, match="interp organism train --out"):
+        load_model("organism")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"hidden_size": 48}, "multiple of 32"),
+        ({"lm_layers": 0}, "lm_layers must be >= 1"),
+        ({"vqa_steps": 0}, "vqa_steps >= 1"),
+    ],
+)
+def test_bad_training_configs_are_refused(kwargs, message) -> None:
+    from interp import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        OrganismTrainConfig(**kwargs)
+
+
+def test_cli_eval_refuses_bad_input(capsys) -> None:
+    assert main(["organism", "eval", "--n-images", "0"]) == 2
+    assert "n_images must be >= 1" in capsys.readouterr().err

@@ -32,16 +32,14 @@ def answer(loaded: LoadedModel, images: np.ndarray, questions: list[str]) -> lis
         k: (v.to(loaded.device, loaded.dtype) if v.is_floating_point() else v.to(loaded.device))
         for k, v in inputs.items()
     }
-    mask = inputs["attention_mask"]
-    if bool((mask[:, -1] == 0).any() and (mask[:, 0] == 0).any()):
-        raise AssertionError("mixed padding sides")
+    mask = inputs["attention_mask"]  # (batch, seq)
     with torch.no_grad():
         logits = loaded.model(**inputs).logits  # (batch, seq, vocab)
     rows = torch.arange(len(prompts))
-    if bool((mask[:, 0] == 0).any()):  # left padding: the prompt ends at the last position
+    if loaded.processor.tokenizer.padding_side == "left":  # every prompt ends at the end
         last = torch.full((len(prompts),), mask.shape[1] - 1)
     else:
-        last = mask.sum(1) - 1
+        last = mask.sum(1).cpu() - 1
     ids = logits[rows, last].argmax(-1).tolist()
     return loaded.processor.tokenizer.convert_ids_to_tokens(ids)
 
