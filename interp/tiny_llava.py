@@ -8,8 +8,10 @@ always loaded back with ``from_pretrained(folder)``: the path a real checkpoint 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -22,6 +24,7 @@ __all__ = [
     "default_model_dir",
     "make_tiny_llava",
     "make_tokenizer",
+    "save_portable",
 ]
 
 TINY_LLAVA_NAME = "tiny-llava"
@@ -58,6 +61,8 @@ def make_tokenizer():
 
     vocab = {w: i for i, w in enumerate(_vocabulary())}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    # Matched whole before pre-tokenisation (transformers 4.x would split "</s>" otherwise).
+    tok.add_special_tokens(list(_SPECIALS))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
@@ -150,14 +155,44 @@ def make_tiny_llava(
     return model, processor
 
 
-def build_tiny_llava(folder: str | os.PathLike, **kwargs) -> Path:
-    """``make_tiny_llava(**kwargs)`` saved with ``save_pretrained`` into ``folder``."""
-    model, processor = make_tiny_llava(**kwargs)
+def save_portable(model: torch.nn.Module, processor: Any, folder: str | os.PathLike) -> Path:
+    """``save_pretrained`` model and processor so that transformers 4.57 and 5 both load them.
+
+    transformers 5 records its tokenizer class as ``TokenizersBackend``, unknown to 4.x;
+    ``PreTrainedTokenizerFast`` names the same fast tokenizer in both. It also writes
+    ``extra_special_tokens`` as a list, which 4.x reads as a name -> token mapping; both
+    read ``{"image_token": "<image>"}``. And it saves the CLIP tower's weights as
+    ``vision_tower.<name>``, where 4.x expects ``vision_tower.vision_model.<name>`` (the
+    hub layout, which transformers 5 converts on load).
+    """
+    from safetensors.torch import load_file, save_file
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
+    for weights in folder.glob("*.safetensors"):
+        state = load_file(weights)
+        save_file({_hub_key(k): v for k, v in state.items()}, weights, metadata={"format": "pt"})
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config["extra_special_tokens"] = {"image_token": _IMAGE_TOKEN}
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
     return folder
+
+
+def _hub_key(key: str) -> str:
+    prefix, legacy = "vision_tower.", "vision_tower.vision_model."
+    if key.startswith(prefix) and not key.startswith(legacy):
+        return legacy + key[len(prefix) :]
+    return key
+
+
+def build_tiny_llava(folder: str | os.PathLike, **kwargs) -> Path:
+    """``make_tiny_llava(**kwargs)`` saved with ``save_pretrained`` into ``folder``."""
+    model, processor = make_tiny_llava(**kwargs)
+    return save_portable(model, processor, folder)
 
 
 def default_model_dir() -> Path:

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from interp.errors import ConfigError, OutputExistsError
 from interp.organism.questions import QA, QUESTION_TYPES, ask, caption
 from interp.stimuli import StimulusSpec, generate
-from interp.tiny_llava import make_tiny_llava
+from interp.tiny_llava import make_tiny_llava, save_portable
 
 __all__ = ["OrganismTrainConfig", "TrainResult", "train", "pixels_to_tensor", "stage_seed"]
 
@@ -281,9 +281,7 @@ def train(config: OrganismTrainConfig) -> TrainResult:
     seconds["vqa"] = time.perf_counter() - start
     model.eval()
 
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    save_portable(model, processor, folder)
     machine = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
