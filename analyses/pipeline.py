@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +14,7 @@ from caches import DEFAULT_QUESTION, CacheReader, extract
 from interp.errors import ConfigError
 from interp.interventions import CONDITIONS
 from interp.loading import load_model
+from interp.options import option
 from interp.organism import ORGANISM_NAME
 from interp.stimuli import StimulusSpec, generate
 from probes import sweep
@@ -27,41 +28,37 @@ OUTPUT_FILES = {
 }
 
 
-def _opt(help_text: str, **kwargs) -> dict:
-    return {"metadata": {"help": help_text}, **kwargs}
-
-
 @dataclass
 class RunConfig:
     """Everything ``interp run`` does; the command line's options are these fields."""
 
-    out: str = field(default="interp-results", **_opt("output folder"))
-    model: str = field(
+    out: str = option("output folder", default="interp-results")
+    model: str = option(
+        "built-in name, local save_pretrained folder, or hub id",
         default=ORGANISM_NAME,
-        **_opt("built-in name, local save_pretrained folder, or hub id"),
     )
-    n_images: int = field(default=512, **_opt("number of synthetic images"))
-    image_size: int | None = field(
-        default=None, **_opt("stimulus side in px (default: the model's native input size)")
+    n_images: int = option("number of synthetic images", default=512)
+    image_size: int | None = option(
+        "stimulus side in px (default: the model's native input size)", default=None
     )
-    seed: int = field(default=0, **_opt("seed of stimuli, shuffling and folds"))
-    batch_size: int = field(default=32, **_opt("images per forward pass"))
-    sites: list[str] | None = field(
-        default=None, **_opt("sites to capture, e.g. vision.0 projector lm.3 (default: all)")
+    seed: int = option("seed of stimuli, shuffling and folds", default=0)
+    batch_size: int = option("images per forward pass", default=32)
+    sites: list[str] | None = option(
+        "sites to capture, e.g. vision.0 projector lm.3 (default: all)", default=None
     )
-    conditions: list[str] | None = field(
+    conditions: list[str] | None = option(
+        f"some of {' '.join(CONDITIONS)} (default: all the model supports)",
         default=None,
-        **_opt(f"some of {' '.join(CONDITIONS)} (default: all the model supports)"),
     )
-    question: str = field(default=DEFAULT_QUESTION, **_opt("question put in the prompt"))
-    n_splits: int = field(default=5, **_opt("cross-validation folds"))
-    dtype: str | None = field(
-        default=None, **_opt("float32, float16 or bfloat16 (default: the checkpoint's)")
+    question: str = option("question put in the prompt", default=DEFAULT_QUESTION)
+    n_splits: int = option("cross-validation folds", default=5)
+    dtype: str | None = option(
+        "float32, float16 or bfloat16 (default: the checkpoint's)", default=None
     )
-    device_map: str | None = field(default=None, **_opt("e.g. cuda, auto (default: CPU)"))
-    local_files_only: bool = field(default=False, **_opt("never reach the hub"))
-    overwrite: bool = field(default=False, **_opt("replace existing outputs"))
-    progress: bool = field(default=True, **_opt("show progress bars"))
+    device_map: str | None = option("e.g. cuda, auto (default: CPU)", default=None)
+    local_files_only: bool = option("never reach the hub", default=False)
+    overwrite: bool = option("replace existing outputs", default=False)
+    progress: bool = option("show progress bars", default=True)
 
     def __post_init__(self) -> None:
         if self.n_images < 2 * self.n_splits:

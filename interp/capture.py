@@ -71,16 +71,6 @@ def _envoy(root: Any, path: str) -> Any:
     return envoy
 
 
-def _to_device(inputs: dict[str, torch.Tensor], loaded: LoadedModel) -> dict[str, torch.Tensor]:
-    moved = {}
-    for key, value in inputs.items():
-        value = value.to(loaded.device)
-        if value.is_floating_point():  # pixel values follow the model's dtype
-            value = value.to(loaded.dtype)
-        moved[key] = value
-    return moved
-
-
 def capture(
     loaded: LoadedModel,
     images: np.ndarray,
@@ -98,7 +88,7 @@ def capture(
     """
     adapter = loaded.adapter
     sites = [adapter.check_site(s) for s in sites]
-    inputs = _to_device(adapter.build_inputs(images, prompt), loaded)
+    inputs = loaded.move_inputs(adapter.build_inputs(images, prompt))
     positions = adapter.token_positions(inputs)  # (batch, tokens), None without an LLM
 
     actions = [Action(adapter.module_path(s), "output", site=s) for s in sites]

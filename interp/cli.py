@@ -3,46 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-import types
-import typing
 from collections.abc import Sequence
 
 from interp.errors import InterpError
+from interp.options import add_options
 
 __all__ = ["main", "build_parser"]
-
-
-def _base_type(hint: object) -> object:
-    """``X | None`` -> ``X``; anything else unchanged."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return next(a for a in typing.get_args(hint) if a is not type(None))
-    return hint
-
-
-def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One ``--option`` per dataclass field, typed from its annotation.
-
-    Options left out parse as None, so the dataclass's own defaults apply.
-    """
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_text = f.metadata.get("help", "")
-        if "default" not in help_text:
-            shown = " ".join(map(str, default)) if isinstance(default, list) else default
-            help_text += f" (default: {shown})"
-        base = _base_type(hints[f.name])
-        if base is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
-        elif typing.get_origin(base) is list:
-            item = typing.get_args(base)[0]
-            parser.add_argument(flag, nargs="+", type=item, help=help_text, metavar="NAME")
-        else:
-            parser.add_argument(flag, type=base, help=help_text, metavar=f.name.upper())
-    parser.set_defaults(**{f.name: None for f in dataclasses.fields(cls)})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="stimuli -> model -> cache -> probes and ablations -> layer-by-attribute map",
         description="Writes OUT/cache.h5, OUT/probes.csv and OUT/layer_attribute_map.html.",
     )
-    _add_dataclass_options(run, RunConfig)
+    add_options(run, RunConfig)
 
     from interp.organism.build import OrganismEvalConfig
     from interp.organism.training import OrganismTrainConfig
@@ -70,9 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="train it from scratch on the CPU, evaluate it, write its model card",
         description="Writes a save_pretrained folder with README.md (the model card).",
     )
-    _add_dataclass_options(train, OrganismTrainConfig)
+    add_options(train, OrganismTrainConfig)
     evaluate = steps.add_parser("eval", help="held-out accuracy per question type, beside chance")
-    _add_dataclass_options(evaluate, OrganismEvalConfig)
+    add_options(evaluate, OrganismEvalConfig)
     return parser
 
 

@@ -42,6 +42,15 @@ class LoadedModel:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    def move_inputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Processor outputs onto the model's device; float tensors (pixels) in its dtype."""
+        return {
+            key: value.to(self.device, self.dtype)
+            if value.is_floating_point()
+            else value.to(self.device)
+            for key, value in inputs.items()
+        }
+
     @property
     def traced(self) -> Any:
         """The nnsight wrapper of :attr:`model` (created on first use).

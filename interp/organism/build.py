@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from interp.errors import ConfigError
 from interp.loading import load_model
+from interp.options import option
 from interp.organism import ORGANISM_NAME
 from interp.organism.card import write_card
 from interp.organism.evaluation import EVAL_IMAGES, EVAL_SEED, evaluate
@@ -21,15 +22,12 @@ __all__ = ["OrganismEvalConfig", "build_organism", "document_organism", "run_eva
 class OrganismEvalConfig:
     """``interp organism eval`` options."""
 
-    model: str = field(
-        default=ORGANISM_NAME,
-        metadata={"help": "built-in name or save_pretrained folder (default: the organism)"},
+    model: str = option(
+        "built-in name or save_pretrained folder (default: the organism)", default=ORGANISM_NAME
     )
-    n_images: int = field(default=EVAL_IMAGES, metadata={"help": "held-out images"})
-    seed: int = field(default=EVAL_SEED, metadata={"help": "seed of the held-out images"})
-    max_objects: int = field(
-        default=4, metadata={"help": "most objects per image (1: lone objects, no binding)"}
-    )
+    n_images: int = option("held-out images", default=EVAL_IMAGES)
+    seed: int = option("seed of the held-out images", default=EVAL_SEED)
+    max_objects: int = option("most objects per image (1: lone objects, no binding)", default=4)
 
     def __post_init__(self) -> None:
         if self.n_images < 1:

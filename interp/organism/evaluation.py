@@ -28,10 +28,7 @@ def answer(loaded: LoadedModel, images: np.ndarray, questions: list[str]) -> lis
     for prompt in prompts:
         adapter.check_prompt(prompt)
     inputs = loaded.processor(images=list(images), text=prompts, padding=True, return_tensors="pt")
-    inputs = {
-        k: (v.to(loaded.device, loaded.dtype) if v.is_floating_point() else v.to(loaded.device))
-        for k, v in inputs.items()
-    }
+    inputs = loaded.move_inputs(inputs)
     mask = inputs["attention_mask"]  # (batch, seq)
     with torch.no_grad():
         logits = loaded.model(**inputs).logits  # (batch, seq, vocab)

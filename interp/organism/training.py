@@ -11,7 +11,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.errors import ConfigError, OutputExistsError
+from interp.options import option
 from interp.organism.questions import QA, QUESTION_TYPES, ask, caption
 from interp.stimuli import StimulusSpec, generate
 from interp.tiny_llava import make_tiny_llava, save_portable
@@ -28,29 +29,25 @@ from interp.tiny_llava import make_tiny_llava, save_portable
 __all__ = ["OrganismTrainConfig", "TrainResult", "train", "pixels_to_tensor", "stage_seed"]
 
 
-def _opt(help_text: str, **kwargs: Any) -> dict:
-    return {"metadata": {"help": help_text}, **kwargs}
-
-
 @dataclass
 class OrganismTrainConfig:
     """The recipe; ``interp organism train`` options are these fields."""
 
-    out: str = field(default="organism", **_opt("folder to save_pretrained the model into"))
-    seed: int = field(default=0, **_opt("seed of weights and training stimuli"))
-    hidden_size: int = field(default=128, **_opt("width of vision encoder and LM"))
-    vision_layers: int = field(default=4, **_opt("vision encoder layers"))
-    lm_layers: int = field(default=6, **_opt("language model layers"))
-    clip_steps: int = field(default=800, **_opt("stage 1 (contrastive) steps"))
-    clip_batch: int = field(default=128, **_opt("stage 1 batch size"))
-    clip_lr: float = field(default=1e-3, **_opt("stage 1 peak learning rate"))
-    vqa_steps: int = field(default=2000, **_opt("stage 2 (VQA) steps"))
-    vqa_batch: int = field(default=32, **_opt("stage 2 images per batch, all questions each"))
-    vqa_lr: float = field(default=1e-3, **_opt("stage 2 peak learning rate"))
-    warmup: int = field(default=100, **_opt("linear warm-up steps of each stage"))
-    threads: int | None = field(default=None, **_opt("torch CPU threads (default: torch's)"))
-    overwrite: bool = field(default=False, **_opt("replace an existing model folder"))
-    progress: bool = field(default=True, **_opt("show progress bars"))
+    out: str = option("folder to save_pretrained the model into", default="organism")
+    seed: int = option("seed of weights and training stimuli", default=0)
+    hidden_size: int = option("width of vision encoder and LM", default=128)
+    vision_layers: int = option("vision encoder layers", default=4)
+    lm_layers: int = option("language model layers", default=6)
+    clip_steps: int = option("stage 1 (contrastive) steps", default=800)
+    clip_batch: int = option("stage 1 batch size", default=128)
+    clip_lr: float = option("stage 1 peak learning rate", default=1e-3)
+    vqa_steps: int = option("stage 2 (VQA) steps", default=2000)
+    vqa_batch: int = option("stage 2 images per batch, all questions each", default=32)
+    vqa_lr: float = option("stage 2 peak learning rate", default=1e-3)
+    warmup: int = option("linear warm-up steps of each stage", default=100)
+    threads: int | None = option("torch CPU threads (default: torch's)", default=None)
+    overwrite: bool = option("replace an existing model folder", default=False)
+    progress: bool = option("show progress bars", default=True)
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "vision_layers", "lm_layers", "clip_batch", "vqa_batch"):
