@@ -20,10 +20,14 @@ __all__ = [
     "COLORS",
     "SIZES",
     "CATEGORICAL_ATTRIBUTES",
+    "MAX_OBJECTS",
+    "OBJECT_ATTRIBUTES",
+    "cell_of",
     "StimulusSpec",
     "Stimuli",
     "generate",
     "patch_label_map",
+    "render",
 ]
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross")
@@ -51,6 +55,9 @@ CATEGORICAL_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "cell": CELL_NAMES,
     "count": COUNT_NAMES,
 }
+# Attributes every object has (the rest, ``count``, belong to the whole image).
+OBJECT_ATTRIBUTES: tuple[str, ...] = ("color", "shape", "size", "cell")
+MAX_OBJECTS = len(COUNT_NAMES)
 _MAX_PLACEMENT_TRIES = 200
 
 
@@ -103,6 +110,22 @@ class Stimuli:
     def label_classes(self) -> dict[str, tuple[str, ...]]:
         return dict(CATEGORICAL_ATTRIBUTES)
 
+    def object_labels(self) -> dict[str, np.ndarray]:
+        """Every object's class per attribute of ``OBJECT_ATTRIBUTES``:
+        ``(n, MAX_OBJECTS)`` int64, object ``k`` in column ``k`` (as in ``object_map``),
+        -1 where an image has fewer objects."""
+        out = {a: np.full((len(self), MAX_OBJECTS), -1, dtype=np.int64) for a in OBJECT_ATTRIBUTES}
+        for i, objs in enumerate(self.objects):
+            for k, obj in enumerate(objs):
+                for attribute in OBJECT_ATTRIBUTES:
+                    value = (
+                        cell_of(obj, self.spec.image_size)
+                        if attribute == "cell"
+                        else obj[attribute]
+                    )
+                    out[attribute][i, k] = int(value)
+        return out
+
 
 def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
     """Boolean mask of ``shape`` with radius ``r`` given pixel offsets from its centre."""
@@ -124,39 +147,55 @@ def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndar
     raise ConfigError(f"unknown shape {shape!r}; expected one of {SHAPES}")
 
 
-def _draw_one(
-    spec: StimulusSpec, index: int
-) -> tuple[np.ndarray, np.ndarray, list[dict[str, float]]]:
+def _sample_objects(spec: StimulusSpec, index: int) -> list[dict[str, float]]:
+    """The objects of image ``index``: class indices, centre (px) and radius (px)."""
     rng = np.random.default_rng([spec.seed, index])
     size = spec.image_size
     count = int(rng.integers(spec.min_objects, spec.max_objects + 1))
-    image = np.empty((size, size, 3), dtype=np.uint8)
-    image[...] = np.asarray(spec.background, dtype=np.uint8)
-    object_map = np.full((size, size), -1, dtype=np.int8)
-    centre = np.arange(size) + 0.5  # pixel centres
-    dy_grid, dx_grid = np.meshgrid(centre, centre, indexing="ij")
-
-    placed: list[tuple[float, float, float]] = []
     objects: list[dict[str, float]] = []
-    for obj in range(count):
+    for _ in range(count):
         shape_i = int(rng.integers(len(SHAPES)))
         color_i = int(rng.integers(len(COLORS)))
         size_i = int(rng.integers(len(SIZES)))
         r = list(SIZES.values())[size_i] * size
         for _ in range(_MAX_PLACEMENT_TRIES):
             x, y = rng.uniform(r + 1, size - r - 1, size=2)
-            if all((x - px) ** 2 + (y - py) ** 2 > (r + pr + 2) ** 2 for px, py, pr in placed):
+            if all(
+                (x - o["x"]) ** 2 + (y - o["y"]) ** 2 > (r + _radius(o, size) + 2) ** 2
+                for o in objects
+            ):
                 break
         else:  # no room left: draw fewer objects rather than overlapping ones
             break
-        placed.append((x, y, r))
-        mask = _shape_mask(SHAPES[shape_i], dx_grid - x, dy_grid - y, r)
-        image[mask] = COLORS[list(COLORS)[color_i]]
-        object_map[mask] = obj
         objects.append(
             {"shape": shape_i, "color": color_i, "size": size_i, "x": float(x), "y": float(y)}
         )
-    return image, object_map, objects
+    return objects
+
+
+def _radius(obj: dict[str, float], image_size: int) -> float:
+    return list(SIZES.values())[int(obj["size"])] * image_size
+
+
+def render(
+    objects: list[dict[str, float]],
+    image_size: int = 64,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``objects`` (as in ``Stimuli.objects``) -> ``(H, W, 3)`` uint8 image and
+    ``(H, W)`` int8 object map (-1 = background). Later objects are drawn over earlier ones.
+    """
+    image = np.empty((image_size, image_size, 3), dtype=np.uint8)
+    image[...] = np.asarray(background, dtype=np.uint8)
+    object_map = np.full((image_size, image_size), -1, dtype=np.int8)
+    centre = np.arange(image_size) + 0.5  # pixel centres
+    dy_grid, dx_grid = np.meshgrid(centre, centre, indexing="ij")
+    for k, obj in enumerate(objects):
+        r = _radius(obj, image_size)
+        mask = _shape_mask(SHAPES[int(obj["shape"])], dx_grid - obj["x"], dy_grid - obj["y"], r)
+        image[mask] = COLORS[list(COLORS)[int(obj["color"])]]
+        object_map[mask] = k
+    return image, object_map
 
 
 def generate(spec: StimulusSpec) -> Stimuli:
@@ -165,13 +204,13 @@ def generate(spec: StimulusSpec) -> Stimuli:
     object_map = np.empty((spec.n_images, spec.image_size, spec.image_size), dtype=np.int8)
     objects: list[list[dict[str, float]]] = []
     for i in range(spec.n_images):
-        images[i], object_map[i], drawn = _draw_one(spec, i)
+        drawn = _sample_objects(spec, i)
+        images[i], object_map[i] = render(drawn, spec.image_size, spec.background)
         objects.append(drawn)
-    third = spec.image_size / 3
     rows = [
         {
             **objs[0],
-            "cell": int(min(objs[0]["y"] // third, 2) * 3 + min(objs[0]["x"] // third, 2)),
+            "cell": cell_of(objs[0], spec.image_size),
             "count": len(objs) - 1,  # class index: "1" is index 0
         }
         for objs in objects
@@ -182,6 +221,12 @@ def generate(spec: StimulusSpec) -> Stimuli:
     labels["x"] = np.array([r["x"] for r in rows], dtype=np.float32)
     labels["y"] = np.array([r["y"] for r in rows], dtype=np.float32)
     return Stimuli(spec=spec, images=images, object_map=object_map, labels=labels, objects=objects)
+
+
+def cell_of(obj: dict[str, float], image_size: int) -> int:
+    """Index in ``CELL_NAMES`` of the 3x3 cell holding an object's centre."""
+    third = image_size / 3
+    return int(min(obj["y"] // third, 2) * 3 + min(obj["x"] // third, 2))
 
 
 def patch_label_map(object_map: np.ndarray, grid: tuple[int, int]) -> np.ndarray:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from interp.errors import ConfigError, OutputExistsError
 from interp.options import option
 from interp.organism.questions import QA, QUESTION_TYPES, ask, caption
+from interp.organism.twins import contrastive_batch
 from interp.stimuli import StimulusSpec, generate
 from interp.tiny_llava import make_tiny_llava, save_portable
 
@@ -38,7 +39,7 @@ class OrganismTrainConfig:
     hidden_size: int = option("width of vision encoder and LM", default=128)
     vision_layers: int = option("vision encoder layers", default=4)
     lm_layers: int = option("language model layers", default=6)
-    clip_steps: int = option("stage 1 (contrastive) steps", default=800)
+    clip_steps: int = option("stage 1 (contrastive) steps", default=1500)
     clip_batch: int = option("stage 1 batch size", default=128)
     clip_lr: float = option("stage 1 peak learning rate", default=1e-3)
     vqa_steps: int = option("stage 2 (VQA) steps", default=2000)
@@ -206,59 +207,67 @@ def _record(
     )
 
 
-def train(config: OrganismTrainConfig) -> TrainResult:
-    """Train from scratch and ``save_pretrained`` model + processor into ``config.out``."""
-    from interp.adapters import adapter_for
+def contrastive_loss(
+    clip: Any, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLIP's symmetric InfoNCE loss with the image embedded as the mean of its *patch*
+    tokens (CLS left out): every patch token must carry what the caption says about the
+    image, position included, since a mean forgets where tokens were. These are the tokens
+    LLaVA passes on. Returns ``(loss, logits_per_image (batch, batch))``.
+    """
+    vision = clip.vision_model(pixel_values=pixel_values)
+    patches = vision.last_hidden_state[:, 1:]  # (batch, tokens, d) without CLS
+    image = clip.visual_projection(clip.vision_model.post_layernorm(patches.mean(1)))
+    text = clip.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+    text = clip.text_projection(text)
+    image = torch.nn.functional.normalize(image, dim=-1)  # (batch, d)
+    text = torch.nn.functional.normalize(text, dim=-1)  # (batch, d)
+    logits = clip.logit_scale.exp() * image @ text.T  # (batch images, batch captions)
+    target = torch.arange(len(logits))
+    loss = (
+        torch.nn.functional.cross_entropy(logits, target)
+        + torch.nn.functional.cross_entropy(logits.T, target)
+    ) / 2
+    return loss, logits
 
-    folder = Path(config.out)
-    if (folder / "config.json").exists() and not config.overwrite:
-        raise OutputExistsError(f"{folder} already holds a model; pass --overwrite to replace it")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    model, processor = make_tiny_llava(
-        seed=config.seed,
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH_SIZE,
-        vision_layers=config.vision_layers,
-        lm_layers=config.lm_layers,
-        hidden_size=config.hidden_size,
-    )
-    adapter = adapter_for(model, processor)
-    n_tokens = adapter.patch_grid[0] * adapter.patch_grid[1]
+
+def train_contrastive(
+    config: OrganismTrainConfig, model: Any, processor: Any, rng: np.random.Generator
+) -> list[dict[str, Any]]:
+    """Stage 1: a CLIP vision encoder alone, contrastively against captions, with twins as
+    hard negatives; its weights then go into ``model``'s vision tower. Returns the log.
+    """
     history: list[dict[str, Any]] = []
-    seconds: dict[str, float] = {}
-
-    # ----- stage 1: contrastive vision pre-training ---------------------------------------
-    start = time.perf_counter()
     clip = _clip_model(model.config, processor.tokenizer, config.hidden_size).train()
     opt = torch.optim.AdamW(clip.parameters(), lr=config.clip_lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(config.warmup, config.clip_steps))
     bar = tqdm(range(config.clip_steps), desc="stage 1 (contrastive)", disable=not config.progress)
     for step in bar:
-        stimuli = generate(
-            StimulusSpec(config.clip_batch, IMAGE_SIZE, seed=stage_seed(config.seed, 1, step))
-        )
-        texts = [caption(objs, IMAGE_SIZE) + " </s>" for objs in stimuli.objects]
+        seed = stage_seed(config.seed, 1, step)
+        images, objects = contrastive_batch(seed, config.clip_batch, IMAGE_SIZE, rng)
+        texts = [caption(objs, IMAGE_SIZE) + " </s>" for objs in objects]
         enc = processor.tokenizer(texts, padding=True, return_tensors="pt")
-        out = clip(
-            input_ids=enc["input_ids"],
-            attention_mask=enc["attention_mask"],
-            pixel_values=pixels_to_tensor(stimuli.images, processor),
-            return_loss=True,
+        loss, logits = contrastive_loss(
+            clip, pixels_to_tensor(images, processor), enc["input_ids"], enc["attention_mask"]
         )
-        _optimise(out.loss, list(clip.parameters()), opt, sched)
-        with torch.no_grad():  # image -> caption retrieval within the batch
-            hits = out.logits_per_image.argmax(1) == torch.arange(len(texts))
-        _record(history, bar, "contrastive", step, out.loss, hits)
+        _optimise(loss, list(clip.parameters()), opt, sched)
+        with torch.no_grad():  # image -> caption retrieval within the batch, twins included
+            hits = logits.argmax(1) == torch.arange(len(texts))
+        _record(history, bar, "contrastive", step, loss, hits)
     if config.clip_steps:
         _copy_vision(clip.vision_model, model.model.vision_tower)
-    seconds["contrastive"] = time.perf_counter() - start
-    del clip, opt
+    return history
 
-    # ----- stage 2: visual question answering, encoder frozen -----------------------------
-    start = time.perf_counter()
+
+def train_vqa(
+    config: OrganismTrainConfig, model: Any, processor: Any, rng: np.random.Generator
+) -> list[dict[str, Any]]:
+    """Stage 2: projector and language model on multi-turn VQA, encoder frozen."""
+    from interp.adapters import adapter_for
+
+    adapter = adapter_for(model, processor)
+    n_tokens = adapter.patch_grid[0] * adapter.patch_grid[1]
+    history: list[dict[str, Any]] = []
     model.train()
     tower = model.model.vision_tower
     tower.eval().requires_grad_(False)
@@ -275,8 +284,40 @@ def train(config: OrganismTrainConfig) -> TrainResult:
             answered = batch["labels"][:, 1:] != -100
             hits = (out.logits[:, :-1].argmax(-1) == batch["labels"][:, 1:])[answered]
         _record(history, bar, "vqa", step, out.loss, hits)
-    seconds["vqa"] = time.perf_counter() - start
     model.eval()
+    return history
+
+
+def new_organism(config: OrganismTrainConfig) -> tuple[Any, Any]:
+    """The untrained model and processor of a recipe (seeded)."""
+    torch.manual_seed(config.seed)
+    return make_tiny_llava(
+        seed=config.seed,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        vision_layers=config.vision_layers,
+        lm_layers=config.lm_layers,
+        hidden_size=config.hidden_size,
+        vision_feature_layer=-1,  # the layer the contrastive loss pools
+    )
+
+
+def train(config: OrganismTrainConfig) -> TrainResult:
+    """Train from scratch and ``save_pretrained`` model + processor into ``config.out``."""
+    folder = Path(config.out)
+    if (folder / "config.json").exists() and not config.overwrite:
+        raise OutputExistsError(f"{folder} already holds a model; pass --overwrite to replace it")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    model, processor = new_organism(config)
+    rng = np.random.default_rng(config.seed)
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    history = train_contrastive(config, model, processor, rng)
+    seconds["contrastive"] = time.perf_counter() - start
+    start = time.perf_counter()
+    history += train_vqa(config, model, processor, rng)
+    seconds["vqa"] = time.perf_counter() - start
 
     save_portable(model, processor, folder)
     machine = {
