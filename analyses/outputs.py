@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
+from PIL import Image
 
 from interp.errors import OutputExistsError
 
-__all__ = ["check_writable", "write_atomic", "write_table", "write_figure"]
+__all__ = ["check_writable", "write_atomic", "write_table", "write_figure", "write_picture"]
 
 
 def check_writable(paths: Iterable[Path], overwrite: bool) -> None:
@@ -49,3 +50,8 @@ def write_figure(fig: go.Figure, path: Path) -> Path:
             path, lambda tmp: fig.write_html(tmp, include_plotlyjs=True, full_html=True)
         )
     return write_atomic(path, lambda tmp: fig.write_image(tmp, format=suffix.lstrip(".")))
+
+
+def write_picture(picture: Image.Image, path: Path) -> Path:
+    """A PIL image as PNG (no browser needed, unlike plotly's static export)."""
+    return write_atomic(path, lambda tmp: picture.save(tmp, format="PNG"))

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from analyses.figures import layer_attribute_heatmap
-from analyses.outputs import check_writable, write_figure, write_table
+from analyses.figures import layer_attribute_heatmap, redundancy_curves
+from analyses.outputs import check_writable, write_figure, write_picture, write_table
+from analyses.pictures import reconstruction_grid
 from caches import DEFAULT_QUESTION, CacheReader, extract
 from interp.errors import ConfigError
 from interp.interventions import CONDITIONS
@@ -17,7 +18,8 @@ from interp.loading import load_model
 from interp.options import option
 from interp.organism import ORGANISM_NAME
 from interp.stimuli import StimulusSpec, generate
-from probes import sweep
+from probes import ProbeSettings, pixel_sweep, sweep
+from probes.selections import check_selection
 
 __all__ = ["RunConfig", "RunResult", "run", "OUTPUT_FILES"]
 
@@ -25,6 +27,9 @@ OUTPUT_FILES = {
     "cache": "cache.h5",
     "probes": "probes.csv",
     "figure": "layer_attribute_map.html",
+    "redundancy": "redundancy_curves.html",
+    "pixels": "pixel_reconstruction.csv",
+    "pixel_grid": "pixel_reconstructions.png",
 }
 
 
@@ -51,7 +56,16 @@ class RunConfig:
         default=None,
     )
     question: str = option("question put in the prompt", default=DEFAULT_QUESTION)
-    n_splits: int = option("cross-validation folds", default=5)
+    selections: list[str] | None = option(
+        "token selections: mean on_object off_object token random_<k> ... (default: all, "
+        "k = 1, 2, 4, ... up to every token)",
+        default=None,
+    )
+    n_splits: int = option("cross-validation folds (grouped by image)", default=5)
+    n_boot: int = option("bootstrap resamples of images for 95% intervals", default=1000)
+    tokens_per_image: int = option(
+        "most object tokens per image in the 'token' selection", default=8
+    )
     dtype: str | None = option(
         "float32, float16 or bfloat16 (default: the checkpoint's)", default=None
     )
@@ -70,6 +84,13 @@ class RunConfig:
             raise ConfigError(f"n_splits must be >= 2, got {self.n_splits}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.n_boot < 1 or self.tokens_per_image < 1:
+            raise ConfigError(
+                f"n_boot and tokens_per_image must be >= 1, got {self.n_boot} and "
+                f"{self.tokens_per_image}"
+            )
+        for selection in self.selections or ():
+            check_selection(selection)
         unknown = [c for c in self.conditions or () if c not in CONDITIONS]
         if unknown:
             raise ConfigError(f"unknown conditions {unknown}; expected some of {CONDITIONS}")
@@ -84,7 +105,8 @@ class RunConfig:
 @dataclass
 class RunResult:
     paths: dict[str, Path]
-    table: pd.DataFrame
+    table: pd.DataFrame  # the probe table (probes.csv)
+    pixel_table: pd.DataFrame  # reconstruction error by depth (pixel_reconstruction.csv)
 
 
 def run(config: RunConfig) -> RunResult:
@@ -115,8 +137,36 @@ def run(config: RunConfig) -> RunResult:
         overwrite=config.overwrite,
         progress=config.progress,
     )
+    settings = ProbeSettings(
+        n_splits=config.n_splits,
+        n_boot=config.n_boot,
+        seed=config.seed,
+        tokens_per_image=config.tokens_per_image,
+    )
     with CacheReader(paths["cache"]) as reader:
-        table = sweep(reader, n_splits=config.n_splits, seed=config.seed, progress=config.progress)
+        table = sweep(
+            reader, selections=config.selections, settings=settings, progress=config.progress
+        )
+        pixel_table, shown = pixel_sweep(
+            reader,
+            n_splits=config.n_splits,
+            seed=config.seed,
+            n_boot=config.n_boot,
+            progress=config.progress,
+        )
     write_table(table, paths["probes"])
-    write_figure(layer_attribute_heatmap(table), paths["figure"])
-    return RunResult(paths=paths, table=table)
+    write_figure(layer_attribute_heatmap(table, selection=_headline(table)), paths["figure"])
+    if table["selection"].str.startswith("random_").any():
+        write_figure(redundancy_curves(table), paths["redundancy"])
+    else:  # not drawn this time: no stale figure from an earlier run beside the new table
+        paths["redundancy"].unlink(missing_ok=True)
+    write_table(pixel_table, paths["pixels"])
+    write_picture(reconstruction_grid(shown), paths["pixel_grid"])
+    written = {key: path for key, path in paths.items() if path.exists()}
+    return RunResult(paths=written, table=table, pixel_table=pixel_table)
+
+
+def _headline(table: pd.DataFrame) -> str:
+    """The selection the layer map shows: ``mean`` when it was run."""
+    selections = list(dict.fromkeys(table["selection"]))
+    return "mean" if "mean" in selections else selections[0]

@@ -84,6 +84,7 @@ def extract(
             stimuli.labels,
             stimuli.label_classes,
             adapter.token_grid(),
+            stimuli.object_labels(),
         )
         for condition, intervention in interventions.items():
             if intervention is not None:

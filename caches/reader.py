@@ -57,7 +57,7 @@ class CacheReader:
     def attrs(self) -> dict[str, Any]:
         out = {}
         for key, value in self._file.attrs.items():
-            if isinstance(value, str) and value[:1] in "[{":
+            if isinstance(value, str) and value[:1] and value[:1] in "[{":
                 value = json.loads(value)
             out[key] = value.item() if isinstance(value, np.generic) else value
         return out
@@ -69,6 +69,12 @@ class CacheReader:
     @property
     def conditions(self) -> list[str]:
         return json.loads(self._file.attrs["conditions"])
+
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        """(rows, cols) of the model's patch grid for one image."""
+        rows, cols = json.loads(self._file.attrs["patch_grid"])
+        return int(rows), int(cols)
 
     @property
     def n_images(self) -> int:
@@ -105,6 +111,27 @@ class CacheReader:
             raise CacheError(f"no label {name!r} in {self.path}; labels: {self.label_names}")
         return self._file[f"labels/{name}"][()]
 
+    @property
+    def object_label_names(self) -> list[str]:
+        """Attributes labelled for every object (empty in a schema-1 cache)."""
+        return list(self._file["objects"].keys()) if "objects" in self._file else []
+
+    def object_labels(self, name: str) -> np.ndarray:
+        """``(n, max objects)`` class of every object (column = index in ``object_map``),
+        -1 where an image has fewer objects."""
+        if name not in self.object_label_names:
+            if not self.object_label_names:
+                raise CacheError(
+                    f"{self.path} has no per-object labels (written by schema version "
+                    f"{int(self._file.attrs['schema_version'])}); re-create it with "
+                    f"`interp run --overwrite` to probe single tokens"
+                )
+            raise CacheError(
+                f"no per-object label {name!r} in {self.path}; per-object labels: "
+                f"{self.object_label_names}"
+            )
+        return self._file[f"objects/{name}"][()]
+
     def label_classes(self, name: str) -> list[str] | None:
         """Class names of a categorical label, None for a continuous one."""
         raw = self._file[f"labels/{name}"].attrs.get("classes")
@@ -119,6 +146,16 @@ class CacheReader:
                 f"no condition {condition!r} in {self.path}; conditions: {self.conditions}"
             )
         return self._file[acts_path(site, condition)]
+
+    def site_array(self, site: str, condition: str = BASELINE, chunk: int = 256) -> np.ndarray:
+        """``(n_written, tokens, d)`` float32 in memory, converted ``chunk`` images at a
+        time (so the float16 copy never exists whole)."""
+        dataset = self.acts(site, condition)
+        n = self.n_written
+        out = np.empty((n, *dataset.shape[1:]), dtype=np.float32)
+        for start in range(0, n, chunk):
+            out[start : start + chunk] = dataset[start : min(n, start + chunk)]
+        return out
 
     def mean_pooled(self, site: str, condition: str = BASELINE, chunk: int = 256) -> np.ndarray:
         """``(n_written, d)`` float32 mean over tokens, read ``chunk`` images at a time."""

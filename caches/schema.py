@@ -6,6 +6,7 @@ Paths inside the HDF5 file::
     images/pixels           uint8  (n, H, W, 3)
     images/object_map       int8   (n, H, W)       object index per pixel, -1 = background
     labels/<attribute>      int64 (n,) categorical (attr ``classes``) or float32 (n,)
+    objects/<attribute>     int64  (n, max objects) every object's class, -1 = no object
     tokens/grid             int32  (tokens, 2)     (row, col) of each token in the patch grid
     acts/<site>             float16 (n, tokens, d) baseline activations, one chunk per image
     ablations/<condition>/<site>   same, under an intervention (group attrs describe it)
@@ -22,7 +23,7 @@ __all__ = [
     "acts_path",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added objects/<attribute>; version 1 files are still read
 ACT_DTYPE = "float16"
 BASELINE = "baseline"
 

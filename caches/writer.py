@@ -94,8 +94,10 @@ class CacheWriter:
         labels: dict[str, np.ndarray],
         label_classes: dict[str, tuple[str, ...]],
         grid: np.ndarray,
+        object_labels: dict[str, np.ndarray] | None = None,
     ) -> None:
-        """Stimuli, labels and the token grid (idempotent on resume)."""
+        """Stimuli, labels (of the first object and the image; ``object_labels`` of every
+        object, ``(n, max objects)``, -1 padded) and the token grid (idempotent on resume)."""
         f = self._file
         if "images/pixels" in f:
             return
@@ -108,6 +110,9 @@ class CacheWriter:
             ds = f.create_dataset(f"labels/{name}", data=values)
             if name in label_classes:
                 ds.attrs["classes"] = json.dumps(list(label_classes[name]))
+        for name, values in (object_labels or {}).items():
+            ds = f.create_dataset(f"objects/{name}", data=values.astype(np.int64))
+            ds.attrs["classes"] = json.dumps(list(label_classes[name]))
         f.create_dataset("tokens/grid", data=grid.astype(np.int32))
         f.attrs["n_images"] = n
 

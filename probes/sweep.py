@@ -1,51 +1,147 @@
-"""Probe every (site, attribute, condition) of a cache into one tidy table."""
+"""Probe every (site, attribute, token selection, condition) of a cache into one tidy table.
+
+Each cell is a grouped, nested cross-validation (:mod:`probes.crossval`) with a control
+task, the majority-class chance level and a bootstrap confidence interval over images.
+A site is read from the HDF5 file once, as float32, and dropped before the next.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 from tqdm.auto import tqdm
 
 from caches import CacheReader
 from interp.errors import ConfigError
 from interp.sites import sort_sites
-from probes.linear import LinearProbe
+from interp.stimuli import OBJECT_ATTRIBUTES, patch_label_map
+from probes.crossval import Backend, group_folds, nested_logistic
+from probes.selections import Design, SiteLabels, default_selections, select
+from probes.stats import bootstrap_ci, control_labels, majority_chance, per_group_sums
 
-__all__ = ["TABLE_COLUMNS", "cross_validate_probe", "sweep"]
+__all__ = ["TABLE_COLUMNS", "ProbeSettings", "probe_design", "site_labels", "sweep"]
 
-TABLE_COLUMNS = ["site", "depth", "attribute", "condition", "accuracy", "chance", "n"]
+TABLE_COLUMNS = [
+    "site",
+    "depth",
+    "attribute",
+    "selection",
+    "condition",
+    "metric",
+    "value",
+    "ci_low",
+    "ci_high",
+    "chance",
+    "control",
+    "selectivity",
+    "n",
+]
 
 
-def cross_validate_probe(
-    X: np.ndarray,
-    y: np.ndarray,
-    groups: np.ndarray,
-    *,
-    n_splits: int = 5,
-    seed: int = 0,
-    C: float = 1.0,
-) -> tuple[float, float]:
-    """Accuracy of :class:`LinearProbe` and of the majority class, over folds grouped by image.
+@dataclass(frozen=True)
+class ProbeSettings:
+    """How each probe is cross-validated and summarised.
 
-    Samples sharing a group (an image) are never split between train and test. The chance
-    level is the held-out accuracy of predicting each training fold's majority class.
+    ``n_splits`` outer folds grouped by image; ``n_inner`` inner folds choose ``C`` from
+    ``Cs``; ``n_boot`` bootstrap resamples of images for the 95% interval;
+    ``tokens_per_image`` caps the ``token`` selection (None: every object token);
+    ``backend``
+    fits the logistic problems (default: the batched torch solver; see
+    :func:`probes.crossval.sklearn_backend` for the scikit-learn reference).
     """
-    if len(np.unique(groups)) < n_splits:
-        raise ConfigError(
-            f"{len(np.unique(groups))} images cannot make {n_splits} folds; use more images "
-            f"or fewer folds"
+
+    n_splits: int = 5
+    n_inner: int = 3
+    Cs: tuple[float, ...] = (0.01, 0.1, 1.0)
+    n_boot: int = 1000
+    seed: int = 0
+    tokens_per_image: int | None = 8
+    backend: Backend | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_splits < 2 or self.n_inner < 2:
+            raise ConfigError(
+                f"need at least 2 outer and 2 inner folds, got n_splits={self.n_splits}, "
+                f"n_inner={self.n_inner}"
+            )
+        if not self.Cs or min(self.Cs) <= 0:
+            raise ConfigError(f"Cs must be positive inverse penalties, got {self.Cs}")
+
+
+def _standardised(X: np.ndarray) -> np.ndarray:
+    scale = X.std(0)
+    return (X - X.mean(0)) / np.where(scale > 1e-8, scale, 1.0)
+
+
+def probe_design(
+    design: Design, attributes: Sequence[str], folds_of_image: np.ndarray, settings: ProbeSettings
+) -> list[dict]:
+    """Accuracy rows (``attribute, metric, value, ci_low, ci_high, chance, control,
+    selectivity, n``) of one selection's samples, every attribute fitted together.
+
+    ``folds_of_image`` ``(n_images,)`` is the outer fold of each image, shared by every
+    selection and site so that all cells of a table use the same split.
+    """
+    attributes = list(attributes)
+    labels = np.stack([design.labels[a] for a in attributes])  # (L, m)
+    control = np.stack(
+        [
+            control_labels(design.labels[a], design.units[a], settings.seed + k)
+            for k, a in enumerate(attributes)
+        ]
+    )
+    folds = folds_of_image[design.groups]
+    result = nested_logistic(
+        _standardised(design.X),
+        labels,
+        folds,
+        design.groups,
+        settings.Cs,
+        n_inner=settings.n_inner,
+        control=control,
+        seed=settings.seed,
+        backend=settings.backend,
+    )
+    rows = []
+    for k, attribute in enumerate(attributes):
+        correct = result.predicted[k] == labels[k]
+        sums, counts = per_group_sums(correct, design.groups)
+        low, high = bootstrap_ci(sums, counts, n_boot=settings.n_boot, seed=settings.seed)
+        accuracy = float(correct.mean())
+        control_accuracy = float((result.control_predicted[k] == control[k]).mean())
+        rows.append(
+            {
+                "attribute": attribute,
+                "metric": "accuracy",
+                "value": accuracy,
+                "ci_low": low,
+                "ci_high": high,
+                "chance": majority_chance(labels[k], folds),
+                "control": control_accuracy,
+                "selectivity": accuracy - control_accuracy,
+                "n": len(correct),
+            }
         )
-    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    correct = chance = 0
-    for train, test in folds.split(X, y, groups):
-        probe = LinearProbe(C=C).fit(X[train], y[train])
-        correct += int((probe.predict(X[test]) == y[test]).sum())
-        values, counts = np.unique(y[train], return_counts=True)
-        chance += int((y[test] == values[counts.argmax()]).sum())
-    return correct / len(y), chance / len(y)
+    return rows
+
+
+def site_labels(reader: CacheReader, attributes: Sequence[str]) -> SiteLabels:
+    """Labels of every selection of this cache (see :class:`probes.selections.SiteLabels`)."""
+    n = reader.n_written
+    grid = reader.grid  # (tokens, 2)
+    rows, cols = reader.patch_grid
+    token_objects = np.empty((n, len(grid)), dtype=np.int8)
+    for start in range(0, n, 256):
+        maps = patch_label_map(reader.object_map[start : min(n, start + 256)], (rows, cols))
+        token_objects[start : start + len(maps)] = maps[:, grid[:, 0], grid[:, 1]]
+    return SiteLabels(
+        image={a: reader.labels(a)[:n] for a in attributes},
+        objects={a: reader.object_labels(a)[:n] for a in reader.object_label_names},
+        token_objects=token_objects,
+    )
 
 
 def sweep(
@@ -54,47 +150,60 @@ def sweep(
     sites: Sequence[str] | None = None,
     attributes: Sequence[str] | None = None,
     conditions: Sequence[str] | None = None,
-    n_splits: int = 5,
-    seed: int = 0,
-    C: float = 1.0,
+    selections: Sequence[str] | None = None,
+    settings: ProbeSettings | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Mean-pooled probes for each site x categorical attribute x condition.
+    """Probe each site x condition x token selection x categorical attribute.
 
-    Reads one site of one condition at a time. Returns the columns of
-    :data:`TABLE_COLUMNS`; ``depth`` is the site's index in forward-pass order.
+    Returns the columns of :data:`TABLE_COLUMNS`; ``depth`` is the site's index in
+    forward-pass order, ``n`` the number of held-out predictions (images, or tokens for
+    the ``token`` selection), ``control`` the control task's accuracy and
+    ``selectivity = value - control``. Selections default to every one
+    (:func:`probes.selections.default_selections`).
     """
+    settings = settings or ProbeSettings()
     all_sites = sort_sites(reader.sites)
     sites = sort_sites(list(sites)) if sites else all_sites
     categorical = [a for a in reader.label_names if reader.label_classes(a) is not None]
     attributes = list(attributes) if attributes else categorical
-    for attribute in attributes:
-        if attribute not in categorical:
-            raise ConfigError(
-                f"attribute {attribute!r} is not a categorical label of this cache; "
-                f"choose from {categorical}"
-            )
+    unknown = [a for a in attributes if a not in categorical]
+    if unknown:
+        raise ConfigError(
+            f"attributes {unknown} are not categorical labels of this cache; "
+            f"choose from {categorical}"
+        )
     conditions = list(conditions) if conditions else reader.conditions
-    n = reader.n_written
-    groups = np.arange(n)  # one sample per image when mean-pooled
-    labels = {a: reader.labels(a)[:n] for a in attributes}
+    n_tokens = len(reader.grid)
+    selections = list(selections) if selections else default_selections(n_tokens)
+    if "token" in selections:  # fail before any work on a cache without object labels
+        for attribute in set(attributes) & set(OBJECT_ATTRIBUTES):
+            reader.object_labels(attribute)
+    labels = site_labels(reader, attributes)
+    folds_of_image = group_folds(np.arange(reader.n_written), settings.n_splits, settings.seed)
     rows = []
     jobs = [(c, s) for c in conditions for s in sites]
     for condition, site in tqdm(jobs, desc="probing", unit="site", disable=not progress):
-        features = reader.mean_pooled(site, condition)  # (n, d)
-        for attribute in attributes:
-            accuracy, chance = cross_validate_probe(
-                features, labels[attribute], groups, n_splits=n_splits, seed=seed, C=C
-            )
-            rows.append(
-                {
-                    "site": site,
-                    "depth": all_sites.index(site),
-                    "attribute": attribute,
-                    "condition": condition,
-                    "accuracy": accuracy,
-                    "chance": chance,
-                    "n": n,
-                }
-            )
+        acts = reader.site_array(site, condition)  # (n, tokens, d) float32
+        done: dict[str, list[dict]] = {}
+        for selection in selections:
+            if selection == f"random_{n_tokens}" and "mean" in done:
+                found = done["mean"]  # every token, pooled: the same samples as "mean"
+            else:
+                design = select(
+                    acts, labels, selection, attributes, settings.seed, settings.tokens_per_image
+                )
+                found = probe_design(design, attributes, folds_of_image, settings)
+            done[selection] = found
+            for row in found:
+                rows.append(
+                    {
+                        "site": site,
+                        "depth": all_sites.index(site),
+                        "selection": selection,
+                        "condition": condition,
+                        **row,
+                    }
+                )
+        del acts
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)

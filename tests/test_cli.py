@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from PIL import Image
 
-from analyses import RunConfig
+from analyses import OUTPUT_FILES, RunConfig
 from interp import ConfigError, UnsupportedModelError, adapter_for, load_model
 from interp.cli import main
+from probes import TABLE_COLUMNS
 
-FAST = ["--n-images", "40", "--no-progress", "--n-splits", "2"]
+FAST = ["--n-images", "40", "--no-progress", "--n-splits", "2", "--n-boot", "50"]
 
 
-def test_run_writes_the_three_outputs(tiny_dir, tmp_path, capsys) -> None:
+def test_run_writes_every_output(tiny_dir, tmp_path, capsys) -> None:
     out = tmp_path / "results"
     code = main(
         [
@@ -26,27 +28,31 @@ def test_run_writes_the_three_outputs(tiny_dir, tmp_path, capsys) -> None:
             "vision.0",
             "lm.5",
             "projector",
+            "--selections",
+            "mean",
+            "token",
+            "random_1",
+            "random_64",
         ]
     )
     assert code == 0
     printed = capsys.readouterr().out
-    for name in ("cache.h5", "probes.csv", "layer_attribute_map.html"):
+    for name in OUTPUT_FILES.values():
         assert (out / name).is_file() and str(out / name) in printed
     table = pd.read_csv(out / "probes.csv")
-    assert list(table.columns) == [
-        "site",
-        "depth",
-        "attribute",
-        "condition",
-        "accuracy",
-        "chance",
-        "n",
-    ]
+    assert list(table.columns) == TABLE_COLUMNS
     assert set(table.condition) == {"baseline", "shuffle", "lower_mask"}
     assert list(dict.fromkeys(table.site)) == ["vision.0", "projector", "lm.5"]
     assert set(table.attribute) == {"color", "shape", "size", "cell", "count"}
+    assert set(table.selection) == {"mean", "token", "random_1", "random_64"}
+    pixels = pd.read_csv(out / "pixel_reconstruction.csv")
+    assert set(pixels.metric) == {"mae", "psnr"} and set(pixels.condition) == {"baseline"}
+    assert list(dict.fromkeys(pixels.site)) == ["vision.0", "projector", "lm.5"]
     html = (out / "layer_attribute_map.html").read_text()
     assert "plotly" in html.lower() and "lower_mask" in html and len(html) > 1_000_000
+    assert "random tokens pooled" in (out / "redundancy_curves.html").read_text()
+    with Image.open(out / "pixel_reconstructions.png") as picture:
+        assert picture.size[0] == 4 * (64 * 3 + 2)  # original + three sites
     assert not list(out.glob("*.partial"))
 
 
@@ -70,6 +76,7 @@ def test_existing_outputs_are_refused_without_overwrite(tiny_dir, tmp_path, caps
         (["--image-size", "60"], "does not tile"),
         (["--conditions", "dropout"], "unknown conditions"),
         (["--n-images", "3"], "too few"),
+        (["--selections", "corners"], "unknown token selection 'corners'"),
         (["--dtype", "float8"], "unknown dtype"),
     ],
 )

@@ -68,11 +68,12 @@ def test_probes_on_the_organism_beat_chance_where_expected(organism, tmp_path) -
         progress=False,
     )
     with CacheReader(path) as reader:
-        table = sweep(reader, attributes=["color", "count"], progress=False)
+        table = sweep(reader, attributes=["color", "count"], selections=["mean"], progress=False)
     color = table[(table.attribute == "color")].set_index("site")
-    assert color.loc["vision.0"].accuracy > color.loc["vision.0"].chance + 0.25
+    assert color.loc["vision.0"].value > color.loc["vision.0"].chance + 0.25
+    assert color.loc["vision.0"].selectivity > 0.25
     count = table[(table.attribute == "count")].set_index("site")
-    assert count.loc["projector"].accuracy > count.loc["projector"].chance + 0.15
+    assert count.loc["projector"].value > count.loc["projector"].chance + 0.15
 
 
 def test_a_short_training_run_lowers_the_loss(tmp_path) -> None:

@@ -1,76 +1,295 @@
+"""Probes: the estimator contract, agreement with scikit-learn, controls, confidence
+intervals, token selections, and the sweep over a real cache."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from sklearn.base import clone
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import check_estimator
 
 from caches import CacheReader, extract
-from interp import ConfigError, StimulusSpec, generate
-from probes import TABLE_COLUMNS, LinearProbe, cross_validate_probe, sweep
+from interp import CacheError, ConfigError, StimulusSpec, generate
+from probes import (
+    TABLE_COLUMNS,
+    LinearProbe,
+    ProbeSettings,
+    RidgeProbe,
+    sklearn_backend,
+    sweep,
+    torch_backend,
+)
+from probes.crossval import group_folds, nested_logistic
+from probes.selections import Design, SiteLabels, select
+from probes.solver import fit_logistic, predict_logistic
+from probes.stats import bootstrap_ci, control_labels, majority_chance, per_group_sums
+from probes.sweep import probe_design
 
 
-def test_probe_follows_the_estimator_contract(rng) -> None:
-    X = rng.normal(size=(120, 6))
-    y = (X[:, 0] + 0.3 * rng.normal(size=120) > 0).astype(int)
-    probe = LinearProbe(C=0.5)
-    assert probe.get_params() == {"C": 0.5, "max_iter": 2000}
-    assert probe.fit(X, y) is probe
-    assert {"coef_", "intercept_", "classes_", "scaler_"} <= set(vars(probe))
-    assert not hasattr(clone(probe), "coef_")
-    reference = make_pipeline(StandardScaler(), LogisticRegression(C=0.5, max_iter=2000)).fit(X, y)
-    np.testing.assert_array_equal(probe.predict(X), reference.predict(X))
-    np.testing.assert_allclose(probe.predict_proba(X), reference.predict_proba(X), rtol=1e-6)
+@pytest.mark.parametrize("estimator", [LinearProbe(), RidgeProbe()], ids=lambda e: type(e).__name__)
+def test_probes_pass_scikit_learns_estimator_checks(estimator) -> None:
+    failed = [
+        (r["check_name"], str(r["exception"])[:200])
+        for r in check_estimator(estimator, on_fail=None)
+        if r["status"] == "failed"
+    ]
+    assert failed == []
+
+
+def test_linear_probe_equals_scikit_learn_at_a_fixed_C(rng) -> None:
+    X = rng.normal(size=(150, 6))
+    y = np.digitize(X[:, 0] + 0.5 * X[:, 1] + 0.3 * rng.normal(size=150), [-0.5, 0.5])
+    for labels in (y, (y > 0).astype(int)):  # three classes, then two
+        probe = LinearProbe(Cs=0.5)
+        assert probe.fit(X, labels) is probe
+        assert {"coef_", "intercept_", "classes_", "scaler_", "C_"} <= set(vars(probe))
+        assert not hasattr(clone(probe), "coef_")
+        reference = make_pipeline(
+            StandardScaler(), LogisticRegression(C=0.5, tol=1e-10, max_iter=10_000)
+        ).fit(X, labels)
+        np.testing.assert_array_equal(probe.predict(X), reference.predict(X))
+        np.testing.assert_allclose(probe.predict_proba(X), reference.predict_proba(X), atol=2e-3)
+        assert probe.coef_.shape == reference[-1].coef_.shape
     with pytest.raises(ValueError):
         probe.predict(X[:, :3])
 
 
-def test_planted_signal_is_found_and_shuffled_labels_fall_to_chance(rng) -> None:
-    n, d = 300, 20
-    y = rng.integers(0, 4, size=n)
-    X = rng.normal(size=(n, d))
-    X[np.arange(n), y] += 3.0  # the label is written along four axes
-    accuracy, chance = cross_validate_probe(X, y, np.arange(n))
-    assert accuracy > 0.9 and chance < 0.35
-    shuffled, chance = cross_validate_probe(X, rng.permutation(y), np.arange(n))
-    assert shuffled < chance + 0.1
+def test_inner_cross_validation_scores_each_penalty_and_keeps_the_best(rng) -> None:
+    X = rng.normal(size=(90, 40))
+    noise = LinearProbe(Cs=(100.0, 0.001)).fit(X, rng.integers(0, 2, size=90))
+    signal = LinearProbe(Cs=(100.0, 0.001)).fit(X, (X[:, 0] > 0).astype(int))
+    for probe in (noise, signal):
+        assert probe.cv_scores_.shape == (2,)  # one inner accuracy per penalty (sorted)
+        grid = (0.001, 100.0)
+        assert grid[int(probe.cv_scores_.argmax())] == probe.C_
+    assert signal.cv_scores_.max() > 0.8 and noise.cv_scores_.max() < 0.72
+
+
+def test_ridge_probe_equals_scikit_learn(rng) -> None:
+    X = rng.normal(size=(80, 5))
+    Y = X @ rng.normal(size=(5, 3)) + 0.1 * rng.normal(size=(80, 3))
+    probe = RidgeProbe(alphas=2.0).fit(X, Y)
+    reference = make_pipeline(StandardScaler(), Ridge(alpha=2.0)).fit(X, Y)
+    np.testing.assert_allclose(probe.predict(X), reference.predict(X), rtol=1e-6, atol=1e-8)
+    chosen = RidgeProbe().fit(X, Y[:, 0])
+    assert chosen.coef_.shape == (5,) and chosen.alpha_ in chosen.alphas
+
+
+def test_batched_solver_equals_separate_scikit_learn_fits(rng) -> None:
+    """Many problems (labels x training rows x penalties) in one call give each one's own
+    scikit-learn solution: the batch does not couple them."""
+    n, d = 160, 12
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    labels = [np.digitize(X[:, 0] + rng.normal(size=n), [-1, 0, 1]), (X[:, 1] > 0).astype(int)]
+    problems = [(a, f, C) for a in range(2) for f in range(3) for C in (0.05, 1.0)]
+    y = np.stack([labels[a] for a, _, _ in problems])
+    train = np.stack([np.arange(n) % 3 != f for _, f, _ in problems])
+    solution = fit_logistic(
+        torch.from_numpy(X),
+        torch.from_numpy(y),
+        torch.from_numpy(train),
+        torch.tensor([C for _, _, C in problems]),
+        4,
+    )
+    predicted = predict_logistic(solution, torch.from_numpy(X)).numpy()
+    for p, (a, _, C) in enumerate(problems):
+        reference = LogisticRegression(C=C, tol=1e-8, max_iter=5000).fit(
+            X[train[p]], labels[a][train[p]]
+        )
+        assert (predicted[p] == reference.predict(X)).mean() >= 0.99, problems[p]
+        coef = solution.coef[p].numpy()[:, : len(reference.classes_)]
+        if len(reference.classes_) == 2:
+            coef = coef[:, 1:] - coef[:, :1]
+        np.testing.assert_allclose(coef.T, reference.coef_, atol=0.02)
+
+
+def test_nested_cross_validation_agrees_with_the_scikit_learn_backend(rng) -> None:
+    n, d = 200, 16
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    y = np.stack([np.digitize(X[:, k] + 0.7 * rng.normal(size=n), [-0.5, 0.5]) for k in (0, 1)])
+    groups = np.arange(n)
+    folds = group_folds(groups, 5, 0)
+    fast = nested_logistic(X, y, folds, groups, (0.01, 0.1, 1.0), backend=torch_backend())
+    slow = nested_logistic(X, y, folds, groups, (0.01, 0.1, 1.0), backend=sklearn_backend())
+    np.testing.assert_array_equal(fast.chosen_C, slow.chosen_C)
+    for k in range(2):
+        assert abs((fast.predicted[k] == y[k]).mean() - (slow.predicted[k] == y[k]).mean()) <= 0.01
+
+
+def _planted(rng, n_images: int = 240, copies: int = 1, strength: float = 3.0) -> Design:
+    """Images with a 4-class label written along four feature axes (``copies`` samples
+    per image, as tokens), and a second label that is pure noise."""
+    y = rng.integers(0, 4, size=n_images)
+    noise = rng.integers(0, 3, size=n_images)
+    groups = np.repeat(np.arange(n_images), copies)
+    X = rng.normal(size=(n_images * copies, 20))
+    X[np.arange(len(X)), y[groups]] += strength
+    return Design(
+        X=X.astype(np.float32),
+        groups=groups,
+        labels={"planted": y[groups], "noise": noise[groups]},
+        units={"planted": groups, "noise": groups},
+    )
+
+
+def test_planted_signal_is_found_and_its_control_falls_to_chance(rng) -> None:
+    design = _planted(rng)
+    folds = group_folds(np.arange(240), 5, 0)
+    rows = {
+        r["attribute"]: r
+        for r in probe_design(design, ["planted", "noise"], folds, ProbeSettings())
+    }
+    planted, noise = rows["planted"], rows["noise"]
+    assert planted["value"] > 0.9 and planted["ci_low"] < planted["value"] < planted["ci_high"]
+    assert planted["control"] < planted["chance"] + 0.1  # shuffled per image: nothing left
+    assert planted["selectivity"] > 0.6
+    assert noise["value"] < noise["chance"] + 0.1 and abs(noise["selectivity"]) < 0.15
 
 
 def test_folds_are_grouped_by_image(rng) -> None:
-    """Ten identical copies of each image with a random label: memorising copies would
-    score ~1 if one image's copies fell on both sides of a fold."""
+    """Ten near-copies of each image with a random label: memorising copies would score
+    ~1 if one image's copies fell on both sides of a fold."""
     n_images, copies = 60, 10
     features = rng.normal(size=(n_images, 40))
     labels = rng.integers(0, 2, size=n_images)
-    X = np.repeat(features, copies, axis=0) + 1e-3 * rng.normal(size=(n_images * copies, 40))
-    y = np.repeat(labels, copies)
+    X = (np.repeat(features, copies, axis=0) + 1e-3 * rng.normal(size=(600, 40))).astype(np.float32)
+    y = np.repeat(labels, copies)[None]
     groups = np.repeat(np.arange(n_images), copies)
-    grouped, chance = cross_validate_probe(X, y, groups, C=100.0)
-    assert grouped < 0.7
-    leaky, _ = cross_validate_probe(X, y, np.arange(len(y)), C=100.0)
-    assert leaky > 0.95  # the same probe without grouping is fooled
+    grouped = nested_logistic(X, y, group_folds(groups, 5, 0), groups, (100.0,))
+    assert (grouped.predicted[0] == y[0]).mean() < 0.7
+    rows = np.arange(600)
+    leaky = nested_logistic(X, y, group_folds(rows, 5, 0), rows, (100.0,))
+    assert (leaky.predicted[0] == y[0]).mean() > 0.95  # the same probe without grouping
     with pytest.raises(ConfigError, match="cannot make 5 folds"):
-        cross_validate_probe(X[:30], y[:30], groups[:30] % 3)
+        group_folds(groups[:30] % 3, 5, 0)
 
 
-def test_color_is_decodable_from_the_first_vision_layer(loaded, tmp_path) -> None:
-    stimuli = generate(StimulusSpec(n_images=240, seed=21))
-    path = extract(
+def test_confidence_intervals_cover_the_truth_at_the_stated_rate() -> None:
+    """Per-image correctness with a known accuracy of 0.8 (and 1-6 tokens per image):
+    the 95% interval must contain 0.8 in about 95% of repeated experiments."""
+    rng = np.random.default_rng(0)
+    covered = 0
+    trials = 300
+    for trial in range(trials):
+        counts = rng.integers(1, 7, size=150).astype(float)
+        sums = rng.binomial(counts.astype(int), 0.8).astype(float)
+        low, high = bootstrap_ci(sums, counts, n_boot=400, seed=trial)
+        covered += low <= 0.8 <= high
+    assert 0.91 <= covered / trials <= 0.98
+
+
+def test_control_labels_are_one_per_unit_and_keep_the_class_frequencies(rng) -> None:
+    units = np.repeat(np.arange(50), 4)
+    labels = np.repeat(rng.integers(0, 5, size=50), 4)
+    control = control_labels(labels, units, seed=1)
+    assert all(len(set(control[units == u])) == 1 for u in range(50))
+    np.testing.assert_array_equal(np.sort(control), np.sort(labels))
+    assert (control != labels).any()
+    sums, counts = per_group_sums(np.ones(200), units)
+    np.testing.assert_array_equal(counts, 4)
+    assert majority_chance(np.array([0, 0, 0, 1] * 5), np.arange(20) % 5) == 0.75
+
+
+def _site_labels() -> SiteLabels:
+    # Two images, four tokens: image 0 has object 0 on tokens 0-1 and object 1 on token 3.
+    return SiteLabels(
+        image={"color": np.array([2, 5]), "count": np.array([1, 0])},
+        objects={"color": np.array([[2, 6], [5, -1]])},
+        token_objects=np.array([[0, 0, -1, 1], [-1, 0, -1, -1]], dtype=np.int8),
+    )
+
+
+def test_token_selections_pick_the_right_tokens_and_labels() -> None:
+    acts = np.arange(2 * 4 * 3, dtype=np.float32).reshape(2, 4, 3)
+    labels = _site_labels()
+    mean = select(acts, labels, "mean", ["color", "count"])
+    np.testing.assert_allclose(mean.X, acts.mean(1))
+    on = select(acts, labels, "on_object", ["color"])
+    np.testing.assert_allclose(on.X, [acts[0, :2].mean(0), acts[1, 1]])
+    off = select(acts, labels, "off_object", ["color"])
+    np.testing.assert_allclose(off.X, [acts[0, 2], acts[1, [0, 2, 3]].mean(0)])
+    token = select(acts, labels, "token", ["color", "count"])
+    np.testing.assert_allclose(token.X, acts[[0, 0, 0, 1], [0, 1, 3, 1]])
+    np.testing.assert_array_equal(token.labels["color"], [2, 2, 6, 5])  # each token's object
+    np.testing.assert_array_equal(token.labels["count"], [1, 1, 1, 0])  # the image's count
+    np.testing.assert_array_equal(token.groups, [0, 0, 0, 1])
+    assert len(set(token.units["color"])) == 3  # two objects of image 0, one of image 1
+    capped = select(acts, labels, "token", ["color"], tokens_per_image=1)
+    assert list(capped.groups) == [0, 1]
+    one = select(acts, labels, "random_1", ["color"])
+    assert all(any(np.allclose(one.X[i], t) for t in acts[i]) for i in range(2))
+    np.testing.assert_allclose(select(acts, labels, "random_4", ["color"]).X, mean.X)
+    with pytest.raises(ConfigError, match="unknown token selection"):
+        select(acts, labels, "corners", ["color"])
+    with pytest.raises(ConfigError, match="1 <= k <= 4"):
+        select(acts, labels, "random_5", ["color"])
+
+
+@pytest.fixture(scope="module")
+def cache_path(loaded, tmp_path_factory):
+    stimuli = generate(StimulusSpec(n_images=150, seed=21))
+    return extract(
         loaded,
         stimuli,
-        tmp_path / "c.h5",
+        tmp_path_factory.mktemp("probe-cache") / "c.h5",
         sites=["vision.0", "lm.7"],
-        conditions=["baseline"],
+        conditions=["baseline", "shuffle"],
         progress=False,
     )
-    with CacheReader(path) as reader:
-        table = sweep(reader, attributes=["color", "count"], progress=False)
+
+
+def test_sweep_makes_the_tidy_table(cache_path) -> None:
+    with CacheReader(cache_path) as reader:
+        table = sweep(
+            reader,
+            attributes=["color", "count"],
+            selections=["mean", "token", "random_2"],
+            settings=ProbeSettings(n_boot=200),
+            progress=False,
+        )
     assert list(table.columns) == TABLE_COLUMNS
-    assert set(table["condition"]) == {"baseline"} and (table["n"] == 240).all()
-    row = table[(table.site == "vision.0") & (table.attribute == "color")].iloc[0]
-    assert row.depth == 0 and 0.1 < row.chance < 0.25  # seven colors
-    assert row.accuracy > row.chance + 0.15, row
-    with CacheReader(path) as reader, pytest.raises(ConfigError, match="categorical"):
-        sweep(reader, attributes=["x"], progress=False)
+    assert len(table) == 2 * 2 * 3 * 2  # sites x conditions x selections x attributes
+    assert set(table["metric"]) == {"accuracy"}
+    assert (table["ci_low"] <= table["value"]).all() and (table["value"] <= table["ci_high"]).all()
+    np.testing.assert_allclose(table["selectivity"], table["value"] - table["control"])
+    mean = table[(table.selection == "mean") & (table.condition == "baseline")]
+    assert (mean["n"] == 150).all()
+    color = mean[(mean.site == "vision.0") & (mean.attribute == "color")].iloc[0]
+    assert color.depth == 0 and 0.1 < color.chance < 0.25  # seven colors
+    assert color.value > color.chance + 0.15 and color.selectivity > 0.1, color
+    token = table[(table.selection == "token") & (table.attribute == "color")]
+    assert (token["n"] > 150).all()  # several tokens per image
+    # vision sites come before the intervention: shuffling cannot change them
+    vision = table[table.site == "vision.0"].set_index(["selection", "attribute", "condition"])
+    np.testing.assert_allclose(
+        vision.xs("baseline", level="condition")["value"],
+        vision.xs("shuffle", level="condition")["value"],
+    )
+
+
+def test_sweep_refuses_bad_requests(cache_path, tmp_path) -> None:
+    with CacheReader(cache_path) as reader:
+        with pytest.raises(ConfigError, match="categorical"):
+            sweep(reader, attributes=["x"], progress=False)
+        with pytest.raises(ConfigError, match="unknown token selection"):
+            sweep(reader, attributes=["color"], selections=["everything"], progress=False)
+    with pytest.raises(ConfigError, match="at least 2"):
+        ProbeSettings(n_splits=1)
+    # a cache written before per-object labels existed cannot probe single tokens
+    import h5py
+
+    old = tmp_path / "old.h5"
+    old.write_bytes(cache_path.read_bytes())
+    with h5py.File(old, "a") as f:
+        del f["objects"]
+        f.attrs["schema_version"] = 1
+    with CacheReader(old) as reader:
+        with pytest.raises(CacheError, match="no per-object labels.*--overwrite"):
+            sweep(reader, attributes=["color"], selections=["token"], progress=False)
+        assert not sweep(
+            reader, attributes=["color"], selections=["mean"], sites=["vision.0"], progress=False
+        ).empty

@@ -40,7 +40,7 @@ def test_twins_change_one_fact_and_the_caption(stimuli, kind: str, field: str) -
     swapped = 0
     for objects in stimuli.objects:
         changed = twin(objects, kind, 64, rng)
-        diff = [k for k, (a, b) in enumerate(zip(objects, changed)) if a != b]
+        diff = [k for k, (a, b) in enumerate(zip(objects, changed, strict=True)) if a != b]
         if kind == "swap" and len(diff) == 2:
             i, j = diff
             assert changed[i]["color"] == objects[j]["color"] != objects[i]["color"]

@@ -1,0 +1,166 @@
+"""Cross-validation grouped by image, with the penalty chosen by inner cross-validation.
+
+Everything here works on stacks of problems that share one feature matrix, so that a
+site's attributes x outer folds x inner folds x penalties go through the batched solver
+(:mod:`probes.solver`) in two calls: one to choose each penalty, one to refit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from interp.errors import ConfigError
+from probes.solver import default_device, fit_logistic, predict_logistic
+
+__all__ = [
+    "Backend",
+    "NestedResult",
+    "group_folds",
+    "nested_logistic",
+    "sklearn_backend",
+    "torch_backend",
+]
+
+
+def group_folds(groups: np.ndarray, n_splits: int, seed: int) -> np.ndarray:
+    """``(n,)`` fold index of each row: whole groups (images) assigned to folds by a
+    seeded shuffle, fold sizes in groups differing by at most one."""
+    unique, inverse = np.unique(groups, return_inverse=True)
+    if len(unique) < n_splits:
+        raise ConfigError(
+            f"{len(unique)} images cannot make {n_splits} folds; use more images or fewer folds"
+        )
+    order = np.random.default_rng(seed).permutation(len(unique))
+    fold_of_group = np.empty(len(unique), dtype=np.int64)
+    fold_of_group[order] = np.arange(len(unique)) % n_splits
+    return fold_of_group[inverse]
+
+
+@dataclass
+class NestedResult:
+    """Out-of-fold predictions of ``L`` label sets (and, refitted with the same penalty,
+    of ``L`` control label sets), and the penalty each outer fold chose."""
+
+    predicted: np.ndarray  # (L, n) held-out prediction of every row
+    control_predicted: np.ndarray | None  # (L, n) the same for the control labels
+    chosen_C: np.ndarray  # (L, F) penalty chosen by inner cross-validation
+
+
+# A backend fits P problems on shared features and predicts every row under each:
+# (X (n, d), y (P, n), train (P, n) bool, C (P,), n_classes) -> (P, n) class indices.
+Backend = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
+
+
+def torch_backend(device: str | torch.device | None = None, max_iter: int = 300) -> Backend:
+    """All problems in one batched L-BFGS (:func:`probes.solver.fit_logistic`)."""
+
+    def solve(X, y, train, C, n_classes):
+        dev = torch.device(device) if device else default_device()
+        features = torch.as_tensor(X, dtype=torch.float32, device=dev)
+        solution = fit_logistic(
+            features,
+            torch.as_tensor(y, device=dev),
+            torch.as_tensor(train, device=dev),
+            torch.as_tensor(C, dtype=torch.float32),
+            n_classes,
+            max_iter=max_iter,
+        )
+        return predict_logistic(solution, features).cpu().numpy()
+
+    return solve
+
+
+def sklearn_backend(max_iter: int = 1000) -> Backend:
+    """The reference: one scikit-learn ``LogisticRegression`` per problem, in a loop."""
+    from sklearn.linear_model import LogisticRegression
+
+    def solve(X, y, train, C, n_classes):
+        out = np.empty(y.shape, dtype=np.int64)
+        for p in range(len(y)):
+            seen = np.unique(y[p, train[p]])
+            if len(seen) == 1:  # scikit-learn refuses one class; the answer is that class
+                out[p] = seen[0]
+                continue
+            model = LogisticRegression(C=float(C[p]), max_iter=max_iter)
+            out[p] = model.fit(X[train[p]], y[p, train[p]]).predict(X)
+        return out
+
+    return solve
+
+
+def nested_logistic(
+    X: np.ndarray,
+    labels: np.ndarray,
+    folds: np.ndarray,
+    groups: np.ndarray,
+    Cs: Sequence[float],
+    *,
+    n_inner: int = 3,
+    control: np.ndarray | None = None,
+    seed: int = 0,
+    backend: Backend | None = None,
+) -> NestedResult:
+    """Grouped nested cross-validation of logistic probes on shared features.
+
+    ``X`` ``(n, d)`` standardised features; ``labels`` ``(L, n)`` class indices;
+    ``folds`` ``(n,)`` outer fold of each row (see :func:`group_folds`); ``groups`` the
+    image of each row. For each label set and outer fold, ``C`` is the one of ``Cs`` with
+    the best accuracy over ``n_inner`` inner folds (grouped likewise, within the outer
+    training rows; ties go to the strongest penalty); the probe is then refitted on the
+    whole outer training set and predicts the outer test rows. ``control`` ``(L, n)``, if
+    given, is refitted with the same ``C`` (Hewitt & Liang's control task shares the
+    probe's hyper-parameters). ``backend`` defaults to :func:`torch_backend`.
+    """
+    solve = backend or torch_backend()
+    labels = np.asarray(labels)
+    L, n = labels.shape
+    F = int(folds.max()) + 1
+    K = int(max(labels.max(), control.max() if control is not None else 0)) + 1
+    Cs = sorted(Cs)
+
+    chosen = np.full((L, F), Cs[0])
+    if len(Cs) > 1:
+        # (F, n): inner fold of each outer-training row, -1 elsewhere
+        inner = np.stack([_inner(groups, folds, f, n_inner, seed) for f in range(F)])
+        problems = [
+            (a, f, i, c)
+            for a in range(L)
+            for f in range(F)
+            for i in range(n_inner)
+            for c in range(len(Cs))
+        ]
+        y = np.stack([labels[a] for a, _, _, _ in problems])
+        train = np.stack([(inner[f] >= 0) & (inner[f] != i) for _, f, i, _ in problems])
+        test = np.stack([inner[f] == i for _, f, i, _ in problems])
+        C = np.array([Cs[c] for _, _, _, c in problems])
+        hits = (solve(X, y, train, C, K) == y) & test  # (P, n)
+        correct = hits.sum(1).reshape(L, F, n_inner, len(Cs)).sum(2)  # (L, F, C)
+        chosen = np.asarray(Cs)[correct.argmax(-1)]  # first best: the strongest penalty
+
+    sets = [labels] + ([control] if control is not None else [])
+    problems = [(s, a, f) for s in range(len(sets)) for a in range(L) for f in range(F)]
+    y = np.stack([sets[s][a] for s, a, _ in problems])
+    train = np.stack([folds != f for _, _, f in problems])
+    C = np.array([chosen[a, f] for _, a, f in problems])
+    predictions = solve(X, y, train, C, K)  # (P, n)
+    held_out = np.empty((len(sets), L, n), dtype=np.int64)
+    for p, (s, a, f) in enumerate(problems):
+        rows = folds == f
+        held_out[s, a, rows] = predictions[p, rows]
+    return NestedResult(
+        predicted=held_out[0],
+        control_predicted=held_out[1] if control is not None else None,
+        chosen_C=chosen,
+    )
+
+
+def _inner(groups: np.ndarray, folds: np.ndarray, outer: int, n_inner: int, seed: int):
+    """``(n,)`` inner fold of each row of the outer training set, -1 elsewhere."""
+    out = np.full(len(groups), -1)
+    rows = folds != outer
+    out[rows] = group_folds(groups[rows], n_inner, seed + 1 + outer)
+    return out

@@ -1,0 +1,293 @@
+"""Pixel-value prediction (PVP): how much of the image can be read back from each site?
+
+One ridge probe per site maps every visual token to the RGB values of the pixels of its
+own patch; it is fitted with cross-validation grouped by image, so each image is
+reconstructed from its tokens by a probe that never saw it. The fit works on sufficient
+statistics gathered a chunk of images at a time (:class:`probes.solver.Moments`), so the
+only large array is the site's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from caches import BASELINE, CacheReader
+from interp.errors import ConfigError
+from interp.sites import sort_sites
+from probes.crossval import group_folds
+from probes.solver import Moments, default_device, solve_ridge
+
+__all__ = [
+    "PixelReconstruction",
+    "assemble",
+    "patch_pixels",
+    "pixel_sweep",
+    "reconstruct_pixels",
+]
+
+_CHUNK = 64  # images per pass over a site
+
+
+def patch_pixels(images: np.ndarray, grid: np.ndarray, patch_grid: Sequence[int]) -> np.ndarray:
+    """``(n, tokens, ph * pw * 3)`` float32: the pixels of each token's patch.
+
+    ``images`` ``(n, H, W, 3)`` uint8; ``grid`` ``(tokens, 2)`` (row, col) of each token
+    in a ``patch_grid = (rows, cols)`` grid that tiles the image exactly.
+    """
+    n, height, width, _ = images.shape
+    rows, cols = patch_grid
+    if height % rows or width % cols:
+        raise ConfigError(
+            f"images of {height}x{width} px do not tile a {rows}x{cols} patch grid; use an "
+            f"image size that is a multiple of {rows}"
+        )
+    ph, pw = height // rows, width // cols
+    blocks = images.reshape(n, rows, ph, cols, pw, 3).transpose(0, 1, 3, 2, 4, 5)
+    blocks = blocks.reshape(n, rows, cols, ph * pw * 3)  # (n, rows, cols, pixels)
+    return blocks[:, grid[:, 0], grid[:, 1]].astype(np.float32)
+
+
+def assemble(
+    patches: np.ndarray, grid: np.ndarray, patch_grid: Sequence[int], image_size: int
+) -> np.ndarray:
+    """Inverse of :func:`patch_pixels`: ``(n, tokens, pixels)`` -> ``(n, H, W, 3)``."""
+    rows, cols = patch_grid
+    ph, pw = image_size // rows, image_size // cols
+    n = len(patches)
+    out = np.zeros((n, rows, cols, ph, pw, 3), dtype=np.float32)
+    out[:, grid[:, 0], grid[:, 1]] = patches.reshape(n, len(grid), ph, pw, 3)
+    return out.transpose(0, 1, 3, 2, 4, 5).reshape(n, rows * ph, cols * pw, 3)
+
+
+@dataclass
+class PixelReconstruction:
+    """Held-out reconstructions of every image from one site, and their errors.
+
+    ``images`` ``(n, H, W, 3)`` float32 in 0..255 (clipped); ``abs_error`` and
+    ``sq_error`` ``(n,)`` per-image sums over its pixels and channels; ``baseline_*``
+    the same for the training mean of each patch pixel (the no-information
+    reconstruction); ``values_per_image``; ``alphas`` ``(folds,)`` the penalty chosen by
+    each outer fold.
+    """
+
+    images: np.ndarray
+    abs_error: np.ndarray
+    sq_error: np.ndarray
+    baseline_abs_error: np.ndarray
+    baseline_sq_error: np.ndarray
+    values_per_image: int
+    alphas: np.ndarray
+
+    @property
+    def mae(self) -> float:
+        """Mean absolute error on the 0-255 scale."""
+        return float(self.abs_error.sum() / (len(self.abs_error) * self.values_per_image))
+
+    @property
+    def psnr(self) -> float:
+        """Peak signal-to-noise ratio in dB over all held-out pixels (peak 255)."""
+        return _psnr(self.sq_error.sum() / (len(self.sq_error) * self.values_per_image))
+
+
+def _image_blocks(n: int):
+    for start in range(0, n, _CHUNK):
+        yield slice(start, min(n, start + _CHUNK))
+
+
+def reconstruct_pixels(
+    acts: np.ndarray,
+    images: np.ndarray,
+    grid: np.ndarray,
+    patch_grid: Sequence[int],
+    *,
+    n_splits: int = 5,
+    n_inner: int = 3,
+    alphas: Sequence[float] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0),
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> PixelReconstruction:
+    """Fit the PVP probe on one site's ``acts (n, tokens, d)`` and reconstruct every image.
+
+    Features are standardised over all tokens of the site (no labels involved); the
+    ridge penalty of each outer fold is chosen by ``n_inner``-fold cross-validation on
+    its training images (mean squared error).
+    """
+    device = torch.device(device) if device else default_device()
+    n, n_tokens, _ = acts.shape
+    image_size = images.shape[1]
+    # Images fall into n_splits x n_inner blocks; outer fold f is the blocks b with
+    # b // n_inner == f, and inner fold i of its complement the blocks with b % n_inner == i,
+    # so every training and held-out set is a union of blocks.
+    n_blocks = n_splits * n_inner
+    block_of = group_folds(np.arange(n), n_blocks, seed)
+    fold_of = block_of // n_inner
+
+    def rows(block: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.as_tensor(acts[block], device=device).reshape(-1, acts.shape[-1])
+        y = torch.as_tensor(patch_pixels(images[block], grid, patch_grid), device=device)
+        return x.double(), y.reshape(-1, y.shape[-1]).double()
+
+    # Pass 1: moments per block.
+    moments: list[Moments | None] = [None] * n_blocks
+    for block in _image_blocks(n):
+        x, y = rows(block)
+        for b in np.unique(block_of[block]):
+            mask = torch.as_tensor(np.repeat(block_of[block] == b, n_tokens), device=device)
+            m = Moments.of(x[mask], y[mask])
+            moments[b] = m if moments[b] is None else moments[b] + m
+    total = moments[0]
+    for m in moments[1:]:
+        total = total + m
+    mean = total.sum_x / total.n
+    scale = (torch.diagonal(total.xx) / total.n - mean**2).clamp(min=0).sqrt()
+    scale = torch.where(scale > 1e-12, scale, torch.ones_like(scale))
+    moments = [m.standardized(mean, scale) for m in moments]
+    grid_alphas = torch.tensor(sorted(alphas), dtype=torch.float64, device=device)
+
+    coefs, intercepts, chosen = [], [], []
+    for f in range(n_splits):
+        train = [b for b in range(n_blocks) if b // n_inner != f]
+        errors = torch.zeros(len(grid_alphas), dtype=torch.float64, device=device)
+        for i in range(n_inner):
+            fit_blocks = [b for b in train if b % n_inner != i]
+            held = [b for b in train if b % n_inner == i]
+            coef, intercept = solve_ridge(_sum(moments, fit_blocks), grid_alphas)
+            errors += sum(_squared_error(moments[b], coef, intercept) for b in held)
+        best = int(errors.argmin())
+        coef, intercept = solve_ridge(_sum(moments, train), grid_alphas[best : best + 1])
+        coefs.append(coef[0])
+        intercepts.append(intercept[0])
+        chosen.append(float(grid_alphas[best]))
+
+    # Pass 2: predict every image with its held-out fold's probe.
+    values = patch_pixels(images[:1], grid, patch_grid).shape[-1]  # per token
+    out = np.empty((n, image_size, image_size, 3), dtype=np.float32)
+    abs_error, sq_error = np.empty(n), np.empty(n)
+    base_abs, base_sq = np.empty(n), np.empty(n)
+    for block in _image_blocks(n):
+        x, y = rows(block)
+        x = (x - mean) / scale
+        folds = np.repeat(fold_of[block], n_tokens)
+        predicted = torch.empty_like(y)
+        baseline = torch.empty_like(y)
+        for f in np.unique(folds):
+            mask = torch.as_tensor(folds == f, device=device)
+            predicted[mask] = x[mask] @ coefs[f] + intercepts[f]
+            train_mean = _sum(moments, [b for b in range(n_blocks) if b // n_inner != f])
+            baseline[mask] = (train_mean.sum_y / train_mean.n)[None, :]
+        count = block.stop - block.start
+        predicted = predicted.clamp(0, 255).reshape(count, n_tokens, -1)
+        y = y.reshape(count, n_tokens, -1)
+        baseline = baseline.reshape(count, n_tokens, -1)
+        abs_error[block] = (predicted - y).abs().sum((1, 2)).cpu().numpy()
+        sq_error[block] = (predicted - y).pow(2).sum((1, 2)).cpu().numpy()
+        base_abs[block] = (baseline - y).abs().sum((1, 2)).cpu().numpy()
+        base_sq[block] = (baseline - y).pow(2).sum((1, 2)).cpu().numpy()
+        out[block] = assemble(predicted.float().cpu().numpy(), grid, patch_grid, image_size)
+    return PixelReconstruction(
+        images=out,
+        abs_error=abs_error,
+        sq_error=sq_error,
+        baseline_abs_error=base_abs,
+        baseline_sq_error=base_sq,
+        values_per_image=n_tokens * values,
+        alphas=np.asarray(chosen),
+    )
+
+
+def _sum(moments: list[Moments], blocks: list[int]) -> Moments:
+    total = moments[blocks[0]]
+    for b in blocks[1:]:
+        total = total + moments[b]
+    return total
+
+
+def _squared_error(m: Moments, coef: torch.Tensor, intercept: torch.Tensor) -> torch.Tensor:
+    """``(A,)`` summed squared error on the rows behind ``m`` (targets' own squares are
+    left out: the same for every penalty, they do not change which is best)."""
+    # sum ||y - xW - b||^2 = const - 2 tr(W^T X^T Y) - 2 b.sum_y + tr(W^T X^T X W)
+    #                        + 2 b^T W^T sum_x + n ||b||^2
+    cross = torch.einsum("adt,dt->a", coef, m.xy)
+    quad = torch.einsum("adt,de,aet->a", coef, m.xx, coef)
+    lin = torch.einsum("at,adt,d->a", intercept, coef, m.sum_x)
+    return -2 * cross - 2 * intercept @ m.sum_y + quad + 2 * lin + m.n * intercept.pow(2).sum(1)
+
+
+def pixel_sweep(
+    reader: CacheReader,
+    *,
+    sites: Sequence[str] | None = None,
+    conditions: Sequence[str] = (BASELINE,),
+    n_splits: int = 5,
+    seed: int = 0,
+    n_show: int = 6,
+    n_boot: int = 1000,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """The PVP probe at every site: a tidy table and a few reconstructions.
+
+    Table rows have the probe table's columns with ``attribute = "pixels"``,
+    ``selection = "token"``, ``metric`` ``mae`` (0-255 scale) or ``psnr`` (dB), a
+    bootstrap interval over images, ``chance`` = the same metric for the training mean of
+    each patch pixel, and no control. The second value maps ``site`` (and ``"original"``)
+    to the first ``n_show`` images' held-out reconstructions ``(n_show, H, W, 3)`` uint8,
+    under the first condition.
+    """
+    from probes.stats import bootstrap_ci
+    from probes.sweep import TABLE_COLUMNS
+
+    all_sites = sort_sites(reader.sites)
+    sites = sort_sites(list(sites)) if sites else all_sites
+    n = reader.n_written
+    images = reader.images[:n]  # (n, H, W, 3) uint8
+    grid = reader.grid
+    patch_grid = reader.patch_grid
+    shown = {"original": images[:n_show]}
+    rows = []
+    jobs = [(c, s) for c in conditions for s in sites]
+    for condition, site in tqdm(jobs, desc="pixel probes", unit="site", disable=not progress):
+        result = reconstruct_pixels(
+            reader.site_array(site, condition), images, grid, patch_grid,
+            n_splits=n_splits, seed=seed,
+        )  # fmt: skip
+        if condition == conditions[0]:
+            shown[site] = result.images[:n_show].round().astype(np.uint8)
+        per_image = result.values_per_image
+        ones = np.full(n, float(per_image))
+        for metric, error, baseline in (
+            ("mae", result.abs_error, result.baseline_abs_error),
+            ("psnr", result.sq_error, result.baseline_sq_error),
+        ):
+            low, high = bootstrap_ci(error, ones, n_boot=n_boot, seed=seed)
+            value, chance = error.sum() / ones.sum(), baseline.sum() / ones.sum()
+            if metric == "psnr":  # from mean squared error; a larger error is a lower PSNR
+                value, chance = _psnr(value), _psnr(chance)
+                low, high = _psnr(high), _psnr(low)
+            rows.append(
+                {
+                    "site": site,
+                    "depth": all_sites.index(site),
+                    "attribute": "pixels",
+                    "selection": "token",
+                    "condition": condition,
+                    "metric": metric,
+                    "value": value,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "chance": chance,
+                    "control": np.nan,
+                    "selectivity": np.nan,
+                    "n": n,
+                }
+            )
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS), shown
+
+
+def _psnr(mse: float) -> float:
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-12)))

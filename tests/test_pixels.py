@@ -1,0 +1,69 @@
+"""Pixel-value prediction: reconstructing images from visual tokens."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analyses import reconstruction_grid
+from caches import CacheReader, extract
+from interp import ConfigError, StimulusSpec, generate
+from probes import TABLE_COLUMNS, pixel_sweep, reconstruct_pixels
+from probes.pixels import assemble, patch_pixels
+
+GRID = np.stack(np.meshgrid(np.arange(8), np.arange(8), indexing="ij"), -1).reshape(-1, 2)
+
+
+@pytest.fixture(scope="module")
+def stimuli():
+    return generate(StimulusSpec(n_images=60, image_size=64, seed=4))
+
+
+def test_patches_and_images_round_trip(stimuli) -> None:
+    patches = patch_pixels(stimuli.images, GRID, (8, 8))  # (n, 64, 8 * 8 * 3)
+    assert patches.shape == (60, 64, 192)
+    np.testing.assert_array_equal(patches[0, 9].reshape(8, 8, 3), stimuli.images[0, 8:16, 8:16])
+    np.testing.assert_array_equal(assemble(patches, GRID, (8, 8), 64), stimuli.images)
+    with pytest.raises(ConfigError, match="do not tile"):
+        patch_pixels(stimuli.images[:, :60, :60], GRID, (8, 8))
+
+
+def test_identity_tokens_reconstruct_exactly_and_random_projections_degrade(stimuli) -> None:
+    """A "model" whose tokens are the raw patches is reconstructed almost perfectly; one
+    whose tokens are random projections of them to fewer dimensions loses more the fewer
+    dimensions it keeps."""
+    patches = patch_pixels(stimuli.images, GRID, (8, 8))
+    identity = reconstruct_pixels(patches, stimuli.images, GRID, (8, 8))
+    assert identity.mae < 0.5 and identity.psnr > 45
+    np.testing.assert_allclose(identity.images, stimuli.images, atol=2)
+    rng = np.random.default_rng(0)
+    errors = []
+    for width in (48, 12, 3):
+        tokens = patches @ rng.normal(size=(192, width)).astype(np.float32)
+        errors.append(reconstruct_pixels(tokens, stimuli.images, GRID, (8, 8)).mae)
+    baseline = identity.baseline_abs_error.sum() / (60 * identity.values_per_image)
+    assert identity.mae < errors[0] < errors[1] < errors[2] < baseline, (errors, baseline)
+
+
+def test_pixel_sweep_on_a_cache(loaded, tmp_path) -> None:
+    stimuli = generate(StimulusSpec(n_images=30, seed=5))
+    path = extract(
+        loaded, stimuli, tmp_path / "c.h5", sites=["vision.0", "lm.7"],
+        conditions=["baseline"], progress=False,
+    )  # fmt: skip
+    with CacheReader(path) as reader:
+        table, shown = pixel_sweep(reader, n_show=3, n_boot=100, progress=False)
+    assert list(table.columns) == TABLE_COLUMNS
+    assert set(table["metric"]) == {"mae", "psnr"} and set(table["attribute"]) == {"pixels"}
+    mae = table[table.metric == "mae"].set_index("site")
+    assert (mae["ci_low"] <= mae["value"]).all() and (mae["value"] <= mae["ci_high"]).all()
+    # the first vision layer of a random tiny model still holds the pixels: better than
+    # the mean patch
+    assert mae.loc["vision.0", "value"] < mae.loc["vision.0", "chance"]
+    psnr = table[table.metric == "psnr"].set_index("site")
+    assert (psnr["ci_low"] <= psnr["value"]).all() and (psnr["value"] <= psnr["ci_high"]).all()
+    assert list(shown) == ["original", "vision.0", "lm.7"]
+    assert shown["vision.0"].shape == (3, 64, 64, 3) and shown["vision.0"].dtype == np.uint8
+    np.testing.assert_array_equal(shown["original"], stimuli.images[:3])
+    picture = reconstruction_grid(shown, scale=2)
+    assert picture.size[0] == 3 * (128 + 2) and picture.size[1] > 3 * 128
