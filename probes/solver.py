@@ -33,6 +33,39 @@ __all__ = [
 _MAX_HALVINGS = 12  # a problem whose step fails this often stops (it has converged)
 
 
+def _inverse_hessian_times(
+    S: torch.Tensor, Y: torch.Tensor, order: list[int], gamma: torch.Tensor, q: torch.Tensor
+) -> torch.Tensor:
+    """L-BFGS's inverse-Hessian estimate times ``q (p, m)``, from the pairs in the ring
+    buffers ``S, Y (p, h, m)`` (slots ``order``, oldest first) and the initial scale
+    ``gamma (p,)``: the compact form of
+    Byrd, Nocedal & Schnabel (1994), a handful of batched products instead of the
+    two-loop recursion's 4h vector operations. A zero pair (no curvature seen) is given
+    ``R_ii = 1`` and then contributes nothing."""
+    if not order:
+        return q * gamma[:, None]
+    # Products with the (large) buffers in slot order; only small matrices are reordered.
+    t = torch.as_tensor(order, device=q.device)
+    SY = torch.bmm(S, Y.transpose(1, 2))[:, t][:, :, t]  # (p, h, h): s_i . y_j in time order
+    YY = torch.bmm(Y, Y.transpose(1, 2))[:, t][:, :, t]  # (p, h, h)
+    diagonal = SY.diagonal(dim1=1, dim2=2)  # (p, h)
+    empty = diagonal <= 0
+    R = SY.triu() + torch.diag_embed(empty.to(SY.dtype))  # (p, h, h) upper triangular
+    D = torch.where(empty, 1.0, diagonal)
+    a = torch.bmm(S, q[..., None])[:, t]  # (p, h, 1): S^T q
+    b = torch.bmm(Y, q[..., None])[:, t]  # (p, h, 1): Y^T q
+    u = torch.linalg.solve_triangular(R, a, upper=True)  # R^-1 S^T q
+    inner = D[..., None] * u + gamma[:, None, None] * (torch.bmm(YY, u) - b)
+    v = torch.linalg.solve_triangular(R.transpose(1, 2), inner, upper=False)  # R^-T (...)
+    coeff_s = torch.zeros(q.shape[0], S.shape[1], 1, device=q.device, dtype=q.dtype)
+    coeff_y = torch.zeros_like(coeff_s)
+    coeff_s[:, t], coeff_y[:, t] = v, -gamma[:, None, None] * u  # back to slot order
+    out = q * gamma[:, None]
+    out += torch.bmm(coeff_s.transpose(1, 2), S)[:, 0]
+    out += torch.bmm(coeff_y.transpose(1, 2), Y)[:, 0]
+    return out
+
+
 def default_device() -> torch.device:
     """The GPU when one is present, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -137,7 +170,10 @@ def fit_logistic(
     index = torch.arange(P, device=device)  # problems in the working set
     w = out.clone()
     f, g = loss_and_grad(w, const)
-    pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (s, y, rho)
+    # The newest ``history`` steps and gradient changes in a ring buffer, (p, h, m) each.
+    S = torch.zeros(P, history, m, device=device, dtype=dtype)
+    Y = torch.zeros(P, history, m, device=device, dtype=dtype)
+    gamma = 1.0 / g.abs().sum(1).clamp(min=1.0)  # (p,) scale of the initial inverse Hessian
     running = torch.ones(P, dtype=torch.bool, device=device)
     n_iter = 0
     for it in range(max_iter):
@@ -148,25 +184,13 @@ def fit_logistic(
         if n_running < 0.75 * len(index):  # shrink the working set to what still runs
             out[index[~running]] = w[~running]
             index, w, f, g = index[running], w[running], f[running], g[running]
+            S, Y, gamma = S[running], Y[running], gamma[running]
             const = {k: v[:, running] for k, v in const.items()}
-            pairs = [(s_i[running], y_i[running], r_i[running]) for s_i, y_i, r_i in pairs]
             running = running[running]
         n_iter = it + 1
-        # two-loop recursion over the stored pairs, newest first
         q = g * column(running)  # finished problems stay where they are
-        alphas = []
-        for s_i, y_i, rho_i in reversed(pairs):
-            a_i = rho_i * dot(s_i, q)
-            q -= column(a_i) * y_i
-            alphas.append(a_i)
-        if pairs:
-            s_l, y_l, rho_l = pairs[-1]
-            gamma = torch.where(rho_l > 0, dot(s_l, y_l) / dot(y_l, y_l).clamp(min=1e-30), 1.0)
-        else:
-            gamma = 1.0 / g.abs().sum(1).clamp(min=1.0)
-        r = q * column(gamma)
-        for (s_i, y_i, rho_i), a_i in zip(pairs, reversed(alphas), strict=True):
-            r += s_i * column(a_i - rho_i * dot(y_i, r))
+        order = [(it - k) % history for k in range(min(it, history), 0, -1)]  # oldest first
+        r = _inverse_hessian_times(S, Y, order, gamma, q)
         direction = -r
         slope = dot(g, direction)  # (p,) negative along a descent direction
         bad = (slope >= 0) & running  # lost curvature: fall back to steepest descent
@@ -190,9 +214,10 @@ def fit_logistic(
                 break
             step = torch.where(accepted, step, step / 2)
         s_k, y_k = w_new - w, g_new - g
-        sy = dot(s_k, y_k)
-        pairs.append((s_k, y_k, torch.where(sy > 1e-12, 1.0 / sy.clamp(min=1e-12), 0.0)))
-        pairs = pairs[-history:]
+        valid = dot(s_k, y_k) > 1e-12  # curvature seen: keep the pair, else store zeros
+        s_k, y_k = s_k * column(valid), y_k * column(valid)
+        S[:, it % history], Y[:, it % history] = s_k, y_k
+        gamma = torch.where(valid, dot(s_k, y_k) / dot(y_k, y_k).clamp(min=1e-30), gamma)
         running &= accepted & (f - f_new > ftol * f.abs().clamp(min=1.0))
         w, f, g = w_new, f_new, g_new
     out[index] = w

@@ -72,6 +72,7 @@ def document_organism(
         metrics=metrics,
         single_object_metrics=single,
         n_parameters=sum(p.numel() for p in loaded.model.parameters()),
+        feature_layer=int(loaded.model.config.vision_feature_layer),
         notes=notes,
     )
     return metrics

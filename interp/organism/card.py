@@ -40,6 +40,10 @@ def _table(metrics: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _layer_words(layer: int) -> str:
+    return {-1: "the last layer", -2: "the penultimate layer"}.get(layer, f"layer {layer}")
+
+
 def write_card(
     folder: Path,
     *,
@@ -49,6 +53,7 @@ def write_card(
     metrics: pd.DataFrame,
     single_object_metrics: pd.DataFrame,
     n_parameters: int,
+    feature_layer: int = -1,
     notes: str = "",
 ) -> Path:
     """Write ``README.md`` (the card) and ``eval_metrics.json`` into ``folder``."""
@@ -79,7 +84,8 @@ trained so that its internals mean something, with answers that can be scored.
 Exactly the classes of `llava-hf/llava-1.5-7b-hf`, so the toolkit reaches it through the
 same code path: `LlavaForConditionalGeneration` with a CLIP vision encoder
 ({recipe["vision_layers"]} layers, width {recipe["hidden_size"]}, 64x64 px input,
-8x8 px patches -> 64 image tokens, features from the penultimate layer, CLS dropped),
+8x8 px patches -> 64 image tokens, features from {_layer_words(feature_layer)}, CLS
+dropped),
 LLaVA's two-layer MLP projector, and a Llama decoder ({recipe["lm_layers"]} layers,
 width {recipe["hidden_size"]}); a word-level tokenizer and a `LlavaProcessor` with a
 LLaVA-1.5 chat template (`USER: <image>\\n{{question}} ASSISTANT:`).
@@ -89,8 +95,12 @@ LLaVA-1.5 chat template (`USER: <image>\\n{{question}} ASSISTANT:`).
 Synthetic images from `interp.stimuli` (1-4 flat shapes on white; 5 shapes, 7 colors,
 3 sizes), drawn fresh at every step from seeds `(seed * 10 + stage) * 1e6 + step`.
 Stage 1 captions name the object count and each object's size, color, shape and
-quadrant. Stage 2 asks, of each image, every question type that can be asked, each
-about a random object referred to by a description no other object in the image fits:
+quadrant; each fresh image in a batch is followed by a *twin* that differs in one fact
+(one object's shape, the image mirrored left to right, or two objects' colors swapped),
+with its caption changed to match, so that telling captions apart needs exactly the
+facts a random batch lets an encoder ignore (`interp.organism.twins`).
+Stage 2 asks, of each image, every question type that can be asked, each about a
+random object referred to by a description no other object in the image fits:
 color, shape, size, count (1-4), left or right, top or bottom (position questions only
 for objects at least {POSITION_MARGIN:.4g} of the image side off the midline). The
 questions of one image form one multi-turn conversation, as in LLaVA's instruction data
@@ -98,7 +108,9 @@ questions of one image form one multi-turn conversation, as in LLaVA's instructi
 
 ## Recipe (seed {recipe["seed"]})
 1. Vision encoder alone, CLIP-style contrastive loss against the captions (a 2-layer
-   CLIP text encoder, discarded afterwards): {recipe["clip_steps"]} steps, batch
+   CLIP text encoder, discarded afterwards), the image embedded as the mean of its patch
+   tokens (CLS left out: the tokens LLaVA passes on must carry the caption's facts):
+   {recipe["clip_steps"]} steps, batch
    {recipe["clip_batch"]}, AdamW, peak lr {recipe["clip_lr"]}, {recipe["warmup"]} warm-up
    steps then cosine decay.
 2. Encoder frozen; projector and language model (from scratch) on the VQA data, loss on
