@@ -42,7 +42,7 @@ class RunConfig:
         "built-in name, local save_pretrained folder, or hub id",
         default=ORGANISM_NAME,
     )
-    n_images: int = option("number of synthetic images", default=512)
+    n_images: int = option("number of synthetic images", default=256)
     image_size: int | None = option(
         "stimulus side in px (default: the model's native input size)", default=None
     )
@@ -58,13 +58,18 @@ class RunConfig:
     question: str = option("question put in the prompt", default=DEFAULT_QUESTION)
     selections: list[str] | None = option(
         "token selections: mean on_object off_object token random_<k> ... (default: all, "
-        "k = 1, 2, 4, ... up to every token)",
+        "k = 1, 8, 64, ... up to every token)",
+        default=None,
+    )
+    ablation_selections: list[str] | None = option(
+        "token selections under the ablation conditions (default: mean token; 'all' for "
+        "the same as --selections)",
         default=None,
     )
     n_splits: int = option("cross-validation folds (grouped by image)", default=5)
     n_boot: int = option("bootstrap resamples of images for 95% intervals", default=1000)
     tokens_per_image: int = option(
-        "most object tokens per image in the 'token' selection", default=8
+        "most object tokens per image in the 'token' selection", default=4
     )
     dtype: str | None = option(
         "float32, float16 or bfloat16 (default: the checkpoint's)", default=None
@@ -89,11 +94,18 @@ class RunConfig:
                 f"n_boot and tokens_per_image must be >= 1, got {self.n_boot} and "
                 f"{self.tokens_per_image}"
             )
-        for selection in self.selections or ():
-            check_selection(selection)
+        for selection in [*(self.selections or ()), *(self.ablation_selections or ())]:
+            if selection != "all":
+                check_selection(selection)
         unknown = [c for c in self.conditions or () if c not in CONDITIONS]
         if unknown:
             raise ConfigError(f"unknown conditions {unknown}; expected some of {CONDITIONS}")
+
+    def probed_under_ablations(self) -> list[str] | None:
+        """Selections under shuffle / lower_mask: ``mean`` and ``token`` unless asked
+        otherwise (every selection under every condition multiplies the probing time)."""
+        chosen = self.ablation_selections or ["mean", "token"]
+        return None if "all" in chosen else chosen
 
     def paths(self) -> dict[str, Path]:
         return {key: Path(self.out) / name for key, name in OUTPUT_FILES.items()}
@@ -145,7 +157,11 @@ def run(config: RunConfig) -> RunResult:
     )
     with CacheReader(paths["cache"]) as reader:
         table = sweep(
-            reader, selections=config.selections, settings=settings, progress=config.progress
+            reader,
+            selections=config.selections,
+            ablation_selections=config.probed_under_ablations(),
+            settings=settings,
+            progress=config.progress,
         )
         pixel_table, shown = pixel_sweep(
             reader,

@@ -9,7 +9,7 @@
   object's attributes (the image's count for ``count``); one sample per token, grouped
   by image for cross-validation.
 - ``random_<k>``: the mean of ``k`` tokens drawn at random per image (seeded): how many
-  tokens does a probe need? Over ``k = 1, 4, 16, ...`` (any ``k`` can be asked for) this
+  tokens does a probe need? Over ``k = 1, 8, 64, ...`` (any ``k`` can be asked for) this
   is a redundancy curve; ``k`` = every token is the ``mean`` selection.
 """
 
@@ -46,7 +46,7 @@ def check_selection(selection: str) -> str:
     )
 
 
-def random_ks(n_tokens: int, base: int = 4) -> list[int]:
+def random_ks(n_tokens: int, base: int = 8) -> list[int]:
     """``1, base, base^2, ...`` below ``n_tokens``, then ``n_tokens`` itself (the mean of
     every token: the ``mean`` selection)."""
     ks = [1]

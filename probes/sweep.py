@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from caches import CacheReader
+from caches import BASELINE, CacheReader
 from interp.errors import ConfigError
 from interp.sites import sort_sites
 from interp.stimuli import OBJECT_ATTRIBUTES, patch_label_map
 from probes.crossval import Backend, group_folds, nested_logistic
-from probes.selections import Design, SiteLabels, default_selections, select
+from probes.selections import Design, SiteLabels, check_selection, default_selections, select
 from probes.stats import bootstrap_ci, control_labels, majority_chance, per_group_sums
 
 __all__ = ["TABLE_COLUMNS", "ProbeSettings", "probe_design", "site_labels", "sweep"]
@@ -58,7 +58,7 @@ class ProbeSettings:
     Cs: tuple[float, ...] = (0.01, 0.1, 1.0)
     n_boot: int = 1000
     seed: int = 0
-    tokens_per_image: int | None = 8
+    tokens_per_image: int | None = 4
     backend: Backend | None = None
 
     def __post_init__(self) -> None:
@@ -151,6 +151,7 @@ def sweep(
     attributes: Sequence[str] | None = None,
     conditions: Sequence[str] | None = None,
     selections: Sequence[str] | None = None,
+    ablation_selections: Sequence[str] | None = None,
     settings: ProbeSettings | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
@@ -160,7 +161,9 @@ def sweep(
     forward-pass order, ``n`` the number of held-out predictions (images, or tokens for
     the ``token`` selection), ``control`` the control task's accuracy and
     ``selectivity = value - control``. Selections default to every one
-    (:func:`probes.selections.default_selections`).
+    (:func:`probes.selections.default_selections`); ``ablation_selections``, if given,
+    replace them under every condition but ``baseline`` (a cheaper sweep that still
+    shows what each ablation does).
     """
     settings = settings or ProbeSettings()
     all_sites = sort_sites(reader.sites)
@@ -176,7 +179,14 @@ def sweep(
     conditions = list(conditions) if conditions else reader.conditions
     n_tokens = len(reader.grid)
     selections = list(selections) if selections else default_selections(n_tokens)
-    if "token" in selections:  # fail before any work on a cache without object labels
+    per_condition = {
+        c: list(ablation_selections) if ablation_selections and c != BASELINE else selections
+        for c in conditions
+    }
+    for selection in {s for chosen in per_condition.values() for s in chosen}:
+        check_selection(selection)
+    if any("token" in chosen for chosen in per_condition.values()):
+        # fail before any work on a cache without object labels
         for attribute in set(attributes) & set(OBJECT_ATTRIBUTES):
             reader.object_labels(attribute)
     labels = site_labels(reader, attributes)
@@ -186,7 +196,7 @@ def sweep(
     for condition, site in tqdm(jobs, desc="probing", unit="site", disable=not progress):
         acts = reader.site_array(site, condition)  # (n, tokens, d) float32
         done: dict[str, list[dict]] = {}
-        for selection in selections:
+        for selection in per_condition[condition]:
             if selection == f"random_{n_tokens}" and "mean" in done:
                 found = done["mean"]  # every token, pooled: the same samples as "mean"
             else:

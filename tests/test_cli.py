@@ -45,6 +45,8 @@ def test_run_writes_every_output(tiny_dir, tmp_path, capsys) -> None:
     assert list(dict.fromkeys(table.site)) == ["vision.0", "projector", "lm.5"]
     assert set(table.attribute) == {"color", "shape", "size", "cell", "count"}
     assert set(table.selection) == {"mean", "token", "random_1", "random_64"}
+    # the ablations are probed with mean and token only, unless asked otherwise
+    assert set(table[table.condition == "shuffle"].selection) == {"mean", "token"}
     pixels = pd.read_csv(out / "pixel_reconstruction.csv")
     assert set(pixels.metric) == {"mae", "psnr"} and set(pixels.condition) == {"baseline"}
     assert list(dict.fromkeys(pixels.site)) == ["vision.0", "projector", "lm.5"]
@@ -77,6 +79,7 @@ def test_existing_outputs_are_refused_without_overwrite(tiny_dir, tmp_path, caps
         (["--conditions", "dropout"], "unknown conditions"),
         (["--n-images", "3"], "too few"),
         (["--selections", "corners"], "unknown token selection 'corners'"),
+        (["--ablation-selections", "random_x"], "unknown token selection 'random_x'"),
         (["--dtype", "float8"], "unknown dtype"),
     ],
 )
