@@ -74,8 +74,10 @@ def torch_backend(device: str | torch.device | None = None, max_iter: int = 300)
     return solve
 
 
-def sklearn_backend(max_iter: int = 1000) -> Backend:
-    """The reference: one scikit-learn ``LogisticRegression`` per problem, in a loop."""
+def sklearn_backend(max_iter: int = 1000, tol: float = 1e-4) -> Backend:
+    """The reference: one scikit-learn ``LogisticRegression`` per problem, in a loop
+    (``tol`` is scikit-learn's; its default 1e-4 can stop short of the optimum by enough
+    to flip a few held-out predictions)."""
     from sklearn.linear_model import LogisticRegression
 
     def solve(X, y, train, C, n_classes):
@@ -85,7 +87,7 @@ def sklearn_backend(max_iter: int = 1000) -> Backend:
             if len(seen) == 1:  # scikit-learn refuses one class; the answer is that class
                 out[p] = seen[0]
                 continue
-            model = LogisticRegression(C=float(C[p]), max_iter=max_iter)
+            model = LogisticRegression(C=float(C[p]), max_iter=max_iter, tol=tol)
             out[p] = model.fit(X[train[p]], y[p, train[p]]).predict(X)
         return out
 

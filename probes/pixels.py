@@ -22,6 +22,8 @@ from interp.errors import ConfigError
 from interp.sites import sort_sites
 from probes.crossval import group_folds
 from probes.solver import Moments, default_device, solve_ridge
+from probes.stats import bootstrap_ci
+from probes.sweep import TABLE_COLUMNS
 
 __all__ = [
     "PixelReconstruction",
@@ -150,9 +152,11 @@ def reconstruct_pixels(
     moments = [m.standardized(mean, scale) for m in moments]
     grid_alphas = torch.tensor(sorted(alphas), dtype=torch.float64, device=device)
 
-    coefs, intercepts, chosen = [], [], []
+    coefs, intercepts, chosen, mean_patch = [], [], [], []
     for f in range(n_splits):
         train = [b for b in range(n_blocks) if b // n_inner != f]
+        train_total = _sum(moments, train)
+        mean_patch.append(train_total.sum_y / train_total.n)  # the no-information answer
         errors = torch.zeros(len(grid_alphas), dtype=torch.float64, device=device)
         for i in range(n_inner):
             fit_blocks = [b for b in train if b % n_inner != i]
@@ -160,7 +164,7 @@ def reconstruct_pixels(
             coef, intercept = solve_ridge(_sum(moments, fit_blocks), grid_alphas)
             errors += sum(_squared_error(moments[b], coef, intercept) for b in held)
         best = int(errors.argmin())
-        coef, intercept = solve_ridge(_sum(moments, train), grid_alphas[best : best + 1])
+        coef, intercept = solve_ridge(train_total, grid_alphas[best : best + 1])
         coefs.append(coef[0])
         intercepts.append(intercept[0])
         chosen.append(float(grid_alphas[best]))
@@ -179,8 +183,7 @@ def reconstruct_pixels(
         for f in np.unique(folds):
             mask = torch.as_tensor(folds == f, device=device)
             predicted[mask] = x[mask] @ coefs[f] + intercepts[f]
-            train_mean = _sum(moments, [b for b in range(n_blocks) if b // n_inner != f])
-            baseline[mask] = (train_mean.sum_y / train_mean.n)[None, :]
+            baseline[mask] = mean_patch[f][None, :]
         count = block.stop - block.start
         predicted = predicted.clamp(0, 255).reshape(count, n_tokens, -1)
         y = y.reshape(count, n_tokens, -1)
@@ -239,9 +242,6 @@ def pixel_sweep(
     to the first ``n_show`` images' held-out reconstructions ``(n_show, H, W, 3)`` uint8,
     under the first condition.
     """
-    from probes.stats import bootstrap_ci
-    from probes.sweep import TABLE_COLUMNS
-
     all_sites = sort_sites(reader.sites)
     sites = sort_sites(list(sites)) if sites else all_sites
     n = reader.n_written
