@@ -20,6 +20,7 @@ __all__ = [
     "Backend",
     "NestedResult",
     "group_folds",
+    "inner_correct",
     "nested_logistic",
     "sklearn_backend",
     "torch_backend",
@@ -94,6 +95,35 @@ def sklearn_backend(max_iter: int = 1000, tol: float = 1e-4) -> Backend:
     return solve
 
 
+def inner_correct(
+    X: np.ndarray,
+    labels: np.ndarray,
+    inner: np.ndarray,
+    Cs: Sequence[float],
+    n_inner: int,
+    n_classes: int,
+    solve: Backend,
+) -> np.ndarray:
+    """``(L, F, len(Cs))`` correct held-out predictions of each penalty, summed over the
+    inner folds, in one backend call for all of them.
+
+    ``labels`` ``(L, n)``; ``inner`` ``(F, n)`` the inner fold of each row of each training
+    set (-1: not in it). Fold ``i`` of set ``f`` is predicted by a probe fitted on the
+    other folds of ``f``.
+    """
+    L, F = len(labels), len(inner)
+    problems = [
+        (a, f, i, c) for a in range(L) for f in range(F) for i in range(n_inner)
+        for c in range(len(Cs))
+    ]  # fmt: skip
+    y = np.stack([labels[a] for a, _, _, _ in problems])
+    train = np.stack([(inner[f] >= 0) & (inner[f] != i) for _, f, i, _ in problems])
+    test = np.stack([inner[f] == i for _, f, i, _ in problems])
+    C = np.array([Cs[c] for _, _, _, c in problems])
+    hits = (solve(X, y, train, C, n_classes) == y) & test  # (P, n)
+    return hits.sum(1).reshape(L, F, n_inner, len(Cs)).sum(2)
+
+
 def nested_logistic(
     X: np.ndarray,
     labels: np.ndarray,
@@ -128,19 +158,7 @@ def nested_logistic(
     if len(Cs) > 1:
         # (F, n): inner fold of each outer-training row, -1 elsewhere
         inner = np.stack([_inner(groups, folds, f, n_inner, seed) for f in range(F)])
-        problems = [
-            (a, f, i, c)
-            for a in range(L)
-            for f in range(F)
-            for i in range(n_inner)
-            for c in range(len(Cs))
-        ]
-        y = np.stack([labels[a] for a, _, _, _ in problems])
-        train = np.stack([(inner[f] >= 0) & (inner[f] != i) for _, f, i, _ in problems])
-        test = np.stack([inner[f] == i for _, f, i, _ in problems])
-        C = np.array([Cs[c] for _, _, _, c in problems])
-        hits = (solve(X, y, train, C, K) == y) & test  # (P, n)
-        correct = hits.sum(1).reshape(L, F, n_inner, len(Cs)).sum(2)  # (L, F, C)
+        correct = inner_correct(X, labels, inner, Cs, n_inner, K, solve)  # (L, F, C)
         chosen = np.asarray(Cs)[correct.argmax(-1)]  # first best: the strongest penalty
 
     sets = [labels] + ([control] if control is not None else [])

@@ -16,8 +16,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from probes.crossval import group_folds
-from probes.solver import default_device, fit_logistic, fit_ridge, predict_logistic
+from probes.crossval import group_folds, inner_correct, torch_backend
+from probes.solver import default_device, fit_logistic, fit_ridge
 
 __all__ = ["LinearProbe", "RidgeProbe"]
 
@@ -83,30 +83,31 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.scaler_ = StandardScaler().fit(X)
         device = _device(self.device)
         features = torch.as_tensor(self.scaler_.transform(X), dtype=torch.float32, device=device)
-        labels = torch.as_tensor(encoded, device=device)
         n_classes = len(self.classes_)
-
-        def solve(train: np.ndarray, Cs: list[float]):
-            return fit_logistic(
-                features,
-                labels.expand(len(Cs), -1),
-                torch.as_tensor(train, device=device).expand(len(Cs), -1),
-                torch.tensor(Cs),
-                max(n_classes, 1),
-                max_iter=self.max_iter,
-            )
 
         self.cv_scores_ = np.array([])
         self.C_ = grid[0]
         if len(grid) > 1:
-            folds = _inner_folds(len(y), self.cv, self.random_state)
-            correct = np.zeros(len(grid))
-            for k in range(self.cv):
-                predicted = predict_logistic(solve(folds != k, grid), features).cpu().numpy()
-                correct += (predicted[:, folds == k] == encoded[folds == k]).sum(1)
+            inner = _inner_folds(len(y), self.cv, self.random_state)[None]  # (1, n)
+            correct = inner_correct(
+                features.cpu().numpy(),
+                encoded[None],
+                inner,
+                grid,
+                self.cv,
+                max(n_classes, 1),
+                torch_backend(device, self.max_iter),
+            )[0, 0]  # (len(grid),)
             self.cv_scores_ = correct / len(y)
             self.C_ = grid[int(self.cv_scores_.argmax())]
-        solution = solve(np.ones(len(y), dtype=bool), [self.C_])
+        solution = fit_logistic(
+            features,
+            torch.as_tensor(encoded, device=device)[None],
+            torch.ones(1, len(y), dtype=torch.bool, device=device),
+            torch.tensor([self.C_]),
+            max(n_classes, 1),
+            max_iter=self.max_iter,
+        )
         self.n_iter_ = max(1, solution.n_iter)
         coef = solution.coef[0].T.cpu().double().numpy()  # (classes, features)
         intercept = solution.intercept[0].cpu().double().numpy()  # (classes,)

@@ -143,9 +143,7 @@ def reconstruct_pixels(
             mask = torch.as_tensor(np.repeat(block_of[block] == b, n_tokens), device=device)
             m = Moments.of(x[mask], y[mask])
             moments[b] = m if moments[b] is None else moments[b] + m
-    total = moments[0]
-    for m in moments[1:]:
-        total = total + m
+    total = _sum(moments, list(range(n_blocks)))
     mean = total.sum_x / total.n
     scale = (torch.diagonal(total.xx) / total.n - mean**2).clamp(min=0).sqrt()
     scale = torch.where(scale > 1e-12, scale, torch.ones_like(scale))
