@@ -293,3 +293,34 @@ def test_sweep_refuses_bad_requests(cache_path, tmp_path) -> None:
         assert not sweep(
             reader, attributes=["color"], selections=["mean"], sites=["vision.0"], progress=False
         ).empty
+
+
+def test_bad_settings_and_inputs_are_refused_with_the_fix(rng) -> None:
+    import pandas as pd
+
+    from analyses import RunConfig, layer_attribute_heatmap, reconstruction_grid, redundancy_curves
+
+    with pytest.raises(ConfigError, match="Cs must be positive"):
+        ProbeSettings(Cs=(0.1, 0.0))
+    with pytest.raises(ValueError, match="penalty grid must hold positive numbers"):
+        LinearProbe(Cs=(-1.0, 1.0)).fit(rng.normal(size=(20, 3)), rng.integers(0, 2, 20))
+    with pytest.raises(ValueError, match="needs at least 3 samples"):
+        LinearProbe().fit(rng.normal(size=(2, 3)), [0, 1])
+    with pytest.raises(ConfigError, match="n_boot and tokens_per_image must be >= 1"):
+        RunConfig(n_boot=0)
+    table = pd.DataFrame(
+        [{"site": "lm.0", "attribute": "color", "selection": "token", "condition": "baseline",
+          "metric": "accuracy", "value": 0.5, "chance": 0.2, "ci_low": 0.4, "ci_high": 0.6}]
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="no accuracy rows for selection 'mean'"):
+        layer_attribute_heatmap(table)
+    with pytest.raises(ConfigError, match="no random_<k> rows"):
+        redundancy_curves(table)
+    with pytest.raises(ConfigError, match="lacks columns"):
+        layer_attribute_heatmap(table.drop(columns=["selection"]))
+    with pytest.raises(ConfigError, match="no images"):
+        reconstruction_grid({})
+    with pytest.raises(ConfigError, match="one shape"):
+        reconstruction_grid(
+            {"a": np.zeros((1, 4, 4, 3), np.uint8), "b": np.zeros((1, 8, 8, 3), np.uint8)}
+        )
