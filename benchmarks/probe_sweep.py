@@ -65,6 +65,12 @@ def main() -> None:
         default=["mean", "on_object", "off_object", "random_1", "random_8", "token"],
     )
     parser.add_argument(
+        "--tokens-per-image",
+        type=int,
+        default=ProbeSettings.tokens_per_image,
+        help="cap of the `token` selection (0: every object token)",
+    )
+    parser.add_argument(
         "--sklearn-tol", type=float, default=1e-4, help="scikit-learn's tol (its default 1e-4)"
     )
     args = parser.parse_args()
@@ -80,11 +86,12 @@ def main() -> None:
         path = Path(tempfile.mkdtemp()) / "cache.h5"
         extract(loaded, stimuli, path, sites=args.sites, conditions=["baseline"], progress=False)
 
-    settings = {"n_boot": 200}
+    settings = {"n_boot": 200, "tokens_per_image": args.tokens_per_image or None}
     with CacheReader(path) as reader:
         common = {"selections": args.selections, "progress": False, "conditions": ["baseline"]}
         print(f"cache {path}: {reader.n_written} images, sites {reader.sites}, "
-              f"selections {args.selections}")  # fmt: skip
+              f"selections {args.selections}, "
+              f"tokens per image {args.tokens_per_image or 'all'}")  # fmt: skip
         start = time.perf_counter()
         fast = sweep(reader, settings=ProbeSettings(backend=torch_backend(), **settings), **common)
         t_fast = time.perf_counter() - start
@@ -110,15 +117,24 @@ def main() -> None:
         # Peak memory of a one-site sweep against that site's array.
         site = reader.sites[-1]
         site_bytes = reader.site_array(site).nbytes  # float32 in memory
+        on_gpu = default_device().type == "cuda"
+        if on_gpu:
+            torch.cuda.reset_peak_memory_stats()
+            gpu_before = torch.cuda.memory_allocated()
         if _reset_peak():
             before = _rss_now_kib()
             sweep(reader, sites=[site], settings=ProbeSettings(**settings), **common)
             extra = (_rss_peak_kib() - before) * 1024
             print(f"\none-site sweep of {site}: site array {site_bytes / 2**20:.1f} MiB "
-                  f"(float32), peak extra memory {extra / 2**20:.1f} MiB = "
+                  f"(float32), peak extra host memory {extra / 2**20:.1f} MiB = "
                   f"{extra / site_bytes:.2f}x the site array")  # fmt: skip
         else:
-            print("peak memory not measured (needs Linux /proc/self/clear_refs)")
+            sweep(reader, sites=[site], settings=ProbeSettings(**settings), **common)
+            print("peak host memory not measured (needs Linux /proc/self/clear_refs)")
+        if on_gpu:
+            gpu = torch.cuda.max_memory_allocated() - gpu_before
+            print(f"peak GPU memory of that sweep {gpu / 2**20:.1f} MiB = "
+                  f"{gpu / site_bytes:.2f}x the site array")  # fmt: skip
     if not args.cache:
         os.unlink(path)
 
