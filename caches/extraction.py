@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from caches.schema import BASELINE
 from caches.writer import CacheWriter
-from interp.capture import capture
+from interp.capture import capture_tokens
 from interp.errors import ConfigError
 from interp.interventions import CONDITIONS, make_intervention
 from interp.loading import LoadedModel
@@ -63,6 +63,8 @@ def extract(
         )
     interventions = {c: make_intervention(c, seed=seed) for c in conditions}
     prompt = prompt if prompt is not None else adapter.default_prompt(DEFAULT_QUESTION)
+    size = stimuli.spec.image_size
+    layouts = {site: adapter.token_layout(site, size) for site in sites}
     attrs = {
         "toolkit_version": toolkit_version(),
         "model": loaded.source,
@@ -73,8 +75,8 @@ def extract(
         "conditions": conditions,
         "patch_grid": list(adapter.patch_grid),
         "vision_tokens": (
-            f"patch tokens only: {adapter.vision_prefix_tokens} prefix token(s) "
-            f"(CLS/registers) dropped at vision sites"
+            "acts/ holds the patch tokens of each site (layout/<site>); tokens that carry no "
+            "patch (CLS, registers, newlines) are in extra/<condition>/<site>"
         ),
     }
     with CacheWriter(path, attrs, overwrite=overwrite) as writer:
@@ -83,23 +85,27 @@ def extract(
             stimuli.object_map,
             stimuli.labels,
             stimuli.label_classes,
-            adapter.token_grid(),
+            layouts,
             stimuli.object_labels(),
         )
         for condition, intervention in interventions.items():
             if intervention is not None:
-                writer.describe_condition(condition, intervention.describe(adapter))
+                writer.describe_condition(condition, intervention.describe(adapter, size))
         n = len(stimuli)
         bar = tqdm(total=n, initial=writer.n_written, unit="img", disable=not progress)
         with bar:
             for start in range(writer.n_written, n, batch_size):
                 images = stimuli.images[start : start + batch_size]  # (batch, H, W, 3)
-                acts = {
-                    condition: capture(
+                captured = {
+                    condition: capture_tokens(
                         loaded, images, sites, prompt=prompt, intervention=intervention
                     )
                     for condition, intervention in interventions.items()
                 }
-                writer.write_batch(start, acts)
+                writer.write_batch(
+                    start,
+                    {condition: c.acts for condition, c in captured.items()},
+                    {condition: c.extra for condition, c in captured.items()},
+                )
                 bar.update(len(images))
         return writer.finalize()

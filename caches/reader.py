@@ -10,8 +10,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from caches.schema import BASELINE, SCHEMA_VERSION, acts_path
+from caches.schema import BASELINE, SCHEMA_VERSION, acts_path, extra_path, layout_path
 from interp.errors import CacheError, SiteError
+from interp.layout import TokenLayout
 
 __all__ = ["CacheReader"]
 
@@ -98,9 +99,23 @@ class CacheReader:
     def object_map(self) -> h5py.Dataset:
         return self._file["images/object_map"]
 
-    @property
-    def grid(self) -> np.ndarray:
-        return self._file["tokens/grid"][()]
+    def layout(self, site: str) -> TokenLayout:
+        """Where each stored token of ``site`` comes from (see :class:`TokenLayout`)."""
+        self._check_site(site)
+        if layout_path(site) in self._file:
+            group = self._file[layout_path(site)]
+            return TokenLayout(
+                boxes=group["boxes"][()],
+                crops=group["crops"][()],
+                grid=group["grid"][()],
+                extra=tuple(json.loads(group.attrs["extra"])),
+            )
+        # schema <= 2: one grid for every site, non-patch tokens not kept
+        grid = self._file["tokens/grid"][()]  # (tokens, 2)
+        rows, cols = self.patch_grid
+        size = self.images.shape[1]
+        full = TokenLayout.regular(rows, cols, size)
+        return full.take(grid[:, 0] * cols + grid[:, 1])
 
     @property
     def label_names(self) -> list[str]:
@@ -137,15 +152,25 @@ class CacheReader:
         raw = self._file[f"labels/{name}"].attrs.get("classes")
         return json.loads(raw) if raw is not None else None
 
-    def acts(self, site: str, condition: str = BASELINE) -> h5py.Dataset:
-        """The lazy ``(n, tokens, d)`` float16 dataset of ``site`` under ``condition``."""
+    def _check_site(self, site: str, condition: str = BASELINE) -> None:
         if site not in self.sites:
             raise SiteError(f"no site {site!r} in {self.path}; sites: {', '.join(self.sites)}")
         if condition not in self.conditions:
             raise CacheError(
                 f"no condition {condition!r} in {self.path}; conditions: {self.conditions}"
             )
+
+    def acts(self, site: str, condition: str = BASELINE) -> h5py.Dataset:
+        """The lazy ``(n, tokens, d)`` float16 dataset of ``site`` under ``condition``: its
+        patch tokens, in the order of :meth:`layout`."""
+        self._check_site(site, condition)
         return self._file[acts_path(site, condition)]
+
+    def extra_acts(self, site: str, condition: str = BASELINE) -> h5py.Dataset | None:
+        """The lazy ``(n, k, d)`` float16 tokens of ``site`` that carry no patch (their
+        kinds: ``layout(site).extra``), or None where the site has none."""
+        self._check_site(site, condition)
+        return self._file.get(extra_path(site, condition))
 
     def site_array(self, site: str, condition: str = BASELINE, chunk: int = 256) -> np.ndarray:
         """``(n_written, tokens, d)`` float32 in memory, converted ``chunk`` images at a

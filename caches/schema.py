@@ -7,9 +7,14 @@ Paths inside the HDF5 file::
     images/object_map       int8   (n, H, W)       object index per pixel, -1 = background
     labels/<attribute>      int64 (n,) categorical (attr ``classes``) or float32 (n,)
     objects/<attribute>     int64  (n, max objects) every object's class, -1 = no object
-    tokens/grid             int32  (tokens, 2)     (row, col) of each token in the patch grid
+    layout/<site>/boxes     float32 (tokens, 4)    stimulus pixels (y0, x0, y1, x1) of each token
+    layout/<site>/crops     int16  (tokens,)       0 = whole image, k = crop k
+    layout/<site>/grid      int32  (tokens, 2)     (row, col) in its crop's patch grid
     acts/<site>             float16 (n, tokens, d) baseline activations, one chunk per image
     ablations/<condition>/<site>   same, under an intervention (group attrs describe it)
+    extra/<condition>/<site>       float16 (n, k, d) tokens carrying no patch (attr ``kinds``)
+
+Schema 2 files have ``tokens/grid`` (one grid for every site) instead of ``layout/``.
 """
 
 from __future__ import annotations
@@ -21,9 +26,13 @@ __all__ = [
     "MATCH_ATTRS",
     "BASELINE",
     "acts_path",
+    "extra_path",
+    "layout_path",
 ]
 
-SCHEMA_VERSION = 2  # 2 added objects/<attribute>; version 1 files are still read
+# 2 added objects/<attribute>; 3 a token layout per site and the non-patch tokens.
+# Versions 1 and 2 are still read.
+SCHEMA_VERSION = 3
 ACT_DTYPE = "float16"
 BASELINE = "baseline"
 
@@ -38,7 +47,7 @@ ROOT_ATTRS = (
     "sites",  # JSON list, depth order
     "conditions",  # JSON list, "baseline" first
     "patch_grid",  # JSON [rows, cols]
-    "vision_tokens",  # how vision sites were cut to patch tokens
+    "vision_tokens",  # how sites were cut to patch tokens, and where the others went
     "n_images",  # int
     "n_written",  # int: images fully written (resume point)
     "complete",  # bool: extraction finished
@@ -52,3 +61,13 @@ def acts_path(site: str, condition: str = BASELINE) -> str:
     if condition == BASELINE:
         return f"acts/{site}"
     return f"ablations/{condition}/{site}"
+
+
+def extra_path(site: str, condition: str = BASELINE) -> str:
+    """Dataset path of the tokens of ``site`` that carry no patch (CLS, registers, newlines)."""
+    return f"extra/{condition}/{site}"
+
+
+def layout_path(site: str) -> str:
+    """Group path of the token layout of ``site``."""
+    return f"layout/{site}"

@@ -16,8 +16,16 @@ import h5py
 import numpy as np
 import torch
 
-from caches.schema import ACT_DTYPE, MATCH_ATTRS, SCHEMA_VERSION, acts_path
+from caches.schema import (
+    ACT_DTYPE,
+    MATCH_ATTRS,
+    SCHEMA_VERSION,
+    acts_path,
+    extra_path,
+    layout_path,
+)
 from interp.errors import CacheError, OutputExistsError
+from interp.layout import TokenLayout
 
 __all__ = ["CacheWriter", "partial_path"]
 
@@ -93,11 +101,12 @@ class CacheWriter:
         object_map: np.ndarray,
         labels: dict[str, np.ndarray],
         label_classes: dict[str, tuple[str, ...]],
-        grid: np.ndarray,
+        layouts: dict[str, TokenLayout],
         object_labels: dict[str, np.ndarray] | None = None,
     ) -> None:
         """Stimuli, labels (of the first object and the image; ``object_labels`` of every
-        object, ``(n, max objects)``, -1 padded) and the token grid (idempotent on resume)."""
+        object, ``(n, max objects)``, -1 padded) and each site's token layout (idempotent
+        on resume)."""
         f = self._file
         if "images/pixels" in f:
             return
@@ -113,39 +122,64 @@ class CacheWriter:
         for name, values in (object_labels or {}).items():
             ds = f.create_dataset(f"objects/{name}", data=values.astype(np.int64))
             ds.attrs["classes"] = json.dumps(list(label_classes[name]))
-        f.create_dataset("tokens/grid", data=grid.astype(np.int32))
+        for site, layout in layouts.items():
+            group = f.create_group(layout_path(site))
+            group.create_dataset("boxes", data=layout.boxes.astype(np.float32))
+            group.create_dataset("crops", data=layout.crops.astype(np.int16))
+            group.create_dataset("grid", data=layout.grid.astype(np.int32))
+            group.attrs["extra"] = json.dumps(list(layout.extra))
         f.attrs["n_images"] = n
 
     def describe_condition(self, condition: str, description: dict[str, Any]) -> None:
         group = self._file.require_group(f"ablations/{condition}")
         group.attrs["intervention"] = json.dumps(description)
 
-    def write_batch(self, start: int, acts: dict[str, dict[str, torch.Tensor]]) -> None:
-        """Write ``condition -> site -> (batch, tokens, d)`` for images ``start:start+batch``.
+    def write_batch(
+        self,
+        start: int,
+        acts: dict[str, dict[str, torch.Tensor]],
+        extra: dict[str, dict[str, torch.Tensor]] | None = None,
+    ) -> None:
+        """Write ``condition -> site -> (batch, tokens, d)`` for images ``start:start+batch``
+        (``extra``: the same for the tokens that carry no patch).
 
-        Images must arrive in order; ``n_written`` advances only after the whole batch of
-        every condition is flushed, so a resume restarts at a clean boundary.
+        Token counts must match the site's layout. Images must arrive in order;
+        ``n_written`` advances only after the whole batch of every condition is flushed,
+        so a resume restarts at a clean boundary.
         """
         if start != self.n_written:
             raise CacheError(f"batch starts at image {start}, expected {self.n_written}")
-        n_images = int(self._file.attrs["n_images"])
         size = None
-        for condition, sites in acts.items():
-            for site, values in sites.items():
-                path = acts_path(site, condition)
-                if path not in self._file:
-                    tokens, dim = values.shape[1:]
-                    self._file.create_dataset(
-                        path,
-                        shape=(n_images, tokens, dim),
-                        dtype=ACT_DTYPE,
-                        chunks=(1, tokens, dim),
-                    )
-                size = len(values)
-                self._file[path][start : start + size] = values.numpy().astype(ACT_DTYPE)
+        for kind, tree in (("patch", acts), ("extra", extra or {})):
+            for condition, sites in tree.items():
+                for site, values in sites.items():
+                    self._check_tokens(site, kind, values.shape[1])
+                    path = (acts_path if kind == "patch" else extra_path)(site, condition)
+                    dataset = self._dataset(path, values.shape[1:])
+                    size = len(values)
+                    dataset[start : start + size] = values.numpy().astype(ACT_DTYPE)
         self._file.flush()
         self._file.attrs["n_written"] = start + (size or 0)
         self._file.flush()
+
+    def _check_tokens(self, site: str, kind: str, tokens: int) -> None:
+        group = self._file.get(layout_path(site))
+        if group is None:
+            raise CacheError(f"no token layout for site {site!r}; write_static must name it")
+        expected = len(group["boxes"]) if kind == "patch" else len(json.loads(group.attrs["extra"]))
+        if tokens != expected:
+            raise CacheError(
+                f"site {site!r} gave {tokens} {kind} tokens per image, its layout has "
+                f"{expected}; the family adapter's token_layout and select disagree"
+            )
+
+    def _dataset(self, path: str, shape: tuple[int, ...]) -> h5py.Dataset:
+        if path not in self._file:
+            n_images = int(self._file.attrs["n_images"])
+            self._file.create_dataset(
+                path, shape=(n_images, *shape), dtype=ACT_DTYPE, chunks=(1, *shape)
+            )
+        return self._file[path]
 
     def finalize(self) -> Path:
         """Mark complete, close and atomically publish the cache at :attr:`path`."""

@@ -1,7 +1,7 @@
 """Access to models: stimuli, family adapters, capture and interventions (built on nnsight)."""
 
 from interp.adapters import Adapter, adapter_for, register_adapter, registered_families
-from interp.capture import capture
+from interp.capture import Captured, capture, capture_tokens
 from interp.errors import (
     CacheError,
     ConfigError,
@@ -13,6 +13,7 @@ from interp.errors import (
     UnsupportedModelError,
 )
 from interp.interventions import CONDITIONS, LowerLayerMask, ShufflePatches, make_intervention
+from interp.layout import TokenLayout, box_label_map
 from interp.loading import BUILTIN_MODELS, LoadedModel, load_model
 from interp.sites import all_sites, parse_site, sort_sites
 from interp.stimuli import Stimuli, StimulusSpec, generate, patch_label_map
@@ -21,6 +22,7 @@ __all__ = [
     "Adapter",
     "BUILTIN_MODELS",
     "CONDITIONS",
+    "Captured",
     "CacheError",
     "ConfigError",
     "InterpError",
@@ -31,12 +33,15 @@ __all__ = [
     "OutputExistsError",
     "ShufflePatches",
     "SiteError",
+    "TokenLayout",
     "Stimuli",
     "StimulusSpec",
     "UnsupportedModelError",
     "adapter_for",
     "all_sites",
+    "box_label_map",
     "capture",
+    "capture_tokens",
     "generate",
     "load_model",
     "make_intervention",

@@ -19,7 +19,7 @@ from torch import nn
 
 from interp.loading import LoadedModel
 
-__all__ = ["Action", "capture", "event_ranks"]
+__all__ = ["Action", "Captured", "capture", "capture_tokens", "event_ranks"]
 
 Port = Literal["inputs", "output"]
 _RANKS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, Port], int]] = (
@@ -71,6 +71,17 @@ def _envoy(root: Any, path: str) -> Any:
     return envoy
 
 
+@dataclass
+class Captured:
+    """One batch's recordings: ``acts`` maps a site to its patch tokens ``(batch, tokens,
+    d)`` (in the order of ``adapter.token_layout``); ``extra`` maps the sites that have
+    them to the tokens that carry no patch (CLS, registers, newlines), ``(batch, k, d)``.
+    All float32 on the CPU."""
+
+    acts: dict[str, torch.Tensor]
+    extra: dict[str, torch.Tensor]
+
+
 def capture(
     loaded: LoadedModel,
     images: np.ndarray,
@@ -79,21 +90,37 @@ def capture(
     prompt: str = "",
     intervention: Any | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Run one batch and return ``site -> (batch, tokens, d)`` float32 CPU tensors.
+    """Run one batch and return ``site -> (batch, tokens, d)`` float32 CPU tensors of the
+    patch tokens (:func:`capture_tokens` also returns the tokens that carry no patch).
 
     ``images`` is ``(batch, H, W, 3)`` uint8; ``prompt`` the exact text for a VLM (see
-    ``adapter.default_prompt``), empty for a vision encoder. ``intervention`` is an object with an
-    ``actions(adapter, input_ids)`` method (see :mod:`interp.interventions`); the
+    ``adapter.default_prompt``), empty for a vision encoder. ``intervention`` is an object
+    with an ``actions(adapter, inputs)`` method (see :mod:`interp.interventions`); the
     recorded values are those of the intervened forward pass.
     """
+    return capture_tokens(
+        loaded, images, sites, prompt=prompt, intervention=intervention, extra=False
+    ).acts
+
+
+def capture_tokens(
+    loaded: LoadedModel,
+    images: np.ndarray,
+    sites: Sequence[str],
+    *,
+    prompt: str = "",
+    intervention: Any | None = None,
+    extra: bool = True,
+) -> Captured:
+    """As :func:`capture`, and (with ``extra``) the non-patch tokens of each site."""
     adapter = loaded.adapter
     sites = [adapter.check_site(s) for s in sites]
     inputs = loaded.move_inputs(adapter.build_inputs(images, prompt))
-    positions = adapter.token_positions(inputs)  # (batch, tokens), None without an LLM
+    positions = adapter.token_positions(inputs)  # None without an LLM
 
     actions = [Action(adapter.module_path(s), "output", site=s) for s in sites]
     if intervention is not None:
-        actions += intervention.actions(adapter, inputs.get("input_ids"))
+        actions += intervention.actions(adapter, inputs)
     if loaded.model not in _RANKS:
         _RANKS[loaded.model] = event_ranks(loaded.model)
     ranks = _RANKS[loaded.model]
@@ -103,6 +130,7 @@ def capture(
     traced = loaded.traced
     with torch.no_grad(), traced.trace(**inputs):
         store = nnsight.save({})
+        extras = nnsight.save({})
         for action in actions:
             envoy = _envoy(traced, action.path)
             if action.port == "inputs":
@@ -116,4 +144,11 @@ def capture(
             if action.site is not None:
                 selected = adapter.select(action.site, value, positions)
                 store[action.site] = selected.detach().to("cpu", torch.float32, copy=True)
-    return {site: store[site] for site in sites}
+                if extra:
+                    others = adapter.select_extra(action.site, value, positions)
+                    if others is not None:
+                        extras[action.site] = others.detach().to("cpu", torch.float32, copy=True)
+    return Captured(
+        acts={site: store[site] for site in sites},
+        extra={site: extras[site] for site in sites if site in extras},
+    )

@@ -32,15 +32,21 @@ class Intervention(ABC):
     condition: ClassVar[str]
 
     @abstractmethod
-    def actions(self, adapter: Adapter, input_ids: torch.Tensor) -> list[Action]: ...
+    def actions(self, adapter: Adapter, inputs: dict[str, torch.Tensor]) -> list[Action]:
+        """What to do to the forward pass of one batch (its processor ``inputs``)."""
 
     @abstractmethod
-    def describe(self, adapter: Adapter) -> dict[str, Any]:
+    def describe(self, adapter: Adapter, image_size: int) -> dict[str, Any]:
         """Parameters to record beside the activations (JSON-serialisable)."""
 
 
 class ShufflePatches(Intervention):
-    """Permute the image tokens entering the LLM by one seeded random permutation."""
+    """Permute the patch tokens entering the LLM by one seeded random permutation.
+
+    The permutation moves the image embeddings among the patch-token positions of the
+    LLM's input (``inputs_embeds``); positions, and tokens that carry no patch (CLS,
+    newlines), stay where they are. Everything before the LLM is untouched.
+    """
 
     condition = "shuffle"
 
@@ -51,20 +57,32 @@ class ShufflePatches(Intervention):
         generator = torch.Generator().manual_seed(self.seed)
         return torch.randperm(n_tokens, generator=generator)
 
-    def actions(self, adapter: Adapter, input_ids: torch.Tensor) -> list[Action]:
-        rows, cols = adapter.patch_grid
-        n = rows * cols
-        perm = self.permutation(n)
+    def actions(self, adapter: Adapter, inputs: dict[str, torch.Tensor]) -> list[Action]:
+        positions = adapter.token_positions(inputs)
+        if positions is None:
+            raise InterventionError(f"a {adapter.family} model has no LLM input to shuffle")
+        patch = positions.patch  # (batch, tokens)
+        perm = self.permutation(patch.shape[1])
 
-        def shuffle(out: torch.Tensor) -> torch.Tensor:  # (batch, [prefix +] patches, d)
-            patches = out[:, out.shape[1] - n :]
-            return torch.cat([out[:, : out.shape[1] - n], patches[:, perm.to(out.device)]], 1)
+        def shuffle(value: tuple[tuple, dict]) -> tuple[tuple, dict]:
+            args, kwargs = value
+            embeds = kwargs.get("inputs_embeds")
+            if embeds is None:
+                raise InterventionError(
+                    "the language model was not given inputs_embeds as a keyword; this "
+                    "family's adapter must provide its own shuffle"
+                )
+            where = patch.to(embeds.device)
+            rows = torch.arange(len(embeds), device=embeds.device)[:, None]
+            out = embeds.clone()  # (batch, seq, d)
+            out[rows, where] = embeds[rows, where[:, perm.to(embeds.device)]]
+            return args, {**kwargs, "inputs_embeds": out}
 
-        return [Action(adapter.module_path("projector"), "output", edit=shuffle)]
+        return [Action(adapter.lm_input_path(), "inputs", edit=shuffle)]
 
-    def describe(self, adapter: Adapter) -> dict[str, Any]:
-        rows, cols = adapter.patch_grid
-        return {"seed": self.seed, "permutation": self.permutation(rows * cols).tolist()}
+    def describe(self, adapter: Adapter, image_size: int) -> dict[str, Any]:
+        n = len(adapter.token_layout("lm.0", image_size))
+        return {"seed": self.seed, "permutation": self.permutation(n).tolist()}
 
 
 def knockout_mask(incoming: torch.Tensor | None, image_keys: torch.Tensor) -> torch.Tensor:
@@ -110,14 +128,16 @@ class LowerLayerMask(Intervention):
     def layers(self, adapter: Adapter) -> list[int]:
         return list(range(max(1, math.floor(self.fraction * adapter.n_lm_layers))))
 
-    def actions(self, adapter: Adapter, input_ids: torch.Tensor) -> list[Action]:
+    def actions(self, adapter: Adapter, inputs: dict[str, torch.Tensor]) -> list[Action]:
         implementation = adapter.attention_implementation
         if implementation not in self._IMPLEMENTATIONS:
             raise InterventionError(
                 f"attention knockout needs attn_implementation in {self._IMPLEMENTATIONS}, "
                 f"this model uses {implementation!r}; load it with attn_implementation='sdpa'"
             )
-        image_keys = adapter.image_token_mask(input_ids)  # (batch, seq)
+        if inputs is None or "input_ids" not in inputs:
+            raise InterventionError(f"a {adapter.family} encoder has no image tokens to mask")
+        image_keys = adapter.image_token_mask(inputs["input_ids"])  # (batch, seq)
 
         def knock(inputs: tuple[tuple, dict]) -> tuple[tuple, dict]:
             args, kwargs = inputs
@@ -135,7 +155,7 @@ class LowerLayerMask(Intervention):
             Action(adapter.attention_path(i), "inputs", edit=knock) for i in self.layers(adapter)
         ]
 
-    def describe(self, adapter: Adapter) -> dict[str, Any]:
+    def describe(self, adapter: Adapter, image_size: int) -> dict[str, Any]:
         return {"fraction": self.fraction, "layers": self.layers(adapter)}
 
 

@@ -9,6 +9,7 @@ only large array is the site's own.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -244,16 +245,22 @@ def pixel_sweep(
     sites = sort_sites(list(sites)) if sites else all_sites
     n = reader.n_written
     images = reader.images[:n]  # (n, H, W, 3) uint8
-    grid = reader.grid
-    patch_grid = reader.patch_grid
     shown = {"original": images[:n_show]}
     rows = []
-    jobs = [(c, s) for c in conditions for s in sites]
+    tilings = {site: reader.layout(site).tiling(images.shape[1]) for site in sites}
+    untiled = [site for site, tiling in tilings.items() if tiling is None]
+    if untiled:
+        warnings.warn(
+            f"no pixel probe at {untiled}: no set of their tokens tiles the image",
+            stacklevel=2,
+        )
+    jobs = [(c, s) for c in conditions for s in sites if tilings[s] is not None]
     for condition, site in tqdm(jobs, desc="pixel probes", unit="site", disable=not progress):
-        result = reconstruct_pixels(
-            reader.site_array(site, condition), images, grid, patch_grid,
-            n_splits=n_splits, seed=seed,
-        )  # fmt: skip
+        index, grid, patch_grid = tilings[site]
+        acts = reader.site_array(site, condition)  # (n, tokens, d)
+        if len(index) != acts.shape[1]:  # e.g. LLaVA-NeXT: the high-resolution crops only
+            acts = acts[:, index]
+        result = reconstruct_pixels(acts, images, grid, patch_grid, n_splits=n_splits, seed=seed)
         if condition == conditions[0]:
             shown[site] = result.images[:n_show].round().astype(np.uint8)
         per_image = result.values_per_image

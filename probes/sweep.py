@@ -16,8 +16,9 @@ from tqdm.auto import tqdm
 
 from caches import BASELINE, CacheReader
 from interp.errors import ConfigError
+from interp.layout import box_label_map
 from interp.sites import sort_sites
-from interp.stimuli import OBJECT_ATTRIBUTES, patch_label_map
+from interp.stimuli import OBJECT_ATTRIBUTES
 from probes.crossval import Backend, group_folds, nested_logistic
 from probes.selections import Design, SiteLabels, check_selection, default_selections, select
 from probes.stats import bootstrap_ci, control_labels, majority_chance, per_group_sums
@@ -128,15 +129,15 @@ def probe_design(
     return rows
 
 
-def site_labels(reader: CacheReader, attributes: Sequence[str]) -> SiteLabels:
-    """Labels of every selection of this cache (see :class:`probes.selections.SiteLabels`)."""
+def site_labels(reader: CacheReader, attributes: Sequence[str], site: str) -> SiteLabels:
+    """Labels of every selection of ``site`` (see :class:`probes.selections.SiteLabels`):
+    the object under each token comes from the site's token layout."""
     n = reader.n_written
-    grid = reader.grid  # (tokens, 2)
-    rows, cols = reader.patch_grid
-    token_objects = np.empty((n, len(grid)), dtype=np.int8)
-    for start in range(0, n, 256):
-        maps = patch_label_map(reader.object_map[start : min(n, start + 256)], (rows, cols))
-        token_objects[start : start + len(maps)] = maps[:, grid[:, 0], grid[:, 1]]
+    boxes = reader.layout(site).boxes  # (tokens, 4)
+    token_objects = np.empty((n, len(boxes)), dtype=np.int8)
+    for start in range(0, n, 64):
+        maps = reader.object_map[start : min(n, start + 64)]  # (chunk, H, W)
+        token_objects[start : start + len(maps)] = box_label_map(maps, boxes)
     return SiteLabels(
         image={a: reader.labels(a)[:n] for a in attributes},
         objects={a: reader.object_labels(a)[:n] for a in reader.object_label_names},
@@ -177,26 +178,30 @@ def sweep(
             f"choose from {categorical}"
         )
     conditions = list(conditions) if conditions else reader.conditions
-    n_tokens = len(reader.grid)
-    selections = list(selections) if selections else default_selections(n_tokens)
+    for selection in [*(selections or []), *(ablation_selections or [])]:
+        check_selection(selection)
     per_condition = {
         c: list(ablation_selections) if ablation_selections and c != BASELINE else selections
         for c in conditions
     }
-    for selection in {s for chosen in per_condition.values() for s in chosen}:
-        check_selection(selection)
-    if any("token" in chosen for chosen in per_condition.values()):
+    if any(chosen is None or "token" in chosen for chosen in per_condition.values()):
         # fail before any work on a cache without object labels
         for attribute in set(attributes) & set(OBJECT_ATTRIBUTES):
             reader.object_labels(attribute)
-    labels = site_labels(reader, attributes)
     folds_of_image = group_folds(np.arange(reader.n_written), settings.n_splits, settings.seed)
     rows = []
+    labels_by_boxes: dict[bytes, SiteLabels] = {}  # sites sharing a layout share labels
     jobs = [(c, s) for c in conditions for s in sites]
     for condition, site in tqdm(jobs, desc="probing", unit="site", disable=not progress):
+        boxes = reader.layout(site).boxes
+        key = boxes.tobytes()
+        if key not in labels_by_boxes:
+            labels_by_boxes[key] = site_labels(reader, attributes, site)
+        labels = labels_by_boxes[key]
+        n_tokens = len(boxes)
         acts = reader.site_array(site, condition)  # (n, tokens, d) float32
         done: dict[str, list[dict]] = {}
-        for selection in per_condition[condition]:
+        for selection in per_condition[condition] or default_selections(n_tokens):
             if selection == f"random_{n_tokens}" and "mean" in done:
                 found = done["mean"]  # every token, pooled: the same samples as "mean"
             else:

@@ -54,8 +54,9 @@ def test_schema_with_plain_h5py(cache_path, loaded, small, prompt) -> None:
         np.testing.assert_array_equal(f["images/pixels"][()], small.images)
         np.testing.assert_array_equal(f["labels/color"][()], small.labels["color"])
         assert json.loads(f["labels/color"].attrs["classes"])[0] == "red"
-        assert f["tokens/grid"].shape == (64, 2)
         for site in SITES:
+            assert f[f"layout/{site}/boxes"].shape == (64, 4)
+            assert f[f"layout/{site}/grid"].shape == (64, 2)
             ds = f[f"acts/{site}"]
             assert ds.dtype == np.float16 and ds.shape == (10, 64, 64) and ds.chunks == (1, 64, 64)
             assert f[f"ablations/shuffle/{site}"].shape == ds.shape
@@ -85,7 +86,7 @@ def test_cached_values_equal_capture(cache_path, loaded, small, prompt) -> None:
 def test_resume_after_a_crash_gives_the_same_file(loaded, small, tmp_path, monkeypatch) -> None:
     clean = extract(loaded, small, tmp_path / "clean.h5", sites=SITES, batch_size=4, progress=False)
     calls = {"n": 0}
-    real_capture = extract_module.capture
+    real_capture = extract_module.capture_tokens
 
     def crashing(*args, **kwargs):
         calls["n"] += 1
@@ -94,7 +95,7 @@ def test_resume_after_a_crash_gives_the_same_file(loaded, small, tmp_path, monke
         return real_capture(*args, **kwargs)
 
     target = tmp_path / "out.h5"
-    monkeypatch.setattr(extract_module, "capture", crashing)
+    monkeypatch.setattr(extract_module, "capture_tokens", crashing)
     with pytest.raises(KeyboardInterrupt):
         extract(loaded, small, target, sites=SITES, batch_size=4, progress=False)
     assert not target.exists(), "an unfinished cache must not look complete"
@@ -103,14 +104,14 @@ def test_resume_after_a_crash_gives_the_same_file(loaded, small, tmp_path, monke
     with pytest.raises(CacheError, match="incomplete"):
         CacheReader(partial_path(target))
 
-    monkeypatch.setattr(extract_module, "capture", real_capture)
+    monkeypatch.setattr(extract_module, "capture_tokens", real_capture)
     resumed_calls = {"n": 0}
 
     def counting(*args, **kwargs):
         resumed_calls["n"] += 1
         return real_capture(*args, **kwargs)
 
-    monkeypatch.setattr(extract_module, "capture", counting)
+    monkeypatch.setattr(extract_module, "capture_tokens", counting)
     extract(loaded, small, target, sites=SITES, batch_size=4, progress=False)
     assert resumed_calls["n"] == 3, "only the last batch is recomputed"
     assert not partial_path(target).exists()
@@ -186,7 +187,7 @@ def test_standard_hdf5_tools_read_it(cache_path) -> None:
     listing = subprocess.run(
         ["h5ls", "-r", str(cache_path)], capture_output=True, text=True, check=True
     ).stdout
-    for name in ("/acts/vision.0", "/images/pixels", "/labels/color", "/tokens/grid"):
+    for name in ("/acts/vision.0", "/images/pixels", "/labels/color", "/layout/vision.0/boxes"):
         assert name in listing
     dump = subprocess.run(
         ["h5dump", "-a", "/prompt", str(cache_path)], capture_output=True, text=True, check=True

@@ -58,7 +58,7 @@ def test_capture_equals_torch_hooks_and_hidden_states(loaded, tiny_dir, stimuli,
     for i in range(adapter.n_lm_layers - 1):  # the last entry is after the final norm
         torch.testing.assert_close(got[f"lm.{i}"], lm_hidden[i + 1][rows, positions])
     # Image tokens are in patch order: the token grid is row-major over the patch grid.
-    grid = adapter.token_grid()
+    grid = adapter.token_layout("lm.0", 64).grid
     assert grid.shape == (n_tokens, 2)
     assert (grid[1] == [0, 1]).all() and (grid[adapter.patch_grid[1]] == [1, 0]).all()
 

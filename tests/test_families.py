@@ -11,7 +11,7 @@ from transformers import AutoModel
 
 from analyses import RunConfig, run
 from caches import extract
-from interp import ConfigError, StimulusSpec, capture, generate, load_model
+from interp import ConfigError, StimulusSpec, capture, capture_tokens, generate, load_model
 
 SIDE, PATCH = 32, 8  # a 4x4 patch grid
 
@@ -79,7 +79,8 @@ def test_encoder_capture_equals_torch_hooks(encoder, images) -> None:
     adapter = loaded.adapter
     assert adapter.sites() == ["vision.0", "vision.1"]
     assert adapter.patch_grid == (4, 4) and adapter.vision_prefix_tokens == PREFIX[kind]
-    got = capture(loaded, images, adapter.sites())
+    captured = capture_tokens(loaded, images, adapter.sites())
+    got = captured.acts
     reference = AutoModel.from_pretrained(folder).eval()
     modules = dict(reference.named_modules())
     seen = {}
@@ -100,6 +101,14 @@ def test_encoder_capture_equals_torch_hooks(encoder, images) -> None:
     for site in adapter.sites():
         assert seen[site].shape[1] == 16 + PREFIX[kind]
         torch.testing.assert_close(got[site], seen[site][:, PREFIX[kind] :], rtol=0, atol=0)
+        # CLS and registers: kept apart, named in the layout
+        kinds = adapter.token_layout(site, SIDE).extra
+        assert kinds == ("cls",) * min(1, PREFIX[kind]) + ("register",) * (PREFIX[kind] - 1)
+        if PREFIX[kind]:
+            extra = captured.extra[site]
+            torch.testing.assert_close(extra, seen[site][:, : PREFIX[kind]], rtol=0, atol=0)
+        else:
+            assert site not in captured.extra
 
 
 def _changed_token(loaded, image: np.ndarray, row: int, col: int, prompt: str) -> np.ndarray:
@@ -115,14 +124,14 @@ def _changed_token(loaded, image: np.ndarray, row: int, col: int, prompt: str) -
 def test_encoder_grid_maps_tokens_to_patches(encoder, images, row, col) -> None:
     _, _, loaded = encoder
     change = _changed_token(loaded, images[0], row, col, "")
-    grid = loaded.adapter.token_grid()
+    grid = loaded.adapter.token_layout("vision.0", SIDE).grid
     hit = int(change.argmax())
     assert tuple(grid[hit]) == (row, col)
     assert change[hit] > 2 * np.sort(change)[-2]  # the rest only through attention
 
 
 def test_llava_grid_maps_tokens_to_patches(loaded, stimuli, prompt) -> None:
-    grid = loaded.adapter.token_grid()
+    grid = loaded.adapter.token_layout("vision.0", 64).grid
     for row, col in [(0, 0), (5, 2), (7, 7)]:
         change = _changed_token(loaded, stimuli.images[0], row, col, prompt)
         hit = int(change.argmax())

@@ -34,25 +34,49 @@ def _record_full_lm(loaded, layers: list[int]):
     return seen, handles
 
 
+def _lm_input(loaded, images, prompt, intervention=None) -> torch.Tensor:
+    """What the first decoder layer receives (plain torch pre-hook): ``(batch, seq, d)``."""
+    seen = {}
+    layer = dict(loaded.model.named_modules())[loaded.adapter.module_path("lm.0")]
+
+    def hook(_m, args, kwargs):
+        seen["x"] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
+
+    handle = layer.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        capture(loaded, images, ["lm.0"], prompt=prompt, intervention=intervention)
+    finally:
+        handle.remove()
+    return seen["x"]
+
+
 def test_shuffle_permutes_what_enters_the_llm_and_nothing_before(loaded, stimuli, prompt) -> None:
-    sites = loaded.adapter.sites()
+    adapter = loaded.adapter
+    sites = adapter.sites()
     base = capture(loaded, stimuli.images, sites, prompt=prompt)
     shuffle = ShufflePatches(seed=5)
     shuffled = capture(loaded, stimuli.images, sites, prompt=prompt, intervention=shuffle)
-    perm = torch.tensor(shuffle.describe(loaded.adapter)["permutation"])
+    perm = torch.tensor(shuffle.describe(adapter, 64)["permutation"])
     assert sorted(perm.tolist()) == list(range(len(perm))) and not torch.equal(
         perm, torch.arange(len(perm))
     )
     for site in sites:
-        if site.startswith("vision."):
+        if site.startswith("vision.") or site == "projector":
             torch.testing.assert_close(shuffled[site], base[site], rtol=0, atol=0)
-        elif site == "projector":
-            torch.testing.assert_close(shuffled[site], base[site][:, perm], rtol=0, atol=0)
         else:
             assert (shuffled[site] - base[site]).abs().max() > 1e-3, site
+    # The LLM's input: patch token k now holds what patch perm[k] held; text unchanged.
+    before = _lm_input(loaded, stimuli.images, prompt)
+    after = _lm_input(loaded, stimuli.images, prompt, shuffle)
+    inputs = adapter.build_inputs(stimuli.images, prompt)
+    where = adapter.token_positions(inputs).patch[0]  # same positions in every row
+    torch.testing.assert_close(after[:, where], before[:, where[perm]], rtol=0, atol=0)
+    text = torch.ones(before.shape[1], dtype=torch.bool)
+    text[where] = False
+    torch.testing.assert_close(after[:, text], before[:, text], rtol=0, atol=0)
     # Same seed, same permutation; another seed, another one.
-    assert ShufflePatches(5).describe(loaded.adapter) == shuffle.describe(loaded.adapter)
-    assert ShufflePatches(6).describe(loaded.adapter) != shuffle.describe(loaded.adapter)
+    assert ShufflePatches(5).describe(adapter, 64) == shuffle.describe(adapter, 64)
+    assert ShufflePatches(6).describe(adapter, 64) != shuffle.describe(adapter, 64)
 
 
 def test_lower_mask_cuts_image_to_text_flow_only_in_the_lower_layers(loaded, prompt) -> None:

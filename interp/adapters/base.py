@@ -9,6 +9,7 @@ never to model-specific attribute names.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -16,10 +17,12 @@ import torch
 from torch import nn
 
 from interp.errors import ConfigError, SiteError, UnsupportedModelError
+from interp.layout import TokenLayout
 from interp.sites import all_sites, parse_site
 
 __all__ = [
     "Adapter",
+    "TokenPositions",
     "adapter_class_for",
     "adapter_for",
     "find_module",
@@ -76,6 +79,19 @@ def find_module(root: nn.Module, suffix: str) -> str:
 def first_tensor(value: Any) -> torch.Tensor:
     """Layer outputs are tensors (transformers 5) or tuples led by one (4.x)."""
     return value[0] if isinstance(value, (tuple, list)) else value
+
+
+@dataclass(frozen=True)
+class TokenPositions:
+    """Where one batch's image tokens sit in the LLM sequence.
+
+    ``patch`` ``(batch, tokens)``: the patch-carrying tokens, in the order of the ``lm.*``
+    layout; ``extra`` ``(batch, k)``: the image tokens that carry no patch (CLS, newline),
+    in the order of that layout's ``extra`` kinds.
+    """
+
+    patch: torch.Tensor
+    extra: torch.Tensor
 
 
 class Adapter(ABC):
@@ -150,15 +166,58 @@ class Adapter(ABC):
     @abstractmethod
     def image_token_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
         """``(batch, tokens)`` sequence positions of the patch-carrying image tokens,
-        in the order of :meth:`token_grid`."""
+        in the order of the ``lm.*`` :meth:`token_layout`."""
 
-    def token_positions(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        """Positions of the patch tokens in the LLM sequence (None without an LLM)."""
-        return self.image_token_positions(inputs["input_ids"])
+    def token_positions(self, inputs: dict[str, torch.Tensor]) -> TokenPositions | None:
+        """Positions of the image tokens in the LLM sequence (None without an LLM)."""
+        patch = self.image_token_positions(inputs["input_ids"])
+        return TokenPositions(patch, patch[:, :0])
 
     @abstractmethod
-    def select(self, site: str, value: Any, positions: torch.Tensor | None) -> torch.Tensor:
-        """Cut a module output down to the patch tokens: ``(batch, tokens, d)``."""
+    def select(self, site: str, value: Any, positions: TokenPositions | None) -> torch.Tensor:
+        """Cut a module output down to the patch tokens: ``(batch, tokens, d)``, in the
+        order of :meth:`token_layout`."""
+
+    def select_extra(
+        self, site: str, value: Any, positions: TokenPositions | None
+    ) -> torch.Tensor | None:
+        """The tokens of a module output that carry no patch, ``(batch, k, d)`` in the
+        order of the layout's ``extra`` kinds; None where there are none."""
+        hidden = first_tensor(value)
+        stage = parse_site(site).stage
+        if stage == "vision":  # (batch, prefix + patches, d): CLS / registers lead
+            prefix = len(self.vision_extra)
+            return hidden[:, :prefix] if prefix else None
+        if positions is None or positions.extra.shape[1] == 0:
+            return None
+        if stage == "projector":
+            raise NotImplementedError(f"{type(self).__name__} must cut projector extras")
+        rows = torch.arange(hidden.shape[0], device=hidden.device)[:, None]
+        return hidden[rows, positions.extra.to(hidden.device)]  # (batch, k, d)
+
+    # ----- token layout ----------------------------------------------------------------
+    @property
+    def vision_extra(self) -> tuple[str, ...]:
+        """Kinds of the non-patch tokens leading the vision layers' outputs."""
+        prefix = self.vision_prefix_tokens
+        return ("cls",) + ("register",) * (prefix - 1) if prefix else ()
+
+    def token_layout(self, site: str, image_size: int) -> TokenLayout:
+        """Where the stored tokens of ``site`` come from, for square stimuli of
+        ``image_size`` px. The default: one patch grid at every site."""
+        rows, cols = self.patch_grid
+        stage = parse_site(self.check_site(site)).stage
+        extra = self.vision_extra if stage == "vision" else self.image_extra
+        return TokenLayout.regular(rows, cols, image_size, extra=extra)
+
+    @property
+    def image_extra(self) -> tuple[str, ...]:
+        """Kinds of the image tokens in the LLM sequence that carry no patch."""
+        return ()
+
+    def lm_input_path(self) -> str:
+        """Dotted path of the language model whose ``inputs_embeds`` hold the image tokens."""
+        raise UnsupportedModelError(f"a {self.family} model has no language model")
 
     # ----- shared behaviour ------------------------------------------------------------
     def sites(self) -> list[str]:
@@ -172,12 +231,6 @@ class Adapter(ABC):
                 f"{', '.join(self.sites())}"
             )
         return site.name
-
-    def token_grid(self) -> np.ndarray:
-        """``(tokens, 2)`` (row, col) in the patch grid of each captured token."""
-        rows, cols = self.patch_grid
-        r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-        return np.stack([r.ravel(), c.ravel()], axis=1).astype(np.int32)
 
     def check_prompt(self, prompt: str) -> None:
         """The prompt must hold the processor's image token exactly once."""

@@ -7,7 +7,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from interp.adapters.base import Adapter, find_module, first_tensor, register_adapter
+from interp.adapters.base import (
+    Adapter,
+    TokenPositions,
+    find_module,
+    first_tensor,
+    register_adapter,
+)
 from interp.errors import InterventionError
 from interp.sites import parse_site
 
@@ -27,7 +33,8 @@ class LlavaAdapter(Adapter):
         if self._vision_layers not in dict(model.named_modules()):
             self._vision_layers = find_module(model, "encoder.layers")
         self._projector = find_module(model, "multi_modal_projector")
-        self._lm_layers = find_module(model, "language_model") + ".layers"
+        self._lm = find_module(model, "language_model")
+        self._lm_layers = self._lm + ".layers"
         if self._lm_layers not in dict(model.named_modules()):  # transformers 4.x < 4.52
             self._lm_layers = find_module(model, "language_model.model.layers")
         modules = dict(model.named_modules())
@@ -70,6 +77,13 @@ class LlavaAdapter(Adapter):
         embeddings = getattr(embeddings, "embeddings", None)
         return int(getattr(embeddings, "class_embedding", None) is not None)
 
+    @property
+    def image_extra(self) -> tuple[str, ...]:
+        return ("cls",) * self._prefix
+
+    def lm_input_path(self) -> str:
+        return self._lm
+
     def module_path(self, site: str) -> str:
         parsed = parse_site(self.check_site(site))
         if parsed.stage == "vision":
@@ -100,7 +114,14 @@ class LlavaAdapter(Adapter):
     def image_token_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
         return input_ids == self._image_token_id  # (batch, seq)
 
+    def token_positions(self, inputs: dict[str, torch.Tensor]) -> TokenPositions:
+        positions = self._all_image_positions(inputs["input_ids"])  # (batch, image tokens)
+        return TokenPositions(positions[:, self._prefix :], positions[:, : self._prefix])
+
     def image_token_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self._all_image_positions(input_ids)[:, self._prefix :]  # (batch, tokens)
+
+    def _all_image_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
         is_image = self.image_token_mask(input_ids)  # (batch, seq)
         counts = is_image.sum(1)
         expected = self.patch_grid[0] * self.patch_grid[1] + self._prefix
@@ -109,10 +130,16 @@ class LlavaAdapter(Adapter):
                 f"expected {expected} image tokens per sequence, found {counts.tolist()}; "
                 f"the prompt must hold the processor's image token exactly once"
             )
-        positions = is_image.nonzero()[:, 1].reshape(len(input_ids), expected)
-        return positions[:, self._prefix :]  # (batch, tokens)
+        return is_image.nonzero()[:, 1].reshape(len(input_ids), expected)
 
-    def select(self, site: str, value: Any, positions: torch.Tensor) -> torch.Tensor:
+    def select_extra(
+        self, site: str, value: Any, positions: TokenPositions | None
+    ) -> torch.Tensor | None:
+        if parse_site(site).stage == "projector":  # the CLS token leads ("full" strategy)
+            return first_tensor(value)[:, : self._prefix] if self._prefix else None
+        return super().select_extra(site, value, positions)
+
+    def select(self, site: str, value: Any, positions: TokenPositions) -> torch.Tensor:
         hidden = first_tensor(value)
         stage = parse_site(site).stage
         if stage == "vision":  # (batch, prefix + patches, d): drop CLS / registers
@@ -121,4 +148,4 @@ class LlavaAdapter(Adapter):
         if stage == "projector":  # (batch, image tokens, d)
             return hidden[:, self._prefix :]
         rows = torch.arange(hidden.shape[0], device=hidden.device)[:, None]
-        return hidden[rows, positions.to(hidden.device)]  # (batch, tokens, d)
+        return hidden[rows, positions.patch.to(hidden.device)]  # (batch, tokens, d)

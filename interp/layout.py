@@ -1,0 +1,149 @@
+"""Where each stored token of a site comes from: its crop, its patch, its pixels.
+
+Families differ in how an image becomes tokens: one fixed grid (LLaVA-1.5, the encoders),
+a base view plus high-resolution crops (LLaVA-NeXT), merged or pooled patches. A
+:class:`TokenLayout` describes the patch-carrying tokens of one site in one common
+currency, the box of stimulus pixels each token sees, so labels (which object is under
+a token) and pixel targets are computed the same way for every family. Tokens that carry
+no patch (CLS, registers, image-newline tokens) are stored apart and only named here.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from interp.errors import ConfigError
+
+__all__ = ["TokenLayout", "box_label_map", "EXTRA_KINDS"]
+
+# Kinds of the non-patch tokens a site may carry (stored apart from the patch tokens).
+EXTRA_KINDS: tuple[str, ...] = ("cls", "register", "newline")
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """The patch tokens of one site, in stored order, and the kinds of its extra tokens.
+
+    ``boxes`` ``(tokens, 4)`` float32 ``(y0, x0, y1, x1)``: the stimulus pixels a token's
+    patch covers (half-open); ``crops`` ``(tokens,)`` int16: which view of the image the
+    token belongs to (0: the whole image, k > 0: crop/tile k); ``grid`` ``(tokens, 2)``
+    int32: (row, col) of the patch in its crop's patch grid. ``extra`` names each
+    non-patch token kept apart, in stored order (see :data:`EXTRA_KINDS`).
+    """
+
+    boxes: np.ndarray
+    crops: np.ndarray
+    grid: np.ndarray
+    extra: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        n = len(self.boxes)
+        if self.boxes.shape != (n, 4) or self.crops.shape != (n,) or self.grid.shape != (n, 2):
+            raise ValueError(
+                f"layout arrays disagree: boxes {self.boxes.shape}, crops {self.crops.shape}, "
+                f"grid {self.grid.shape}; expected (T, 4), (T,), (T, 2)"
+            )
+        unknown = sorted(set(self.extra) - set(EXTRA_KINDS))
+        if unknown:
+            raise ValueError(f"unknown extra token kinds {unknown}; known: {EXTRA_KINDS}")
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    @classmethod
+    def regular(
+        cls,
+        rows: int,
+        cols: int,
+        image_size: int,
+        *,
+        crop: int = 0,
+        region: tuple[float, float, float, float] | None = None,
+        extra: Sequence[str] = (),
+    ) -> TokenLayout:
+        """A ``rows x cols`` grid, row-major, tiling ``region`` (default: the whole image)."""
+        y0, x0, y1, x1 = region if region is not None else (0.0, 0.0, image_size, image_size)
+        r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+        r, c = r.ravel(), c.ravel()
+        h, w = (y1 - y0) / rows, (x1 - x0) / cols
+        boxes = np.stack([y0 + r * h, x0 + c * w, y0 + (r + 1) * h, x0 + (c + 1) * w], axis=1)
+        return cls(
+            boxes=boxes.astype(np.float32),
+            crops=np.full(len(r), crop, dtype=np.int16),
+            grid=np.stack([r, c], axis=1).astype(np.int32),
+            extra=tuple(extra),
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[TokenLayout], extra: Sequence[str] = ()) -> TokenLayout:
+        """The parts' tokens one after another; ``extra`` replaces their extra kinds."""
+        return cls(
+            boxes=np.concatenate([p.boxes for p in parts]),
+            crops=np.concatenate([p.crops for p in parts]),
+            grid=np.concatenate([p.grid for p in parts]),
+            extra=tuple(extra),
+        )
+
+    def take(self, index: np.ndarray) -> TokenLayout:
+        """The tokens at ``index`` (same extra kinds)."""
+        return TokenLayout(self.boxes[index], self.crops[index], self.grid[index], self.extra)
+
+    def tiling(self, image_size: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]] | None:
+        """The finest set of same-sized boxes that tiles the image exactly, as
+        ``(token index, (row, col) in that tiling, (rows, cols))``; None if there is none.
+
+        For a single grid this is every token; with a base view and crops (LLaVA-NeXT) it
+        is the crop tokens, which see the image at the higher resolution.
+        """
+        sizes = np.round(self.boxes[:, 2:] - self.boxes[:, :2], 4)  # (tokens, 2)
+        by_size = Counter(map(tuple, sizes.tolist()))
+        for (h, w), _ in sorted(by_size.items(), key=lambda kv: kv[0][0] * kv[0][1]):
+            if h <= 0 or w <= 0 or image_size % h or image_size % w:
+                continue
+            rows, cols = int(image_size // h), int(image_size // w)
+            index = np.flatnonzero((sizes == (h, w)).all(1))
+            cells = np.round(self.boxes[index, :2] / (h, w)).astype(np.int64)
+            if len(index) != rows * cols or len({tuple(x) for x in cells.tolist()}) != len(index):
+                continue
+            return index, cells.astype(np.int32), (rows, cols)
+        return None
+
+
+def box_label_map(object_map: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Which object covers each box: ``(n, H, W)`` object indices (-1 background) and
+    ``(tokens, 4)`` boxes -> ``(n, tokens)`` int8, the object covering the most of a box's
+    pixels (ties: the lower index), -1 if none touches it.
+
+    A pixel belongs to a box when its centre lies inside. Counts come from per-object
+    integral images, so any boxes (overlapping, of mixed sizes) cost the same.
+    """
+    maps = object_map[None] if object_map.ndim == 2 else object_map  # (n, H, W)
+    n, height, width = maps.shape
+    # Half-open pixel index ranges whose centres (i + 0.5) fall in [y0, y1).
+    lo = np.ceil(boxes[:, :2] - 0.5).astype(np.int64)
+    hi = np.ceil(boxes[:, 2:] - 0.5).astype(np.int64)
+    if (lo < 0).any() or (hi[:, 0] > height).any() or (hi[:, 1] > width).any():
+        raise ConfigError(
+            f"token boxes reach outside the {height}x{width} px images; the layout was made "
+            f"for another image size"
+        )
+    n_objects = int(maps.max()) + 1 if maps.size else 0
+    out = np.full((n, len(boxes)), -1, dtype=np.int8)
+    if n_objects <= 0:
+        return out
+    counts = np.empty((n, len(boxes), n_objects), dtype=np.int64)
+    for k in range(n_objects):
+        integral = np.zeros((n, height + 1, width + 1), dtype=np.int64)
+        integral[:, 1:, 1:] = (maps == k).cumsum(1).cumsum(2)
+        counts[..., k] = (
+            integral[:, hi[:, 0], hi[:, 1]]
+            - integral[:, lo[:, 0], hi[:, 1]]
+            - integral[:, hi[:, 0], lo[:, 1]]
+            + integral[:, lo[:, 0], lo[:, 1]]
+        )
+    best = counts.argmax(-1)
+    return np.where(counts.max(-1) > 0, best, -1).astype(np.int8)
