@@ -101,15 +101,18 @@ class TokenLayout:
         """
         sizes = np.round(self.boxes[:, 2:] - self.boxes[:, :2], 4)  # (tokens, 2)
         by_size = Counter(map(tuple, sizes.tolist()))
-        for (h, w), _ in sorted(by_size.items(), key=lambda kv: kv[0][0] * kv[0][1]):
+        for h, w in sorted(by_size, key=lambda hw: hw[0] * hw[1]):
             if h <= 0 or w <= 0 or image_size % h or image_size % w:
                 continue
             rows, cols = int(image_size // h), int(image_size // w)
-            index = np.flatnonzero((sizes == (h, w)).all(1))
-            cells = np.round(self.boxes[index, :2] / (h, w)).astype(np.int64)
-            if len(index) != rows * cols or len({tuple(x) for x in cells.tolist()}) != len(index):
-                continue
-            return index, cells.astype(np.int32), (rows, cols)
+            same = (sizes == (h, w)).all(1)
+            for subset in (same & (self.crops > 0), same & (self.crops == 0)):  # crops first
+                index = np.flatnonzero(subset)
+                cells = np.round(self.boxes[index, :2] / (h, w)).astype(np.int64)
+                if len(index) == rows * cols and len({tuple(x) for x in cells.tolist()}) == len(
+                    index
+                ):
+                    return index, cells.astype(np.int32), (rows, cols)
         return None
 
 

@@ -1,0 +1,192 @@
+"""LLaVA-NeXT: any-resolution crops, unpadding and newline tokens, on a tiny model saved
+and loaded back. References: plain torch hooks and the model's own packing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tiny_vlms import build_llava_next
+from transformers import AutoModelForImageTextToText
+
+from analyses import RunConfig, run
+from caches import CacheReader, extract
+from interp import (
+    ConfigError,
+    LowerLayerMask,
+    ShufflePatches,
+    StimulusSpec,
+    capture_tokens,
+    generate,
+    load_model,
+)
+
+# 32 px: a 2x2 crop canvas, nothing padded. 16 px: a 1x2 canvas, the image centred in it
+# with 8 px of padding either side, unpadded to the middle 4 of 8 patch columns.
+SIZES = {32: (80, 5, 8), 16: (32, 3, 4)}  # patch tokens in the LLM, views, newlines
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> str:
+    return build_llava_next(tmp_path_factory.mktemp("llava-next"))
+
+
+@pytest.fixture(scope="module")
+def loaded(folder):
+    return load_model(folder)
+
+
+def _hooks(folder, inputs, paths: dict[str, str]):
+    """Plain forward hooks on a separately loaded copy; and the first LM layer's input."""
+    model = AutoModelForImageTextToText.from_pretrained(folder).eval()
+    modules = dict(model.named_modules())
+    seen = {}
+    handles = [
+        modules[path].register_forward_hook(
+            lambda _m, _i, out, site=site: seen.__setitem__(
+                site, out[0] if isinstance(out, tuple) else out
+            )
+        )
+        for site, path in paths.items()
+    ]
+    handles.append(
+        modules[paths["lm.0"]].register_forward_pre_hook(
+            lambda _m, args, kwargs: seen.__setitem__(
+                "lm_input", args[0] if args else kwargs["hidden_states"]
+            ),
+            with_kwargs=True,
+        )
+    )
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return model, seen
+
+
+@pytest.mark.parametrize("size", sorted(SIZES))
+def test_capture_equals_hooks_and_the_models_own_packing(loaded, folder, size) -> None:
+    adapter = loaded.adapter
+    n_lm, n_views, n_newlines = SIZES[size]
+    images = generate(StimulusSpec(n_images=2, image_size=size, seed=1)).images
+    prompt = adapter.default_prompt("Describe the image.")
+    got = capture_tokens(loaded, images, adapter.sites(), prompt=prompt)
+    inputs = adapter.build_inputs(images, prompt)
+    model, seen = _hooks(folder, inputs, {s: adapter.module_path(s) for s in adapter.sites()})
+    positions = adapter.token_positions(inputs)
+    rows = torch.arange(2)[:, None]
+    for site in adapter.sites():
+        layout = adapter.token_layout(site, size)
+        ref = seen[site]
+        if site.startswith("vision."):  # (batch * views, 1 + 16, d)
+            assert ref.shape[0] == 2 * n_views
+            want = ref[:, 1:].reshape(2, -1, ref.shape[-1])
+            torch.testing.assert_close(got.extra[site], ref[:, :1].reshape(2, n_views, -1))
+            assert layout.extra == ("cls",) * n_views
+        elif site == "projector":
+            want = ref.reshape(2, -1, ref.shape[-1])
+        else:
+            want = ref[rows, positions.patch]
+            torch.testing.assert_close(got.extra[site], ref[rows, positions.extra])
+            assert layout.extra == ("newline",) * n_newlines
+        assert got.acts[site].shape[1] == len(layout), site
+        torch.testing.assert_close(got.acts[site], want, rtol=0, atol=0, msg=site)
+    assert len(adapter.token_layout("lm.0", size)) == n_lm
+    # The LLM input: newline tokens hold the model's image_newline; each patch token holds
+    # the projector output of the (crop, row, col) the lm layout names.
+    lm_input = seen["lm_input"]  # (batch, seq, d)
+    newline = model.model.image_newline
+    torch.testing.assert_close(lm_input[rows, positions.extra], newline.expand(2, n_newlines, -1))
+    proj = adapter.token_layout("projector", size)
+    lm = adapter.token_layout("lm.0", size)
+    where = {key: t for t, key in enumerate(_keys(proj))}
+    index = [where[key] for key in _keys(lm)]
+    torch.testing.assert_close(
+        lm_input[rows, positions.patch], seen["projector"].reshape(2, -1, 32)[:, index]
+    )
+
+
+def _keys(layout) -> list[tuple[int, int, int]]:
+    """(crop, row, col) of each token."""
+    return [(int(c), int(r), int(q)) for c, (r, q) in zip(layout.crops, layout.grid, strict=True)]
+
+
+def test_unpadding_keeps_the_image_and_drops_the_padding(loaded) -> None:
+    vision = loaded.adapter.token_layout("vision.0", 16)
+    canvas = vision.crops > 0
+    empty = (vision.boxes[:, 2] <= vision.boxes[:, 0]) | (vision.boxes[:, 3] <= vision.boxes[:, 1])
+    assert empty[canvas].sum() == 16  # 2 padding columns on each side of a 4-row canvas
+    lm = loaded.adapter.token_layout("lm.0", 16)
+    assert not ((lm.boxes[:, 2:] - lm.boxes[:, :2]) <= 0).any()  # the LLM sees no padding
+    index, _, grid = lm.tiling(16)
+    assert grid == (4, 4) and len(index) == 16
+
+
+@pytest.mark.parametrize("size", sorted(SIZES))
+def test_grid_maps_tokens_to_patches_in_every_crop(loaded, size) -> None:
+    adapter = loaded.adapter
+    layout = adapter.token_layout("vision.0", size)
+    image = generate(StimulusSpec(n_images=1, image_size=size, seed=3)).images[0]
+    canvas = layout.crops > 0
+    sides = layout.boxes[:, 2:] - layout.boxes[:, :2]
+    for t in np.flatnonzero(canvas & (sides > 0).all(1))[::5]:
+        y0, x0, y1, x1 = layout.boxes[t].astype(int)
+        edited = image.copy()
+        edited[y0:y1, x0:x1] = (10, 200, 90)
+        both = capture_tokens(loaded, np.stack([image, edited]), ["vision.0"], prompt="<image>")
+        change = (both.acts["vision.0"][1] - both.acts["vision.0"][0]).norm(dim=-1).numpy()
+        crop = layout.crops[t]
+        in_crop = np.flatnonzero(layout.crops == crop)
+        assert in_crop[change[in_crop].argmax()] == t  # the mapped token changes most
+        others = np.flatnonzero((layout.crops > 0) & (layout.crops != crop))
+        assert change[others].max() < 1e-4  # other crops never see these pixels
+        base = np.flatnonzero(layout.crops == 0)
+        hit = base[change[base].argmax()]  # the base view: the token whose box holds it
+        by, bx = (y0 + y1) / 2, (x0 + x1) / 2
+        b = layout.boxes[hit]
+        assert b[0] <= by < b[2] and b[1] <= bx < b[3]
+
+
+def test_interventions_act_on_the_llm_only(loaded, folder) -> None:
+    adapter = loaded.adapter
+    images = generate(StimulusSpec(n_images=2, image_size=32, seed=2)).images
+    prompt = adapter.default_prompt("Describe the image.")
+    sites = adapter.sites()
+    base = capture_tokens(loaded, images, sites, prompt=prompt)
+    for intervention in (ShufflePatches(seed=3), LowerLayerMask(fraction=0.5)):
+        out = capture_tokens(loaded, images, sites, prompt=prompt, intervention=intervention)
+        for site in sites:
+            if site.startswith("vision.") or site == "projector":
+                torch.testing.assert_close(out.acts[site], base.acts[site], rtol=0, atol=0)
+            else:
+                assert (out.acts[site] - base.acts[site]).abs().max() > 1e-4, site
+    shuffled = ShufflePatches(seed=3).describe(adapter, 32)["permutation"]
+    assert sorted(shuffled) == list(range(80))
+
+
+def test_run_on_llava_next(folder, tmp_path) -> None:
+    result = run(
+        RunConfig(
+            out=str(tmp_path / "r"), model=folder, n_images=24, image_size=32, n_splits=2,
+            selections=["mean", "token"], progress=False,
+        )
+    )  # fmt: skip
+    assert set(result.table.condition) == {"baseline", "shuffle", "lower_mask"}
+    with CacheReader(result.paths["cache"]) as reader:
+        assert reader.acts("vision.0").shape[1:] == (80, 32)
+        assert reader.acts("lm.0").shape[1:] == (80, 32)
+        assert reader.extra_acts("lm.0").shape[1] == 8
+        assert reader.layout("lm.0").extra == ("newline",) * 8
+    # The pixel probe reads the crop tokens, which tile the image at the finer grid.
+    sites = {"vision.0", "vision.1", "projector", "lm.0", "lm.1", "lm.2", "lm.3"}
+    assert set(result.pixel_table.site) == sites == set(result.table.site)
+
+
+def test_sizes_that_do_not_tile_are_refused(loaded, tmp_path) -> None:
+    with pytest.raises(ConfigError, match="does not tile"):
+        extract(
+            loaded, generate(StimulusSpec(n_images=2, image_size=30)), tmp_path / "c.h5",
+            progress=False,
+        )  # fmt: skip

@@ -1,0 +1,65 @@
+"""Tiny VLMs of each family, built offline from their configs and saved with
+save_pretrained (tests load them back with from_pretrained, as a real checkpoint)."""
+
+from __future__ import annotations
+
+import torch
+import transformers
+
+from interp.tiny_llava import make_tokenizer, save_portable
+
+HIDDEN = 32
+
+
+def _llama(vocab: dict[str, int]) -> transformers.LlamaConfig:
+    return transformers.LlamaConfig(
+        hidden_size=HIDDEN,
+        intermediate_size=2 * HIDDEN,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        vocab_size=len(vocab),
+        max_position_embeddings=512,
+        pad_token_id=vocab["<pad>"],
+        bos_token_id=vocab["<s>"],
+        eos_token_id=vocab["</s>"],
+    )
+
+
+def build_llava_next(folder, *, image_size: int = 16, patch_size: int = 4) -> str:
+    """LLaVA-NeXT: a 16 px CLIP tower (4x4 patches) and pinpoints up to 32x32 px."""
+    tokenizer = make_tokenizer()
+    vocab = tokenizer.get_vocab()
+    vision = transformers.CLIPVisionConfig(
+        hidden_size=HIDDEN,
+        intermediate_size=2 * HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=patch_size,
+    )
+    pinpoints = [[image_size, 2 * image_size], [2 * image_size, image_size], [2 * image_size] * 2]
+    config = transformers.LlavaNextConfig(
+        vision_config=vision,
+        text_config=_llama(vocab),
+        image_token_id=vocab["<image>"],
+        image_grid_pinpoints=pinpoints,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+    )
+    torch.manual_seed(0)
+    model = transformers.LlavaNextForConditionalGeneration(config).eval()
+    processor_cls = getattr(transformers, "LlavaNextImageProcessorPil", None)
+    image_processor = (processor_cls or transformers.LlavaNextImageProcessor)(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+        image_grid_pinpoints=pinpoints,
+    )
+    processor = transformers.LlavaNextProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
+    return str(save_portable(model, processor, folder))
