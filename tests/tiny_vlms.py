@@ -63,3 +63,53 @@ def build_llava_next(folder, *, image_size: int = 16, patch_size: int = 4) -> st
         num_additional_image_tokens=1,
     )
     return str(save_portable(model, processor, folder))
+
+
+def _siglip_processor(image_size: int):
+    cls = (
+        getattr(transformers, "SiglipImageProcessorPil", None) or transformers.SiglipImageProcessor
+    )
+    return cls(size={"height": image_size, "width": image_size})
+
+
+def _siglip(image_size: int, patch_size: int) -> transformers.SiglipVisionConfig:
+    return transformers.SiglipVisionConfig(
+        hidden_size=HIDDEN,
+        intermediate_size=2 * HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=patch_size,
+    )
+
+
+def build_paligemma(folder, *, image_size: int = 16, patch_size: int = 4) -> str:
+    """PaliGemma: a SigLIP tower (4x4 patches), a linear projector and a Gemma decoder."""
+    image_processor = _siglip_processor(image_size)
+    image_processor.image_seq_length = (image_size // patch_size) ** 2
+    processor = transformers.PaliGemmaProcessor(
+        image_processor=image_processor, tokenizer=make_tokenizer()
+    )
+    vocab = processor.tokenizer.get_vocab()  # the processor adds <image>, <loc....>, <seg...>
+    text = transformers.GemmaConfig(
+        hidden_size=HIDDEN,
+        intermediate_size=2 * HIDDEN,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        vocab_size=len(vocab),
+        pad_token_id=vocab["<pad>"],
+        bos_token_id=vocab["<s>"],
+        eos_token_id=vocab["</s>"],
+    )
+    config = transformers.PaliGemmaConfig(
+        vision_config=_siglip(image_size, patch_size),
+        text_config=text,
+        image_token_id=vocab[processor.image_token],
+        projection_dim=HIDDEN,
+    )
+    config.vision_config.projection_dim = HIDDEN
+    torch.manual_seed(0)
+    model = transformers.PaliGemmaForConditionalGeneration(config).eval()
+    return str(save_portable(model, processor, folder))

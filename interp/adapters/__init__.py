@@ -4,6 +4,7 @@ from interp.adapters import clip as _clip  # noqa: F401  (each import registers 
 from interp.adapters import dinov2 as _dinov2  # noqa: F401
 from interp.adapters import llava as _llava  # noqa: F401
 from interp.adapters import llava_next as _llava_next  # noqa: F401
+from interp.adapters import paligemma as _paligemma  # noqa: F401
 from interp.adapters import siglip as _siglip  # noqa: F401
 from interp.adapters.base import (
     Adapter,

@@ -47,7 +47,8 @@ class LlavaAdapter(Adapter):
             getattr(config, "image_token_id", None) or config.image_token_index
         )
         # With the "full" strategy the first image token carries the CLS token, not a patch.
-        self._prefix = 1 if config.vision_feature_select_strategy == "full" else 0
+        strategy = getattr(config, "vision_feature_select_strategy", "default")
+        self._prefix = 1 if strategy == "full" else 0
 
     @property
     def n_vision_layers(self) -> int:
@@ -109,7 +110,7 @@ class LlavaAdapter(Adapter):
         batch = self.processor(
             images=list(images), text=[prompt] * len(images), return_tensors="pt"
         )
-        return dict(batch)
+        return {k: v for k, v in batch.items() if k != "labels"}  # no loss to compute
 
     def image_token_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
         return input_ids == self._image_token_id  # (batch, seq)

@@ -1,0 +1,122 @@
+"""VLM families with one patch grid per stage (PaliGemma, Gemma 3): tiny models saved and
+loaded back, checked against plain torch hooks, by repainting one patch, and under the
+interventions. LLaVA-1.5 has its own tests (test_capture, test_interventions), LLaVA-NeXT
+too (test_llava_next)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tiny_vlms import build_paligemma
+from transformers import AutoModelForImageTextToText
+
+from analyses import RunConfig, run
+from interp import (
+    LowerLayerMask,
+    ShufflePatches,
+    StimulusSpec,
+    capture_tokens,
+    generate,
+    load_model,
+)
+
+BUILDERS = {"paligemma": build_paligemma}
+SIZE = 16
+
+
+@pytest.fixture(scope="module", params=sorted(BUILDERS))
+def family(request, tmp_path_factory):
+    folder = BUILDERS[request.param](tmp_path_factory.mktemp(request.param))
+    return request.param, folder, load_model(folder)
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    return generate(StimulusSpec(n_images=2, image_size=SIZE, seed=5)).images
+
+
+def _hooked(folder, inputs, paths: dict[str, str]) -> dict[str, torch.Tensor]:
+    model = AutoModelForImageTextToText.from_pretrained(folder).eval()
+    modules = dict(model.named_modules())
+    seen: dict[str, torch.Tensor] = {}
+    handles = [
+        modules[path].register_forward_hook(
+            lambda _m, _i, out, site=site: seen.__setitem__(
+                site, out[0] if isinstance(out, tuple) else out
+            )
+        )
+        for site, path in paths.items()
+    ]
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def test_capture_equals_torch_hooks(family, images) -> None:
+    _, folder, loaded = family
+    adapter = loaded.adapter
+    prompt = adapter.default_prompt("Describe the image.")
+    got = capture_tokens(loaded, images, adapter.sites(), prompt=prompt)
+    inputs = adapter.build_inputs(images, prompt)
+    seen = _hooked(folder, inputs, {s: adapter.module_path(s) for s in adapter.sites()})
+    positions = adapter.token_positions(inputs).patch
+    image_ids = inputs["input_ids"] == loaded.model.config.image_token_id
+    assert (positions == image_ids.nonzero()[:, 1].reshape(len(images), -1)).all()
+    rows = torch.arange(len(images))[:, None]
+    prefix = adapter.vision_prefix_tokens
+    for site in adapter.sites():
+        ref = seen[site]
+        if site.startswith("vision."):
+            ref = ref[:, prefix:]
+        elif site.startswith("lm."):
+            ref = ref[rows, positions]
+        assert got.acts[site].shape[1] == len(adapter.token_layout(site, SIZE)), site
+        torch.testing.assert_close(got.acts[site], ref, rtol=0, atol=0, msg=site)
+
+
+def test_grid_maps_tokens_to_patches(family, images) -> None:
+    _, _, loaded = family
+    layout = loaded.adapter.token_layout("vision.0", SIZE)
+    prompt = loaded.adapter.default_prompt("Describe the image.")
+    for t in (0, 6, len(layout) - 1):
+        y0, x0, y1, x1 = layout.boxes[t].astype(int)
+        edited = images[0].copy()
+        edited[y0:y1, x0:x1] = (10, 200, 90)
+        both = capture_tokens(loaded, np.stack([images[0], edited]), ["vision.0"], prompt=prompt)
+        change = (both.acts["vision.0"][1] - both.acts["vision.0"][0]).norm(dim=-1).numpy()
+        assert int(change.argmax()) == t
+        assert change[t] > 2 * np.sort(change)[-2]
+
+
+def test_interventions_change_the_llm_only(family, images) -> None:
+    _, _, loaded = family
+    adapter = loaded.adapter
+    prompt = adapter.default_prompt("Describe the image.")
+    base = capture_tokens(loaded, images, adapter.sites(), prompt=prompt)
+    for intervention in (ShufflePatches(seed=1), LowerLayerMask(fraction=0.5)):
+        out = capture_tokens(
+            loaded, images, adapter.sites(), prompt=prompt, intervention=intervention
+        )
+        for site in adapter.sites():
+            if site.startswith("lm."):
+                assert (out.acts[site] - base.acts[site]).abs().max() > 1e-4, site
+            else:
+                torch.testing.assert_close(out.acts[site], base.acts[site], rtol=0, atol=0)
+
+
+def test_the_whole_run(family, tmp_path) -> None:
+    _, folder, loaded = family
+    result = run(
+        RunConfig(
+            out=str(tmp_path / "r"), model=folder, n_images=20, n_splits=2,
+            selections=["mean", "token"], progress=False,
+        )
+    )  # fmt: skip
+    assert set(result.table.site) == set(loaded.adapter.sites())
+    assert set(result.table.condition) == {"baseline", "shuffle", "lower_mask"}
+    assert set(result.pixel_table.site) == set(loaded.adapter.sites())
