@@ -81,11 +81,13 @@ def test_full_strategy_and_plain_prompt(plain_dir) -> None:
 
 
 def test_a_raising_trace_leaves_nothing_attached(loaded, stimuli, prompt) -> None:
-    before_hooks = hook_state(loaded.model)
     baseline = capture(loaded, stimuli.images, ["projector", "lm.2"], prompt=prompt)
+    # After one clean forward: some transformers releases (5.17) attach their own output
+    # recorders on a model's first call and keep them.
+    before_hooks = hook_state(loaded.model)
 
     class Boom:
-        def actions(self, adapter, input_ids):
+        def actions(self, adapter, inputs):
             def explode(value):
                 raise RuntimeError("boom inside the trace")
 

@@ -190,3 +190,17 @@ def test_sizes_that_do_not_tile_are_refused(loaded, tmp_path) -> None:
             loaded, generate(StimulusSpec(n_images=2, image_size=30)), tmp_path / "c.h5",
             progress=False,
         )  # fmt: skip
+
+
+def test_loads_with_a_dtype_and_device_map(folder, loaded) -> None:
+    """The checkpoint path a GPU run takes (device_map through accelerate), on the CPU."""
+    half = load_model(folder, dtype="bfloat16", device_map="cpu", local_files_only=True)
+    assert half.dtype == torch.bfloat16 and half.device.type == "cpu"
+    images = generate(StimulusSpec(n_images=2, image_size=32, seed=4)).images
+    prompt = half.adapter.default_prompt("Describe the image.")
+    low = capture_tokens(half, images, ["vision.1", "lm.3"], prompt=prompt)
+    full = capture_tokens(loaded, images, ["vision.1", "lm.3"], prompt=prompt)
+    for site in ("vision.1", "lm.3"):
+        assert low.acts[site].dtype == torch.float32  # stored as float32 whatever the model
+        error = (low.acts[site] - full.acts[site]).norm() / full.acts[site].norm()
+        assert error < 0.05, (site, float(error))
