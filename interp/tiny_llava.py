@@ -54,15 +54,21 @@ def _vocabulary() -> list[str]:
     return list(dict.fromkeys(words))  # de-duplicated, order kept
 
 
-def make_tokenizer():
-    """The word-level tokenizer over the stimuli's vocabulary (``<image>`` is special)."""
+def make_tokenizer(named: dict[str, str] | None = None):
+    """The word-level tokenizer over the stimuli's vocabulary (``<image>`` is special).
+
+    ``named`` adds special tokens the processor reads by name (e.g. Gemma 3's
+    ``{"boi_token": "<start_of_image>"}``); ``image_token`` is always ``<image>``.
+    """
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {w: i for i, w in enumerate(_vocabulary())}
+    named = {"image_token": _IMAGE_TOKEN, **(named or {})}
+    specials = list(dict.fromkeys([*_SPECIALS, *named.values()]))
+    vocab = {w: i for i, w in enumerate(list(dict.fromkeys(specials + _vocabulary())))}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     # Matched whole before pre-tokenisation (transformers 4.x would split "</s>" otherwise).
-    tok.add_special_tokens(list(_SPECIALS))
+    tok.add_special_tokens(specials)
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
@@ -76,7 +82,7 @@ def make_tokenizer():
         eos_token="</s>",
         pad_token="<pad>",
         unk_token="<unk>",
-        additional_special_tokens=[_IMAGE_TOKEN],
+        extra_special_tokens=named,
     )
 
 
@@ -155,15 +161,21 @@ def make_tiny_llava(
     return model, processor
 
 
-def save_portable(model: torch.nn.Module, processor: Any, folder: str | os.PathLike) -> Path:
+def save_portable(
+    model: torch.nn.Module,
+    processor: Any,
+    folder: str | os.PathLike,
+    named_tokens: dict[str, str] | None = None,
+) -> Path:
     """``save_pretrained`` model and processor so that transformers 4.57 and 5 both load them.
 
     transformers 5 records its tokenizer class as ``TokenizersBackend``, unknown to 4.x;
     ``PreTrainedTokenizerFast`` names the same fast tokenizer in both. It also writes
     ``extra_special_tokens`` as a list, which 4.x reads as a name -> token mapping; both
-    read ``{"image_token": "<image>"}``. And it saves the CLIP tower's weights as
-    ``vision_tower.<name>``, where 4.x expects ``vision_tower.vision_model.<name>`` (the
-    hub layout, which transformers 5 converts on load).
+    read ``{"image_token": "<image>"}`` (plus ``named_tokens``). And it saves the CLIP
+    tower's weights as ``vision_tower.<name>``, where 4.x expects
+    ``vision_tower.vision_model.<name>`` (the hub layout, which transformers 5 converts on
+    load).
     """
     from safetensors.torch import load_file, save_file
 
@@ -177,7 +189,7 @@ def save_portable(model: torch.nn.Module, processor: Any, folder: str | os.PathL
     config_path = folder / "tokenizer_config.json"
     config = json.loads(config_path.read_text())
     config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    config["extra_special_tokens"] = {"image_token": _IMAGE_TOKEN}
+    config["extra_special_tokens"] = {"image_token": _IMAGE_TOKEN, **(named_tokens or {})}
     config_path.write_text(json.dumps(config, indent=2) + "\n")
     return folder
 

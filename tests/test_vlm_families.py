@@ -1,14 +1,14 @@
-"""VLM families with one patch grid per stage (PaliGemma, Gemma 3): tiny models saved and
-loaded back, checked against plain torch hooks, by repainting one patch, and under the
-interventions. LLaVA-1.5 has its own tests (test_capture, test_interventions), LLaVA-NeXT
-too (test_llava_next)."""
+"""VLM families without crops (PaliGemma; Gemma 3, whose projector pools patches):
+tiny models saved and loaded back, checked against plain torch hooks, by repainting one
+patch, and under the interventions. LLaVA-1.5 has its own tests (test_capture,
+test_interventions), LLaVA-NeXT too (test_llava_next)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from tiny_vlms import build_paligemma
+from tiny_vlms import build_gemma3, build_paligemma
 from transformers import AutoModelForImageTextToText
 
 from analyses import RunConfig, run
@@ -21,7 +21,7 @@ from interp import (
     load_model,
 )
 
-BUILDERS = {"paligemma": build_paligemma}
+BUILDERS = {"paligemma": build_paligemma, "gemma3": build_gemma3}
 SIZE = 16
 
 
@@ -79,18 +79,23 @@ def test_capture_equals_torch_hooks(family, images) -> None:
         torch.testing.assert_close(got.acts[site], ref, rtol=0, atol=0, msg=site)
 
 
-def test_grid_maps_tokens_to_patches(family, images) -> None:
-    _, _, loaded = family
-    layout = loaded.adapter.token_layout("vision.0", SIZE)
+@pytest.mark.parametrize("site", ["vision.0", "projector"])
+def test_grid_maps_tokens_to_patches(family, images, site) -> None:
+    """Repaint the pixels of one token's box: that token changes most. Gemma 3's projector
+    pools 2x2 patches, so its tokens' boxes are 4 vision patches each."""
+    kind, _, loaded = family
+    layout = loaded.adapter.token_layout(site, SIZE)
+    assert len(layout) == (4 if (kind, site) == ("gemma3", "projector") else 16)
     prompt = loaded.adapter.default_prompt("Describe the image.")
-    for t in (0, 6, len(layout) - 1):
+    for t in (0, len(layout) // 2 - 1, len(layout) - 1):
         y0, x0, y1, x1 = layout.boxes[t].astype(int)
         edited = images[0].copy()
         edited[y0:y1, x0:x1] = (10, 200, 90)
-        both = capture_tokens(loaded, np.stack([images[0], edited]), ["vision.0"], prompt=prompt)
-        change = (both.acts["vision.0"][1] - both.acts["vision.0"][0]).norm(dim=-1).numpy()
+        both = capture_tokens(loaded, np.stack([images[0], edited]), [site], prompt=prompt)
+        change = (both.acts[site][1] - both.acts[site][0]).norm(dim=-1).numpy()
         assert int(change.argmax()) == t
-        assert change[t] > 2 * np.sort(change)[-2]
+        if site == "vision.0":
+            assert change[t] > 2 * np.sort(change)[-2]  # the rest only through attention
 
 
 def test_interventions_change_the_llm_only(family, images) -> None:

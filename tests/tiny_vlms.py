@@ -113,3 +113,48 @@ def build_paligemma(folder, *, image_size: int = 16, patch_size: int = 4) -> str
     torch.manual_seed(0)
     model = transformers.PaliGemmaForConditionalGeneration(config).eval()
     return str(save_portable(model, processor, folder))
+
+
+GEMMA3_TOKENS = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>"}
+
+
+def build_gemma3(folder, *, image_size: int = 16, patch_size: int = 4) -> str:
+    """Gemma 3: a SigLIP tower (4x4 patches) pooled to 2x2 image tokens, a Gemma 3 decoder
+    with sliding-window and global layers."""
+    tokenizer = make_tokenizer(GEMMA3_TOKENS)
+    vocab = tokenizer.get_vocab()
+    pil = getattr(transformers, "Gemma3ImageProcessorPil", None)
+    image_processor = (pil or transformers.Gemma3ImageProcessor)(
+        size={"height": image_size, "width": image_size}, do_pan_and_scan=False
+    )
+    processor = transformers.Gemma3Processor(
+        image_processor=image_processor, tokenizer=tokenizer, image_seq_length=4
+    )
+    text = transformers.Gemma3TextConfig(
+        hidden_size=HIDDEN,
+        intermediate_size=2 * HIDDEN,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        vocab_size=len(vocab),
+        sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"] * 2,
+        pad_token_id=vocab["<pad>"],
+        bos_token_id=vocab["<s>"],
+        eos_token_id=vocab["</s>"],
+    )
+    config = transformers.Gemma3Config(
+        text_config=text,
+        vision_config=_siglip(image_size, patch_size),
+        mm_tokens_per_image=4,
+        boi_token_index=vocab[GEMMA3_TOKENS["boi_token"]],
+        eoi_token_index=vocab[GEMMA3_TOKENS["eoi_token"]],
+        image_token_index=vocab["<image>"],
+    )
+    torch.manual_seed(0)
+    model = transformers.Gemma3ForConditionalGeneration(config).eval()
+    projector = model.model.multi_modal_projector
+    with torch.no_grad():  # initialised to zeros: every image token would enter as zero
+        projector.mm_input_projection_weight.normal_(std=0.2)
+    return str(save_portable(model, processor, folder, named_tokens=GEMMA3_TOKENS))

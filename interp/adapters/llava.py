@@ -79,6 +79,11 @@ class LlavaAdapter(Adapter):
         return int(getattr(embeddings, "class_embedding", None) is not None)
 
     @property
+    def n_image_tokens(self) -> int:
+        """Image tokens per image in the LLM sequence (CLS included)."""
+        return self.patch_grid[0] * self.patch_grid[1] + self._prefix
+
+    @property
     def image_extra(self) -> tuple[str, ...]:
         return ("cls",) * self._prefix
 
@@ -125,7 +130,7 @@ class LlavaAdapter(Adapter):
     def _all_image_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
         is_image = self.image_token_mask(input_ids)  # (batch, seq)
         counts = is_image.sum(1)
-        expected = self.patch_grid[0] * self.patch_grid[1] + self._prefix
+        expected = self.n_image_tokens
         if not bool((counts == expected).all()):
             raise InterventionError(
                 f"expected {expected} image tokens per sequence, found {counts.tolist()}; "

@@ -1,0 +1,62 @@
+"""Gemma 3 (``Gemma3ForConditionalGeneration``): SigLIP tower, an average-pooling projector,
+Gemma 3 decoder.
+
+The projector pools the tower's ``P x P`` patch grid into ``sqrt(mm_tokens_per_image)``
+tokens a side, so the vision sites and the LLM sites have different layouts: a vision
+token sees one patch, a projector/LLM token the block of patches it pools. The processor
+wraps the image's soft tokens in begin/end-of-image tokens; the prompt holds the
+begin-of-image token. Pan-and-scan crops are turned off (one view of the stimulus).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from interp.adapters.base import first_tensor, register_adapter
+from interp.adapters.llava import LlavaAdapter
+from interp.layout import TokenLayout
+from interp.sites import parse_site
+
+__all__ = ["Gemma3Adapter"]
+
+
+@register_adapter
+class Gemma3Adapter(LlavaAdapter):
+    family = "Gemma 3"
+    model_types = ("gemma3",)
+    hub_ids = ("google/gemma-3-4b-it", "google/gemma-3-12b-it", "google/gemma-3-27b-it")
+
+    def __init__(self, model: torch.nn.Module, processor: Any) -> None:
+        super().__init__(model, processor)
+        self._side = math.isqrt(int(model.config.mm_tokens_per_image))
+
+    @property
+    def n_image_tokens(self) -> int:
+        return self._side * self._side
+
+    def token_layout(self, site: str, image_size: int) -> TokenLayout:
+        if parse_site(self.check_site(site)).stage == "vision":
+            return super().token_layout(site, image_size)
+        return TokenLayout.regular(self._side, self._side, image_size)
+
+    def check_image_size(self, size: int) -> None:
+        super().check_image_size(size)  # the patch grid tiles, so the pooled grid does too
+
+    def build_inputs(self, images: np.ndarray, prompt: str) -> dict[str, torch.Tensor]:
+        self.check_prompt(prompt)
+        batch = self.processor(
+            images=[[image] for image in images],  # one image per sample
+            text=[prompt] * len(images),
+            return_tensors="pt",
+            do_pan_and_scan=False,
+        )
+        return {k: v for k, v in batch.items() if k != "labels"}
+
+    def select(self, site: str, value: Any, positions: Any) -> torch.Tensor:
+        if parse_site(site).stage == "projector":  # (batch, pooled tokens, d)
+            return first_tensor(value)
+        return super().select(site, value, positions)
