@@ -137,6 +137,12 @@ def load_model(
             f"could not load {source!r}: {str(err).splitlines()[0]}. Without network access, "
             f"pass a local save_pretrained folder (or pre-fill the Hugging Face cache)"
         ) from err
+    except ImportError as err:  # e.g. Qwen2-VL's video processor without torchvision
+        raise ModelLoadError(
+            f"the processor of {source!r} needs a package that is not installed: "
+            f"{str(err).splitlines()[0]} Install it (`pip install 'vlm-interp[qwen]'` for "
+            f"torchvision, matching your torch build)"
+        ) from err
     auto_class = getattr(transformers, adapter_class.auto_class)
     model_kwargs: dict[str, Any] = dict(kwargs)
     if dtype is not None:

@@ -158,3 +158,70 @@ def build_gemma3(folder, *, image_size: int = 16, patch_size: int = 4) -> str:
     with torch.no_grad():  # initialised to zeros: every image token would enter as zero
         projector.mm_input_projection_weight.normal_(std=0.2)
     return str(save_portable(model, processor, folder, named_tokens=GEMMA3_TOKENS))
+
+
+QWEN_TOKENS = {
+    "video_token": "<|video_pad|>",
+    "vision_start_token": "<|vision_start|>",
+    "vision_end_token": "<|vision_end|>",
+}
+
+
+def build_qwen2_vl(folder, *, version: str = "2", patch_size: int = 4) -> str:
+    """Qwen2-VL (``version="2"``) or Qwen2.5-VL (``"2.5"``, attention windows of 16 px):
+    4 px patches merged 2x2, an M-RoPE decoder. ``<|image_pad|>`` is the image token."""
+    named = {"image_token": "<|image_pad|>", **QWEN_TOKENS}
+    tokenizer = make_tokenizer(named)
+    vocab = tokenizer.get_vocab()
+    pixels = {"patch_size": patch_size, "merge_size": 2, "temporal_patch_size": 2}
+    pil = getattr(transformers, "Qwen2VLImageProcessorPil", None)
+    image_processor = (pil or transformers.Qwen2VLImageProcessor)(
+        min_pixels=16, max_pixels=64 * 64, **pixels
+    )
+    processor_cls = transformers.Qwen2VLProcessor
+    if version == "2.5":
+        processor_cls = transformers.Qwen2_5_VLProcessor
+    processor = processor_cls(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=transformers.Qwen2VLVideoProcessor(**pixels),  # needs torchvision
+    )
+    vision = {"depth": 2, "num_heads": 2, "patch_size": patch_size, "spatial_merge_size": 2}
+    if version == "2.5":
+        vision.update(
+            hidden_size=HIDDEN, out_hidden_size=HIDDEN, intermediate_size=2 * HIDDEN,
+            window_size=16, fullatt_block_indexes=[1],
+        )  # fmt: skip
+        config_cls, model_cls = (
+            transformers.Qwen2_5_VLConfig,
+            transformers.Qwen2_5_VLForConditionalGeneration,
+        )
+    else:
+        vision.update(embed_dim=HIDDEN, hidden_size=HIDDEN)
+        config_cls, model_cls = (
+            transformers.Qwen2VLConfig,
+            transformers.Qwen2VLForConditionalGeneration,
+        )
+    text = {
+        "hidden_size": HIDDEN,
+        "intermediate_size": 2 * HIDDEN,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "vocab_size": len(vocab),
+        "rope_parameters": {"rope_type": "default", "mrope_section": [2, 2, 4], "rope_theta": 1e4},
+        "pad_token_id": vocab["<pad>"],
+        "bos_token_id": vocab["<s>"],
+        "eos_token_id": vocab["</s>"],
+    }
+    config = config_cls(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=vocab[named["image_token"]],
+        video_token_id=vocab[named["video_token"]],
+        vision_start_token_id=vocab[named["vision_start_token"]],
+        vision_end_token_id=vocab[named["vision_end_token"]],
+    )
+    torch.manual_seed(0)
+    model = model_cls(config).eval()
+    return str(save_portable(model, processor, folder, named_tokens=named))

@@ -6,6 +6,8 @@ from interp.adapters import gemma3 as _gemma3  # noqa: F401
 from interp.adapters import llava as _llava  # noqa: F401
 from interp.adapters import llava_next as _llava_next  # noqa: F401
 from interp.adapters import paligemma as _paligemma  # noqa: F401
+from interp.adapters import qwen2_5_vl as _qwen2_5_vl  # noqa: F401
+from interp.adapters import qwen2_vl as _qwen2_vl  # noqa: F401
 from interp.adapters import siglip as _siglip  # noqa: F401
 from interp.adapters.base import (
     Adapter,

@@ -87,11 +87,14 @@ class TokenPositions:
 
     ``patch`` ``(batch, tokens)``: the patch-carrying tokens, in the order of the ``lm.*``
     layout; ``extra`` ``(batch, k)``: the image tokens that carry no patch (CLS, newline),
-    in the order of that layout's ``extra`` kinds.
+    in the order of that layout's ``extra`` kinds. ``vision_order``, where a family's vision
+    blocks work on a permuted sequence (Qwen2.5-VL's attention windows): the indices that
+    put their rows back in the processor's order.
     """
 
     patch: torch.Tensor
     extra: torch.Tensor
+    vision_order: torch.Tensor | None = None
 
 
 class Adapter(ABC):

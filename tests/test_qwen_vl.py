@@ -1,0 +1,145 @@
+"""Qwen2-VL and Qwen2.5-VL: a patch sequence without a batch dimension, merged 2x2, and
+(2.5) attention windows that reorder it. Tiny models saved and loaded back; references:
+plain torch hooks, transformers' own window index, the model's own merge into the LLM."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tiny_vlms import build_qwen2_vl
+from transformers import AutoModelForImageTextToText
+
+from analyses import RunConfig, run
+from interp import (
+    ConfigError,
+    LowerLayerMask,
+    ShufflePatches,
+    StimulusSpec,
+    capture_tokens,
+    generate,
+    load_model,
+)
+
+SIZE = {"2": 16, "2.5": 32}  # 2.5: 4x4 merged tokens in 2x2 windows of 2x2
+
+
+@pytest.fixture(scope="module", params=sorted(SIZE))
+def qwen(request, tmp_path_factory):
+    folder = build_qwen2_vl(tmp_path_factory.mktemp("qwen"), version=request.param)
+    return request.param, folder, load_model(folder)
+
+
+def _library_window_index(model, grid_thw: torch.Tensor) -> torch.Tensor:
+    visual = model.model.visual
+    if hasattr(visual, "get_window_index"):  # transformers 4.x
+        return visual.get_window_index(grid_thw)[0]
+    from transformers.vision_utils import get_vision_window_index
+
+    config = model.config.vision_config
+    return get_vision_window_index(
+        grid_thw, spatial_merge_size=2, window_size=config.window_size, patch_size=4
+    )[0]
+
+
+def test_capture_equals_hooks_and_what_enters_the_llm(qwen) -> None:
+    version, folder, loaded = qwen
+    adapter = loaded.adapter
+    size = SIZE[version]
+    images = generate(StimulusSpec(n_images=2, image_size=size, seed=1)).images
+    prompt = adapter.default_prompt("Describe the image.")
+    got = capture_tokens(loaded, images, adapter.sites(), prompt=prompt)
+    inputs = adapter.build_inputs(images, prompt)
+    model = AutoModelForImageTextToText.from_pretrained(folder).eval()
+    modules = dict(model.named_modules())
+    seen: dict[str, torch.Tensor] = {}
+    handles = [
+        modules[adapter.module_path(site)].register_forward_hook(
+            lambda _m, _i, out, site=site: seen.__setitem__(
+                site, out[0] if isinstance(out, tuple) else out
+            )
+        )
+        for site in adapter.sites()
+    ]
+    handles.append(
+        modules[adapter.module_path("lm.0")].register_forward_pre_hook(
+            lambda _m, args, kwargs: seen.__setitem__(
+                "lm_input", args[0] if args else kwargs["hidden_states"]
+            ),
+            with_kwargs=True,
+        )
+    )
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    positions = (inputs["input_ids"] == model.config.image_token_id).nonzero()[:, 1].reshape(2, -1)
+    rows = torch.arange(2)[:, None]
+    undo = None
+    if version == "2.5":  # blocks and merger work in window order; undo it at each site
+        undo = torch.argsort(_library_window_index(model, inputs["image_grid_thw"]))
+    for site in adapter.sites():
+        ref = seen[site]
+        if site.startswith("lm."):
+            ref = ref[rows, positions]
+        else:  # (images x tokens, d)
+            if undo is not None:
+                ref = ref.reshape(len(undo), -1, ref.shape[-1])[undo]
+            ref = ref.reshape(2, -1, ref.shape[-1])
+        assert got.acts[site].shape[1] == len(adapter.token_layout(site, size)), site
+        torch.testing.assert_close(got.acts[site], ref, rtol=0, atol=0, msg=site)
+    # What the model itself scatters into the LLM's input is the stored projector output.
+    torch.testing.assert_close(seen["lm_input"][rows, positions], got.acts["projector"])
+
+
+@pytest.mark.parametrize("site", ["vision.0", "projector"])
+def test_grid_maps_tokens_to_patches(qwen, site) -> None:
+    version, _, loaded = qwen
+    size = SIZE[version]
+    layout = loaded.adapter.token_layout(site, size)
+    image = generate(StimulusSpec(n_images=1, image_size=size, seed=3)).images[0]
+    prompt = loaded.adapter.default_prompt("Describe the image.")
+    for t in (0, 3, len(layout) // 2 + 1, len(layout) - 1):
+        y0, x0, y1, x1 = layout.boxes[t].astype(int)
+        edited = image.copy()
+        edited[y0:y1, x0:x1] = (10, 200, 90)
+        both = capture_tokens(loaded, np.stack([image, edited]), [site], prompt=prompt)
+        change = (both.acts[site][1] - both.acts[site][0]).norm(dim=-1).numpy()
+        assert int(change.argmax()) == t, (site, t)
+        if site == "vision.0":  # the rest only through attention
+            assert change[t] > 2 * np.sort(change)[-2]
+
+
+def test_interventions_change_the_llm_only(qwen) -> None:
+    version, _, loaded = qwen
+    adapter = loaded.adapter
+    images = generate(StimulusSpec(n_images=2, image_size=SIZE[version], seed=2)).images
+    prompt = adapter.default_prompt("Describe the image.")
+    base = capture_tokens(loaded, images, adapter.sites(), prompt=prompt)
+    for intervention in (ShufflePatches(seed=1), LowerLayerMask(fraction=0.5)):
+        out = capture_tokens(
+            loaded, images, adapter.sites(), prompt=prompt, intervention=intervention
+        )
+        for site in adapter.sites():
+            if site.startswith("lm."):
+                assert (out.acts[site] - base.acts[site]).abs().max() > 1e-4, site
+            else:
+                torch.testing.assert_close(out.acts[site], base.acts[site], rtol=0, atol=0)
+
+
+def test_the_whole_run_and_sizes_the_processor_would_resize(qwen, tmp_path) -> None:
+    version, folder, loaded = qwen
+    with pytest.raises(ConfigError, match="would be resized"):
+        loaded.adapter.check_image_size(20)
+    if version != "2":
+        return
+    result = run(
+        RunConfig(
+            out=str(tmp_path / "r"), model=folder, n_images=20, image_size=16, n_splits=2,
+            selections=["mean", "token"], progress=False,
+        )
+    )  # fmt: skip
+    assert set(result.table.site) == set(loaded.adapter.sites())
+    assert set(result.table.condition) == {"baseline", "shuffle", "lower_mask"}
