@@ -20,8 +20,21 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/interp run --out $(OUT) --overwrite
 
-test: $(STAMP)
+# The transformers 4.57 series (other module paths and output types), installed beside
+# the venv's own transformers and put first on the path for a second run of the suite.
+TF457     := $(VENV)/transformers-4.57
+TF457_PKG := 'transformers==4.57.*' 'tokenizers>=0.22,<0.23' 'huggingface_hub>=0.34,<1.0' \
+	requests urllib3 idna charset_normalizer certifi
+
+$(TF457)/.installed: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps --target $(TF457) $(TF457_PKG)
+	touch $@
+
+test: $(STAMP) $(TF457)/.installed
 	$(BIN)/python -m pytest
+	@PYTHONPATH=$(TF457) $(BIN)/python -c \
+		"import transformers; print('again with transformers', transformers.__version__)"
+	PYTHONPATH=$(TF457) $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

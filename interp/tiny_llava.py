@@ -166,13 +166,15 @@ def save_portable(
     processor: Any,
     folder: str | os.PathLike,
     named_tokens: dict[str, str] | None = None,
+    tokenizer_class: str = "PreTrainedTokenizerFast",
 ) -> Path:
     """``save_pretrained`` model and processor so that transformers 4.57 and 5 both load them.
 
     transformers 5 records its tokenizer class as ``TokenizersBackend``, unknown to 4.x;
     ``PreTrainedTokenizerFast`` names the same fast tokenizer in both. It also writes
     ``extra_special_tokens`` as a list, which 4.x reads as a name -> token mapping; both
-    read ``{"image_token": "<image>"}`` (plus ``named_tokens``). And it saves the CLIP
+    read ``{"image_token": "<image>"}`` (plus ``named_tokens``); ``tokenizer_class`` names
+    another class where a processor insists on one (transformers 4.x). And it saves the CLIP
     tower's weights as ``vision_tower.<name>``, where 4.x expects
     ``vision_tower.vision_model.<name>`` (the hub layout, which transformers 5 converts on
     load).
@@ -188,7 +190,7 @@ def save_portable(
         save_file({_hub_key(k): v for k, v in state.items()}, weights, metadata={"format": "pt"})
     config_path = folder / "tokenizer_config.json"
     config = json.loads(config_path.read_text())
-    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config["tokenizer_class"] = tokenizer_class
     config["extra_special_tokens"] = {"image_token": _IMAGE_TOKEN, **(named_tokens or {})}
     config_path.write_text(json.dumps(config, indent=2) + "\n")
     return folder

@@ -9,6 +9,24 @@ import transformers
 from interp.tiny_llava import make_tokenizer, save_portable
 
 HIDDEN = 32
+TRANSFORMERS_4 = int(transformers.__version__.split(".")[0]) < 5
+
+
+def _tokenizer(named: dict[str, str] | None, family_class: str):
+    """The word-level tokenizer; under transformers 4.x as the class the family's processor
+    insists on (5 accepts any fast tokenizer). Returns it and the class name to save."""
+    tokenizer = make_tokenizer(named)
+    if not TRANSFORMERS_4:
+        return tokenizer, "PreTrainedTokenizerFast"
+    wrapped = getattr(transformers, family_class)(
+        tokenizer_object=tokenizer.backend_tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_special_tokens={"image_token": "<image>", **(named or {})},
+    )
+    return wrapped, family_class
 
 
 def _llama(vocab: dict[str, int]) -> transformers.LlamaConfig:
@@ -87,8 +105,9 @@ def build_paligemma(folder, *, image_size: int = 16, patch_size: int = 4) -> str
     """PaliGemma: a SigLIP tower (4x4 patches), a linear projector and a Gemma decoder."""
     image_processor = _siglip_processor(image_size)
     image_processor.image_seq_length = (image_size // patch_size) ** 2
+    tokenizer, tokenizer_class = _tokenizer(None, "GemmaTokenizerFast")
     processor = transformers.PaliGemmaProcessor(
-        image_processor=image_processor, tokenizer=make_tokenizer()
+        image_processor=image_processor, tokenizer=tokenizer
     )
     vocab = processor.tokenizer.get_vocab()  # the processor adds <image>, <loc....>, <seg...>
     text = transformers.GemmaConfig(
@@ -112,7 +131,7 @@ def build_paligemma(folder, *, image_size: int = 16, patch_size: int = 4) -> str
     config.vision_config.projection_dim = HIDDEN
     torch.manual_seed(0)
     model = transformers.PaliGemmaForConditionalGeneration(config).eval()
-    return str(save_portable(model, processor, folder))
+    return str(save_portable(model, processor, folder, tokenizer_class=tokenizer_class))
 
 
 GEMMA3_TOKENS = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>"}
@@ -121,7 +140,7 @@ GEMMA3_TOKENS = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>"}
 def build_gemma3(folder, *, image_size: int = 16, patch_size: int = 4) -> str:
     """Gemma 3: a SigLIP tower (4x4 patches) pooled to 2x2 image tokens, a Gemma 3 decoder
     with sliding-window and global layers."""
-    tokenizer = make_tokenizer(GEMMA3_TOKENS)
+    tokenizer, tokenizer_class = _tokenizer(GEMMA3_TOKENS, "GemmaTokenizerFast")
     vocab = tokenizer.get_vocab()
     pil = getattr(transformers, "Gemma3ImageProcessorPil", None)
     image_processor = (pil or transformers.Gemma3ImageProcessor)(
@@ -157,7 +176,11 @@ def build_gemma3(folder, *, image_size: int = 16, patch_size: int = 4) -> str:
     projector = model.model.multi_modal_projector
     with torch.no_grad():  # initialised to zeros: every image token would enter as zero
         projector.mm_input_projection_weight.normal_(std=0.2)
-    return str(save_portable(model, processor, folder, named_tokens=GEMMA3_TOKENS))
+    return str(
+        save_portable(
+            model, processor, folder, named_tokens=GEMMA3_TOKENS, tokenizer_class=tokenizer_class
+        )
+    )
 
 
 QWEN_TOKENS = {
@@ -171,7 +194,7 @@ def build_qwen2_vl(folder, *, version: str = "2", patch_size: int = 4) -> str:
     """Qwen2-VL (``version="2"``) or Qwen2.5-VL (``"2.5"``, attention windows of 16 px):
     4 px patches merged 2x2, an M-RoPE decoder. ``<|image_pad|>`` is the image token."""
     named = {"image_token": "<|image_pad|>", **QWEN_TOKENS}
-    tokenizer = make_tokenizer(named)
+    tokenizer, tokenizer_class = _tokenizer(named, "Qwen2TokenizerFast")
     vocab = tokenizer.get_vocab()
     pixels = {"patch_size": patch_size, "merge_size": 2, "temporal_patch_size": 2}
     pil = getattr(transformers, "Qwen2VLImageProcessorPil", None)
@@ -209,11 +232,14 @@ def build_qwen2_vl(folder, *, version: str = "2", patch_size: int = 4) -> str:
         "num_attention_heads": 2,
         "num_key_value_heads": 1,
         "vocab_size": len(vocab),
-        "rope_parameters": {"rope_type": "default", "mrope_section": [2, 2, 4], "rope_theta": 1e4},
         "pad_token_id": vocab["<pad>"],
         "bos_token_id": vocab["<s>"],
         "eos_token_id": vocab["</s>"],
     }
+    if TRANSFORMERS_4:
+        text["rope_scaling"] = {"type": "mrope", "mrope_section": [2, 2, 4]}
+    else:
+        text["rope_parameters"] = {"rope_type": "default", "mrope_section": [2, 2, 4]}
     config = config_cls(
         vision_config=vision,
         text_config=text,
@@ -224,4 +250,6 @@ def build_qwen2_vl(folder, *, version: str = "2", patch_size: int = 4) -> str:
     )
     torch.manual_seed(0)
     model = model_cls(config).eval()
-    return str(save_portable(model, processor, folder, named_tokens=named))
+    return str(
+        save_portable(model, processor, folder, named_tokens=named, tokenizer_class=tokenizer_class)
+    )

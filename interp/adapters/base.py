@@ -235,9 +235,14 @@ class Adapter(ABC):
             )
         return site.name
 
+    @property
+    def prompt_image_token(self) -> str:
+        """The text that stands for the image in a prompt (the processor expands it)."""
+        return str(self.processor.image_token)
+
     def check_prompt(self, prompt: str) -> None:
         """The prompt must hold the processor's image token exactly once."""
-        token = self.processor.image_token
+        token = self.prompt_image_token
         if prompt.count(token) != 1:
             raise ConfigError(
                 f"the prompt must hold the image token {token!r} exactly once, found "

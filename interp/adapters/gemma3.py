@@ -35,6 +35,12 @@ class Gemma3Adapter(LlavaAdapter):
         self._side = math.isqrt(int(model.config.mm_tokens_per_image))
 
     @property
+    def prompt_image_token(self) -> str:
+        """The begin-of-image token (transformers 5 calls it the processor's image token;
+        4.x names the soft token so)."""
+        return str(getattr(self.processor, "boi_token", None) or self.processor.image_token)
+
+    @property
     def n_image_tokens(self) -> int:
         return self._side * self._side
 

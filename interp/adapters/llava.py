@@ -108,7 +108,7 @@ class LlavaAdapter(Adapter):
                 {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}
             ]
             return self.processor.apply_chat_template(conversation, add_generation_prompt=True)
-        return f"{self.processor.image_token}\n{question}"
+        return f"{self.prompt_image_token}\n{question}"
 
     def build_inputs(self, images: np.ndarray, prompt: str) -> dict[str, torch.Tensor]:
         self.check_prompt(prompt)

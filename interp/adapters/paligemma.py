@@ -21,4 +21,4 @@ class PaliGemmaAdapter(LlavaAdapter):
     hub_ids = ("google/paligemma-3b-pt-224", "google/paligemma2-3b-pt-224")
 
     def default_prompt(self, question: str) -> str:
-        return f"{self.processor.image_token}{question}"
+        return f"{self.prompt_image_token}{question}"

@@ -144,7 +144,7 @@ class Qwen2VLAdapter(Adapter):
         tokenizer = self.processor.tokenizer
         start = getattr(tokenizer, "vision_start_token", None) or "<|vision_start|>"
         end = getattr(tokenizer, "vision_end_token", None) or "<|vision_end|>"
-        return f"{start}{self.processor.image_token}{end}{question}"
+        return f"{start}{self.prompt_image_token}{end}{question}"
 
     def build_inputs(self, images: np.ndarray, prompt: str) -> dict[str, torch.Tensor]:
         self.check_prompt(prompt)
