@@ -253,3 +253,53 @@ def build_qwen2_vl(folder, *, version: str = "2", patch_size: int = 4) -> str:
     return str(
         save_portable(model, processor, folder, named_tokens=named, tokenizer_class=tokenizer_class)
     )
+
+
+IDEFICS3_TOKENS = {
+    "fake_image_token": "<fake_token_around_image>",
+    "global_image_token": "<global-img>",
+}
+
+
+def build_idefics3(folder, *, smolvlm: bool = False, tile: int = 16, patch_size: int = 4) -> str:
+    """Idefics3 (or SmolVLM): 16 px tiles of 4x4 patches, a 2x2 pixel shuffle, images up to
+    32 px split into 2x2 tiles plus the global view."""
+    prefix = "SmolVLM" if smolvlm else "Idefics3"
+    tokenizer, tokenizer_class = _tokenizer(IDEFICS3_TOKENS, "PreTrainedTokenizerFast")
+    pil = getattr(transformers, f"{prefix}ImageProcessorPil", None)
+    image_processor = (pil or getattr(transformers, f"{prefix}ImageProcessor"))(
+        size={"longest_edge": 2 * tile},
+        max_image_size={"longest_edge": tile},
+        do_image_splitting=True,
+    )
+    extra = {}
+    if smolvlm:
+        extra["video_processor"] = transformers.SmolVLMVideoProcessor()  # needs torchvision
+    processor = getattr(transformers, f"{prefix}Processor")(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        image_seq_len=(tile // patch_size) ** 2 // 4,
+        **extra,
+    )
+    vocab = processor.tokenizer.get_vocab()  # the processor adds its image tokens
+    vision = getattr(transformers, f"{prefix}VisionConfig")(
+        hidden_size=HIDDEN,
+        intermediate_size=2 * HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=tile,
+        patch_size=patch_size,
+    )
+    config = getattr(transformers, f"{prefix}Config")(
+        vision_config=vision,
+        text_config=_llama(vocab),
+        scale_factor=2,
+        image_token_id=vocab["<image>"],
+    )
+    torch.manual_seed(0)
+    model = getattr(transformers, f"{prefix}ForConditionalGeneration")(config).eval()
+    return str(
+        save_portable(
+            model, processor, folder, named_tokens=IDEFICS3_TOKENS, tokenizer_class=tokenizer_class
+        )
+    )

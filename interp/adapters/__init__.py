@@ -3,6 +3,7 @@
 from interp.adapters import clip as _clip  # noqa: F401  (each import registers a family)
 from interp.adapters import dinov2 as _dinov2  # noqa: F401
 from interp.adapters import gemma3 as _gemma3  # noqa: F401
+from interp.adapters import idefics3 as _idefics3  # noqa: F401
 from interp.adapters import llava as _llava  # noqa: F401
 from interp.adapters import llava_next as _llava_next  # noqa: F401
 from interp.adapters import paligemma as _paligemma  # noqa: F401
