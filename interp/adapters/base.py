@@ -25,6 +25,7 @@ __all__ = [
     "TokenPositions",
     "adapter_class_for",
     "adapter_for",
+    "find_first_module",
     "find_module",
     "register_adapter",
     "registered_families",
@@ -74,6 +75,21 @@ def find_module(root: nn.Module, suffix: str) -> str:
             f"found {hits or 'none'}; this model's layout differs from its family's adapter"
         )
     return hits[0]
+
+
+def find_first_module(root: nn.Module, suffixes: tuple[str, ...]) -> str:
+    """Dotted path of the module named by the first of ``suffixes`` that names exactly one
+    (a family's tree differs between transformers releases)."""
+    names = [n for n, _ in root.named_modules()]
+    for suffix in suffixes:
+        hits = [n for n in names if n == suffix or n.endswith("." + suffix)]
+        if len(hits) == 1:
+            return hits[0]
+    raise UnsupportedModelError(
+        f"expected exactly one module named '*{suffixes[0]}'"
+        + (f" (or {', '.join(suffixes[1:])})" if len(suffixes) > 1 else "")
+        + f" in {type(root).__name__}; this model's layout differs from its family's adapter"
+    )
 
 
 def first_tensor(value: Any) -> torch.Tensor:

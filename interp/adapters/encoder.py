@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from interp.adapters.base import Adapter, find_module, first_tensor
+from interp.adapters.base import Adapter, find_first_module, first_tensor
 from interp.errors import ConfigError, InterventionError
 from interp.sites import parse_site
 
@@ -30,18 +30,8 @@ class VisionEncoderAdapter(Adapter):
 
     def __init__(self, model: torch.nn.Module, processor: Any) -> None:
         super().__init__(model, processor)
-        names = dict(model.named_modules())
-        self._layers = next(
-            (
-                find_module(model, suffix)
-                for suffix in self.layer_suffixes
-                if any(n == suffix or n.endswith("." + suffix) for n in names)
-            ),
-            None,
-        )
-        if self._layers is None:
-            find_module(model, self.layer_suffixes[-1])  # raises the layout error
-        self._n = len(names[self._layers])
+        self._layers = find_first_module(model, self.layer_suffixes)
+        self._n = len(dict(model.named_modules())[self._layers])
         self.vision_config = getattr(model.config, "vision_config", model.config)
         self.image_processor = getattr(processor, "image_processor", processor)
 

@@ -52,15 +52,11 @@ class Gemma3Adapter(LlavaAdapter):
     def check_image_size(self, size: int) -> None:
         super().check_image_size(size)  # the patch grid tiles, so the pooled grid does too
 
-    def build_inputs(self, images: np.ndarray, prompt: str) -> dict[str, torch.Tensor]:
-        self.check_prompt(prompt)
-        batch = self.processor(
-            images=[[image] for image in images],  # one image per sample
-            text=[prompt] * len(images),
-            return_tensors="pt",
-            do_pan_and_scan=False,
-        )
-        return {k: v for k, v in batch.items() if k != "labels"}
+    def processor_images(self, images: np.ndarray) -> list:
+        return [[image] for image in images]  # a list of images per sample
+
+    def processor_kwargs(self) -> dict[str, Any]:
+        return {"do_pan_and_scan": False}
 
     def select(self, site: str, value: Any, positions: Any) -> torch.Tensor:
         if parse_site(site).stage == "projector":  # (batch, pooled tokens, d)

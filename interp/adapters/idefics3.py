@@ -12,19 +12,13 @@ tokens in the same order (tiles, then the global view), between text tags.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from interp.adapters.base import (
-    Adapter,
-    TokenPositions,
-    find_module,
-    first_tensor,
-    register_adapter,
-)
-from interp.errors import InterventionError
+from interp.adapters.base import TokenPositions, first_tensor, register_adapter
+from interp.adapters.decoder import DecoderVLMAdapter
 from interp.layout import TokenLayout
 from interp.sites import parse_site
 
@@ -32,7 +26,7 @@ __all__ = ["Idefics3Adapter"]
 
 
 @register_adapter
-class Idefics3Adapter(Adapter):
+class Idefics3Adapter(DecoderVLMAdapter):
     family = "Idefics3 / SmolVLM"
     model_types = ("idefics3", "smolvlm")
     hub_ids = (
@@ -40,33 +34,17 @@ class Idefics3Adapter(Adapter):
         "HuggingFaceTB/SmolVLM-Instruct",
         "HuggingFaceTB/SmolVLM2-2.2B-Instruct",
     )
+    vision_layer_suffixes: ClassVar[tuple[str, ...]] = ("vision_model.encoder.layers",)
+    projector_suffixes: ClassVar[tuple[str, ...]] = ("connector",)
+    lm_suffixes: ClassVar[tuple[str, ...]] = ("text_model",)
 
     def __init__(self, model: torch.nn.Module, processor: Any) -> None:
         super().__init__(model, processor)
-        config = model.config
-        self._vision_layers = find_module(model, "vision_model.encoder.layers")
-        self._connector = find_module(model, "connector")
-        self._lm = find_module(model, "text_model")
-        self._lm_layers = self._lm + ".layers"
-        modules = dict(model.named_modules())
-        self._n_vision = len(modules[self._vision_layers])
-        self._n_lm = len(modules[self._lm_layers])
-        vision = config.vision_config
+        vision = model.config.vision_config
         self._patch = int(vision.patch_size)
         self._tile = int(vision.image_size)
-        self._scale = int(config.scale_factor)
-        self._image_token_id = int(config.image_token_id)
-        self.image_processor = getattr(processor, "image_processor", processor)
+        self._scale = int(model.config.scale_factor)
         self._views = lru_cache(maxsize=8)(self._count_views)
-
-    # ----- structure -------------------------------------------------------------------
-    @property
-    def n_vision_layers(self) -> int:
-        return self._n_vision
-
-    @property
-    def n_lm_layers(self) -> int:
-        return self._n_lm
 
     @property
     def native_image_size(self) -> int:
@@ -78,27 +56,8 @@ class Idefics3Adapter(Adapter):
         return side, side
 
     @property
-    def attention_implementation(self) -> str:
-        text = self.model.config.get_text_config()
-        return str(getattr(text, "_attn_implementation", None) or "eager")
-
-    @property
     def vision_prefix_tokens(self) -> int:
         return 0
-
-    def module_path(self, site: str) -> str:
-        parsed = parse_site(self.check_site(site))
-        if parsed.stage == "vision":
-            return f"{self._vision_layers}.{parsed.layer}"
-        if parsed.stage == "projector":
-            return self._connector
-        return f"{self._lm_layers}.{parsed.layer}"
-
-    def attention_path(self, lm_layer: int) -> str:
-        return f"{self._lm_layers}.{lm_layer}.self_attn"
-
-    def lm_input_path(self) -> str:
-        return self._lm
 
     # ----- geometry --------------------------------------------------------------------
     def _count_views(self, size: int) -> tuple[int, int]:
@@ -125,44 +84,20 @@ class Idefics3Adapter(Adapter):
         return TokenLayout.concat([*tiles, TokenLayout.regular(side, side, image_size)])
 
     # ----- inputs ----------------------------------------------------------------------
-    def default_prompt(self, question: str) -> str:
-        if getattr(self.processor, "chat_template", None):
-            conversation = [
-                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}
-            ]
-            return self.processor.apply_chat_template(conversation, add_generation_prompt=True)
+    def plain_prompt(self, question: str) -> str:
         return f"{self.prompt_image_token}{question}"
 
-    def build_inputs(self, images: np.ndarray, prompt: str) -> dict[str, torch.Tensor]:
-        self.check_prompt(prompt)
-        batch = self.processor(
-            images=[[image] for image in images], text=[prompt] * len(images), return_tensors="pt"
-        )
-        return {k: v for k, v in batch.items() if k != "labels"}
-
-    def image_token_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return input_ids == self._image_token_id  # (batch, seq)
+    def processor_images(self, images: np.ndarray) -> list:
+        return [[image] for image in images]  # a list of images per sample
 
     def token_positions(self, inputs: dict[str, torch.Tensor]) -> TokenPositions:
-        is_image = self.image_token_mask(inputs["input_ids"])  # (batch, seq)
-        counts = is_image.sum(1)
         views = inputs["pixel_values"].shape[1]  # (batch, views, 3, H, W)
         expected = views * (self.patch_grid[0] // self._scale) ** 2
-        if not bool((counts == expected).all()):
-            raise InterventionError(
-                f"expected {expected} image tokens per sequence ({views} views), found "
-                f"{counts.tolist()}; the prompt must hold the processor's image token once"
-            )
-        positions = is_image.nonzero()[:, 1].reshape(len(counts), expected)
+        positions = self.image_positions(inputs["input_ids"], expected)
         return TokenPositions(positions, positions[:, :0])
-
-    def image_token_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.image_token_mask(input_ids).nonzero()[:, 1].reshape(len(input_ids), -1)
 
     def select(self, site: str, value: Any, positions: TokenPositions) -> torch.Tensor:
         hidden = first_tensor(value)
-        batch = positions.patch.shape[0]
-        if parse_site(site).stage != "lm":  # (batch x views, tokens, d)
-            return hidden.reshape(batch, -1, hidden.shape[-1])
-        rows = torch.arange(batch, device=hidden.device)[:, None]
-        return hidden[rows, positions.patch.to(hidden.device)]  # (batch, tokens, d)
+        if parse_site(site).stage == "lm":
+            return self.select_lm(hidden, positions)  # (batch, tokens, d)
+        return self.per_image(hidden, positions)  # from (batch x views, tokens, d)

@@ -2,61 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
-from interp.adapters.base import (
-    Adapter,
-    TokenPositions,
-    find_module,
-    first_tensor,
-    register_adapter,
-)
-from interp.errors import InterventionError
+from interp.adapters.base import TokenPositions, first_tensor, register_adapter
+from interp.adapters.decoder import DecoderVLMAdapter
 from interp.sites import parse_site
 
 __all__ = ["LlavaAdapter"]
 
 
 @register_adapter
-class LlavaAdapter(Adapter):
+class LlavaAdapter(DecoderVLMAdapter):
     family = "LLaVA-1.5"
     model_types = ("llava",)
     hub_ids = ("llava-hf/llava-1.5-7b-hf", "llava-hf/llava-1.5-13b-hf")
+    vision_layer_suffixes: ClassVar[tuple[str, ...]] = (
+        "vision_tower.encoder.layers",
+        "encoder.layers",  # transformers 4.x: vision_tower.vision_model.encoder.layers
+    )
+    projector_suffixes: ClassVar[tuple[str, ...]] = ("multi_modal_projector",)
+    lm_suffixes: ClassVar[tuple[str, ...]] = ("language_model",)
 
     def __init__(self, model: torch.nn.Module, processor: Any) -> None:
         super().__init__(model, processor)
-        config = model.config
-        self._vision_layers = find_module(model, "vision_tower") + "." + "encoder.layers"
-        if self._vision_layers not in dict(model.named_modules()):
-            self._vision_layers = find_module(model, "encoder.layers")
-        self._projector = find_module(model, "multi_modal_projector")
-        self._lm = find_module(model, "language_model")
-        self._lm_layers = self._lm + ".layers"
-        if self._lm_layers not in dict(model.named_modules()):  # transformers 4.x < 4.52
-            self._lm_layers = find_module(model, "language_model.model.layers")
-        modules = dict(model.named_modules())
-        self._n_vision = len(modules[self._vision_layers])
-        self._n_lm = len(modules[self._lm_layers])
-        vision = config.vision_config
+        vision = model.config.vision_config
         self._patch = int(vision.patch_size)
         self._image_size = int(vision.image_size)
-        self._image_token_id = int(
-            getattr(config, "image_token_id", None) or config.image_token_index
-        )
         # With the "full" strategy the first image token carries the CLS token, not a patch.
-        strategy = getattr(config, "vision_feature_select_strategy", "default")
+        strategy = getattr(model.config, "vision_feature_select_strategy", "default")
         self._prefix = 1 if strategy == "full" else 0
-
-    @property
-    def n_vision_layers(self) -> int:
-        return self._n_vision
-
-    @property
-    def n_lm_layers(self) -> int:
-        return self._n_lm
 
     @property
     def patch_grid(self) -> tuple[int, int]:
@@ -66,11 +42,6 @@ class LlavaAdapter(Adapter):
     @property
     def native_image_size(self) -> int:
         return self._image_size
-
-    @property
-    def attention_implementation(self) -> str:
-        text = self.model.config.text_config
-        return str(getattr(text, "_attn_implementation", None) or "eager")
 
     @property
     def vision_prefix_tokens(self) -> int:
@@ -87,56 +58,12 @@ class LlavaAdapter(Adapter):
     def image_extra(self) -> tuple[str, ...]:
         return ("cls",) * self._prefix
 
-    def lm_input_path(self) -> str:
-        return self._lm
-
-    def module_path(self, site: str) -> str:
-        parsed = parse_site(self.check_site(site))
-        if parsed.stage == "vision":
-            return f"{self._vision_layers}.{parsed.layer}"
-        if parsed.stage == "projector":
-            return self._projector
-        return f"{self._lm_layers}.{parsed.layer}"
-
-    def attention_path(self, lm_layer: int) -> str:
-        layer = f"{self._lm_layers}.{lm_layer}"
-        return layer + "." + find_module(dict(self.model.named_modules())[layer], "self_attn")
-
-    def default_prompt(self, question: str) -> str:
-        if getattr(self.processor, "chat_template", None):
-            conversation = [
-                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}
-            ]
-            return self.processor.apply_chat_template(conversation, add_generation_prompt=True)
-        return f"{self.prompt_image_token}\n{question}"
-
-    def build_inputs(self, images: np.ndarray, prompt: str) -> dict[str, torch.Tensor]:
-        self.check_prompt(prompt)
-        batch = self.processor(
-            images=list(images), text=[prompt] * len(images), return_tensors="pt"
-        )
-        return {k: v for k, v in batch.items() if k != "labels"}  # no loss to compute
-
-    def image_token_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return input_ids == self._image_token_id  # (batch, seq)
-
     def token_positions(self, inputs: dict[str, torch.Tensor]) -> TokenPositions:
-        positions = self._all_image_positions(inputs["input_ids"])  # (batch, image tokens)
+        positions = self.image_positions(inputs["input_ids"], self.n_image_tokens)
         return TokenPositions(positions[:, self._prefix :], positions[:, : self._prefix])
 
     def image_token_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self._all_image_positions(input_ids)[:, self._prefix :]  # (batch, tokens)
-
-    def _all_image_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
-        is_image = self.image_token_mask(input_ids)  # (batch, seq)
-        counts = is_image.sum(1)
-        expected = self.n_image_tokens
-        if not bool((counts == expected).all()):
-            raise InterventionError(
-                f"expected {expected} image tokens per sequence, found {counts.tolist()}; "
-                f"the prompt must hold the processor's image token exactly once"
-            )
-        return is_image.nonzero()[:, 1].reshape(len(input_ids), expected)
+        return self.image_positions(input_ids, self.n_image_tokens)[:, self._prefix :]
 
     def select_extra(
         self, site: str, value: Any, positions: TokenPositions | None
@@ -153,5 +80,4 @@ class LlavaAdapter(Adapter):
             return hidden[:, hidden.shape[1] - n_patches :]
         if stage == "projector":  # (batch, image tokens, d)
             return hidden[:, self._prefix :]
-        rows = torch.arange(hidden.shape[0], device=hidden.device)[:, None]
-        return hidden[rows, positions.patch.to(hidden.device)]  # (batch, tokens, d)
+        return self.select_lm(hidden, positions)  # (batch, tokens, d)

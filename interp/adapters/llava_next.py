@@ -163,14 +163,7 @@ class LlavaNextAdapter(LlavaAdapter):
 
     def token_positions(self, inputs: dict[str, torch.Tensor]) -> TokenPositions:
         newline = torch.as_tensor(self._newline_mask(self._size_of(inputs)))
-        is_image = self.image_token_mask(inputs["input_ids"])  # (batch, seq)
-        counts = is_image.sum(1)
-        if not bool((counts == len(newline)).all()):
-            raise InterventionError(
-                f"expected {len(newline)} image tokens per sequence, found {counts.tolist()}; "
-                f"the prompt must hold the processor's image token exactly once"
-            )
-        positions = is_image.nonzero()[:, 1].reshape(len(counts), len(newline))
+        positions = self.image_positions(inputs["input_ids"], len(newline))
         return TokenPositions(positions[:, ~newline], positions[:, newline])
 
     def image_token_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -179,20 +172,14 @@ class LlavaNextAdapter(LlavaAdapter):
             "token_positions(inputs) with the processor's outputs"
         )
 
-    def _per_image(self, hidden: torch.Tensor, positions: TokenPositions) -> torch.Tensor:
-        """``(batch * views, tokens, d)`` -> ``(batch, views * tokens, d)``."""
-        batch = positions.patch.shape[0]
-        return hidden.reshape(batch, -1, hidden.shape[-1])
-
     def select(self, site: str, value: Any, positions: TokenPositions) -> torch.Tensor:
         hidden = first_tensor(value)
         stage = parse_site(site).stage
         if stage == "vision":  # (batch * views, 1 + patches, d)
-            return self._per_image(hidden[:, self.vision_prefix_tokens :], positions)
+            return self.per_image(hidden[:, self.vision_prefix_tokens :], positions)
         if stage == "projector":  # (batch * views, patches, d)
-            return self._per_image(hidden, positions)
-        rows = torch.arange(hidden.shape[0], device=hidden.device)[:, None]
-        return hidden[rows, positions.patch.to(hidden.device)]  # (batch, tokens, d)
+            return self.per_image(hidden, positions)
+        return self.select_lm(hidden, positions)  # (batch, tokens, d)
 
     def select_extra(
         self, site: str, value: Any, positions: TokenPositions | None
@@ -201,7 +188,7 @@ class LlavaNextAdapter(LlavaAdapter):
         if stage == "vision":  # one CLS per view
             prefix = self.vision_prefix_tokens
             hidden = first_tensor(value)
-            return self._per_image(hidden[:, :prefix], positions) if prefix else None
+            return self.per_image(hidden[:, :prefix], positions) if prefix else None
         if stage == "projector":
             return None
         return super().select_extra(site, value, positions)

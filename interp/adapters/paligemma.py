@@ -20,5 +20,5 @@ class PaliGemmaAdapter(LlavaAdapter):
     model_types = ("paligemma",)
     hub_ids = ("google/paligemma-3b-pt-224", "google/paligemma2-3b-pt-224")
 
-    def default_prompt(self, question: str) -> str:
+    def plain_prompt(self, question: str) -> str:
         return f"{self.prompt_image_token}{question}"

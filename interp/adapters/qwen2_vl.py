@@ -10,18 +10,13 @@ Stimuli must come out of ``smart_resize`` unchanged, so that every patch is whol
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from interp.adapters.base import (
-    Adapter,
-    TokenPositions,
-    find_module,
-    first_tensor,
-    register_adapter,
-)
+from interp.adapters.base import TokenPositions, first_tensor, register_adapter
+from interp.adapters.decoder import DecoderVLMAdapter
 from interp.errors import ConfigError, InterventionError
 from interp.layout import TokenLayout
 from interp.sites import parse_site
@@ -30,37 +25,19 @@ __all__ = ["Qwen2VLAdapter"]
 
 
 @register_adapter
-class Qwen2VLAdapter(Adapter):
+class Qwen2VLAdapter(DecoderVLMAdapter):
     family = "Qwen2-VL"
     model_types = ("qwen2_vl",)
     hub_ids = ("Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2-VL-7B-Instruct")
+    vision_layer_suffixes: ClassVar[tuple[str, ...]] = ("visual.blocks",)
+    projector_suffixes: ClassVar[tuple[str, ...]] = ("visual.merger",)
+    lm_suffixes: ClassVar[tuple[str, ...]] = ("language_model",)
 
     def __init__(self, model: torch.nn.Module, processor: Any) -> None:
         super().__init__(model, processor)
-        config = model.config
-        self._blocks = find_module(model, "visual.blocks")
-        self._merger = find_module(model, "visual.merger")
-        self._lm = find_module(model, "language_model")
-        self._lm_layers = self._lm + ".layers"
-        modules = dict(model.named_modules())
-        if self._lm_layers not in modules:  # transformers 4.x: language_model is the CausalLM
-            self._lm_layers = find_module(model, "language_model.model.layers")
-        self._n_vision = len(modules[self._blocks])
-        self._n_lm = len(modules[self._lm_layers])
-        vision = config.vision_config
+        vision = model.config.vision_config
         self._patch = int(vision.patch_size)
         self._merge = int(vision.spatial_merge_size)
-        self._image_token_id = int(config.image_token_id)
-        self.image_processor = getattr(processor, "image_processor", processor)
-
-    # ----- structure -------------------------------------------------------------------
-    @property
-    def n_vision_layers(self) -> int:
-        return self._n_vision
-
-    @property
-    def n_lm_layers(self) -> int:
-        return self._n_lm
 
     @property
     def native_image_size(self) -> int:
@@ -73,27 +50,8 @@ class Qwen2VLAdapter(Adapter):
         return side, side
 
     @property
-    def attention_implementation(self) -> str:
-        text = self.model.config.get_text_config()
-        return str(getattr(text, "_attn_implementation", None) or "eager")
-
-    @property
     def vision_prefix_tokens(self) -> int:
         return 0
-
-    def module_path(self, site: str) -> str:
-        parsed = parse_site(self.check_site(site))
-        if parsed.stage == "vision":
-            return f"{self._blocks}.{parsed.layer}"
-        if parsed.stage == "projector":
-            return self._merger
-        return f"{self._lm_layers}.{parsed.layer}"
-
-    def attention_path(self, lm_layer: int) -> str:
-        return f"{self._lm_layers}.{lm_layer}.self_attn"
-
-    def lm_input_path(self) -> str:
-        return self._lm
 
     # ----- geometry --------------------------------------------------------------------
     def _resized(self, size: int) -> tuple[int, int]:
@@ -135,58 +93,28 @@ class Qwen2VLAdapter(Adapter):
         return flat.take(r * cols + c)
 
     # ----- inputs ----------------------------------------------------------------------
-    def default_prompt(self, question: str) -> str:
-        if getattr(self.processor, "chat_template", None):
-            conversation = [
-                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}
-            ]
-            return self.processor.apply_chat_template(conversation, add_generation_prompt=True)
+    def plain_prompt(self, question: str) -> str:
         tokenizer = self.processor.tokenizer
         start = getattr(tokenizer, "vision_start_token", None) or "<|vision_start|>"
         end = getattr(tokenizer, "vision_end_token", None) or "<|vision_end|>"
         return f"{start}{self.prompt_image_token}{end}{question}"
 
-    def build_inputs(self, images: np.ndarray, prompt: str) -> dict[str, torch.Tensor]:
-        self.check_prompt(prompt)
-        batch = self.processor(
-            images=list(images), text=[prompt] * len(images), return_tensors="pt"
-        )
-        return {k: v for k, v in batch.items() if k != "labels"}
-
-    def image_token_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return input_ids == self._image_token_id  # (batch, seq)
-
     def token_positions(self, inputs: dict[str, torch.Tensor]) -> TokenPositions:
         grid = inputs["image_grid_thw"]  # (images, 3): frames, patch rows, patch cols
         if not bool((grid == grid[0]).all()):
             raise InterventionError(f"every image of a batch must be the same size, got {grid}")
-        expected = int(grid[0].prod()) // self._merge**2
-        is_image = self.image_token_mask(inputs["input_ids"])  # (batch, seq)
-        counts = is_image.sum(1)
-        if not bool((counts == expected).all()):
-            raise InterventionError(
-                f"expected {expected} image tokens per sequence, found {counts.tolist()}; "
-                f"the prompt must hold the processor's image token exactly once"
-            )
-        positions = is_image.nonzero()[:, 1].reshape(len(counts), expected)
+        positions = self.image_positions(inputs["input_ids"], int(grid[0].prod()) // self._merge**2)
         return TokenPositions(positions, positions[:, :0], self.vision_order(grid))
 
     def vision_order(self, grid_thw: torch.Tensor) -> torch.Tensor | None:
         """Rows of the vision blocks' sequence in the processor's order (None: as they are)."""
         return None
 
-    def image_token_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
-        is_image = self.image_token_mask(input_ids)
-        return is_image.nonzero()[:, 1].reshape(len(input_ids), -1)
-
     def select(self, site: str, value: Any, positions: TokenPositions) -> torch.Tensor:
         hidden = first_tensor(value)
-        batch = positions.patch.shape[0]
-        if parse_site(site).stage != "lm":  # (images x tokens, d): no batch dimension
-            order = positions.vision_order
-            if order is not None:  # back from the blocks' order, a merge unit at a time
-                units = order.numel()
-                hidden = hidden.reshape(units, -1, hidden.shape[-1])[order.to(hidden.device)]
-            return hidden.reshape(batch, -1, hidden.shape[-1])
-        rows = torch.arange(batch, device=hidden.device)[:, None]
-        return hidden[rows, positions.patch.to(hidden.device)]  # (batch, tokens, d)
+        if parse_site(site).stage == "lm":
+            return self.select_lm(hidden, positions)  # (batch, tokens, d)
+        order = positions.vision_order  # (images x tokens, d): no batch dimension
+        if order is not None:  # back from the blocks' order, a merge unit at a time
+            hidden = hidden.reshape(order.numel(), -1, hidden.shape[-1])[order.to(hidden.device)]
+        return self.per_image(hidden, positions)
