@@ -7,13 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from references import assert_interventions_touch_the_llm_only, hooked_forward, token_change
 from tiny_vlms import build_idefics3
-from transformers import AutoModelForImageTextToText
 
 from analyses import RunConfig, run
 from interp import (
-    LowerLayerMask,
-    ShufflePatches,
     StimulusSpec,
     capture_tokens,
     generate,
@@ -42,31 +40,8 @@ def test_capture_equals_hooks_and_what_enters_the_llm(family, images) -> None:
     got = capture_tokens(loaded, images, adapter.sites(), prompt=prompt)
     inputs = adapter.build_inputs(images, prompt)
     assert inputs["pixel_values"].shape[1] == 5  # 4 tiles + global
-    model = AutoModelForImageTextToText.from_pretrained(folder).eval()
-    modules = dict(model.named_modules())
-    seen: dict[str, torch.Tensor] = {}
-    handles = [
-        modules[adapter.module_path(site)].register_forward_hook(
-            lambda _m, _i, out, site=site: seen.__setitem__(
-                site, out[0] if isinstance(out, tuple) else out
-            )
-        )
-        for site in adapter.sites()
-    ]
-    handles.append(
-        modules[adapter.module_path("lm.0")].register_forward_pre_hook(
-            lambda _m, args, kwargs: seen.__setitem__(
-                "lm_input", args[0] if args else kwargs["hidden_states"]
-            ),
-            with_kwargs=True,
-        )
-    )
-    try:
-        with torch.no_grad():
-            model(**inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    paths = {site: adapter.module_path(site) for site in adapter.sites()}
+    model, seen = hooked_forward(folder, inputs, paths, lm_input=paths["lm.0"])
     positions = (inputs["input_ids"] == model.config.image_token_id).nonzero()[:, 1].reshape(2, -1)
     rows = torch.arange(2)[:, None]
     for site in adapter.sites():
@@ -84,11 +59,8 @@ def test_grid_maps_tokens_to_patches_in_every_tile(family, images, site) -> None
     prompt = loaded.adapter.default_prompt("Describe the image.")
     tiles = np.flatnonzero(layout.crops > 0)
     for t in tiles[:: max(1, len(tiles) // 6)]:
-        y0, x0, y1, x1 = layout.boxes[t].astype(int)
-        edited = images[0].copy()
-        edited[y0:y1, x0:x1] = (10, 200, 90)
-        both = capture_tokens(loaded, np.stack([images[0], edited]), [site], prompt=prompt)
-        change = (both.acts[site][1] - both.acts[site][0]).norm(dim=-1).numpy()
+        y0, x0, y1, x1 = layout.boxes[t]
+        change = token_change(loaded, images[0], layout.boxes[t], site, prompt)
         crop = layout.crops[t]
         same = np.flatnonzero(layout.crops == crop)
         assert same[change[same].argmax()] == t, (site, t)
@@ -103,16 +75,7 @@ def test_interventions_and_the_whole_run(family, images, tmp_path) -> None:
     folder, loaded = family
     adapter = loaded.adapter
     prompt = adapter.default_prompt("Describe the image.")
-    base = capture_tokens(loaded, images, adapter.sites(), prompt=prompt)
-    for intervention in (ShufflePatches(seed=1), LowerLayerMask(fraction=0.5)):
-        out = capture_tokens(
-            loaded, images, adapter.sites(), prompt=prompt, intervention=intervention
-        )
-        for site in adapter.sites():
-            if site.startswith("lm."):
-                assert (out.acts[site] - base.acts[site]).abs().max() > 1e-4, site
-            else:
-                torch.testing.assert_close(out.acts[site], base.acts[site], rtol=0, atol=0)
+    assert_interventions_touch_the_llm_only(loaded, images, prompt)
     result = run(
         RunConfig(
             out=str(tmp_path / "r"), model=folder, n_images=20, image_size=SIZE, n_splits=2,

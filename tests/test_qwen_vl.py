@@ -7,19 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from references import assert_interventions_touch_the_llm_only, hooked_forward, token_change
 from tiny_vlms import build_qwen2_vl
-from transformers import AutoModelForImageTextToText
 
 from analyses import RunConfig, run
-from interp import (
-    ConfigError,
-    LowerLayerMask,
-    ShufflePatches,
-    StimulusSpec,
-    capture_tokens,
-    generate,
-    load_model,
-)
+from interp import ConfigError, StimulusSpec, capture_tokens, generate, load_model
 
 SIZE = {"2": 16, "2.5": 32}  # 2.5: 4x4 merged tokens in 2x2 windows of 2x2
 
@@ -50,31 +42,8 @@ def test_capture_equals_hooks_and_what_enters_the_llm(qwen) -> None:
     prompt = adapter.default_prompt("Describe the image.")
     got = capture_tokens(loaded, images, adapter.sites(), prompt=prompt)
     inputs = adapter.build_inputs(images, prompt)
-    model = AutoModelForImageTextToText.from_pretrained(folder).eval()
-    modules = dict(model.named_modules())
-    seen: dict[str, torch.Tensor] = {}
-    handles = [
-        modules[adapter.module_path(site)].register_forward_hook(
-            lambda _m, _i, out, site=site: seen.__setitem__(
-                site, out[0] if isinstance(out, tuple) else out
-            )
-        )
-        for site in adapter.sites()
-    ]
-    handles.append(
-        modules[adapter.module_path("lm.0")].register_forward_pre_hook(
-            lambda _m, args, kwargs: seen.__setitem__(
-                "lm_input", args[0] if args else kwargs["hidden_states"]
-            ),
-            with_kwargs=True,
-        )
-    )
-    try:
-        with torch.no_grad():
-            model(**inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    paths = {site: adapter.module_path(site) for site in adapter.sites()}
+    model, seen = hooked_forward(folder, inputs, paths, lm_input=paths["lm.0"])
     positions = (inputs["input_ids"] == model.config.image_token_id).nonzero()[:, 1].reshape(2, -1)
     rows = torch.arange(2)[:, None]
     undo = None
@@ -102,11 +71,7 @@ def test_grid_maps_tokens_to_patches(qwen, site) -> None:
     image = generate(StimulusSpec(n_images=1, image_size=size, seed=3)).images[0]
     prompt = loaded.adapter.default_prompt("Describe the image.")
     for t in (0, 3, len(layout) // 2 + 1, len(layout) - 1):
-        y0, x0, y1, x1 = layout.boxes[t].astype(int)
-        edited = image.copy()
-        edited[y0:y1, x0:x1] = (10, 200, 90)
-        both = capture_tokens(loaded, np.stack([image, edited]), [site], prompt=prompt)
-        change = (both.acts[site][1] - both.acts[site][0]).norm(dim=-1).numpy()
+        change = token_change(loaded, image, layout.boxes[t], site, prompt)
         assert int(change.argmax()) == t, (site, t)
         if site == "vision.0":  # the rest only through attention
             assert change[t] > 2 * np.sort(change)[-2]
@@ -116,17 +81,7 @@ def test_interventions_change_the_llm_only(qwen) -> None:
     version, _, loaded = qwen
     adapter = loaded.adapter
     images = generate(StimulusSpec(n_images=2, image_size=SIZE[version], seed=2)).images
-    prompt = adapter.default_prompt("Describe the image.")
-    base = capture_tokens(loaded, images, adapter.sites(), prompt=prompt)
-    for intervention in (ShufflePatches(seed=1), LowerLayerMask(fraction=0.5)):
-        out = capture_tokens(
-            loaded, images, adapter.sites(), prompt=prompt, intervention=intervention
-        )
-        for site in adapter.sites():
-            if site.startswith("lm."):
-                assert (out.acts[site] - base.acts[site]).abs().max() > 1e-4, site
-            else:
-                torch.testing.assert_close(out.acts[site], base.acts[site], rtol=0, atol=0)
+    assert_interventions_touch_the_llm_only(loaded, images, adapter.default_prompt("Hi."))
 
 
 def test_the_whole_run_and_sizes_the_processor_would_resize(qwen, tmp_path) -> None:

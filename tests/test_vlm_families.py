@@ -8,13 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from references import assert_interventions_touch_the_llm_only, hooked_forward, token_change
 from tiny_vlms import build_gemma3, build_paligemma
-from transformers import AutoModelForImageTextToText
 
 from analyses import RunConfig, run
 from interp import (
-    LowerLayerMask,
-    ShufflePatches,
     StimulusSpec,
     capture_tokens,
     generate,
@@ -36,34 +34,13 @@ def images() -> np.ndarray:
     return generate(StimulusSpec(n_images=2, image_size=SIZE, seed=5)).images
 
 
-def _hooked(folder, inputs, paths: dict[str, str]) -> dict[str, torch.Tensor]:
-    model = AutoModelForImageTextToText.from_pretrained(folder).eval()
-    modules = dict(model.named_modules())
-    seen: dict[str, torch.Tensor] = {}
-    handles = [
-        modules[path].register_forward_hook(
-            lambda _m, _i, out, site=site: seen.__setitem__(
-                site, out[0] if isinstance(out, tuple) else out
-            )
-        )
-        for site, path in paths.items()
-    ]
-    try:
-        with torch.no_grad():
-            model(**inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    return seen
-
-
 def test_capture_equals_torch_hooks(family, images) -> None:
     _, folder, loaded = family
     adapter = loaded.adapter
     prompt = adapter.default_prompt("Describe the image.")
     got = capture_tokens(loaded, images, adapter.sites(), prompt=prompt)
     inputs = adapter.build_inputs(images, prompt)
-    seen = _hooked(folder, inputs, {s: adapter.module_path(s) for s in adapter.sites()})
+    _, seen = hooked_forward(folder, inputs, {s: adapter.module_path(s) for s in adapter.sites()})
     positions = adapter.token_positions(inputs).patch
     image_ids = inputs["input_ids"] == loaded.model.config.image_token_id
     assert (positions == image_ids.nonzero()[:, 1].reshape(len(images), -1)).all()
@@ -88,11 +65,7 @@ def test_grid_maps_tokens_to_patches(family, images, site) -> None:
     assert len(layout) == (4 if (kind, site) == ("gemma3", "projector") else 16)
     prompt = loaded.adapter.default_prompt("Describe the image.")
     for t in (0, len(layout) // 2 - 1, len(layout) - 1):
-        y0, x0, y1, x1 = layout.boxes[t].astype(int)
-        edited = images[0].copy()
-        edited[y0:y1, x0:x1] = (10, 200, 90)
-        both = capture_tokens(loaded, np.stack([images[0], edited]), [site], prompt=prompt)
-        change = (both.acts[site][1] - both.acts[site][0]).norm(dim=-1).numpy()
+        change = token_change(loaded, images[0], layout.boxes[t], site, prompt)
         assert int(change.argmax()) == t
         if site == "vision.0":
             assert change[t] > 2 * np.sort(change)[-2]  # the rest only through attention
@@ -101,17 +74,7 @@ def test_grid_maps_tokens_to_patches(family, images, site) -> None:
 def test_interventions_change_the_llm_only(family, images) -> None:
     _, _, loaded = family
     adapter = loaded.adapter
-    prompt = adapter.default_prompt("Describe the image.")
-    base = capture_tokens(loaded, images, adapter.sites(), prompt=prompt)
-    for intervention in (ShufflePatches(seed=1), LowerLayerMask(fraction=0.5)):
-        out = capture_tokens(
-            loaded, images, adapter.sites(), prompt=prompt, intervention=intervention
-        )
-        for site in adapter.sites():
-            if site.startswith("lm."):
-                assert (out.acts[site] - base.acts[site]).abs().max() > 1e-4, site
-            else:
-                torch.testing.assert_close(out.acts[site], base.acts[site], rtol=0, atol=0)
+    assert_interventions_touch_the_llm_only(loaded, images, adapter.default_prompt("Hi."))
 
 
 def test_the_whole_run(family, tmp_path) -> None:
