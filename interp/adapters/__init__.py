@@ -12,19 +12,25 @@ from interp.adapters import qwen2_vl as _qwen2_vl  # noqa: F401
 from interp.adapters import siglip as _siglip  # noqa: F401
 from interp.adapters.base import (
     Adapter,
+    TokenPositions,
     adapter_class_for,
     adapter_for,
+    find_first_module,
     find_module,
     register_adapter,
     registered_families,
 )
+from interp.adapters.decoder import DecoderVLMAdapter
 from interp.adapters.encoder import VisionEncoderAdapter
 
 __all__ = [
     "Adapter",
+    "DecoderVLMAdapter",
+    "TokenPositions",
     "VisionEncoderAdapter",
     "adapter_class_for",
     "adapter_for",
+    "find_first_module",
     "find_module",
     "register_adapter",
     "registered_families",
