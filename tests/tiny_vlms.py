@@ -44,6 +44,23 @@ def _llama(vocab: dict[str, int]) -> transformers.LlamaConfig:
     )
 
 
+def _gemma(config_cls: type, vocab: dict[str, int], **extra):
+    """A 4-layer Gemma decoder config (``GemmaConfig`` or ``Gemma3TextConfig``)."""
+    return config_cls(
+        hidden_size=HIDDEN,
+        intermediate_size=2 * HIDDEN,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        vocab_size=len(vocab),
+        pad_token_id=vocab["<pad>"],
+        bos_token_id=vocab["<s>"],
+        eos_token_id=vocab["</s>"],
+        **extra,
+    )
+
+
 def build_llava_next(folder, *, image_size: int = 16, patch_size: int = 4) -> str:
     """LLaVA-NeXT: a 16 px CLIP tower (4x4 patches) and pinpoints up to 32x32 px."""
     tokenizer = make_tokenizer()
@@ -110,18 +127,7 @@ def build_paligemma(folder, *, image_size: int = 16, patch_size: int = 4) -> str
         image_processor=image_processor, tokenizer=tokenizer
     )
     vocab = processor.tokenizer.get_vocab()  # the processor adds <image>, <loc....>, <seg...>
-    text = transformers.GemmaConfig(
-        hidden_size=HIDDEN,
-        intermediate_size=2 * HIDDEN,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        vocab_size=len(vocab),
-        pad_token_id=vocab["<pad>"],
-        bos_token_id=vocab["<s>"],
-        eos_token_id=vocab["</s>"],
-    )
+    text = _gemma(transformers.GemmaConfig, vocab)
     config = transformers.PaliGemmaConfig(
         vision_config=_siglip(image_size, patch_size),
         text_config=text,
@@ -149,19 +155,11 @@ def build_gemma3(folder, *, image_size: int = 16, patch_size: int = 4) -> str:
     processor = transformers.Gemma3Processor(
         image_processor=image_processor, tokenizer=tokenizer, image_seq_length=4
     )
-    text = transformers.Gemma3TextConfig(
-        hidden_size=HIDDEN,
-        intermediate_size=2 * HIDDEN,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        vocab_size=len(vocab),
+    text = _gemma(
+        transformers.Gemma3TextConfig,
+        vocab,
         sliding_window=8,
         layer_types=["sliding_attention", "full_attention"] * 2,
-        pad_token_id=vocab["<pad>"],
-        bos_token_id=vocab["<s>"],
-        eos_token_id=vocab["</s>"],
     )
     config = transformers.Gemma3Config(
         text_config=text,
