@@ -163,3 +163,27 @@ def test_loads_with_a_dtype_and_device_map(folder, loaded) -> None:
         assert low.acts[site].dtype == torch.float32  # stored as float32 whatever the model
         error = (low.acts[site] - full.acts[site]).norm() / full.acts[site].norm()
         assert error < 0.05, (site, float(error))
+
+
+def test_refusals_name_the_fix(folder, loaded, tmp_path) -> None:
+    import json
+    import shutil
+
+    from interp import InterventionError, UnsupportedModelError
+
+    full = tmp_path / "full"
+    shutil.copytree(folder, full)
+    config = json.loads((full / "config.json").read_text())
+    config["vision_feature_select_strategy"] = "full"
+    (full / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UnsupportedModelError, match="'full' is not supported.*'default'"):
+        load_model(str(full))
+    adapter = loaded.adapter
+    inputs = adapter.build_inputs(
+        generate(StimulusSpec(n_images=1, image_size=32)).images, "<image>"
+    )
+    inputs["image_sizes"] = torch.tensor([[32, 16]])
+    with pytest.raises(InterventionError, match="same square size"):
+        adapter.token_positions(inputs)
+    with pytest.raises(InterventionError, match="use token_positions"):
+        adapter.image_token_positions(inputs["input_ids"])
