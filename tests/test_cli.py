@@ -111,6 +111,19 @@ def test_unknown_hub_id_offline_and_folder_without_config(tmp_path) -> None:
         load_model(str(tmp_path / "empty"))
 
 
+def test_a_processor_missing_a_package_says_what_to_install(tiny_dir, monkeypatch) -> None:
+    import transformers
+
+    from interp import ModelLoadError
+
+    def needs_torchvision(*args, **kwargs):
+        raise ImportError("Qwen2VLVideoProcessor requires the Torchvision library.")
+
+    monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained", needs_torchvision)
+    with pytest.raises(ModelLoadError, match=r"needs a package.*Torchvision.*vlm-interp\[qwen\]"):
+        load_model(tiny_dir)
+
+
 def test_unsupported_family_names_the_supported_ones() -> None:
     from transformers import GPT2Config, GPT2LMHeadModel
 

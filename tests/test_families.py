@@ -162,3 +162,15 @@ def test_encoders_take_no_prompt_and_no_interventions(encoder, images) -> None:
         capture(loaded, images, ["vision.0"], prompt="<image> hello")
     with pytest.raises(InterventionError, match="encoder has no"):
         LowerLayerMask().actions(loaded.adapter, None)
+
+
+def test_shuffle_needs_an_llm_and_layouts_need_their_modules(encoder, images) -> None:
+    from interp import InterventionError, ShufflePatches, UnsupportedModelError
+    from interp.adapters import find_first_module
+
+    _, _, loaded = encoder
+    inputs = loaded.adapter.build_inputs(images, "")
+    with pytest.raises(InterventionError, match="no LLM input to shuffle"):
+        ShufflePatches().actions(loaded.adapter, inputs)
+    with pytest.raises(UnsupportedModelError, match=r"'\*language_model' \(or text_model\)"):
+        find_first_module(loaded.model, ("language_model", "text_model"))

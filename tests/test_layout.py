@@ -130,3 +130,8 @@ def test_writer_refuses_tokens_that_disagree_with_the_layout(tmp_path) -> None:
                 {"baseline": {"vision.0": torch.zeros(2, 4, 3)}},
                 {"baseline": {"vision.0": torch.zeros(2, 1, 3)}},
             )
+
+
+def test_layout_arrays_must_agree() -> None:
+    with pytest.raises(ValueError, match="layout arrays disagree"):
+        TokenLayout(np.zeros((3, 4), np.float32), np.zeros(2, np.int16), np.zeros((3, 2), np.int32))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import h5py
 import numpy as np
 import pytest
 
@@ -67,3 +68,19 @@ def test_pixel_sweep_on_a_cache(loaded, tmp_path) -> None:
     np.testing.assert_array_equal(shown["original"], stimuli.images[:3])
     picture = reconstruction_grid(shown, scale=2)
     assert picture.size[0] == 3 * (128 + 2) and picture.size[1] > 3 * 128
+
+
+def test_sites_whose_tokens_do_not_tile_are_skipped_with_a_warning(loaded, tmp_path) -> None:
+    path = extract(
+        loaded, generate(StimulusSpec(n_images=20, seed=6)), tmp_path / "c.h5",
+        sites=["vision.0", "lm.7"], conditions=["baseline"], progress=False,
+    )  # fmt: skip
+    with h5py.File(path, "a") as f:  # lm.7 loses half its tokens' boxes: no tiling left
+        boxes = f["layout/lm.7/boxes"]
+        boxes[:32] = boxes[32:]
+    with (
+        CacheReader(path) as reader,
+        pytest.warns(UserWarning, match=r"no pixel probe at \['lm.7'\]"),
+    ):
+        table, shown = pixel_sweep(reader, n_show=2, n_boot=20, progress=False)
+    assert set(table.site) == {"vision.0"} and "lm.7" not in shown

@@ -98,3 +98,16 @@ def test_the_whole_run_and_sizes_the_processor_would_resize(qwen, tmp_path) -> N
     )  # fmt: skip
     assert set(result.table.site) == set(loaded.adapter.sites())
     assert set(result.table.condition) == {"baseline", "shuffle", "lower_mask"}
+
+
+def test_batches_of_mixed_sizes_are_refused(qwen) -> None:
+    from interp import InterventionError
+
+    version, _, loaded = qwen
+    adapter = loaded.adapter
+    size = SIZE[version]
+    images = generate(StimulusSpec(n_images=2, image_size=size)).images
+    inputs = adapter.build_inputs(images, adapter.default_prompt("Hi."))
+    inputs["image_grid_thw"] = torch.tensor([[1, 4, 4], [1, 4, 8]])
+    with pytest.raises(InterventionError, match="same size"):
+        adapter.token_positions(inputs)
