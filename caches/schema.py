@@ -12,7 +12,8 @@ Paths inside the HDF5 file::
     layout/<site>/grid      int32  (tokens, 2)     (row, col) in its crop's patch grid
     acts/<site>             float16 (n, tokens, d) baseline activations, one chunk per image
     ablations/<condition>/<site>   same, under an intervention (group attrs describe it)
-    extra/<condition>/<site>       float16 (n, k, d) tokens carrying no patch (attr ``kinds``)
+    extra/<condition>/<site>       float16 (n, k, d) tokens carrying no patch (kinds: the
+                                   layout group's attr ``extra``)
 
 Schema 2 files have ``tokens/grid`` (one grid for every site) instead of ``layout/``.
 """
