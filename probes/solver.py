@@ -100,7 +100,7 @@ def fit_logistic(
     *,
     max_iter: int = 300,
     tol: float = 1e-4,
-    ftol: float = 1e-8,
+    ftol: float | None = None,
     history: int = 10,
 ) -> LogisticSolution:
     """Fit ``P`` multinomial logistic regressions on shared features.
@@ -115,7 +115,8 @@ def fit_logistic(
 
     Solved by a batched L-BFGS: each problem keeps its own curvature history, step length
     and stopping point (largest gradient entry below ``tol``, or a step that lowers the
-    objective by less than ``ftol`` of it: float32's resolution), so an easy problem does
+    objective by less than ``ftol`` of it: by default a tenth of the dtype's resolution,
+    1.2e-8 in float32), so an easy problem does
     not wait on a hard one's line search.
     Problems that have stopped leave the working set, so the tail of slow problems runs
     on small tensors.
@@ -123,6 +124,7 @@ def fit_logistic(
     n, d = X.shape
     P = y.shape[0]
     device, dtype = X.device, X.dtype
+    ftol = 0.1 * torch.finfo(dtype).eps if ftol is None else ftol
     # Layout: problems sit in the middle axis, so that every product with the features
     # is one matrix multiplication over all of them: w (d + 1, p, K), z (n, p, K).
     weight = train.to(device, dtype).T  # (n, P)
