@@ -115,8 +115,8 @@ def fit_logistic(
 
     Solved by a batched L-BFGS: each problem keeps its own curvature history, step length
     and stopping point (largest gradient entry below ``tol``, or a step that lowers the
-    objective by less than ``ftol`` of it: by default a tenth of the dtype's resolution,
-    1.2e-8 in float32), so an easy problem does
+    objective by less than ``ftol`` of it: by default 1e-8 in float32, about a tenth of
+    its resolution, scaled to other dtypes), so an easy problem does
     not wait on a hard one's line search.
     Problems that have stopped leave the working set, so the tail of slow problems runs
     on small tensors.
@@ -124,7 +124,8 @@ def fit_logistic(
     n, d = X.shape
     P = y.shape[0]
     device, dtype = X.device, X.dtype
-    ftol = 0.1 * torch.finfo(dtype).eps if ftol is None else ftol
+    if ftol is None:  # 1e-8 in float32, scaled to the dtype's resolution otherwise
+        ftol = 1e-8 * torch.finfo(dtype).eps / torch.finfo(torch.float32).eps
     # Layout: problems sit in the middle axis, so that every product with the features
     # is one matrix multiplication over all of them: w (d + 1, p, K), z (n, p, K).
     weight = train.to(device, dtype).T  # (n, P)
