@@ -171,3 +171,11 @@ def test_unsupported_attention_and_bad_fraction_are_refused(loaded, stimuli, pro
         LowerLayerMask(fraction=0)
     with pytest.raises(ConfigError, match="unknown condition"):
         make_intervention("dropout")
+
+
+def test_shuffle_refuses_a_language_model_called_without_inputs_embeds(loaded, stimuli, prompt):
+    inputs = loaded.adapter.build_inputs(stimuli.images[:2], prompt)
+    (action,) = ShufflePatches(seed=1).actions(loaded.adapter, inputs)
+    assert action.path == loaded.adapter.lm_input_path() and action.port == "inputs"
+    with pytest.raises(InterventionError, match="not given inputs_embeds"):
+        action.edit(((), {"input_ids": inputs["input_ids"]}))
