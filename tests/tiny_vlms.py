@@ -65,14 +65,7 @@ def build_llava_next(folder, *, image_size: int = 16, patch_size: int = 4) -> st
     """LLaVA-NeXT: a 16 px CLIP tower (4x4 patches) and pinpoints up to 32x32 px."""
     tokenizer = make_tokenizer()
     vocab = tokenizer.get_vocab()
-    vision = transformers.CLIPVisionConfig(
-        hidden_size=HIDDEN,
-        intermediate_size=2 * HIDDEN,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=image_size,
-        patch_size=patch_size,
-    )
+    vision = _vision(transformers.CLIPVisionConfig, image_size, patch_size)
     pinpoints = [[image_size, 2 * image_size], [2 * image_size, image_size], [2 * image_size] * 2]
     config = transformers.LlavaNextConfig(
         vision_config=vision,
@@ -107,8 +100,9 @@ def _siglip_processor(image_size: int):
     return cls(size={"height": image_size, "width": image_size})
 
 
-def _siglip(image_size: int, patch_size: int) -> transformers.SiglipVisionConfig:
-    return transformers.SiglipVisionConfig(
+def _vision(config_cls: type, image_size: int, patch_size: int):
+    """A 2-layer ViT tower config (CLIP, SigLIP, Idefics3/SmolVLM)."""
+    return config_cls(
         hidden_size=HIDDEN,
         intermediate_size=2 * HIDDEN,
         num_hidden_layers=2,
@@ -129,7 +123,7 @@ def build_paligemma(folder, *, image_size: int = 16, patch_size: int = 4) -> str
     vocab = processor.tokenizer.get_vocab()  # the processor adds <image>, <loc....>, <seg...>
     text = _gemma(transformers.GemmaConfig, vocab)
     config = transformers.PaliGemmaConfig(
-        vision_config=_siglip(image_size, patch_size),
+        vision_config=_vision(transformers.SiglipVisionConfig, image_size, patch_size),
         text_config=text,
         image_token_id=vocab[processor.image_token],
         projection_dim=HIDDEN,
@@ -163,7 +157,7 @@ def build_gemma3(folder, *, image_size: int = 16, patch_size: int = 4) -> str:
     )
     config = transformers.Gemma3Config(
         text_config=text,
-        vision_config=_siglip(image_size, patch_size),
+        vision_config=_vision(transformers.SiglipVisionConfig, image_size, patch_size),
         mm_tokens_per_image=4,
         boi_token_index=vocab[GEMMA3_TOKENS["boi_token"]],
         eoi_token_index=vocab[GEMMA3_TOKENS["eoi_token"]],
@@ -280,14 +274,7 @@ def build_idefics3(folder, *, smolvlm: bool = False, tile: int = 16, patch_size:
         **extra,
     )
     vocab = processor.tokenizer.get_vocab()  # the processor adds its image tokens
-    vision = getattr(transformers, f"{prefix}VisionConfig")(
-        hidden_size=HIDDEN,
-        intermediate_size=2 * HIDDEN,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=tile,
-        patch_size=patch_size,
-    )
+    vision = _vision(getattr(transformers, f"{prefix}VisionConfig"), tile, patch_size)
     config = getattr(transformers, f"{prefix}Config")(
         vision_config=vision,
         text_config=_llama(vocab),

@@ -69,8 +69,9 @@ class DecoderVLMAdapter(Adapter):
         return f"{self._lm_layers}.{parsed.layer}"
 
     def attention_path(self, lm_layer: int) -> str:
-        layer = f"{self._lm_layers}.{lm_layer}"
-        return find_first_module(self.model, (f"{layer}.self_attn",))
+        layer = f"{self._lm_layers}.{lm_layer}"  # searched inside the layer only
+        module = self.model.get_submodule(layer)
+        return f"{layer}.{find_first_module(module, ('self_attn',))}"
 
     def lm_input_path(self) -> str:
         return self._lm
