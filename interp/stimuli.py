@@ -5,6 +5,11 @@ centre position and 3x3 cell) and for the whole image (object count), plus an ob
 (which object, if any, covers each pixel) from which per-patch label maps are derived for
 any patch grid. Image ``i`` depends only on ``(seed, i)``, so the first ``k`` images of a
 larger set are byte-identical to a set of ``k`` images with the same seed.
+
+Sizes may be mixed (``image_sizes``): image ``i`` is ``image_sizes[i % len]`` px square,
+drawn at that size (object radii and cells scale with it) and padded at the bottom and
+right, with the background colour (object map: -1), to the largest side, so a set is
+still one array; ``Stimuli.sizes`` says which part of each is the image.
 """
 
 from __future__ import annotations
@@ -59,26 +64,44 @@ CATEGORICAL_ATTRIBUTES: dict[str, tuple[str, ...]] = {
 OBJECT_ATTRIBUTES: tuple[str, ...] = ("color", "shape", "size", "cell")
 MAX_OBJECTS = len(COUNT_NAMES)
 _MAX_PLACEMENT_TRIES = 200
+_DEFAULT_SIZE = 64
 
 
 @dataclass(frozen=True)
 class StimulusSpec:
-    """What to draw. Validated on construction."""
+    """What to draw. Validated on construction.
+
+    ``image_size`` is the side of every image; with ``image_sizes`` (sides to mix, image
+    ``i`` gets ``image_sizes[i % len(image_sizes)]``) it becomes the padded canvas side,
+    ``max(image_sizes)``.
+    """
 
     n_images: int = 256
-    image_size: int = 64
+    image_size: int = _DEFAULT_SIZE
     seed: int = 0
     min_objects: int = 1
     max_objects: int = 4
     background: tuple[int, int, int] = (255, 255, 255)
+    image_sizes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.n_images < 1:
             raise ConfigError(f"n_images must be >= 1, got {self.n_images}")
-        if self.image_size < 16:
+        object.__setattr__(self, "image_sizes", tuple(int(s) for s in self.image_sizes))
+        if self.image_sizes:
+            canvas = max(self.image_sizes)
+            if self.image_size not in (canvas, _DEFAULT_SIZE):
+                raise ConfigError(
+                    f"with image_sizes={list(self.image_sizes)} the canvas side is their "
+                    f"largest, {canvas} px, not image_size={self.image_size}; leave "
+                    f"image_size out"
+                )
+            object.__setattr__(self, "image_size", canvas)
+        if min(self.sizes) < 16:
+            name = "image_sizes" if self.image_sizes else "image_size"
             raise ConfigError(
-                f"image_size must be >= 16 px so that shapes are recognisable, "
-                f"got {self.image_size}"
+                f"{name} must be >= 16 px so that shapes are recognisable, "
+                f"got {min(self.sizes)}"
             )
         if not 1 <= self.min_objects <= self.max_objects <= len(COUNT_NAMES):
             raise ConfigError(
@@ -88,8 +111,20 @@ class StimulusSpec:
         if len(self.background) != 3 or not all(0 <= c <= 255 for c in self.background):
             raise ConfigError(f"background must be an RGB triple in 0..255, got {self.background}")
 
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """The distinct image sides of the set, in the order images cycle through them."""
+        return self.image_sizes or (self.image_size,)
+
+    def size_of(self, index: int) -> int:
+        """Side in px of image ``index``."""
+        return self.sizes[index % len(self.sizes)]
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if not self.image_sizes:  # a single-size spec reads as it did before sizes mixed
+            del out["image_sizes"]
+        return out
 
 
 @dataclass
@@ -97,11 +132,21 @@ class Stimuli:
     """A generated set: pixels, labels and object maps, all indexed by image."""
 
     spec: StimulusSpec
-    images: np.ndarray  # (n, H, W, 3) uint8
+    images: np.ndarray  # (n, H, W, 3) uint8 (mixed sizes: padded to the largest)
     object_map: np.ndarray  # (n, H, W) int8: object index covering the pixel, -1 = background
     labels: dict[str, np.ndarray] = field(default_factory=dict)  # attribute -> (n,)
     # Per image, every object: {"shape", "color", "size"} (class indices) and {"x", "y"} (px).
     objects: list[list[dict[str, float]]] = field(default_factory=list)
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """``(n,)`` int64 side in px of each image (the top-left square of its array)."""
+        return np.array([self.spec.size_of(i) for i in range(len(self))], dtype=np.int64)
+
+    def image(self, index: int) -> np.ndarray:
+        """Image ``index`` without its padding, ``(side, side, 3)`` uint8."""
+        side = self.spec.size_of(index)
+        return self.images[index, :side, :side]
 
     def __len__(self) -> int:
         return len(self.images)
@@ -119,7 +164,7 @@ class Stimuli:
             for k, obj in enumerate(objs):
                 for attribute in OBJECT_ATTRIBUTES:
                     value = (
-                        cell_of(obj, self.spec.image_size)
+                        cell_of(obj, self.spec.size_of(i))
                         if attribute == "cell"
                         else obj[attribute]
                     )
@@ -150,7 +195,7 @@ def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndar
 def _sample_objects(spec: StimulusSpec, index: int) -> list[dict[str, float]]:
     """The objects of image ``index``: class indices, centre (px) and radius (px)."""
     rng = np.random.default_rng([spec.seed, index])
-    size = spec.image_size
+    size = spec.size_of(index)
     count = int(rng.integers(spec.min_objects, spec.max_objects + 1))
     objects: list[dict[str, float]] = []
     for _ in range(count):
@@ -200,20 +245,23 @@ def render(
 
 def generate(spec: StimulusSpec) -> Stimuli:
     """Draw ``spec.n_images`` images. Same spec -> byte-identical images and labels."""
-    images = np.empty((spec.n_images, spec.image_size, spec.image_size, 3), dtype=np.uint8)
-    object_map = np.empty((spec.n_images, spec.image_size, spec.image_size), dtype=np.int8)
+    canvas = spec.image_size
+    images = np.empty((spec.n_images, canvas, canvas, 3), dtype=np.uint8)
+    images[...] = np.asarray(spec.background, dtype=np.uint8)  # the padding of smaller images
+    object_map = np.full((spec.n_images, canvas, canvas), -1, dtype=np.int8)
     objects: list[list[dict[str, float]]] = []
     for i in range(spec.n_images):
         drawn = _sample_objects(spec, i)
-        images[i], object_map[i] = render(drawn, spec.image_size, spec.background)
+        side = spec.size_of(i)
+        images[i, :side, :side], object_map[i, :side, :side] = render(drawn, side, spec.background)
         objects.append(drawn)
     rows = [
         {
             **objs[0],
-            "cell": cell_of(objs[0], spec.image_size),
+            "cell": cell_of(objs[0], spec.size_of(i)),
             "count": len(objs) - 1,  # class index: "1" is index 0
         }
-        for objs in objects
+        for i, objs in enumerate(objects)
     ]
     labels = {
         name: np.array([r[name] for r in rows], dtype=np.int64) for name in CATEGORICAL_ATTRIBUTES
