@@ -46,6 +46,11 @@ class RunConfig:
     image_size: int | None = option(
         "stimulus side in px (default: the model's native input size)", default=None
     )
+    image_sizes: list[int] | None = option(
+        "mix image sides, e.g. 32 48 64 (image i gets side i mod their count); the cache "
+        "then stores each image's own tokens, ragged (no pixel probe)",
+        default=None,
+    )
     seed: int = option("seed of stimuli, shuffling and folds", default=0)
     batch_size: int = option("images per forward pass", default=32)
     sites: list[str] | None = option(
@@ -89,6 +94,10 @@ class RunConfig:
             raise ConfigError(f"n_splits must be >= 2, got {self.n_splits}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.image_sizes is not None and self.image_size is not None:
+            raise ConfigError(
+                f"give image_size ({self.image_size}) or image_sizes ({self.image_sizes}), not both"
+            )
         if self.n_boot < 1 or self.tokens_per_image < 1:
             raise ConfigError(
                 f"n_boot and tokens_per_image must be >= 1, got {self.n_boot} and "
@@ -131,11 +140,16 @@ def run(config: RunConfig) -> RunResult:
         device_map=config.device_map,
         local_files_only=config.local_files_only,
     )
-    image_size = config.image_size or loaded.adapter.native_image_size
-    loaded.adapter.check_image_size(image_size)
-    stimuli = generate(
-        StimulusSpec(n_images=config.n_images, image_size=image_size, seed=config.seed)
-    )
+    if config.image_sizes:
+        spec = StimulusSpec(
+            n_images=config.n_images, image_sizes=tuple(config.image_sizes), seed=config.seed
+        )
+    else:
+        image_size = config.image_size or loaded.adapter.native_image_size
+        spec = StimulusSpec(n_images=config.n_images, image_size=image_size, seed=config.seed)
+    for side in spec.sizes:
+        loaded.adapter.check_image_size(side)
+    stimuli = generate(spec)
     # An unfinished cache from the same settings is resumed; from others, refused.
     extract(
         loaded,

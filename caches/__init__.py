@@ -3,6 +3,7 @@
 from caches.extraction import DEFAULT_QUESTION, extract
 from caches.reader import CacheReader
 from caches.schema import BASELINE, SCHEMA_VERSION, acts_path
+from caches.tokens import SiteTokens
 from caches.writer import CacheWriter
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "CacheReader",
     "CacheWriter",
+    "SiteTokens",
     "acts_path",
     "extract",
 ]

@@ -11,8 +11,9 @@ import h5py
 import numpy as np
 
 from caches.schema import BASELINE, SCHEMA_VERSION, acts_path, extra_path, layout_path
+from caches.tokens import SiteTokens
 from interp.errors import CacheError, SiteError
-from interp.layout import TokenLayout
+from interp.layout import EXTRA_KINDS, TokenLayout
 
 __all__ = ["CacheReader"]
 
@@ -99,16 +100,59 @@ class CacheReader:
     def object_map(self) -> h5py.Dataset:
         return self._file["images/object_map"]
 
-    def layout(self, site: str) -> TokenLayout:
-        """Where each stored token of ``site`` comes from (see :class:`TokenLayout`)."""
+    @property
+    def image_sizes(self) -> np.ndarray:
+        """``(n,)`` side in px of each image: the top-left square of its padded array."""
+        if "images/size" in self._file:
+            return self._file["images/size"][()].astype(np.int64)
+        return np.full(self.n_images, self.images.shape[1], dtype=np.int64)
+
+    def is_ragged(self, site: str) -> bool:
+        """Whether ``site`` is stored ragged (flat tokens plus per-image offsets)."""
+        self._check_site(site)
+        group = self._file.get(layout_path(site))
+        return group is not None and "offsets" in group
+
+    def offsets(self, site: str) -> np.ndarray:
+        """``(n + 1,)`` int64: image ``i``'s tokens of ``site`` are rows
+        ``offsets[i]:offsets[i + 1]`` of the flat token order (dense sites too)."""
+        if self.is_ragged(site):
+            return self._file[layout_path(site)]["offsets"][()].astype(np.int64)
+        tokens = len(self.layout(site))
+        return np.arange(self.n_images + 1, dtype=np.int64) * tokens
+
+    def extra_offsets(self, site: str) -> np.ndarray:
+        """As :meth:`offsets`, for the tokens that carry no patch."""
+        if self.is_ragged(site):
+            return self._file[layout_path(site)]["extra_offsets"][()].astype(np.int64)
+        return np.arange(self.n_images + 1, dtype=np.int64) * len(self.layout(site).extra)
+
+    def layout(self, site: str, image: int | None = None) -> TokenLayout:
+        """Where each stored token of ``site`` comes from (see :class:`TokenLayout`).
+
+        A dense site has one layout for every image. A ragged one has one per image:
+        ``image`` picks it; without ``image`` the result covers every token of every
+        image in flat order (cut it with :meth:`offsets`).
+        """
         self._check_site(site)
         if layout_path(site) in self._file:
             group = self._file[layout_path(site)]
+            if "offsets" not in group:
+                return TokenLayout(
+                    boxes=group["boxes"][()],
+                    crops=group["crops"][()],
+                    grid=group["grid"][()],
+                    extra=tuple(json.loads(group.attrs["extra"])),
+                )
+            rows = kinds = slice(None)
+            if image is not None:
+                rows = slice(*self._span(group["offsets"], image))
+                kinds = slice(*self._span(group["extra_offsets"], image))
             return TokenLayout(
-                boxes=group["boxes"][()],
-                crops=group["crops"][()],
-                grid=group["grid"][()],
-                extra=tuple(json.loads(group.attrs["extra"])),
+                boxes=group["boxes"][rows],
+                crops=group["crops"][rows],
+                grid=group["grid"][rows],
+                extra=tuple(EXTRA_KINDS[k] for k in group["extra_kinds"][kinds]),
             )
         # schema <= 2: one grid for every site, non-patch tokens not kept
         grid = self._file["tokens/grid"][()]  # (tokens, 2)
@@ -116,6 +160,12 @@ class CacheReader:
         size = self.images.shape[1]
         full = TokenLayout.regular(rows, cols, size)
         return full.take(grid[:, 0] * cols + grid[:, 1])
+
+    def _span(self, offsets: h5py.Dataset, image: int) -> tuple[int, int]:
+        if not 0 <= image < self.n_images:
+            raise CacheError(f"image {image} is outside 0..{self.n_images - 1} of {self.path}")
+        lo, hi = offsets[image : image + 2]
+        return int(lo), int(hi)
 
     @property
     def label_names(self) -> list[str]:
@@ -161,35 +211,60 @@ class CacheReader:
             )
 
     def acts(self, site: str, condition: str = BASELINE) -> h5py.Dataset:
-        """The lazy ``(n, tokens, d)`` float16 dataset of ``site`` under ``condition``: its
-        patch tokens, in the order of :meth:`layout`."""
+        """The lazy float16 dataset of ``site`` under ``condition``: its patch tokens, in
+        the order of :meth:`layout`; ``(n, tokens, d)``, or ``(all tokens, d)`` where the
+        site is ragged (:meth:`offsets` cuts it into images)."""
         self._check_site(site, condition)
         return self._file[acts_path(site, condition)]
 
     def extra_acts(self, site: str, condition: str = BASELINE) -> h5py.Dataset | None:
-        """The lazy ``(n, k, d)`` float16 tokens of ``site`` that carry no patch (their
-        kinds: ``layout(site).extra``), or None where the site has none."""
+        """The lazy float16 tokens of ``site`` that carry no patch (``(n, k, d)``, or flat
+        where ragged; their kinds: ``layout(site).extra``), or None where there are none."""
         self._check_site(site, condition)
         return self._file.get(extra_path(site, condition))
 
-    def site_array(self, site: str, condition: str = BASELINE, chunk: int = 256) -> np.ndarray:
-        """``(n_written, tokens, d)`` float32 in memory, converted ``chunk`` images at a
-        time (so the float16 copy never exists whole)."""
+    def site_tokens(self, site: str, condition: str = BASELINE, chunk: int = 256) -> SiteTokens:
+        """Every written image's patch tokens of ``site``, flat, float32 in memory (dense
+        and ragged sites alike), converted ``chunk`` images at a time (so the float16 copy
+        never exists whole)."""
         dataset = self.acts(site, condition)
         n = self.n_written
-        out = np.empty((n, *dataset.shape[1:]), dtype=np.float32)
+        offsets = self.offsets(site)[: n + 1]
+        values = np.empty((int(offsets[-1]), dataset.shape[-1]), dtype=np.float32)
         for start in range(0, n, chunk):
-            out[start : start + chunk] = dataset[start : min(n, start + chunk)]
-        return out
+            stop = min(n, start + chunk)
+            lo, hi = offsets[start], offsets[stop]
+            block = dataset[start:stop] if dataset.ndim == 3 else dataset[lo:hi]
+            values[lo:hi] = block.reshape(hi - lo, -1)
+        return SiteTokens(values, offsets)
+
+    def site_array(self, site: str, condition: str = BASELINE, chunk: int = 256) -> np.ndarray:
+        """``(n_written, tokens, d)`` float32 in memory; a CacheError for a ragged site
+        (use :meth:`site_tokens`)."""
+        if self.is_ragged(site):
+            raise CacheError(
+                f"site {site!r} of {self.path} is stored ragged (images have different "
+                f"token counts); read it with site_tokens(), which gives flat tokens and "
+                f"per-image offsets"
+            )
+        return self.site_tokens(site, condition, chunk).dense()
 
     def mean_pooled(self, site: str, condition: str = BASELINE, chunk: int = 256) -> np.ndarray:
-        """``(n_written, d)`` float32 mean over tokens, read ``chunk`` images at a time."""
+        """``(n_written, d)`` float32 mean over each image's tokens, read ``chunk`` images
+        at a time."""
         dataset = self.acts(site, condition)
         n = self.n_written
+        offsets = self.offsets(site)[: n + 1]
         out = np.empty((n, dataset.shape[-1]), dtype=np.float32)
         for start in range(0, n, chunk):
-            block = dataset[start : start + chunk].astype(np.float32)  # (chunk, tokens, d)
-            out[start : start + len(block)] = block.mean(axis=1)
+            stop = min(n, start + chunk)
+            if dataset.ndim == 3:
+                out[start:stop] = dataset[start:stop].astype(np.float32).mean(axis=1)
+                continue
+            block = dataset[offsets[start] : offsets[stop]].astype(np.float32)  # (tokens, d)
+            local = offsets[start : stop + 1] - offsets[start]
+            for i in range(stop - start):
+                out[start + i] = block[local[i] : local[i + 1]].mean(axis=0)
         return out
 
     def close(self) -> None:

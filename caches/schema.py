@@ -3,8 +3,9 @@
 Paths inside the HDF5 file::
 
     /                       attrs: see ROOT_ATTRS
-    images/pixels           uint8  (n, H, W, 3)
+    images/pixels           uint8  (n, H, W, 3)    mixed sizes: padded to the largest
     images/object_map       int8   (n, H, W)       object index per pixel, -1 = background
+    images/size             int32  (n,)            side of each image (its top-left square)
     labels/<attribute>      int64 (n,) categorical (attr ``classes``) or float32 (n,)
     objects/<attribute>     int64  (n, max objects) every object's class, -1 = no object
     layout/<site>/boxes     float32 (tokens, 4)    stimulus pixels (y0, x0, y1, x1) of each token
@@ -14,6 +15,12 @@ Paths inside the HDF5 file::
     ablations/<condition>/<site>   same, under an intervention (group attrs describe it)
     extra/<condition>/<site>       float16 (n, k, d) tokens carrying no patch (kinds: the
                                    layout group's attr ``extra``)
+
+A ragged site (images of mixed sizes: a layout per image) stores every image's tokens one
+after another: ``layout/<site>/{boxes,crops,grid}`` and ``acts/<site>`` have ``(all
+tokens, ...)`` rows, ``layout/<site>/offsets`` int64 ``(n + 1,)`` says where each image
+starts; ``layout/<site>/extra_offsets`` and ``extra_kinds`` (int8 index into
+``EXTRA_KINDS``) do the same for ``extra/``.
 
 Schema 2 files have ``tokens/grid`` (one grid for every site) instead of ``layout/``.
 """
@@ -31,9 +38,9 @@ __all__ = [
     "layout_path",
 ]
 
-# 2 added objects/<attribute>; 3 a token layout per site and the non-patch tokens.
-# Versions 1 and 2 are still read.
-SCHEMA_VERSION = 3
+# 2 added objects/<attribute>; 3 a token layout per site and the non-patch tokens; 4
+# images/size and ragged sites. Versions 1 to 3 are still read.
+SCHEMA_VERSION = 4
 ACT_DTYPE = "float16"
 BASELINE = "baseline"
 

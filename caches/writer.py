@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,22 @@ from caches.schema import (
     layout_path,
 )
 from interp.errors import CacheError, OutputExistsError
-from interp.layout import TokenLayout
+from interp.layout import EXTRA_KINDS, TokenLayout
 
 __all__ = ["CacheWriter", "partial_path"]
+
+# What ``write_batch`` takes per site: ``(batch, tokens, d)``, or one ``(tokens_i, d)``
+# tensor per image (a ragged site, or a batch gathered from several forward passes).
+SiteValues = torch.Tensor | Sequence[torch.Tensor]
 
 
 def partial_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     return path.with_name(path.name + ".partial")
+
+
+def _offsets(counts: Sequence[int]) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
 
 
 def _encode(value: Any) -> Any:
@@ -101,12 +110,18 @@ class CacheWriter:
         object_map: np.ndarray,
         labels: dict[str, np.ndarray],
         label_classes: dict[str, tuple[str, ...]],
-        layouts: dict[str, TokenLayout],
+        layouts: dict[str, TokenLayout | Sequence[TokenLayout]],
         object_labels: dict[str, np.ndarray] | None = None,
+        sizes: np.ndarray | None = None,
     ) -> None:
         """Stimuli, labels (of the first object and the image; ``object_labels`` of every
         object, ``(n, max objects)``, -1 padded) and each site's token layout (idempotent
-        on resume)."""
+        on resume).
+
+        A site's layout is one :class:`TokenLayout` (every image alike: dense arrays) or
+        one per image (the site is stored ragged: flat tokens plus per-image offsets).
+        ``sizes`` ``(n,)``: the side of each image within its padded array (default: all).
+        """
         f = self._file
         if "images/pixels" in f:
             return
@@ -115,6 +130,10 @@ class CacheWriter:
         f.create_dataset(
             "images/object_map", data=object_map, dtype="int8", chunks=(1, *object_map.shape[1:])
         )
+        sizes = np.full(n, images.shape[1]) if sizes is None else np.asarray(sizes)
+        if sizes.shape != (n,) or sizes.max(initial=0) > min(images.shape[1:3]):
+            raise CacheError(f"sizes {sizes.shape} must give one side <= the array's per image")
+        f.create_dataset("images/size", data=sizes.astype(np.int32))
         for name, values in labels.items():
             ds = f.create_dataset(f"labels/{name}", data=values)
             if name in label_classes:
@@ -124,6 +143,15 @@ class CacheWriter:
             ds.attrs["classes"] = json.dumps(list(label_classes[name]))
         for site, layout in layouts.items():
             group = f.create_group(layout_path(site))
+            if not isinstance(layout, TokenLayout):  # one per image: ragged
+                if len(layout) != n:
+                    raise CacheError(f"site {site!r} has {len(layout)} layouts for {n} images")
+                group.create_dataset("offsets", data=_offsets([len(x) for x in layout]))
+                group.create_dataset("extra_offsets", data=_offsets([len(x.extra) for x in layout]))
+                codes = [EXTRA_KINDS.index(k) for x in layout for k in x.extra]
+                group.create_dataset("extra_kinds", data=np.asarray(codes, dtype=np.int8))
+                kinds = [EXTRA_KINDS[c] for c in sorted(set(codes))]  # which kinds occur
+                layout = TokenLayout.concat(layout, extra=kinds)
             group.create_dataset("boxes", data=layout.boxes.astype(np.float32))
             group.create_dataset("crops", data=layout.crops.astype(np.int16))
             group.create_dataset("grid", data=layout.grid.astype(np.int32))
@@ -137,11 +165,12 @@ class CacheWriter:
     def write_batch(
         self,
         start: int,
-        acts: dict[str, dict[str, torch.Tensor]],
-        extra: dict[str, dict[str, torch.Tensor]] | None = None,
+        acts: dict[str, dict[str, SiteValues]],
+        extra: dict[str, dict[str, SiteValues]] | None = None,
     ) -> None:
-        """Write ``condition -> site -> (batch, tokens, d)`` for images ``start:start+batch``
-        (``extra``: the same for the tokens that carry no patch).
+        """Write ``condition -> site -> values`` for images ``start:start+batch``
+        (``extra``: the same for the tokens that carry no patch); values are ``(batch,
+        tokens, d)`` or one ``(tokens_i, d)`` tensor per image.
 
         Token counts must match the site's layout. Images must arrive in order;
         ``n_written`` advances only after the whole batch of every condition is flushed,
@@ -153,32 +182,56 @@ class CacheWriter:
         for kind, tree in (("patch", acts), ("extra", extra or {})):
             for condition, sites in tree.items():
                 for site, values in sites.items():
-                    self._check_tokens(site, kind, values.shape[1])
+                    per_image = [v for v in values]  # (tokens_i, d) each
+                    size = len(per_image)
+                    offsets = self._offsets(site, kind)
+                    lo, hi = offsets[start], offsets[start + size]
+                    for i, v in enumerate(per_image):
+                        expected = offsets[start + i + 1] - offsets[start + i]
+                        if len(v) != expected:
+                            raise CacheError(
+                                f"site {site!r} gave {len(v)} {kind} tokens for image "
+                                f"{start + i}, its layout has {expected}; the family "
+                                f"adapter's token_layout and select disagree"
+                            )
                     path = (acts_path if kind == "patch" else extra_path)(site, condition)
-                    dataset = self._dataset(path, values.shape[1:])
-                    size = len(values)
-                    dataset[start : start + size] = values.numpy().astype(ACT_DTYPE)
+                    width = per_image[0].shape[-1] if per_image else 0
+                    dataset = self._dataset(path, site, kind, width, offsets)
+                    rows = torch.cat(list(per_image)).numpy().astype(ACT_DTYPE)  # (tokens, d)
+                    if dataset.ndim == 2:  # ragged: flat tokens
+                        dataset[lo:hi] = rows
+                    else:
+                        dataset[start : start + size] = rows.reshape(size, -1, width)
         self._file.flush()
         self._file.attrs["n_written"] = start + (size or 0)
         self._file.flush()
 
-    def _check_tokens(self, site: str, kind: str, tokens: int) -> None:
+    def _offsets(self, site: str, kind: str) -> np.ndarray:
+        """``(n + 1,)`` first token of each image in the flat token order of ``site``."""
         group = self._file.get(layout_path(site))
         if group is None:
             raise CacheError(f"no token layout for site {site!r}; write_static must name it")
-        expected = len(group["boxes"]) if kind == "patch" else len(json.loads(group.attrs["extra"]))
-        if tokens != expected:
-            raise CacheError(
-                f"site {site!r} gave {tokens} {kind} tokens per image, its layout has "
-                f"{expected}; the family adapter's token_layout and select disagree"
-            )
+        name = "offsets" if kind == "patch" else "extra_offsets"
+        if name in group:
+            return group[name][()]
+        if kind == "patch":
+            per_image = len(group["boxes"])
+        else:
+            per_image = len(json.loads(group.attrs["extra"]))
+        return np.arange(int(self._file.attrs["n_images"]) + 1) * per_image
 
-    def _dataset(self, path: str, shape: tuple[int, ...]) -> h5py.Dataset:
+    def _dataset(
+        self, path: str, site: str, kind: str, width: int, offsets: np.ndarray
+    ) -> h5py.Dataset:
         if path not in self._file:
             n_images = int(self._file.attrs["n_images"])
-            self._file.create_dataset(
-                path, shape=(n_images, *shape), dtype=ACT_DTYPE, chunks=(1, *shape)
-            )
+            if "offsets" in self._file[layout_path(site)]:  # ragged
+                longest = max(int(np.diff(offsets).max(initial=1)), 1)
+                shape, chunks = (int(offsets[-1]), width), (longest, width)
+            else:
+                tokens = int(offsets[1] - offsets[0]) if n_images else 0
+                shape, chunks = (n_images, tokens, width), (1, tokens, width)
+            self._file.create_dataset(path, shape=shape, dtype=ACT_DTYPE, chunks=chunks)
         return self._file[path]
 
     def finalize(self) -> Path:

@@ -247,8 +247,19 @@ def pixel_sweep(
     images = reader.images[:n]  # (n, H, W, 3) uint8
     shown = {"original": images[:n_show]}
     rows = []
-    tilings = {site: reader.layout(site).tiling(images.shape[1]) for site in sites}
-    untiled = [site for site, tiling in tilings.items() if tiling is None]
+    ragged = [site for site in sites if reader.is_ragged(site)]
+    if ragged:
+        warnings.warn(
+            f"no pixel probe at {ragged}: they are stored ragged (images of mixed sizes), "
+            f"and one probe per site needs every image's patches at one size; run the "
+            f"pixel probe on a cache of one image size",
+            stacklevel=2,
+        )
+    tilings = {
+        site: None if site in ragged else reader.layout(site).tiling(images.shape[1])
+        for site in sites
+    }
+    untiled = [site for site, tiling in tilings.items() if tiling is None and site not in ragged]
     if untiled:
         warnings.warn(
             f"no pixel probe at {untiled}: no set of their tokens tiles the image",

@@ -11,6 +11,10 @@
 - ``random_<k>``: the mean of ``k`` tokens drawn at random per image (seeded): how many
   tokens does a probe need? Over ``k = 1, 8, 64, ...`` (any ``k`` can be asked for) this
   is a redundancy curve; ``k`` = every token is the ``mean`` selection.
+
+Sites whose images have different token counts (stored ragged) work the same way: every
+selection reads the flat tokens and their per-image offsets (:class:`caches.SiteTokens`);
+``random_<k>`` then needs ``k`` no larger than the fewest tokens of any image.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
+from caches import SiteTokens
 from interp.errors import ConfigError
 
 __all__ = [
@@ -68,17 +74,17 @@ class SiteLabels:
 
     ``image`` maps an attribute to ``(n,)`` classes of the image's first object (or of
     the image, for ``count``); ``objects`` maps the per-object attributes to ``(n,
-    max objects)`` classes (-1: no such object); ``token_objects`` ``(n, tokens)`` is the
-    object under each token (-1: background), in the token order of the site arrays.
+    max objects)`` classes (-1: no such object); ``token_objects`` ``(tokens,)`` is the
+    object under each token (-1: background), in the flat token order of the site
+    (:class:`caches.SiteTokens`; a dense ``(n, tokens)`` array is flattened).
     """
 
     image: dict[str, np.ndarray]
     objects: dict[str, np.ndarray]
     token_objects: np.ndarray
 
-    @property
-    def n_images(self) -> int:
-        return len(self.token_objects)
+    def __post_init__(self) -> None:
+        self.token_objects = np.asarray(self.token_objects).reshape(-1)
 
 
 @dataclass
@@ -94,47 +100,53 @@ class Design:
     units: dict[str, np.ndarray]
 
 
-def _pooled(acts: np.ndarray, weights: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """``sum_t weights[i, t] * acts[i, t]`` per image, a chunk of images at a time, so
-    no token-sized copy of ``acts`` is made. ``acts (n, T, d)``, ``weights (n, T)``."""
-    out = np.empty((len(acts), acts.shape[-1]), dtype=np.float32)
-    for start in range(0, len(acts), chunk):
-        block = slice(start, start + chunk)
-        out[block] = np.matmul(weights[block, None, :], acts[block])[:, 0]  # (chunk, d)
-    return out
+def _pooled(tokens: SiteTokens, weights: np.ndarray) -> np.ndarray:
+    """``sum_t weights[t] * values[t]`` over each image's tokens: ``(n, d)`` float32.
+    A sparse ``(n, tokens)`` matrix times the values, so no token-sized copy is made."""
+    matrix = sparse.csr_matrix(
+        (weights.astype(np.float32), np.arange(len(weights)), tokens.offsets),
+        shape=(tokens.n_images, len(weights)),
+    )
+    return np.asarray(matrix @ tokens.values, dtype=np.float32)
 
 
-def _object_tokens(token_objects: np.ndarray, per_image: int | None, seed: int):
-    """``(image, token)`` indices of object-covered tokens, at most ``per_image`` of each
-    image (a seeded random subset), in image order."""
-    covered = token_objects >= 0  # (n, tokens)
-    if per_image is not None:
-        rank = np.random.default_rng([seed, 0]).random(covered.shape)
-        rank[~covered] = np.inf
-        keep = np.argsort(rank, axis=1)[:, :per_image]  # (n, per_image)
-        chosen = np.zeros_like(covered)
-        np.put_along_axis(chosen, keep, True, axis=1)
-        covered &= chosen
-    return np.nonzero(covered)
+def _first_per_image(
+    tokens: SiteTokens, eligible: np.ndarray, k: int | None, stream: list[int]
+) -> np.ndarray:
+    """``(tokens,)`` bool: per image, ``k`` of its ``eligible`` tokens drawn at random
+    (seeded by ``stream``; None: all of them)."""
+    if k is None:
+        return eligible.copy()
+    rank = np.random.default_rng(stream).random(len(eligible))  # one draw per token
+    rank[~eligible] = np.inf
+    image = tokens.image_of  # (tokens,)
+    order = np.lexsort((rank, image))  # by image, then rank
+    place = np.empty(len(order), dtype=np.int64)
+    place[order] = np.arange(len(order)) - tokens.offsets[image[order]]  # rank in its image
+    return eligible & (place < k)
 
 
 def select(
-    acts: np.ndarray,
+    tokens: SiteTokens,
     labels: SiteLabels,
     selection: str,
     attributes: list[str],
     seed: int = 0,
     tokens_per_image: int | None = None,
 ) -> Design:
-    """The samples of ``selection`` (see the module doc) from one site's ``acts``
-    ``(n, tokens, d)`` float32. ``tokens_per_image`` caps the ``token`` selection's
+    """The samples of ``selection`` (see the module doc) from one site's ``tokens``
+    (flat float32 values and per-image offsets; :meth:`SiteTokens.from_dense` wraps an
+    ``(n, tokens, d)`` array). ``tokens_per_image`` caps the ``token`` selection's
     samples per image (a seeded random subset of its object tokens; None: all)."""
-    n, n_tokens, _ = acts.shape
+    n = tokens.n_images
     images = np.arange(n)
     if selection == "token":
-        image, token = _object_tokens(labels.token_objects, tokens_per_image, seed)
-        obj = labels.token_objects[image, token].astype(np.int64)
-        X = acts[image, token]  # (m, d)
+        chosen = np.flatnonzero(
+            _first_per_image(tokens, labels.token_objects >= 0, tokens_per_image, [seed, 0])
+        )
+        image = tokens.image_of[chosen]
+        obj = labels.token_objects[chosen].astype(np.int64)
+        X = tokens.values[chosen]  # (m, d)
         per_object = {}
         units = {}
         for attribute in attributes:
@@ -147,22 +159,26 @@ def select(
         return Design(X=X, groups=image, labels=per_object, units=units)
 
     if selection == "mean":
-        weights = np.ones((n, n_tokens), dtype=np.float32)
+        weights = np.ones(len(tokens.values), dtype=np.float32)
     elif selection in ("on_object", "off_object"):
         weights = (labels.token_objects == (0 if selection == "on_object" else -1)).astype(
             np.float32
         )
     elif _RANDOM.match(check_selection(selection)):
         k = int(selection.removeprefix("random_"))
-        if not 1 <= k <= n_tokens:
-            raise ConfigError(f"selection {selection!r} needs 1 <= k <= {n_tokens} tokens")
-        rng = np.random.default_rng([seed, k])
-        chosen = np.argsort(rng.random((n, n_tokens)), axis=1)[:, :k]  # (n, k)
-        weights = np.zeros((n, n_tokens), dtype=np.float32)
-        np.put_along_axis(weights, chosen, 1.0, axis=1)
-    counts = weights.sum(1)
+        fewest = int(tokens.counts.min()) if n else 0
+        if not 1 <= k <= fewest:
+            raise ConfigError(
+                f"selection {selection!r} needs 1 <= k <= {fewest} (the fewest tokens of an "
+                f"image at this site)"
+            )
+        every = np.ones(len(tokens.values), dtype=bool)
+        weights = _first_per_image(tokens, every, k, [seed, k]).astype(np.float32)
+    image_of = tokens.image_of
+    counts = np.bincount(image_of, weights, minlength=n)  # (n,) selected tokens per image
     keep = counts > 0  # an image with no such token has no sample
-    X = _pooled(acts, weights / np.maximum(counts, 1)[:, None])[keep]
+    per_token = weights / np.maximum(counts, 1)[image_of]
+    X = _pooled(tokens, per_token)[keep]
     return Design(
         X=X,
         groups=images[keep],

@@ -131,13 +131,22 @@ def probe_design(
 
 def site_labels(reader: CacheReader, attributes: Sequence[str], site: str) -> SiteLabels:
     """Labels of every selection of ``site`` (see :class:`probes.selections.SiteLabels`):
-    the object under each token comes from the site's token layout."""
+    the object under each token comes from the site's token layout (per image where the
+    site is ragged)."""
     n = reader.n_written
-    boxes = reader.layout(site).boxes  # (tokens, 4)
-    token_objects = np.empty((n, len(boxes)), dtype=np.int8)
+    offsets = reader.offsets(site)[: n + 1]
+    token_objects = np.empty(int(offsets[-1]), dtype=np.int8)  # flat, as the site's tokens
+    ragged = reader.is_ragged(site)
+    boxes = reader.layout(site).boxes  # (tokens, 4); ragged: every image's, flat
     for start in range(0, n, 64):
-        maps = reader.object_map[start : min(n, start + 64)]  # (chunk, H, W)
-        token_objects[start : start + len(maps)] = box_label_map(maps, boxes)
+        stop = min(n, start + 64)
+        maps = reader.object_map[start:stop]  # (chunk, H, W)
+        if not ragged:
+            token_objects[offsets[start] : offsets[stop]] = box_label_map(maps, boxes).ravel()
+            continue
+        for i in range(start, stop):
+            rows = slice(offsets[i], offsets[i + 1])
+            token_objects[rows] = box_label_map(maps[i - start], boxes[rows])[0]
     return SiteLabels(
         image={a: reader.labels(a)[:n] for a in attributes},
         objects={a: reader.object_labels(a)[:n] for a in reader.object_label_names},
@@ -193,20 +202,20 @@ def sweep(
     labels_by_boxes: dict[bytes, SiteLabels] = {}  # sites sharing a layout share labels
     jobs = [(c, s) for c in conditions for s in sites]
     for condition, site in tqdm(jobs, desc="probing", unit="site", disable=not progress):
-        boxes = reader.layout(site).boxes
-        key = boxes.tobytes()
+        key = reader.layout(site).boxes.tobytes() + reader.offsets(site).tobytes()
         if key not in labels_by_boxes:
             labels_by_boxes[key] = site_labels(reader, attributes, site)
         labels = labels_by_boxes[key]
-        n_tokens = len(boxes)
-        acts = reader.site_array(site, condition)  # (n, tokens, d) float32
+        tokens = reader.site_tokens(site, condition)  # flat float32, per-image offsets
+        n_tokens = int(tokens.counts.min())  # the fewest of any image (all, where dense)
+        every = not tokens.ragged  # random_<n_tokens> pools every token only where dense
         done: dict[str, list[dict]] = {}
         for selection in per_condition[condition] or default_selections(n_tokens):
-            if selection == f"random_{n_tokens}" and "mean" in done:
+            if every and selection == f"random_{n_tokens}" and "mean" in done:
                 found = done["mean"]  # every token, pooled: the same samples as "mean"
             else:
                 design = select(
-                    acts, labels, selection, attributes, settings.seed, settings.tokens_per_image
+                    tokens, labels, selection, attributes, settings.seed, settings.tokens_per_image
                 )
                 found = probe_design(design, attributes, folds_of_image, settings)
             done[selection] = found
@@ -220,5 +229,5 @@ def sweep(
                         **row,
                     }
                 )
-        del acts
+        del tokens
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)

@@ -122,14 +122,21 @@ def test_writer_refuses_tokens_that_disagree_with_the_layout(tmp_path) -> None:
     with CacheWriter(tmp_path / "c.h5", {"sites": ["vision.0"]}) as writer:
         images = np.zeros((2, 8, 8, 3), np.uint8)
         writer.write_static(images, np.zeros((2, 8, 8), np.int8), {}, {}, {"vision.0": layout})
-        with pytest.raises(CacheError, match="gave 5 patch tokens per image, its layout has 4"):
+        with pytest.raises(CacheError, match="gave 5 patch tokens for image 0, its layout has 4"):
             writer.write_batch(0, {"baseline": {"vision.0": torch.zeros(2, 5, 3)}})
-        with pytest.raises(CacheError, match="1 extra tokens per image, its layout has 0"):
+        with pytest.raises(CacheError, match="1 extra tokens for image 0, its layout has 0"):
             writer.write_batch(
                 0,
                 {"baseline": {"vision.0": torch.zeros(2, 4, 3)}},
                 {"baseline": {"vision.0": torch.zeros(2, 1, 3)}},
             )
+    ragged = [TokenLayout.regular(2, 2, 8), TokenLayout.regular(1, 1, 8)]  # 4 and 1 tokens
+    with CacheWriter(tmp_path / "r.h5", {"sites": ["vision.0"]}) as writer:
+        images = np.zeros((2, 8, 8, 3), np.uint8)
+        writer.write_static(images, np.zeros((2, 8, 8), np.int8), {}, {}, {"vision.0": ragged})
+        with pytest.raises(CacheError, match="gave 4 patch tokens for image 1, its layout has 1"):
+            writer.write_batch(0, {"baseline": {"vision.0": torch.zeros(2, 4, 3)}})
+        assert writer.n_written == 0  # nothing counted as written
 
 
 def test_layout_arrays_must_agree() -> None:

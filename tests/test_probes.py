@@ -12,7 +12,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import check_estimator
 
-from caches import CacheReader, extract
+from caches import CacheReader, SiteTokens, extract
 from interp import CacheError, ConfigError, StimulusSpec, generate
 from probes import (
     TABLE_COLUMNS,
@@ -206,27 +206,63 @@ def _site_labels() -> SiteLabels:
 def test_token_selections_pick_the_right_tokens_and_labels() -> None:
     acts = np.arange(2 * 4 * 3, dtype=np.float32).reshape(2, 4, 3)
     labels = _site_labels()
-    mean = select(acts, labels, "mean", ["color", "count"])
+    tokens = SiteTokens.from_dense(acts)
+    mean = select(tokens, labels, "mean", ["color", "count"])
     np.testing.assert_allclose(mean.X, acts.mean(1))
-    on = select(acts, labels, "on_object", ["color"])
+    on = select(tokens, labels, "on_object", ["color"])
     np.testing.assert_allclose(on.X, [acts[0, :2].mean(0), acts[1, 1]])
-    off = select(acts, labels, "off_object", ["color"])
+    off = select(tokens, labels, "off_object", ["color"])
     np.testing.assert_allclose(off.X, [acts[0, 2], acts[1, [0, 2, 3]].mean(0)])
-    token = select(acts, labels, "token", ["color", "count"])
+    token = select(tokens, labels, "token", ["color", "count"])
     np.testing.assert_allclose(token.X, acts[[0, 0, 0, 1], [0, 1, 3, 1]])
     np.testing.assert_array_equal(token.labels["color"], [2, 2, 6, 5])  # each token's object
     np.testing.assert_array_equal(token.labels["count"], [1, 1, 1, 0])  # the image's count
     np.testing.assert_array_equal(token.groups, [0, 0, 0, 1])
     assert len(set(token.units["color"])) == 3  # two objects of image 0, one of image 1
-    capped = select(acts, labels, "token", ["color"], tokens_per_image=1)
+    capped = select(tokens, labels, "token", ["color"], tokens_per_image=1)
     assert list(capped.groups) == [0, 1]
-    one = select(acts, labels, "random_1", ["color"])
+    one = select(tokens, labels, "random_1", ["color"])
     assert all(any(np.allclose(one.X[i], t) for t in acts[i]) for i in range(2))
-    np.testing.assert_allclose(select(acts, labels, "random_4", ["color"]).X, mean.X)
+    np.testing.assert_allclose(select(tokens, labels, "random_4", ["color"]).X, mean.X)
     with pytest.raises(ConfigError, match="unknown token selection"):
-        select(acts, labels, "corners", ["color"])
+        select(tokens, labels, "corners", ["color"])
     with pytest.raises(ConfigError, match="1 <= k <= 4"):
-        select(acts, labels, "random_5", ["color"])
+        select(tokens, labels, "random_5", ["color"])
+
+
+def test_selections_of_a_ragged_site_use_each_images_own_tokens() -> None:
+    """Image 0 has 4 tokens, image 1 has 2, image 2 has 3: each selection pools exactly
+    its own image's tokens (checked image by image against plain numpy)."""
+    per_image = [np.arange(4 * 3, dtype=np.float32).reshape(4, 3) + 100 * i for i in range(3)]
+    per_image[1], per_image[2] = per_image[1][:2], per_image[2][:3]
+    objects = [np.array([0, 0, -1, 1]), np.array([-1, 0]), np.array([-1, -1, 0])]
+    tokens = SiteTokens(np.concatenate(per_image), np.array([0, 4, 6, 9]))
+    labels = SiteLabels(
+        image={"color": np.array([2, 5, 1])},
+        objects={"color": np.array([[2, 6], [5, -1], [1, -1]])},
+        token_objects=np.concatenate(objects).astype(np.int8),
+    )
+    assert tokens.ragged and tokens.counts.tolist() == [4, 2, 3]
+    mean = select(tokens, labels, "mean", ["color"])
+    np.testing.assert_allclose(mean.X, [x.mean(0) for x in per_image])
+    pairs = list(zip(per_image, objects, strict=True))
+    on = select(tokens, labels, "on_object", ["color"])
+    np.testing.assert_allclose(on.X, [x[o == 0].mean(0) for x, o in pairs])
+    off = select(tokens, labels, "off_object", ["color"])
+    np.testing.assert_allclose(off.X, [x[o == -1].mean(0) for x, o in pairs])
+    token = select(tokens, labels, "token", ["color"])
+    np.testing.assert_allclose(token.X, [per_image[0][0], per_image[0][1], per_image[0][3],
+                                         per_image[1][1], per_image[2][2]])  # fmt: skip
+    np.testing.assert_array_equal(token.labels["color"], [2, 2, 6, 5, 1])
+    np.testing.assert_array_equal(token.groups, [0, 0, 0, 1, 2])
+    two = select(tokens, labels, "random_2", ["color"], seed=3)
+    for i, x in enumerate(per_image):  # the mean of two distinct tokens of image i
+        pairs = [(x[a] + x[b]) / 2 for a in range(len(x)) for b in range(a + 1, len(x))]
+        assert any(np.allclose(two.X[i], p) for p in pairs)
+    with pytest.raises(ConfigError, match="1 <= k <= 2"):
+        select(tokens, labels, "random_3", ["color"])
+    with pytest.raises(CacheError, match="between 2 and 4 tokens"):
+        tokens.dense()
 
 
 @pytest.fixture(scope="module")
