@@ -1,13 +1,16 @@
 """Batched torch probes vs a plain scikit-learn loop: the same sweep, side by side.
 
     python benchmarks/probe_sweep.py [--n-images 256] [--cache PATH] [--selections ...]
+        [--torch float32-stacked float64-separate ...] [--sklearn-tol 1e-4 1e-6]
 
 Builds a cache of the built-in organism (or reads ``--cache``), runs the same probe sweep
-(same folds, inner cross-validation, penalties, selections) twice, once with the batched
-solver (``probes.torch_backend``, on the GPU when present) and once with one scikit-learn
-``LogisticRegression`` per problem (``probes.sklearn_backend``), and prints both times,
-their ratio and the largest accuracy difference. Then it measures the peak memory of a
-one-site sweep against that site's array. Run by hand; not part of the tests.
+(same folds, inner cross-validation, penalties, selections) with the batched solver
+(``probes.torch_backend``, on the GPU when present; each ``--torch`` variant: float32 or
+float64 at tol 1e-6, every selection of a site in one solver call or one call each) and
+with one scikit-learn ``LogisticRegression`` per problem (``probes.sklearn_backend``, at
+each ``--sklearn-tol``), and prints every time, each ratio and the largest accuracy
+difference. Then it measures the peak memory of a one-site sweep against that site's
+array. Run by hand; not part of the tests.
 """
 
 from __future__ import annotations
@@ -53,6 +56,15 @@ def _reset_peak() -> bool:
         return False
 
 
+def _warm_up() -> None:
+    """One small fit, untimed: CUDA's context and kernels load on first use."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 8)).astype(np.float32)
+    y = rng.integers(0, 3, size=(4, 64))
+    for dtype in (torch.float32, torch.float64):
+        torch_backend(dtype=dtype)(X, y, np.ones_like(y, dtype=bool), np.ones(4), 3)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="organism")
@@ -71,12 +83,17 @@ def main() -> None:
         help="cap of the `token` selection (0: every object token)",
     )
     parser.add_argument(
-        "--float64",
-        action="store_true",
-        help="solve the torch probes in float64 at tol 1e-6 (as precise as scikit-learn)",
+        "--torch",
+        nargs="+",
+        choices=[f"{d}-{m}" for d in ("float32", "float64") for m in ("stacked", "separate")],
+        help="torch variants to time (default: float32, stacked on a GPU, separate on a CPU)",
     )
     parser.add_argument(
-        "--sklearn-tol", type=float, default=1e-4, help="scikit-learn's tol (its default 1e-4)"
+        "--sklearn-tol",
+        type=float,
+        nargs="+",
+        default=[1e-4],
+        help="scikit-learn tol(s) to time (its default 1e-4)",
     )
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, probes on "
@@ -97,30 +114,40 @@ def main() -> None:
         print(f"cache {path}: {reader.n_written} images, sites {reader.sites}, "
               f"selections {args.selections}, "
               f"tokens per image {args.tokens_per_image or 'all'}")  # fmt: skip
-        start = time.perf_counter()
-        precise = {"dtype": torch.float64, "tol": 1e-6} if args.float64 else {}
-        fast_backend = torch_backend(**precise)
-        fast = sweep(reader, settings=ProbeSettings(backend=fast_backend, **settings), **common)
-        t_fast = time.perf_counter() - start
-        start = time.perf_counter()
-        slow = sweep(
-            reader,
-            settings=ProbeSettings(backend=sklearn_backend(tol=args.sklearn_tol), **settings),
-            **common,
-        )
-        t_slow = time.perf_counter() - start
-        both = fast.merge(slow, on=KEYS, suffixes=("_torch", "_sklearn"))
-        both["diff"] = (both["value_torch"] - both["value_sklearn"]).abs()
-        print(f"\nprobe cells: {len(both)}")
-        precision = "float64, tol 1e-6" if args.float64 else "float32"
-        print(f"batched torch : {t_fast:8.1f} s ({precision})")
-        print(f"scikit-learn  : {t_slow:8.1f} s (tol {args.sklearn_tol:g})")
-        print(f"speed-up      : {t_slow / t_fast:8.1f}x")
-        worst = both.loc[both["diff"].idxmax()]
-        print(f"largest accuracy difference: {worst['diff']:.4f} "
-              f"({worst['site']}, {worst['attribute']}, {worst['selection']})")  # fmt: skip
-        per_selection = both.groupby("selection")["diff"].max()
-        print("largest difference per selection:", per_selection.round(4).to_dict())
+        _warm_up()
+        variants = args.torch or [
+            "float32-stacked" if default_device().type == "cuda" else "float32-separate"
+        ]
+        tables, seconds = {}, {}
+        for variant in variants:
+            dtype, mode = variant.split("-")
+            precise = {"dtype": torch.float64, "tol": 1e-6} if dtype == "float64" else {}
+            chosen = ProbeSettings(
+                backend=torch_backend(**precise), stack_selections=mode == "stacked", **settings
+            )
+            start = time.perf_counter()
+            tables[variant] = sweep(reader, settings=chosen, **common)
+            seconds[variant] = time.perf_counter() - start
+        for tol in args.sklearn_tol:
+            name = f"scikit-learn tol {tol:g}"
+            start = time.perf_counter()
+            chosen = ProbeSettings(backend=sklearn_backend(tol=tol), **settings)
+            tables[name] = sweep(reader, settings=chosen, **common)
+            seconds[name] = time.perf_counter() - start
+        print(f"\nprobe cells: {len(tables[variants[0]])}")
+        for name, t in seconds.items():
+            print(f"{name:26s}: {t:8.1f} s")
+        for variant in variants:
+            for tol in args.sklearn_tol:
+                name = f"scikit-learn tol {tol:g}"
+                both = tables[variant].merge(tables[name], on=KEYS, suffixes=("_t", "_s"))
+                both["diff"] = (both["value_t"] - both["value_s"]).abs()
+                worst = both.loc[both["diff"].idxmax()]
+                print(f"\n{variant} vs {name}: speed-up {seconds[name] / seconds[variant]:.1f}x, "
+                      f"largest accuracy difference {worst['diff']:.4f} ({worst['site']}, "
+                      f"{worst['attribute']}, {worst['selection']})")  # fmt: skip
+                per_selection = both.groupby("selection")["diff"].max()
+                print("  largest difference per selection:", per_selection.round(4).to_dict())
 
         # Peak memory of a one-site sweep against that site's array.
         site = reader.sites[-1]

@@ -118,18 +118,20 @@ def inner_correct(
     """``(L, F, len(Cs))`` correct held-out predictions of each penalty, summed over the
     inner folds, in one backend call for all of them.
 
-    ``labels`` ``(L, n)``; ``inner`` ``(F, n)`` the inner fold of each row of each training
-    set (-1: not in it). Fold ``i`` of set ``f`` is predicted by a probe fitted on the
-    other folds of ``f``.
+    ``labels`` ``(L, n)``; ``inner`` ``(F, n)``, or ``(L, F, n)`` per label set: the
+    inner fold of each row of each training set (-1: not in it). Fold ``i`` of set ``f``
+    is predicted by a probe fitted on the other folds of ``f``.
     """
-    L, F = len(labels), len(inner)
+    L = len(labels)
+    inner = np.broadcast_to(inner, (L, *inner.shape[-2:]))  # (L, F, n)
+    F = inner.shape[1]
     problems = [
         (a, f, i, c) for a in range(L) for f in range(F) for i in range(n_inner)
         for c in range(len(Cs))
     ]  # fmt: skip
     y = np.stack([labels[a] for a, _, _, _ in problems])
-    train = np.stack([(inner[f] >= 0) & (inner[f] != i) for _, f, i, _ in problems])
-    test = np.stack([inner[f] == i for _, f, i, _ in problems])
+    train = np.stack([(inner[a, f] >= 0) & (inner[a, f] != i) for a, f, i, _ in problems])
+    test = np.stack([inner[a, f] == i for a, f, i, _ in problems])
     C = np.array([Cs[c] for _, _, _, c in problems])
     hits = (solve(X, y, train, C, n_classes) == y) & test  # (P, n)
     return hits.sum(1).reshape(L, F, n_inner, len(Cs)).sum(2)
@@ -146,6 +148,7 @@ def nested_logistic(
     control: np.ndarray | None = None,
     seed: int = 0,
     backend: Backend | None = None,
+    members: np.ndarray | None = None,
 ) -> NestedResult:
     """Grouped nested cross-validation of logistic probes on shared features.
 
@@ -157,30 +160,43 @@ def nested_logistic(
     whole outer training set and predicts the outer test rows. ``control`` ``(L, n)``, if
     given, is refitted with the same ``C`` (Hewitt & Liang's control task shares the
     probe's hyper-parameters). ``backend`` defaults to :func:`torch_backend`.
+
+    ``members`` ``(L, n)`` bool, if given, are the rows each label set owns (several
+    designs stacked on one feature matrix, e.g. every token selection of a site, solved
+    in the same two backend calls); each set is cross-validated on its rows alone, exactly
+    as if it had been given by itself, and predictions elsewhere are -1.
     """
     solve = backend or torch_backend()
     labels = np.asarray(labels)
     L, n = labels.shape
+    members = np.ones((L, n), dtype=bool) if members is None else np.asarray(members, bool)
     F = int(folds.max()) + 1
     K = int(max(labels.max(), control.max() if control is not None else 0)) + 1
     Cs = sorted(Cs)
 
     chosen = np.full((L, F), Cs[0])
     if len(Cs) > 1:
-        # (F, n): inner fold of each outer-training row, -1 elsewhere
-        inner = np.stack([_inner(groups, folds, f, n_inner, seed) for f in range(F)])
+        # (L, F, n): inner fold of each outer-training row of each label set, -1 elsewhere
+        owners, which = np.unique(members, axis=0, return_inverse=True)
+        per_owner = np.stack(
+            [
+                np.stack([_inner(groups, folds, f, n_inner, seed, rows) for f in range(F)])
+                for rows in owners
+            ]
+        )  # (owners, F, n)
+        inner = per_owner[np.ravel(which)]
         correct = inner_correct(X, labels, inner, Cs, n_inner, K, solve)  # (L, F, C)
         chosen = np.asarray(Cs)[correct.argmax(-1)]  # first best: the strongest penalty
 
     sets = [labels] + ([control] if control is not None else [])
     problems = [(s, a, f) for s in range(len(sets)) for a in range(L) for f in range(F)]
     y = np.stack([sets[s][a] for s, a, _ in problems])
-    train = np.stack([folds != f for _, _, f in problems])
+    train = np.stack([members[a] & (folds != f) for _, a, f in problems])
     C = np.array([chosen[a, f] for _, a, f in problems])
     predictions = solve(X, y, train, C, K)  # (P, n)
-    held_out = np.empty((len(sets), L, n), dtype=np.int64)
+    held_out = np.full((len(sets), L, n), -1, dtype=np.int64)
     for p, (s, a, f) in enumerate(problems):
-        rows = folds == f
+        rows = members[a] & (folds == f)
         held_out[s, a, rows] = predictions[p, rows]
     return NestedResult(
         predicted=held_out[0],
@@ -189,9 +205,19 @@ def nested_logistic(
     )
 
 
-def _inner(groups: np.ndarray, folds: np.ndarray, outer: int, n_inner: int, seed: int):
-    """``(n,)`` inner fold of each row of the outer training set, -1 elsewhere."""
+def _inner(
+    groups: np.ndarray,
+    folds: np.ndarray,
+    outer: int,
+    n_inner: int,
+    seed: int,
+    members: np.ndarray | None = None,
+) -> np.ndarray:
+    """``(n,)`` inner fold of each row of the outer training set (within ``members``),
+    -1 elsewhere."""
     out = np.full(len(groups), -1)
     rows = folds != outer
+    if members is not None:
+        rows &= members
     out[rows] = group_folds(groups[rows], n_inner, seed + 1 + outer)
     return out

@@ -21,9 +21,17 @@ from interp.sites import sort_sites
 from interp.stimuli import OBJECT_ATTRIBUTES
 from probes.crossval import Backend, group_folds, nested_logistic
 from probes.selections import Design, SiteLabels, check_selection, default_selections, select
+from probes.solver import default_device
 from probes.stats import bootstrap_ci, control_labels, majority_chance, per_group_sums
 
-__all__ = ["TABLE_COLUMNS", "ProbeSettings", "probe_design", "site_labels", "sweep"]
+__all__ = [
+    "TABLE_COLUMNS",
+    "ProbeSettings",
+    "probe_design",
+    "probe_designs",
+    "site_labels",
+    "sweep",
+]
 
 TABLE_COLUMNS = [
     "site",
@@ -51,7 +59,12 @@ class ProbeSettings:
     ``tokens_per_image`` caps the ``token`` selection (None: every object token);
     ``backend``
     fits the logistic problems (default: the batched torch solver; see
-    :func:`probes.crossval.sklearn_backend` for the scikit-learn reference).
+    :func:`probes.crossval.sklearn_backend` for the scikit-learn reference);
+    ``stack_selections`` solves every selection of a site in the same solver calls
+    (their rows stacked on one feature matrix: far fewer, larger calls, which pays on a
+    GPU, where a call costs its kernel launches, but multiplies the arithmetic on a CPU;
+    the results are those of separate calls). None: stack when the default backend runs
+    on a GPU.
     """
 
     n_splits: int = 5
@@ -61,6 +74,7 @@ class ProbeSettings:
     seed: int = 0
     tokens_per_image: int | None = 4
     backend: Backend | None = None
+    stack_selections: bool | None = None
 
     def __post_init__(self) -> None:
         if self.n_splits < 2 or self.n_inner < 2:
@@ -70,6 +84,13 @@ class ProbeSettings:
             )
         if not self.Cs or min(self.Cs) <= 0:
             raise ConfigError(f"Cs must be positive inverse penalties, got {self.Cs}")
+
+    @property
+    def stacked(self) -> bool:
+        """Whether a site's selections share solver calls (see ``stack_selections``)."""
+        if self.stack_selections is not None:
+            return self.stack_selections
+        return self.backend is None and default_device().type == "cuda"
 
 
 def _standardised(X: np.ndarray) -> np.ndarray:
@@ -86,33 +107,88 @@ def probe_design(
     ``folds_of_image`` ``(n_images,)`` is the outer fold of each image, shared by every
     selection and site so that all cells of a table use the same split.
     """
+    return probe_designs({"": design}, attributes, folds_of_image, settings)[""]
+
+
+def probe_designs(
+    designs: dict[str, Design],
+    attributes: Sequence[str],
+    folds_of_image: np.ndarray,
+    settings: ProbeSettings,
+) -> dict[str, list[dict]]:
+    """:func:`probe_design` of each named design; with ``settings.stacked`` all of them
+    in one nested cross-validation (each design's rows cross-validated on their own)."""
     attributes = list(attributes)
-    labels = np.stack([design.labels[a] for a in attributes])  # (L, m)
-    control = np.stack(
-        [
-            control_labels(design.labels[a], design.units[a], settings.seed + k)
-            for k, a in enumerate(attributes)
-        ]
-    )
-    folds = folds_of_image[design.groups]
+    if not settings.stacked and len(designs) > 1:
+        return {
+            name: probe_design(design, attributes, folds_of_image, settings)
+            for name, design in designs.items()
+        }
+    names = list(designs)
+    L = len(attributes)
+    sizes = [len(designs[name].X) for name in names]
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    n = int(starts[-1])
+    X = np.concatenate([_standardised(designs[name].X) for name in names])  # (n, d)
+    groups = np.concatenate([designs[name].groups for name in names])
+    labels = np.zeros((len(names) * L, n), dtype=np.int64)  # 0 outside a design's rows
+    control = np.zeros_like(labels)
+    members = np.zeros(labels.shape, dtype=bool)
+    for g, name in enumerate(names):
+        design, rows = designs[name], slice(starts[g], starts[g + 1])
+        for k, attribute in enumerate(attributes):
+            labels[g * L + k, rows] = design.labels[attribute]
+            control[g * L + k, rows] = control_labels(
+                design.labels[attribute], design.units[attribute], settings.seed + k
+            )
+            members[g * L + k, rows] = True
+    folds = folds_of_image[groups]
     result = nested_logistic(
-        _standardised(design.X),
+        X,
         labels,
         folds,
-        design.groups,
+        groups,
         settings.Cs,
         n_inner=settings.n_inner,
         control=control,
         seed=settings.seed,
         backend=settings.backend,
+        members=None if len(names) == 1 else members,
     )
+    out = {}
+    for g, name in enumerate(names):
+        rows, sets = slice(starts[g], starts[g + 1]), slice(g * L, (g + 1) * L)
+        out[name] = _accuracy_rows(
+            attributes,
+            labels[sets, rows],
+            control[sets, rows],
+            result.predicted[sets, rows],
+            result.control_predicted[sets, rows],
+            designs[name].groups,
+            folds[rows],
+            settings,
+        )
+    return out
+
+
+def _accuracy_rows(
+    attributes: list[str],
+    labels: np.ndarray,
+    control: np.ndarray,
+    predicted: np.ndarray,
+    control_predicted: np.ndarray,
+    groups: np.ndarray,
+    folds: np.ndarray,
+    settings: ProbeSettings,
+) -> list[dict]:
+    """One row per attribute from ``(L, m)`` labels and held-out predictions."""
     rows = []
     for k, attribute in enumerate(attributes):
-        correct = result.predicted[k] == labels[k]
-        sums, counts = per_group_sums(correct, design.groups)
+        correct = predicted[k] == labels[k]
+        sums, counts = per_group_sums(correct, groups)
         low, high = bootstrap_ci(sums, counts, n_boot=settings.n_boot, seed=settings.seed)
         accuracy = float(correct.mean())
-        control_accuracy = float((result.control_predicted[k] == control[k]).mean())
+        control_accuracy = float((control_predicted[k] == control[k]).mean())
         rows.append(
             {
                 "attribute": attribute,
@@ -209,16 +285,18 @@ def sweep(
         tokens = reader.site_tokens(site, condition)  # flat float32, per-image offsets
         n_tokens = int(tokens.counts.min())  # the fewest of any image (all, where dense)
         every = not tokens.ragged  # random_<n_tokens> pools every token only where dense
-        done: dict[str, list[dict]] = {}
-        for selection in per_condition[condition] or default_selections(n_tokens):
-            if every and selection == f"random_{n_tokens}" and "mean" in done:
-                found = done["mean"]  # every token, pooled: the same samples as "mean"
-            else:
-                design = select(
-                    tokens, labels, selection, attributes, settings.seed, settings.tokens_per_image
-                )
-                found = probe_design(design, attributes, folds_of_image, settings)
-            done[selection] = found
+        chosen = per_condition[condition] or default_selections(n_tokens)
+        designs = {
+            selection: select(
+                tokens, labels, selection, attributes, settings.seed, settings.tokens_per_image
+            )
+            for selection in chosen
+            # every token, pooled, is the "mean" selection's samples: fitted once
+            if not (every and selection == f"random_{n_tokens}" and "mean" in chosen)
+        }
+        done = probe_designs(designs, attributes, folds_of_image, settings)
+        for selection in chosen:
+            found = done.get(selection, done.get("mean"))
             for row in found:
                 rows.append(
                     {

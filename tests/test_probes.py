@@ -4,6 +4,7 @@ intervals, token selections, and the sweep over a real cache."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone
@@ -27,7 +28,7 @@ from probes.crossval import group_folds, nested_logistic
 from probes.selections import Design, SiteLabels, select
 from probes.solver import fit_logistic, predict_logistic
 from probes.stats import bootstrap_ci, control_labels, majority_chance, per_group_sums
-from probes.sweep import probe_design
+from probes.sweep import probe_design, probe_designs, site_labels
 
 
 @pytest.mark.parametrize("estimator", [LinearProbe(), RidgeProbe()], ids=lambda e: type(e).__name__)
@@ -305,6 +306,35 @@ def test_sweep_makes_the_tidy_table(cache_path) -> None:
         vision.xs("baseline", level="condition")["value"],
         vision.xs("shuffle", level="condition")["value"],
     )
+
+
+def test_stacked_selections_give_the_results_of_separate_fits(cache_path) -> None:
+    """Every selection of a site in one nested cross-validation (stacked rows) is the
+    same experiment as one call per selection: with scikit-learn, which fits each problem
+    on its own rows, every number is identical; the torch solver agrees too."""
+    attributes = ["cell"]
+    with CacheReader(cache_path) as reader:
+        labels = site_labels(reader, attributes, "lm.7")
+        tokens = reader.site_tokens("lm.7")
+        folds = group_folds(np.arange(reader.n_written), 5, 0)
+    designs = {
+        selection: select(tokens, labels, selection, attributes, 0, 2)
+        for selection in ("mean", "on_object", "token")
+    }
+    for backend in (sklearn_backend(), torch_backend(dtype=torch.float64, tol=1e-6)):
+        tables = [
+            probe_designs(
+                designs,
+                attributes,
+                folds,
+                ProbeSettings(n_boot=20, Cs=(0.1, 1.0), backend=backend, stack_selections=stacked),
+            )
+            for stacked in (False, True)
+        ]
+        for selection in designs:
+            separate, stacked = (pd.DataFrame(t[selection]) for t in tables)
+            pd.testing.assert_frame_equal(separate, stacked)
+    assert ProbeSettings(backend=sklearn_backend()).stacked is False  # only the GPU default
 
 
 def test_sweep_refuses_bad_requests(cache_path, tmp_path) -> None:
