@@ -100,8 +100,7 @@ class StimulusSpec:
         if min(self.sizes) < 16:
             name = "image_sizes" if self.image_sizes else "image_size"
             raise ConfigError(
-                f"{name} must be >= 16 px so that shapes are recognisable, "
-                f"got {min(self.sizes)}"
+                f"{name} must be >= 16 px so that shapes are recognisable, got {min(self.sizes)}"
             )
         if not 1 <= self.min_objects <= self.max_objects <= len(COUNT_NAMES):
             raise ConfigError(

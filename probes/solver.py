@@ -31,6 +31,7 @@ __all__ = [
 
 
 _MAX_HALVINGS = 12  # a problem whose step fails this often stops (it has converged)
+HISTORY = 10  # L-BFGS curvature pairs kept per problem
 
 
 def _inverse_hessian_times(
@@ -101,7 +102,7 @@ def fit_logistic(
     max_iter: int = 300,
     tol: float = 1e-4,
     ftol: float | None = None,
-    history: int = 10,
+    history: int = HISTORY,
 ) -> LogisticSolution:
     """Fit ``P`` multinomial logistic regressions on shared features.
 

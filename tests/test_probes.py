@@ -121,6 +121,17 @@ def test_nested_cross_validation_agrees_with_the_scikit_learn_backend(rng) -> No
         assert abs((fast.predicted[k] == y[k]).mean() - (slow.predicted[k] == y[k]).mean()) <= 0.01
 
 
+def test_a_capped_working_set_solves_in_chunks_to_the_same_answers(rng) -> None:
+    X = rng.normal(size=(120, 10)).astype(np.float32)
+    y = np.stack([np.digitize(X[:, k] + rng.normal(size=120), [-0.5, 0.5]) for k in range(5)])
+    train = rng.random(y.shape) < 0.7
+    C = np.array([0.1, 1.0, 0.1, 1.0, 10.0])
+    whole = torch_backend(dtype=torch.float64, tol=1e-8)(X, y, train, C, 3)
+    one_at_a_time = torch_backend(dtype=torch.float64, tol=1e-8, max_bytes=1)(X, y, train, C, 3)
+    np.testing.assert_array_equal(whole, one_at_a_time)
+    assert whole.shape == y.shape and (whole != y).any()  # real fits, not the labels
+
+
 def _planted(rng, n_images: int = 240, copies: int = 1, strength: float = 3.0) -> Design:
     """Images with a 4-class label written along four feature axes (``copies`` samples
     per image, as tokens), and a second label that is pure noise."""
