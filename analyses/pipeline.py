@@ -48,7 +48,7 @@ class RunConfig:
     )
     image_sizes: list[int] | None = option(
         "mix image sides, e.g. 32 48 64 (image i gets side i mod their count); the cache "
-        "then stores each image's own tokens, ragged (no pixel probe)",
+        "then stores each image's own tokens, ragged",
         default=None,
     )
     seed: int = option("seed of stimuli, shuffling and folds", default=0)

@@ -9,6 +9,7 @@ only large array is the site's own.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from caches import BASELINE, CacheReader
+from caches import BASELINE, CacheReader, SiteTokens
 from interp.errors import ConfigError
 from interp.sites import sort_sites
 from probes.crossval import group_folds
@@ -28,10 +29,12 @@ from probes.sweep import TABLE_COLUMNS
 
 __all__ = [
     "PixelReconstruction",
+    "Tiling",
     "assemble",
     "patch_pixels",
     "pixel_sweep",
     "reconstruct_pixels",
+    "site_tilings",
 ]
 
 _CHUNK = 64  # images per pass over a site
@@ -68,15 +71,32 @@ def assemble(
     return out.transpose(0, 1, 3, 2, 4, 5).reshape(n, rows * ph, cols * pw, 3)
 
 
+@dataclass(frozen=True)
+class Tiling:
+    """Which tokens of an image tile it, and where: ``index`` ``(t,)`` positions among
+    the image's tokens, ``cells`` ``(t, 2)`` (row, col) of each in a ``shape = (rows,
+    cols)`` grid of equal patches that covers the image exactly."""
+
+    index: np.ndarray
+    cells: np.ndarray
+    shape: tuple[int, int]
+
+    @classmethod
+    def of(cls, cells: np.ndarray, shape: Sequence[int]) -> Tiling:
+        """Every token, in order, at ``cells``."""
+        return cls(np.arange(len(cells)), np.asarray(cells), (int(shape[0]), int(shape[1])))
+
+
 @dataclass
 class PixelReconstruction:
     """Held-out reconstructions of every image from one site, and their errors.
 
-    ``images`` ``(n, H, W, 3)`` float32 in 0..255 (clipped); ``abs_error`` and
-    ``sq_error`` ``(n,)`` per-image sums over its pixels and channels; ``baseline_*``
-    the same for the training mean of each patch pixel (the no-information
-    reconstruction); ``values_per_image``; ``alphas`` ``(folds,)`` the penalty chosen by
-    each outer fold.
+    ``images`` ``(n, H, W, 3)`` float32 in 0..255 (clipped; images of mixed sizes in the
+    top-left of the padded array, zeros around); ``abs_error`` and ``sq_error`` ``(n,)``
+    per-image sums over its pixels and channels; ``baseline_*`` the same for the
+    training mean of each patch pixel (the no-information reconstruction); ``values``
+    ``(n,)`` pixel values per image; ``alphas`` ``(folds,)`` the penalty chosen by each
+    outer fold; ``patch`` the (height, width) in pixels at which patches were predicted.
     """
 
     images: np.ndarray
@@ -84,18 +104,19 @@ class PixelReconstruction:
     sq_error: np.ndarray
     baseline_abs_error: np.ndarray
     baseline_sq_error: np.ndarray
-    values_per_image: int
+    values: np.ndarray
     alphas: np.ndarray
+    patch: tuple[int, int]
 
     @property
     def mae(self) -> float:
         """Mean absolute error on the 0-255 scale."""
-        return float(self.abs_error.sum() / (len(self.abs_error) * self.values_per_image))
+        return float(self.abs_error.sum() / self.values.sum())
 
     @property
     def psnr(self) -> float:
         """Peak signal-to-noise ratio in dB over all held-out pixels (peak 255)."""
-        return _psnr(self.sq_error.sum() / (len(self.sq_error) * self.values_per_image))
+        return _psnr(self.sq_error.sum() / self.values.sum())
 
 
 def _image_blocks(n: int):
@@ -103,27 +124,108 @@ def _image_blocks(n: int):
         yield slice(start, min(n, start + _CHUNK))
 
 
+class _PatchRows:
+    """The probe's rows, a chunk of images at a time: each tiling token's features and
+    its patch's pixels, block-averaged to one patch size shared by every image size (the
+    greatest common divisor of their patch sizes: the patches themselves when all images
+    share a size), and back from predicted rows to images."""
+
+    def __init__(
+        self,
+        tokens: SiteTokens,
+        images: np.ndarray,
+        sizes: np.ndarray,
+        tilings: dict[int, Tiling],
+    ) -> None:
+        self.tokens, self.images, self.sizes, self.tilings = tokens, images, sizes, tilings
+        patches = {}
+        for side in np.unique(sizes).tolist():
+            tiling = tilings[side]
+            rows, cols = tiling.shape
+            if side % rows or side % cols:
+                raise ConfigError(
+                    f"images of {side} px do not tile a {rows}x{cols} patch grid; use an "
+                    f"image size that is a multiple of {rows}"
+                )
+            patches[side] = (side // rows, side // cols)
+        self.patch = (
+            math.gcd(*(ph for ph, _ in patches.values())),
+            math.gcd(*(pw for _, pw in patches.values())),
+        )
+        self.patches = patches
+
+    def groups(self, block: slice):
+        """``(side, images of the block with that side)`` in order of side."""
+        local = self.sizes[block]
+        for side in np.unique(local).tolist():
+            yield side, block.start + np.flatnonzero(local == side)
+
+    def rows(self, block: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``x (m, d)`` float32, ``y (m, ph * pw * 3)`` float32 and the image of each row."""
+        xs, ys, owners = [], [], []
+        for side, members in self.groups(block):
+            tiling = self.tilings[side]
+            index = (self.tokens.offsets[members][:, None] + tiling.index[None, :]).ravel()
+            xs.append(self.tokens.values[index])
+            pixels = patch_pixels(self.images[members, :side, :side], tiling.cells, tiling.shape)
+            ys.append(self._down(pixels, side).reshape(len(index), -1))
+            owners.append(np.repeat(members, len(tiling.index)))
+        return np.concatenate(xs), np.concatenate(ys), np.concatenate(owners)
+
+    def _down(self, pixels: np.ndarray, side: int) -> np.ndarray:
+        """``(m, t, ph * pw * 3)`` -> the shared patch size, by block averages."""
+        (ph, pw), (qh, qw) = self.patches[side], self.patch
+        if (ph, pw) == (qh, qw):
+            return pixels
+        m, t, _ = pixels.shape
+        blocks = pixels.reshape(m, t, qh, ph // qh, qw, pw // qw, 3)
+        return blocks.mean((3, 5)).reshape(m, t, -1)
+
+    def images_of(self, predicted: np.ndarray, block: slice) -> dict[int, np.ndarray]:
+        """Rows of :meth:`rows` -> ``image index -> (side, side, 3)``, each patch's
+        prediction repeated over its pixels."""
+        out, start = {}, 0
+        (qh, qw) = self.patch
+        for side, members in self.groups(block):
+            tiling = self.tilings[side]
+            t = len(tiling.index)
+            part = predicted[start : start + len(members) * t].reshape(len(members), t, qh, qw, 3)
+            start += len(members) * t
+            ph, pw = self.patches[side]
+            part = part.repeat(ph // qh, axis=2).repeat(pw // qw, axis=3)
+            whole = assemble(part.reshape(len(members), t, -1), tiling.cells, tiling.shape, side)
+            out.update(zip(members.tolist(), whole, strict=True))
+        return out
+
+
 def reconstruct_pixels(
-    acts: np.ndarray,
+    acts: np.ndarray | SiteTokens,
     images: np.ndarray,
-    grid: np.ndarray,
-    patch_grid: Sequence[int],
+    tilings: Tiling | dict[int, Tiling],
     *,
+    sizes: np.ndarray | None = None,
     n_splits: int = 5,
     n_inner: int = 3,
     alphas: Sequence[float] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0),
     seed: int = 0,
     device: str | torch.device | None = None,
 ) -> PixelReconstruction:
-    """Fit the PVP probe on one site's ``acts (n, tokens, d)`` and reconstruct every image.
+    """Fit the PVP probe on one site's tokens and reconstruct every image.
 
-    Features are standardised over all tokens of the site (no labels involved); the
-    ridge penalty of each outer fold is chosen by ``n_inner``-fold cross-validation on
-    its training images (mean squared error).
+    ``acts`` ``(n, tokens, d)`` or :class:`caches.SiteTokens` (ragged: images of mixed
+    sizes); ``images`` ``(n, H, W, 3)`` uint8, image ``i`` its top-left ``sizes[i]``
+    square (default: all of it); ``tilings`` the :class:`Tiling` of every image, or one
+    per image side. Features are standardised over all tokens of the site (no labels
+    involved); the ridge penalty of each outer fold is chosen by ``n_inner``-fold
+    cross-validation on its training images (mean squared error).
     """
     device = torch.device(device) if device else default_device()
-    n, n_tokens, _ = acts.shape
-    image_size = images.shape[1]
+    tokens = acts if isinstance(acts, SiteTokens) else SiteTokens.from_dense(acts)
+    n = tokens.n_images
+    sizes = np.full(n, images.shape[1]) if sizes is None else np.asarray(sizes)
+    if isinstance(tilings, Tiling):
+        tilings = {int(side): tilings for side in np.unique(sizes)}
+    patch_rows = _PatchRows(tokens, images, sizes, tilings)
     # Images fall into n_splits x n_inner blocks; outer fold f is the blocks b with
     # b // n_inner == f, and inner fold i of its complement the blocks with b % n_inner == i,
     # so every training and held-out set is a union of blocks.
@@ -131,17 +233,20 @@ def reconstruct_pixels(
     block_of = group_folds(np.arange(n), n_blocks, seed)
     fold_of = block_of // n_inner
 
-    def rows(block: slice) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.as_tensor(acts[block], device=device).reshape(-1, acts.shape[-1])
-        y = torch.as_tensor(patch_pixels(images[block], grid, patch_grid), device=device)
-        return x.double(), y.reshape(-1, y.shape[-1]).double()
+    def rows(block: slice) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        x, y, owner = patch_rows.rows(block)
+        return (
+            torch.as_tensor(x, device=device).double(),
+            torch.as_tensor(y, device=device).double(),
+            owner,
+        )
 
     # Pass 1: moments per block.
     moments: list[Moments | None] = [None] * n_blocks
     for block in _image_blocks(n):
-        x, y = rows(block)
-        for b in np.unique(block_of[block]):
-            mask = torch.as_tensor(np.repeat(block_of[block] == b, n_tokens), device=device)
+        x, y, owner = rows(block)
+        for b in np.unique(block_of[owner]):
+            mask = torch.as_tensor(block_of[owner] == b, device=device)
             m = Moments.of(x[mask], y[mask])
             moments[b] = m if moments[b] is None else moments[b] + m
     total = _sum(moments, list(range(n_blocks)))
@@ -168,38 +273,39 @@ def reconstruct_pixels(
         intercepts.append(intercept[0])
         chosen.append(float(grid_alphas[best]))
 
-    # Pass 2: predict every image with its held-out fold's probe.
-    values = patch_pixels(images[:1], grid, patch_grid).shape[-1]  # per token
-    out = np.empty((n, image_size, image_size, 3), dtype=np.float32)
+    # Pass 2: predict every image with its held-out fold's probe, compare at full size.
+    out = np.zeros(images.shape, dtype=np.float32)
     abs_error, sq_error = np.empty(n), np.empty(n)
     base_abs, base_sq = np.empty(n), np.empty(n)
     for block in _image_blocks(n):
-        x, y = rows(block)
+        x, _, owner = rows(block)
         x = (x - mean) / scale
-        folds = np.repeat(fold_of[block], n_tokens)
-        predicted = torch.empty_like(y)
-        baseline = torch.empty_like(y)
+        folds = fold_of[owner]
+        predicted = torch.empty(len(x), len(mean_patch[0]), dtype=torch.float64, device=device)
+        baseline = torch.empty_like(predicted)
         for f in np.unique(folds):
             mask = torch.as_tensor(folds == f, device=device)
             predicted[mask] = x[mask] @ coefs[f] + intercepts[f]
             baseline[mask] = mean_patch[f][None, :]
-        count = block.stop - block.start
-        predicted = predicted.clamp(0, 255).reshape(count, n_tokens, -1)
-        y = y.reshape(count, n_tokens, -1)
-        baseline = baseline.reshape(count, n_tokens, -1)
-        abs_error[block] = (predicted - y).abs().sum((1, 2)).cpu().numpy()
-        sq_error[block] = (predicted - y).pow(2).sum((1, 2)).cpu().numpy()
-        base_abs[block] = (baseline - y).abs().sum((1, 2)).cpu().numpy()
-        base_sq[block] = (baseline - y).pow(2).sum((1, 2)).cpu().numpy()
-        out[block] = assemble(predicted.float().cpu().numpy(), grid, patch_grid, image_size)
+        predicted = patch_rows.images_of(predicted.clamp(0, 255).cpu().numpy(), block)
+        baseline = patch_rows.images_of(baseline.cpu().numpy(), block)
+        for i, image in predicted.items():
+            side = int(sizes[i])
+            truth = images[i, :side, :side].astype(np.float64)
+            abs_error[i] = np.abs(image - truth).sum()
+            sq_error[i] = np.square(image - truth).sum()
+            base_abs[i] = np.abs(baseline[i] - truth).sum()
+            base_sq[i] = np.square(baseline[i] - truth).sum()
+            out[i, :side, :side] = image
     return PixelReconstruction(
         images=out,
         abs_error=abs_error,
         sq_error=sq_error,
         baseline_abs_error=base_abs,
         baseline_sq_error=base_sq,
-        values_per_image=n_tokens * values,
+        values=sizes.astype(np.float64) ** 2 * 3,
         alphas=np.asarray(chosen),
+        patch=patch_rows.patch,
     )
 
 
@@ -247,19 +353,9 @@ def pixel_sweep(
     images = reader.images[:n]  # (n, H, W, 3) uint8
     shown = {"original": images[:n_show]}
     rows = []
-    ragged = [site for site in sites if reader.is_ragged(site)]
-    if ragged:
-        warnings.warn(
-            f"no pixel probe at {ragged}: they are stored ragged (images of mixed sizes), "
-            f"and one probe per site needs every image's patches at one size; run the "
-            f"pixel probe on a cache of one image size",
-            stacklevel=2,
-        )
-    tilings = {
-        site: None if site in ragged else reader.layout(site).tiling(images.shape[1])
-        for site in sites
-    }
-    untiled = [site for site, tiling in tilings.items() if tiling is None and site not in ragged]
+    sizes = reader.image_sizes[:n]
+    tilings = {site: site_tilings(reader, site, sizes) for site in sites}
+    untiled = [site for site, tiling in tilings.items() if tiling is None]
     if untiled:
         warnings.warn(
             f"no pixel probe at {untiled}: no set of their tokens tiles the image",
@@ -267,15 +363,13 @@ def pixel_sweep(
         )
     jobs = [(c, s) for c in conditions for s in sites if tilings[s] is not None]
     for condition, site in tqdm(jobs, desc="pixel probes", unit="site", disable=not progress):
-        index, grid, patch_grid = tilings[site]
-        acts = reader.site_array(site, condition)  # (n, tokens, d)
-        if len(index) != acts.shape[1]:  # e.g. LLaVA-NeXT: the high-resolution crops only
-            acts = acts[:, index]
-        result = reconstruct_pixels(acts, images, grid, patch_grid, n_splits=n_splits, seed=seed)
+        tokens = reader.site_tokens(site, condition)  # flat, per-image offsets
+        result = reconstruct_pixels(
+            tokens, images, tilings[site], sizes=sizes, n_splits=n_splits, seed=seed
+        )
         if condition == conditions[0]:
             shown[site] = result.images[:n_show].round().astype(np.uint8)
-        per_image = result.values_per_image
-        ones = np.full(n, float(per_image))
+        ones = result.values  # pixel values per image
         for metric, error, baseline in (
             ("mae", result.abs_error, result.baseline_abs_error),
             ("psnr", result.sq_error, result.baseline_sq_error),
@@ -303,6 +397,24 @@ def pixel_sweep(
                 }
             )
     return pd.DataFrame(rows, columns=TABLE_COLUMNS), shown
+
+
+def site_tilings(reader: CacheReader, site: str, sizes: np.ndarray) -> dict[int, Tiling] | None:
+    """The :class:`Tiling` of ``site`` for every image side in ``sizes``, from the
+    cache's layouts (a ragged site's images of one side share one); None if the tokens
+    of some side do not tile its images (e.g. a pooled site whose boxes overlap)."""
+    out = {}
+    counts = np.diff(reader.offsets(site))
+    for side in np.unique(sizes).tolist():
+        members = np.flatnonzero(sizes == side)
+        if len(set(counts[members].tolist())) != 1:
+            return None  # images of one size with different layouts: no shared probe rows
+        found = reader.layout(site, image=int(members[0])).tiling(side)
+        if found is None:
+            return None
+        index, cells, shape = found
+        out[side] = Tiling(index, cells, shape)
+    return out
 
 
 def _psnr(mse: float) -> float:

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from analyses import reconstruction_grid
-from caches import CacheReader, extract
+from caches import CacheReader, SiteTokens, extract
 from interp import ConfigError, StimulusSpec, generate
 from probes import TABLE_COLUMNS, pixel_sweep, reconstruct_pixels
-from probes.pixels import assemble, patch_pixels
+from probes.pixels import Tiling, assemble, patch_pixels
 
 GRID = np.stack(np.meshgrid(np.arange(8), np.arange(8), indexing="ij"), -1).reshape(-1, 2)
 
@@ -34,16 +34,43 @@ def test_identity_tokens_reconstruct_exactly_and_random_projections_degrade(stim
     whose tokens are random projections of them to fewer dimensions loses more the fewer
     dimensions it keeps."""
     patches = patch_pixels(stimuli.images, GRID, (8, 8))
-    identity = reconstruct_pixels(patches, stimuli.images, GRID, (8, 8))
+    identity = reconstruct_pixels(patches, stimuli.images, Tiling.of(GRID, (8, 8)))
     assert identity.mae < 0.5 and identity.psnr > 45
     np.testing.assert_allclose(identity.images, stimuli.images, atol=2)
     rng = np.random.default_rng(0)
     errors = []
     for width in (48, 12, 3):
         tokens = patches @ rng.normal(size=(192, width)).astype(np.float32)
-        errors.append(reconstruct_pixels(tokens, stimuli.images, GRID, (8, 8)).mae)
-    baseline = identity.baseline_abs_error.sum() / (60 * identity.values_per_image)
+        errors.append(reconstruct_pixels(tokens, stimuli.images, Tiling.of(GRID, (8, 8))).mae)
+    baseline = identity.baseline_abs_error.sum() / identity.values.sum()
     assert identity.mae < errors[0] < errors[1] < errors[2] < baseline, (errors, baseline)
+
+
+def test_images_of_mixed_sizes_are_reconstructed_at_one_patch_size() -> None:
+    """32 and 64 px images on an 8x8 grid: patches of 4 and 8 px. The probe predicts
+    4x4 patches (their common size), so an identity "model" whose tokens are those 4x4
+    patches rebuilds the 32 px images exactly and the 64 px ones as their 2x2 block
+    averages, each image at its own size."""
+    mixed = generate(StimulusSpec(n_images=40, image_sizes=(32, 64), seed=7))
+    values, offsets = [], [0]
+    expected = np.zeros(mixed.images.shape, dtype=np.float32)
+    for i, side in enumerate(mixed.sizes.tolist()):
+        image = mixed.image(i).astype(np.float32)
+        f = side // 32
+        coarse = image.reshape(32, f, 32, f, 3).mean((1, 3))  # (32, 32, 3)
+        expected[i, :side, :side] = coarse.repeat(f, 0).repeat(f, 1)
+        values.append(patch_pixels(coarse[None], GRID, (8, 8))[0])  # (64, 48)
+        offsets.append(offsets[-1] + 64)
+    tokens = SiteTokens(np.concatenate(values), np.array(offsets))
+    result = reconstruct_pixels(
+        tokens, mixed.images, Tiling.of(GRID, (8, 8)), sizes=mixed.sizes, n_splits=4
+    )
+    assert result.patch == (4, 4)
+    np.testing.assert_allclose(result.images, expected, atol=2)
+    np.testing.assert_array_equal(result.values, mixed.sizes.astype(float) ** 2 * 3)
+    small = mixed.sizes == 32
+    assert result.abs_error[small].sum() / result.values[small].sum() < 0.5
+    assert result.mae < result.baseline_abs_error.sum() / result.values.sum()
 
 
 def test_pixel_sweep_on_a_cache(loaded, tmp_path) -> None:

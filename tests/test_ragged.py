@@ -146,20 +146,20 @@ def test_a_ragged_run_resumes_to_the_same_file(qwen, mixed, ragged_path, tmp_pat
 
 
 def test_the_whole_run_on_mixed_sizes(tiny_dir, tmp_path) -> None:
-    """LLaVA resizes every image to its grid: equal counts, per-image boxes. Probes run
-    on every site; the pixel probe says why it skips them."""
-    with pytest.warns(UserWarning, match="stored ragged"):
-        result = run(
-            RunConfig(
-                out=str(tmp_path / "r"), model=tiny_dir, n_images=20, image_sizes=[32, 64],
-                n_splits=2, n_boot=50, sites=["vision.0", "lm.3"], conditions=["baseline"],
-                selections=["mean", "on_object", "token", "random_1"], progress=False,
-            )
-        )  # fmt: skip
+    """LLaVA resizes every image to its grid: equal counts, per-image boxes. Probes and
+    the pixel probe run on every site."""
+    result = run(
+        RunConfig(
+            out=str(tmp_path / "r"), model=tiny_dir, n_images=20, image_sizes=[32, 64],
+            n_splits=2, n_boot=50, sites=["vision.0", "lm.3"], conditions=["baseline"],
+            selections=["mean", "on_object", "token", "random_1"], progress=False,
+        )
+    )  # fmt: skip
     table = result.table
     assert set(table.site) == {"vision.0", "lm.3"}
     assert set(table.selection) == {"mean", "on_object", "token", "random_1"}
-    assert table["value"].between(0, 1).all() and result.pixel_table.empty
+    assert table["value"].between(0, 1).all()
+    assert set(result.pixel_table.site) == {"vision.0", "lm.3"}
     with CacheReader(result.paths["cache"]) as reader:
         assert reader.is_ragged("vision.0") and not reader.site_tokens("lm.3").ragged
         stimuli = json.loads(json.dumps(reader.attrs["stimuli"]))
