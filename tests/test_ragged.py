@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from tiny_vlms import build_qwen2_vl
+from tiny_vlms import build_llava_next, build_qwen2_vl
 
 import caches.extraction as extract_module
 from analyses import RunConfig, run
@@ -143,6 +143,43 @@ def test_a_ragged_run_resumes_to_the_same_file(qwen, mixed, ragged_path, tmp_pat
                 np.testing.assert_array_equal(
                     a.acts(site, condition)[()], b.acts(site, condition)[()]
                 )
+
+
+def test_llava_next_newlines_are_stored_ragged_too(tmp_path) -> None:
+    """LLaVA-NeXT on 16 and 32 px images: a different canvas per size, so different
+    patch and newline counts; both kinds of token, per image, equal a capture of the
+    image alone."""
+    loaded = load_model(build_llava_next(tmp_path / "next"))
+    mixed = generate(StimulusSpec(n_images=4, image_sizes=(16, 32), seed=3))
+    sites = ["vision.0", "lm.0"]
+    path = extract(
+        loaded, mixed, tmp_path / "c.h5", sites=sites, conditions=["baseline", "shuffle"],
+        batch_size=4, progress=False,
+    )  # fmt: skip
+    prompt = loaded.adapter.default_prompt("Describe the image.")
+    with CacheReader(path) as reader:
+        assert np.diff(reader.offsets("lm.0")).tolist() == [32, 80, 32, 80]
+        assert np.diff(reader.extra_offsets("lm.0")).tolist() == [4, 8, 4, 8]
+        assert reader.layout("lm.0", image=1).extra == ("newline",) * 8
+        for condition in ("baseline", "shuffle"):
+            for i in range(len(mixed)):
+                alone = capture_tokens(
+                    loaded, mixed.image(i)[None], sites, prompt=prompt,
+                    intervention=make_intervention(condition),
+                )  # fmt: skip
+                for site in sites:
+                    for stored, offsets, fresh in (
+                        (reader.acts(site, condition), reader.offsets(site), alone.acts),
+                        (reader.extra_acts(site, condition), reader.extra_offsets(site),
+                         alone.extra),
+                    ):  # fmt: skip
+                        if site not in fresh:
+                            continue
+                        lo, hi = offsets[i : i + 2]
+                        expected = fresh[site][0].to(torch.float16).float().numpy()
+                        np.testing.assert_allclose(
+                            stored[lo:hi].astype(np.float32), expected, rtol=2e-3, atol=2e-3
+                        )
 
 
 def test_the_whole_run_on_mixed_sizes(tiny_dir, tmp_path) -> None:
