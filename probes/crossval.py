@@ -69,9 +69,10 @@ def torch_backend(
     float64 solves as precisely as scikit-learn run to convergence; in float32 the
     inner-CV scores of near-tied penalties can flip the choice of C and move an accuracy
     by a few images (see the README's benchmark), but on a CPU float64 costs about twice
-    the time, on a GPU little. ``max_bytes`` caps the solver's working set (its memory
-    grows with problems x (rows x classes + features x classes x history)): problems are
-    solved in as many calls as that takes.
+    the time, on a data-centre GPU little (on a consumer GPU, whose float64 is many times
+    slower than its float32, pass ``dtype=torch.float32``). ``max_bytes`` caps the
+    solver's working set (its memory grows with problems x (rows x classes + features x
+    classes x history)): problems are solved in as many calls as that takes.
     """
 
     def solve(X, y, train, C, n_classes):
