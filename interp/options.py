@@ -41,12 +41,14 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
         if "default" not in help_text:
             shown = " ".join(map(str, default)) if isinstance(default, list) else default
             help_text += f" (default: {shown})"
+        help_text = help_text.replace("%", "%%")  # argparse formats help with %
         base = _base_type(hints[f.name])
         if base is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
         elif typing.get_origin(base) is list:
             item = typing.get_args(base)[0]
-            parser.add_argument(flag, nargs="+", type=item, help=help_text, metavar="NAME")
+            metavar = "NAME" if item is str else "N"
+            parser.add_argument(flag, nargs="+", type=item, help=help_text, metavar=metavar)
         else:
             parser.add_argument(flag, type=base, help=help_text, metavar=f.name.upper())
     parser.set_defaults(**{f.name: None for f in dataclasses.fields(cls)})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import pytest
 from PIL import Image
@@ -12,6 +14,18 @@ from interp.cli import main
 from probes import TABLE_COLUMNS
 
 FAST = ["--n-images", "40", "--no-progress", "--n-splits", "2", "--n-boot", "50"]
+
+
+@pytest.mark.parametrize("command", [["run"], ["organism", "eval"], []])
+def test_help_lists_every_option(command, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    if command == ["run"]:
+        for field in dataclasses.fields(RunConfig):
+            assert "--" + field.name.replace("_", "-") in printed, field.name
+        assert "95% intervals" in printed
 
 
 def test_run_writes_every_output(tiny_dir, tmp_path, capsys) -> None:
