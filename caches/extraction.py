@@ -116,7 +116,7 @@ def extract(
                 acts, extra = {}, {}
                 for condition, intervention in interventions.items():
                     acts[condition], extra[condition] = _capture_batch(
-                        loaded, stimuli, start, stop, sites, prompt, intervention
+                        loaded, stimuli, start, sizes[start:stop], sites, prompt, intervention
                     )
                 writer.write_batch(start, acts, extra)
                 bar.update(stop - start)
@@ -127,18 +127,17 @@ def _capture_batch(
     loaded: LoadedModel,
     stimuli: Stimuli,
     start: int,
-    stop: int,
+    sizes: np.ndarray,
     sites: list[str],
     prompt: str,
     intervention: Intervention | None,
 ) -> tuple[dict[str, SiteValues], dict[str, SiteValues]]:
-    """Images ``start:stop`` captured at ``sites``, one forward pass per image size:
-    ``site -> (batch, tokens, d)`` (one size) or one ``(tokens_i, d)`` per image."""
-    sizes = stimuli.sizes[start:stop]
-    if len(set(stimuli.spec.sizes)) == 1:
-        captured = capture_tokens(
-            loaded, stimuli.images[start:stop], sites, prompt=prompt, intervention=intervention
-        )
+    """The images from ``start`` on, of sides ``sizes`` (one per image), captured at
+    ``sites``, one forward pass per image size: ``site -> (batch, tokens, d)`` (one size)
+    or one ``(tokens_i, d)`` per image."""
+    if len(stimuli.spec.sizes) == 1:
+        images = stimuli.images[start : start + len(sizes)]  # (batch, H, W, 3)
+        captured = capture_tokens(loaded, images, sites, prompt=prompt, intervention=intervention)
         return captured.acts, captured.extra
     acts: dict[str, list] = {site: [None] * len(sizes) for site in sites}
     extra: dict[str, list] = {}

@@ -182,24 +182,27 @@ class CacheWriter:
         for kind, tree in (("patch", acts), ("extra", extra or {})):
             for condition, sites in tree.items():
                 for site, values in sites.items():
-                    per_image = [v for v in values]  # (tokens_i, d) each
-                    size = len(per_image)
+                    size = len(values)
                     offsets = self._offsets(site, kind)
-                    lo, hi = offsets[start], offsets[start + size]
-                    for i, v in enumerate(per_image):
-                        expected = offsets[start + i + 1] - offsets[start + i]
-                        if len(v) != expected:
-                            raise CacheError(
-                                f"site {site!r} gave {len(v)} {kind} tokens for image "
-                                f"{start + i}, its layout has {expected}; the family "
-                                f"adapter's token_layout and select disagree"
-                            )
+                    expected = np.diff(offsets[start : start + size + 1])  # (size,)
+                    dense = isinstance(values, torch.Tensor)  # (batch, tokens, d)
+                    counts = [values.shape[1]] * size if dense else [len(v) for v in values]
+                    given = np.asarray(counts)
+                    wrong = np.flatnonzero(given != expected)
+                    if len(wrong):
+                        i = int(wrong[0])
+                        raise CacheError(
+                            f"site {site!r} gave {given[i]} {kind} tokens for image "
+                            f"{start + i}, its layout has {expected[i]}; the family "
+                            f"adapter's token_layout and select disagree"
+                        )
                     path = (acts_path if kind == "patch" else extra_path)(site, condition)
-                    width = per_image[0].shape[-1] if per_image else 0
+                    width = values[0].shape[-1] if size else 0
                     dataset = self._dataset(path, site, kind, width, offsets)
-                    rows = torch.cat(list(per_image)).numpy().astype(ACT_DTYPE)  # (tokens, d)
+                    flat = values.reshape(-1, width) if dense else torch.cat(list(values))
+                    rows = flat.numpy().astype(ACT_DTYPE)  # (tokens, d)
                     if dataset.ndim == 2:  # ragged: flat tokens
-                        dataset[lo:hi] = rows
+                        dataset[offsets[start] : offsets[start + size]] = rows
                     else:
                         dataset[start : start + size] = rows.reshape(size, -1, width)
         self._file.flush()

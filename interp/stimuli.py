@@ -140,7 +140,8 @@ class Stimuli:
     @property
     def sizes(self) -> np.ndarray:
         """``(n,)`` int64 side in px of each image (the top-left square of its array)."""
-        return np.array([self.spec.size_of(i) for i in range(len(self))], dtype=np.int64)
+        cycle = np.asarray(self.spec.sizes, dtype=np.int64)
+        return cycle[np.arange(len(self)) % len(cycle)]
 
     def image(self, index: int) -> np.ndarray:
         """Image ``index`` without its padding, ``(side, side, 3)`` uint8."""
