@@ -47,6 +47,30 @@ def ragged_path(qwen, mixed, tmp_path_factory):
     )  # fmt: skip
 
 
+def _assert_each_image_equals_a_capture_alone(loaded, mixed, reader, sites) -> None:
+    """Under baseline and shuffle, each image's stored patch and extra tokens equal a
+    capture of that image by itself (float16 as stored)."""
+    prompt = loaded.adapter.default_prompt("Describe the image.")
+    for condition in ("baseline", "shuffle"):
+        for i in range(len(mixed)):
+            alone = capture_tokens(
+                loaded, mixed.image(i)[None], sites, prompt=prompt,
+                intervention=make_intervention(condition),
+            )  # fmt: skip
+            for site in sites:
+                for stored, offsets, fresh in (
+                    (reader.acts(site, condition), reader.offsets(site), alone.acts),
+                    (reader.extra_acts(site, condition), reader.extra_offsets(site), alone.extra),
+                ):
+                    if site not in fresh:
+                        continue
+                    lo, hi = offsets[i : i + 2]
+                    expected = fresh[site][0].to(torch.float16).float().numpy()
+                    np.testing.assert_allclose(
+                        stored[lo:hi].astype(np.float32), expected, rtol=2e-3, atol=2e-3
+                    )
+
+
 def test_stimuli_of_mixed_sizes() -> None:
     spec = StimulusSpec(n_images=4, image_sizes=(32, 48), seed=5)
     mixed = generate(spec)
@@ -64,7 +88,6 @@ def test_stimuli_of_mixed_sizes() -> None:
 
 def test_each_images_tokens_equal_a_capture_of_it_alone(qwen, mixed, ragged_path) -> None:
     adapter = qwen.adapter
-    prompt = adapter.default_prompt("Describe the image.")
     with CacheReader(ragged_path) as reader:
         assert reader.image_sizes.tolist() == mixed.sizes.tolist()
         for site in SITES:
@@ -86,17 +109,7 @@ def test_each_images_tokens_equal_a_capture_of_it_alone(qwen, mixed, ragged_path
                 expected = adapter.token_layout(site, side)
                 np.testing.assert_array_equal(reader.layout(site, image=i).boxes, expected.boxes)
                 np.testing.assert_array_equal(reader.layout(site, image=i).grid, expected.grid)
-        for condition in ("baseline", "shuffle"):
-            for i in range(len(mixed)):
-                alone = capture_tokens(
-                    qwen, mixed.image(i)[None], SITES, prompt=prompt,
-                    intervention=make_intervention(condition),
-                )  # fmt: skip
-                for site in SITES:
-                    lo, hi = reader.offsets(site)[i : i + 2]
-                    stored = reader.acts(site, condition)[lo:hi].astype(np.float32)
-                    expected = alone.acts[site][0].to(torch.float16).float().numpy()
-                    np.testing.assert_allclose(stored, expected, rtol=2e-3, atol=2e-3)
+        _assert_each_image_equals_a_capture_alone(qwen, mixed, reader, SITES)
         described = reader.intervention("shuffle")["by_image_size"]
         assert sorted(described) == ["16", "24"]
         assert sorted(described["24"]["permutation"]) == list(range(9))
@@ -156,30 +169,11 @@ def test_llava_next_newlines_are_stored_ragged_too(tmp_path) -> None:
         loaded, mixed, tmp_path / "c.h5", sites=sites, conditions=["baseline", "shuffle"],
         batch_size=4, progress=False,
     )  # fmt: skip
-    prompt = loaded.adapter.default_prompt("Describe the image.")
     with CacheReader(path) as reader:
         assert np.diff(reader.offsets("lm.0")).tolist() == [32, 80, 32, 80]
         assert np.diff(reader.extra_offsets("lm.0")).tolist() == [4, 8, 4, 8]
         assert reader.layout("lm.0", image=1).extra == ("newline",) * 8
-        for condition in ("baseline", "shuffle"):
-            for i in range(len(mixed)):
-                alone = capture_tokens(
-                    loaded, mixed.image(i)[None], sites, prompt=prompt,
-                    intervention=make_intervention(condition),
-                )  # fmt: skip
-                for site in sites:
-                    for stored, offsets, fresh in (
-                        (reader.acts(site, condition), reader.offsets(site), alone.acts),
-                        (reader.extra_acts(site, condition), reader.extra_offsets(site),
-                         alone.extra),
-                    ):  # fmt: skip
-                        if site not in fresh:
-                            continue
-                        lo, hi = offsets[i : i + 2]
-                        expected = fresh[site][0].to(torch.float16).float().numpy()
-                        np.testing.assert_allclose(
-                            stored[lo:hi].astype(np.float32), expected, rtol=2e-3, atol=2e-3
-                        )
+        _assert_each_image_equals_a_capture_alone(loaded, mixed, reader, sites)
 
 
 def test_the_whole_run_on_mixed_sizes(tiny_dir, tmp_path) -> None:
