@@ -45,6 +45,19 @@ def hooked_forward(
     return model, seen
 
 
+def capture_beside_hooks(loaded, folder: str, images: np.ndarray) -> tuple:
+    """``capture_tokens`` at every site of a saved VLM, and :func:`hooked_forward` of a
+    fresh copy on the same processor inputs (the LLM's input kept as ``"lm_input"``):
+    ``(captured, inputs, model, seen)``."""
+    adapter = loaded.adapter
+    prompt = adapter.default_prompt("Describe the image.")
+    captured = capture_tokens(loaded, images, adapter.sites(), prompt=prompt)
+    inputs = adapter.build_inputs(images, prompt)
+    paths = {site: adapter.module_path(site) for site in adapter.sites()}
+    model, seen = hooked_forward(folder, inputs, paths, lm_input=paths["lm.0"])
+    return captured, inputs, model, seen
+
+
 def token_change(loaded, image: np.ndarray, box, site: str, prompt: str) -> np.ndarray:
     """``(tokens,)`` how much each token of ``site`` moves when the pixels of ``box``
     ``(y0, x0, y1, x1)`` are repainted."""

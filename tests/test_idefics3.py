@@ -7,13 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from references import assert_interventions_touch_the_llm_only, hooked_forward, token_change
+from references import assert_interventions_touch_the_llm_only, capture_beside_hooks, token_change
 from tiny_vlms import build_idefics3
 
 from analyses import RunConfig, run
 from interp import (
     StimulusSpec,
-    capture_tokens,
     generate,
     load_model,
 )
@@ -36,12 +35,8 @@ def images() -> np.ndarray:
 def test_capture_equals_hooks_and_what_enters_the_llm(family, images) -> None:
     folder, loaded = family
     adapter = loaded.adapter
-    prompt = adapter.default_prompt("Describe the image.")
-    got = capture_tokens(loaded, images, adapter.sites(), prompt=prompt)
-    inputs = adapter.build_inputs(images, prompt)
+    got, inputs, model, seen = capture_beside_hooks(loaded, folder, images)
     assert inputs["pixel_values"].shape[1] == 5  # 4 tiles + global
-    paths = {site: adapter.module_path(site) for site in adapter.sites()}
-    model, seen = hooked_forward(folder, inputs, paths, lm_input=paths["lm.0"])
     positions = (inputs["input_ids"] == model.config.image_token_id).nonzero()[:, 1].reshape(2, -1)
     rows = torch.arange(2)[:, None]
     for site in adapter.sites():

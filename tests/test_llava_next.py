@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from references import assert_interventions_touch_the_llm_only, hooked_forward, token_change
+from references import assert_interventions_touch_the_llm_only, capture_beside_hooks, token_change
 from tiny_vlms import build_llava_next
 
 from analyses import RunConfig, run
@@ -40,11 +40,7 @@ def test_capture_equals_hooks_and_the_models_own_packing(loaded, folder, size) -
     adapter = loaded.adapter
     n_lm, n_views, n_newlines = SIZES[size]
     images = generate(StimulusSpec(n_images=2, image_size=size, seed=1)).images
-    prompt = adapter.default_prompt("Describe the image.")
-    got = capture_tokens(loaded, images, adapter.sites(), prompt=prompt)
-    inputs = adapter.build_inputs(images, prompt)
-    paths = {s: adapter.module_path(s) for s in adapter.sites()}
-    model, seen = hooked_forward(folder, inputs, paths, lm_input=paths["lm.0"])
+    got, inputs, model, seen = capture_beside_hooks(loaded, folder, images)
     positions = adapter.token_positions(inputs)
     rows = torch.arange(2)[:, None]
     for site in adapter.sites():

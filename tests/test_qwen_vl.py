@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from references import assert_interventions_touch_the_llm_only, hooked_forward, token_change
+from references import assert_interventions_touch_the_llm_only, capture_beside_hooks, token_change
 from tiny_vlms import build_qwen2_vl
 
 from analyses import RunConfig, run
-from interp import ConfigError, StimulusSpec, capture_tokens, generate, load_model
+from interp import ConfigError, StimulusSpec, generate, load_model
 
 SIZE = {"2": 16, "2.5": 32}  # 2.5: 4x4 merged tokens in 2x2 windows of 2x2
 
@@ -39,11 +39,7 @@ def test_capture_equals_hooks_and_what_enters_the_llm(qwen) -> None:
     adapter = loaded.adapter
     size = SIZE[version]
     images = generate(StimulusSpec(n_images=2, image_size=size, seed=1)).images
-    prompt = adapter.default_prompt("Describe the image.")
-    got = capture_tokens(loaded, images, adapter.sites(), prompt=prompt)
-    inputs = adapter.build_inputs(images, prompt)
-    paths = {site: adapter.module_path(site) for site in adapter.sites()}
-    model, seen = hooked_forward(folder, inputs, paths, lm_input=paths["lm.0"])
+    got, inputs, model, seen = capture_beside_hooks(loaded, folder, images)
     positions = (inputs["input_ids"] == model.config.image_token_id).nonzero()[:, 1].reshape(2, -1)
     rows = torch.arange(2)[:, None]
     undo = None

@@ -8,13 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from references import assert_interventions_touch_the_llm_only, hooked_forward, token_change
+from references import assert_interventions_touch_the_llm_only, capture_beside_hooks, token_change
 from tiny_vlms import build_gemma3, build_paligemma
 
 from analyses import RunConfig, run
 from interp import (
     StimulusSpec,
-    capture_tokens,
     generate,
     load_model,
 )
@@ -37,10 +36,7 @@ def images() -> np.ndarray:
 def test_capture_equals_torch_hooks(family, images) -> None:
     _, folder, loaded = family
     adapter = loaded.adapter
-    prompt = adapter.default_prompt("Describe the image.")
-    got = capture_tokens(loaded, images, adapter.sites(), prompt=prompt)
-    inputs = adapter.build_inputs(images, prompt)
-    _, seen = hooked_forward(folder, inputs, {s: adapter.module_path(s) for s in adapter.sites()})
+    got, inputs, _, seen = capture_beside_hooks(loaded, folder, images)
     positions = adapter.token_positions(inputs).patch
     image_ids = inputs["input_ids"] == loaded.model.config.image_token_id
     assert (positions == image_ids.nonzero()[:, 1].reshape(len(images), -1)).all()
