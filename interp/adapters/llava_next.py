@@ -119,7 +119,7 @@ class LlavaNextAdapter(LlavaAdapter):
             return TokenLayout.concat([base, canvas])
         rows, cols = self._unpadded(image_size)
         n_rows, n_cols = self._views(image_size)
-        canvas_rc = self._canvas_rc(image_size)  # (tokens, 2) canvas (row, col)
+        canvas_rc = self._canvas_rc(canvas, n_cols)  # (tokens, 2) canvas (row, col)
         order = np.lexsort((canvas_rc[:, 1], canvas_rc[:, 0]))  # canvas row-major
         keep = [
             t
@@ -132,10 +132,10 @@ class LlavaNextAdapter(LlavaAdapter):
             [base, canvas.take(np.array(keep))], extra=("newline",) * kept_rows
         )
 
-    def _canvas_rc(self, size: int) -> np.ndarray:
+    def _canvas_rc(self, canvas: TokenLayout, n_cols: int) -> np.ndarray:
+        """(row, col) on the whole canvas of each token of ``canvas`` (crops ``n_cols``
+        across)."""
         g = self.patch_grid[0]
-        canvas = self._canvas_layout(size)
-        _, n_cols = self._views(size)
         i, j = np.divmod(canvas.crops.astype(np.int64) - 1, n_cols)
         return np.stack([canvas.grid[:, 0] + i * g, canvas.grid[:, 1] + j * g], axis=1)
 
