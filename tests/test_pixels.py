@@ -71,6 +71,8 @@ def test_images_of_mixed_sizes_are_reconstructed_at_one_patch_size() -> None:
     small = mixed.sizes == 32
     assert result.abs_error[small].sum() / result.values[small].sum() < 0.5
     assert result.mae < result.baseline_abs_error.sum() / result.values.sum()
+    with pytest.raises(ConfigError, match="images of 32 px do not tile a 7x7 patch grid"):
+        reconstruct_pixels(tokens, mixed.images, Tiling.of(GRID[:49], (7, 7)), sizes=mixed.sizes)
 
 
 def test_pixel_sweep_on_a_cache(loaded, tmp_path) -> None:

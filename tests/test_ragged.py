@@ -17,11 +17,11 @@ from tiny_vlms import build_llava_next, build_qwen2_vl
 
 import caches.extraction as extract_module
 from analyses import RunConfig, run
-from caches import CacheReader, extract
+from caches import CacheReader, CacheWriter, SiteTokens, extract
 from caches.writer import partial_path
 from interp import CacheError, ConfigError, StimulusSpec, capture_tokens, generate, load_model
 from interp.interventions import make_intervention
-from interp.layout import box_label_map
+from interp.layout import TokenLayout, box_label_map
 from probes.sweep import site_labels
 
 SIZES = (16, 24)  # Qwen2-VL: 4x4 and 6x6 patches, 2x2 and 3x3 merged tokens
@@ -113,6 +113,25 @@ def test_each_images_tokens_equal_a_capture_of_it_alone(qwen, mixed, ragged_path
         described = reader.intervention("shuffle")["by_image_size"]
         assert sorted(described) == ["16", "24"]
         assert sorted(described["24"]["permutation"]) == list(range(9))
+
+
+def test_bad_ragged_inputs_are_refused(ragged_path, tmp_path) -> None:
+    with pytest.raises(CacheError, match="token offsets must rise from 0 to the 5 tokens"):
+        SiteTokens(np.zeros((5, 2), np.float32), np.array([0, 3, 2, 5]))
+    with CacheReader(ragged_path) as reader, pytest.raises(CacheError, match="image 5 is outside"):
+        reader.layout("projector", image=5)
+    images, maps = np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 8), np.int8)
+    one = TokenLayout.regular(2, 2, 8)
+    with (
+        CacheWriter(tmp_path / "a.h5", {"sites": ["vision.0"]}) as writer,
+        pytest.raises(CacheError, match="has 1 layouts for 2 images"),
+    ):
+        writer.write_static(images, maps, {}, {}, {"vision.0": [one]})
+    with (
+        CacheWriter(tmp_path / "b.h5", {"sites": ["vision.0"]}) as writer,
+        pytest.raises(CacheError, match="must give one side <= the array's"),
+    ):
+        writer.write_static(images, maps, {}, {}, {"vision.0": one}, sizes=np.array([8, 9]))
 
 
 def test_labels_of_a_ragged_site_come_from_each_images_boxes(qwen, mixed, ragged_path) -> None:
