@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import shutil
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from caches.schema import BASELINE
-from caches.writer import CacheWriter, SiteValues
+from caches.reader import CacheReader
+from caches.schema import ACT_DTYPE, BASELINE, MATCH_ATTRS, STORE_DTYPES
+from caches.writer import CacheWriter, SiteValues, partial_path, short_repr
 from interp.capture import capture_tokens
-from interp.errors import ConfigError
+from interp.errors import CacheError, ConfigError, OutputExistsError
 from interp.interventions import CONDITIONS, Intervention, make_intervention
+from interp.layout import TokenLayout
 from interp.loading import LoadedModel
+from interp.names import as_names
 from interp.sites import sort_sites
 from interp.stimuli import Stimuli
 
-__all__ = ["extract", "DEFAULT_QUESTION", "toolkit_version"]
+__all__ = ["extract", "reusable", "DEFAULT_QUESTION", "toolkit_version"]
 
 DEFAULT_QUESTION = "Describe the image."
+log = logging.getLogger("interp")
 
 
 def toolkit_version() -> str:
@@ -37,19 +45,33 @@ def extract(
     stimuli: Stimuli,
     path: str | os.PathLike,
     *,
-    sites: Sequence[str] | None = None,
-    conditions: Sequence[str] | None = None,
+    sites: str | Sequence[str] | None = None,
+    conditions: str | Sequence[str] | None = None,
     prompt: str | None = None,
     batch_size: int = 32,
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = True,
+    store_dtype: str = ACT_DTYPE,
+    allow_nonfinite: bool = False,
 ) -> Path:
     """Write ``path`` (HDF5) with the activations of ``stimuli`` at ``sites``.
 
     ``conditions`` default to all the model's family supports (baseline first).
     Holds at most one batch of activations in memory. An unfinished ``<path>.partial``
     made with the same settings is resumed; the cache appears at ``path`` only when done.
+    A finished cache at ``path`` made with the same settings (data, model weights and
+    processor, dtype, prompt, sites, conditions, storage) is reused as it is; one made
+    with others is refused unless ``overwrite``.
+
+    Activations are stored as ``store_dtype`` (float16 or float32); a value that is not
+    finite there (NaN, inf, beyond float16's range) stops the extraction with the site and
+    count, unless ``allow_nonfinite`` (then each dataset counts them in its ``nonfinite``
+    attribute, and probes still refuse them).
+
+    Everything that can fail before a file is written is checked first: the first batch
+    to write is captured before the file is created, and the disk must hold the cache's
+    expected size.
 
     Stimuli of mixed sizes give a layout per image, so every site is stored ragged (flat
     tokens plus per-image offsets); each batch runs one forward pass per size in it.
@@ -57,9 +79,13 @@ def extract(
     adapter = loaded.adapter
     for side in stimuli.spec.sizes:
         adapter.check_image_size(side)
+    sites = as_names(sites, "sites")
     sites = sort_sites([adapter.check_site(s) for s in (sites or adapter.sites())])
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if store_dtype not in STORE_DTYPES:
+        raise ConfigError(f"store_dtype must be one of {STORE_DTYPES}, got {store_dtype!r}")
+    conditions = as_names(conditions, "conditions")
     conditions = list(dict.fromkeys([BASELINE, *(conditions or adapter.conditions)]))
     unsupported = [c for c in conditions if c in CONDITIONS and c not in adapter.conditions]
     if unsupported:
@@ -79,18 +105,42 @@ def extract(
     attrs = {
         "toolkit_version": toolkit_version(),
         "model": loaded.source,
+        "weights_id": loaded.identity.get("weights", "unknown"),
+        "processor_id": loaded.identity.get("processor", "unknown"),
+        "dtype": loaded.dtype_name,
         "model_family": adapter.family,
         "prompt": prompt,
         "stimuli": stimuli.spec.to_dict(),
         "sites": sites,
         "conditions": conditions,
         "patch_grid": list(adapter.patch_grid),
+        "store_dtype": store_dtype,
         "vision_tokens": (
             "acts/ holds the patch tokens of each site (layout/<site>); tokens that carry no "
             "patch (CLS, registers, newlines) are in extra/<condition>/<site>"
         ),
     }
-    with CacheWriter(path, attrs, overwrite=overwrite) as writer:
+    path = Path(path)
+    if path.exists() and not overwrite and reusable(path, attrs):
+        log.info("reusing the finished cache %s: it was made with the same settings", path)
+        return path
+    n = len(stimuli)
+
+    def captured(start: int) -> dict[str, tuple[dict, dict]]:
+        stop = min(n, start + batch_size)
+        return {
+            condition: _capture_batch(
+                loaded, stimuli, start, sizes[start:stop], sites, prompt, intervention
+            )
+            for condition, intervention in interventions.items()
+        }
+
+    first_start = _resume_point(partial_path(path), attrs)
+    first = None
+    if first_start < n:  # the first batch is captured before any file exists
+        first = captured(first_start)
+        _check_disk_space(path, first, layouts, n, first_start, np.dtype(store_dtype).itemsize)
+    with CacheWriter(path, attrs, overwrite=overwrite, allow_nonfinite=allow_nonfinite) as writer:
         writer.write_static(
             stimuli.images,
             stimuli.object_map,
@@ -108,19 +158,86 @@ def extract(
                 condition,
                 described[str(sides[0])] if len(sides) == 1 else {"by_image_size": described},
             )
-        n = len(stimuli)
         bar = tqdm(total=n, initial=writer.n_written, unit="img", disable=not progress)
         with bar:
             for start in range(writer.n_written, n, batch_size):
-                stop = min(n, start + batch_size)
-                acts, extra = {}, {}
-                for condition, intervention in interventions.items():
-                    acts[condition], extra[condition] = _capture_batch(
-                        loaded, stimuli, start, sizes[start:stop], sites, prompt, intervention
-                    )
-                writer.write_batch(start, acts, extra)
-                bar.update(stop - start)
+                batch = first if first is not None and start == first_start else captured(start)
+                first = None
+                writer.write_batch(
+                    start,
+                    {condition: found[0] for condition, found in batch.items()},
+                    {condition: found[1] for condition, found in batch.items()},
+                )
+                bar.update(min(n, start + batch_size) - start)
         return writer.finalize()
+
+
+def reusable(path: Path, attrs: dict) -> bool:
+    """Whether the finished cache at ``path`` was made with ``attrs``' settings (then it
+    is reused as it is); an OutputExistsError that names the first difference otherwise."""
+    with CacheReader(path) as reader:
+        found = reader.attrs
+    for key in MATCH_ATTRS:
+        if key not in attrs:
+            continue
+        now = json.loads(json.dumps(attrs[key]))  # as stored: lists, not tuples
+        if found.get(key) != now:
+            raise OutputExistsError(
+                f"{path} already exists, made with a different {key!r} (found "
+                f"{short_repr(found.get(key))}, now {short_repr(now)}); pass --overwrite "
+                f"(overwrite=True) to replace it or choose another output folder"
+            )
+    return True
+
+
+def _resume_point(tmp: Path, attrs: dict) -> int:
+    """The image an unfinished cache with these settings resumes from (0 if there is none,
+    or if it cannot be read: the writer then says why)."""
+    if not tmp.is_file():
+        return 0
+    try:
+        with h5py.File(tmp, "r") as handle:
+            stored = dict(handle.attrs)
+    except OSError:
+        return 0
+    same = all(
+        stored.get(key) == (v if isinstance(v := attrs.get(key), str) else json.dumps(v))
+        for key in MATCH_ATTRS
+        if key in attrs
+    )
+    return int(stored.get("n_written", 0)) if same and stored.get("static_complete") else 0
+
+
+def _check_disk_space(
+    path: Path,
+    first: dict,
+    layouts: dict,
+    n: int,
+    start: int,
+    itemsize: int,
+) -> None:
+    """Refuse, before writing, when the disk cannot hold what is left to write."""
+    needed = 0  # bytes of every condition's every site, all images
+    for acts, extra in first.values():
+        for kind, found in (("patch", acts), ("extra", extra)):
+            for site, values in found.items():
+                layout = layouts[site]
+                if isinstance(layout, TokenLayout):
+                    tokens = (len(layout) if kind == "patch" else len(layout.extra)) * n
+                else:
+                    tokens = sum(len(x) if kind == "patch" else len(x.extra) for x in layout)
+                needed += tokens * values[0].shape[-1] * itemsize
+    needed = needed * (n - start) // max(n, 1)
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise CacheError(
+            f"the cache needs about {needed / 2**30:.2f} GiB more, but the disk holding "
+            f"{folder} has {free / 2**30:.2f} GiB free; free some space, choose another "
+            f"--out on a larger disk, or capture fewer sites or conditions"
+        )
 
 
 def _capture_batch(

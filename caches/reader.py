@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -31,6 +32,11 @@ class CacheReader:
         try:
             self._file = h5py.File(self.path, "r")
         except OSError as err:
+            if err.errno == errno.EAGAIN or "unable to lock file" in str(err):
+                raise CacheError(
+                    f"{self.path} is in use by another process that is writing it (an "
+                    f"extraction); wait for it to finish, then read it"
+                ) from err
             raise CacheError(
                 f"{self.path} is not a readable HDF5 file ({err}); it may be truncated or "
                 f"corrupt: re-create it with `interp run --overwrite`"
@@ -53,6 +59,23 @@ class CacheReader:
                 f"{int(attrs.get('n_images', 0))} images); resume the run that made it, "
                 f"or pass allow_incomplete=True to read what is there"
             )
+        missing = [name for name in self._required() if name not in self._file]
+        if missing:
+            self._file.close()
+            raise CacheError(
+                f"{self.path} has the attributes of an activation cache but lacks "
+                f"{', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}; it is damaged "
+                f"or was not written by vlm-interp: re-create it with `interp run --overwrite`"
+            )
+
+    def _required(self) -> list[str]:
+        """Datasets every cache has (activations only as far as they are written)."""
+        required = ["images/pixels", "images/object_map", "labels"]
+        if int(self._file.attrs.get("n_written", 0)) > 0:
+            required += [
+                acts_path(site, condition) for condition in self.conditions for site in self.sites
+            ]
+        return required
 
     # ----- metadata --------------------------------------------------------------------
     @property
@@ -135,6 +158,8 @@ class CacheReader:
         image in flat order (cut it with :meth:`offsets`).
         """
         self._check_site(site)
+        if image is not None:
+            self._check_image(image)
         if layout_path(site) in self._file:
             group = self._file[layout_path(site)]
             if "offsets" not in group:
@@ -161,9 +186,14 @@ class CacheReader:
         full = TokenLayout.regular(rows, cols, size)
         return full.take(grid[:, 0] * cols + grid[:, 1])
 
+    def _check_image(self, image: int) -> None:
+        if not isinstance(image, (int, np.integer)) or not 0 <= image < self.n_images:
+            raise CacheError(
+                f"image must be an index in 0..{self.n_images - 1} of {self.path}, got {image!r}"
+            )
+
     def _span(self, offsets: h5py.Dataset, image: int) -> tuple[int, int]:
-        if not 0 <= image < self.n_images:
-            raise CacheError(f"image {image} is outside 0..{self.n_images - 1} of {self.path}")
+        self._check_image(image)
         lo, hi = offsets[image : image + 2]
         return int(lo), int(hi)
 

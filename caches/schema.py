@@ -32,6 +32,7 @@ __all__ = [
     "ACT_DTYPE",
     "ROOT_ATTRS",
     "MATCH_ATTRS",
+    "STORE_DTYPES",
     "BASELINE",
     "acts_path",
     "extra_path",
@@ -41,7 +42,7 @@ __all__ = [
 # 2 added objects/<attribute>; 3 a token layout per site and the non-patch tokens; 4
 # images/size and ragged sites. Versions 1 to 3 are still read.
 SCHEMA_VERSION = 4
-ACT_DTYPE = "float16"
+ACT_DTYPE = "float16"  # the default storage dtype of activations
 BASELINE = "baseline"
 
 # Root attributes every complete cache has (JSON-encoded where not scalar).
@@ -55,13 +56,33 @@ ROOT_ATTRS = (
     "sites",  # JSON list, depth order
     "conditions",  # JSON list, "baseline" first
     "patch_grid",  # JSON [rows, cols]
+    "dtype",  # the model's parameter dtype during extraction, e.g. "float32"
+    "weights_id",  # sha256 of the weight files' names, sizes, headers and config.json
+    "processor_id",  # sha256 of the processor and tokenizer files
+    "store_dtype",  # "float16" or "float32": how activations are stored
     "vision_tokens",  # how sites were cut to patch tokens, and where the others went
     "n_images",  # int
     "n_written",  # int: images fully written (resume point)
+    "static_complete",  # bool: images, labels and layouts are all on disk
     "complete",  # bool: extraction finished
 )
-# Attributes that must agree for an unfinished cache to be resumed.
-MATCH_ATTRS = ("schema_version", "model", "prompt", "stimuli", "sites", "conditions", "patch_grid")
+# Attributes that must agree for an unfinished cache to be resumed, or a finished one to be
+# reused: the same data, model (weights, processor, dtype), prompt, sites and storage.
+MATCH_ATTRS = (
+    "schema_version",
+    "toolkit_version",
+    "model",
+    "weights_id",
+    "processor_id",
+    "dtype",
+    "prompt",
+    "stimuli",
+    "sites",
+    "conditions",
+    "patch_grid",
+    "store_dtype",
+)
+STORE_DTYPES = ("float16", "float32")
 
 
 def acts_path(site: str, condition: str = BASELINE) -> str:

@@ -64,6 +64,22 @@ class SiteTokens:
         counts = self.counts
         return bool(len(counts) and (counts != counts[0]).any())
 
+    def check_finite(self, where: str) -> SiteTokens:
+        """``self`` if every value is finite, else a CacheError naming ``where`` (e.g. the
+        site and condition), how many values are not, and the first image holding one."""
+        finite = np.isfinite(self.values)
+        if finite.all():
+            return self
+        bad = int(finite.size - finite.sum())
+        row = int(np.flatnonzero(~finite.all(axis=1))[0])
+        image = int(np.searchsorted(self.offsets, row, side="right")) - 1
+        raise CacheError(
+            f"{where} holds {bad} of {finite.size} values that are not finite (NaN or inf), "
+            f"first in image {image}; a probe on them would report a meaningless score. "
+            f"Extract again from a model whose activations are finite, in float32 storage "
+            f"where they exceed float16 (--store-dtype float32)"
+        )
+
     def image(self, index: int) -> np.ndarray:
         """``(tokens_i, d)`` the tokens of image ``index``."""
         return self.values[self.offsets[index] : self.offsets[index + 1]]

@@ -7,9 +7,13 @@ and an existing cache is replaced only by a finished one.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-from collections.abc import Sequence
+import re
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +25,15 @@ from caches.schema import (
     ACT_DTYPE,
     MATCH_ATTRS,
     SCHEMA_VERSION,
+    STORE_DTYPES,
     acts_path,
     extra_path,
     layout_path,
 )
-from interp.errors import CacheError, OutputExistsError
+from interp.errors import CacheError, ConfigError, OutputExistsError
 from interp.layout import EXTRA_KINDS, TokenLayout
 
-__all__ = ["CacheWriter", "partial_path"]
+__all__ = ["CacheWriter", "partial_path", "disk_errors"]
 
 # What ``write_batch`` takes per site: ``(batch, tokens, d)``, or one ``(tokens_i, d)``
 # tensor per image (a ragged site, or a batch gathered from several forward passes).
@@ -44,6 +49,55 @@ def _offsets(counts: Sequence[int]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
 
 
+def short_repr(value: Any, most: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
+def _open(path: Path, mode: str) -> h5py.File:
+    """``h5py.File`` with errors that tell a file in use from a damaged one."""
+    try:
+        return h5py.File(path, mode)
+    except OSError as err:
+        if err.errno == errno.EAGAIN or "unable to lock file" in str(err):
+            raise CacheError(
+                f"{path} is in use by another process (a notebook reading it, or another "
+                f"extraction writing it); close it there or wait for that run to end, then "
+                f"rerun. Do not delete it: it holds finished work"
+            ) from err
+        raise CacheError(
+            f"unfinished cache {path} is unreadable ({str(err).splitlines()[0]}); it is "
+            f"damaged: move it aside (or delete it) and run again"
+        ) from err
+
+
+@contextmanager
+def disk_errors(path: Path) -> Iterator[None]:
+    """Turn a failed write (disk full, read-only, no permission) into one CacheError that
+    names the disk and the space left."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        text = str(err)
+        code = getattr(err, "errno", None)
+        found = re.search(r"errno = (\d+)", text)
+        if code is None and found:
+            code = int(found.group(1))
+        if code is None:
+            raise
+        folder = Path(path).parent
+        free = shutil.disk_usage(folder).free if folder.exists() else 0
+        if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise CacheError(
+                f"the disk holding {folder} is full ({free / 2**20:.1f} MiB free; "
+                f"{os.strerror(code)}); free some space (or pick another --out) and rerun "
+                f"the same command: the unfinished cache {Path(path).name} resumes"
+            ) from err
+        raise CacheError(
+            f"cannot write {path}: {os.strerror(code)}; choose an output folder you can write to"
+        ) from err
+
+
 def _encode(value: Any) -> Any:
     return value if isinstance(value, (str, int, float, bool, np.integer)) else json.dumps(value)
 
@@ -52,7 +106,14 @@ class CacheWriter:
     """Create (or resume) ``<path>.partial`` and fill it.
 
     ``attrs`` are the root attributes (see :data:`caches.schema.ROOT_ATTRS`) except the
-    bookkeeping ones (``n_written``, ``complete``, ``schema_version``) that the writer owns.
+    bookkeeping ones (``n_written``, ``complete``, ``schema_version``) that the writer owns;
+    ``attrs["store_dtype"]`` (default float16) is how activations are stored.
+
+    Every state a kill can leave is resumable: the file is created under a third name
+    and renamed to ``.partial`` only once it is flushed; the static data are marked
+    complete once flushed; ``n_written`` advances after each flushed batch. Values that are
+    not finite, or beyond the storage dtype's range, are refused (``allow_nonfinite``
+    stores them and counts them in each dataset's ``nonfinite`` attribute instead).
     """
 
     def __init__(
@@ -62,6 +123,7 @@ class CacheWriter:
         *,
         overwrite: bool = False,
         resume: bool = True,
+        allow_nonfinite: bool = False,
     ) -> None:
         self.path = Path(path)
         self.tmp = partial_path(self.path)
@@ -70,34 +132,49 @@ class CacheWriter:
                 f"{self.path} already exists; pass --overwrite (overwrite=True) to replace it "
                 f"or choose another output folder"
             )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        attrs = {"schema_version": SCHEMA_VERSION, **attrs}
+        self.allow_nonfinite = allow_nonfinite
+        attrs = {"schema_version": SCHEMA_VERSION, "store_dtype": ACT_DTYPE, **attrs}
+        if attrs["store_dtype"] not in STORE_DTYPES:
+            raise ConfigError(
+                f"store_dtype must be one of {STORE_DTYPES}, got {attrs['store_dtype']!r}"
+            )
+        self.store_dtype = np.dtype(attrs["store_dtype"])
         encoded = {k: _encode(v) for k, v in attrs.items()}
-        if self.tmp.exists() and resume:
-            self._file = self._reopen(encoded)
-        else:
-            self.tmp.unlink(missing_ok=True)
-            self._file = h5py.File(self.tmp, "w")
-            self._file.attrs.update(encoded)
-            self._file.attrs["n_written"] = 0
-            self._file.attrs["complete"] = False
+        with disk_errors(self.tmp):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.tmp.exists() and resume:
+                self._file = self._reopen(encoded)
+            else:
+                self._file = self._create(encoded)
+
+    def _create(self, encoded: dict[str, Any]) -> h5py.File:
+        """A new ``.partial`` that any kill leaves readable: written and closed under
+        ``.partial.new`` first (a kill there leaves only that, which holds no work)."""
+        new = self.tmp.with_name(self.tmp.name + ".new")
+        new.unlink(missing_ok=True)
+        with h5py.File(new, "w") as handle:
+            handle.attrs.update(encoded)
+            handle.attrs["n_written"] = 0
+            handle.attrs["static_complete"] = False
+            handle.attrs["complete"] = False
+        os.replace(new, self.tmp)
+        return _open(self.tmp, "a")
 
     def _reopen(self, encoded: dict[str, Any]) -> h5py.File:
-        try:
-            handle = h5py.File(self.tmp, "a")
-        except OSError as err:
-            raise CacheError(
-                f"unfinished cache {self.tmp} is unreadable ({err}); delete it and run again"
-            ) from err
+        handle = _open(self.tmp, "a")
         for key in MATCH_ATTRS:
             found = handle.attrs.get(key)
             if found != encoded.get(key):
                 handle.close()
                 raise CacheError(
                     f"unfinished cache {self.tmp} was made with a different {key!r} "
-                    f"(found {found!r}, now {encoded.get(key)!r}); delete it to start afresh "
-                    f"or choose another output folder"
+                    f"(found {short_repr(found)}, now {short_repr(encoded.get(key))}); rerun with "
+                    f"its settings to finish it, or delete it to start afresh, or choose "
+                    f"another output folder"
                 )
+        if not handle.attrs.get("static_complete", False):  # killed while writing it
+            for name in list(handle):
+                del handle[name]
         return handle
 
     @property
@@ -123,7 +200,7 @@ class CacheWriter:
         ``sizes`` ``(n,)``: the side of each image within its padded array (default: all).
         """
         f = self._file
-        if "images/pixels" in f:
+        if f.attrs.get("static_complete", False):
             return
         n = len(images)
         f.create_dataset("images/pixels", data=images, dtype="uint8", chunks=(1, *images.shape[1:]))
@@ -157,6 +234,10 @@ class CacheWriter:
             group.create_dataset("grid", data=layout.grid.astype(np.int32))
             group.attrs["extra"] = json.dumps(list(layout.extra))
         f.attrs["n_images"] = n
+        with disk_errors(self.tmp):
+            f.flush()
+            f.attrs["static_complete"] = True
+            f.flush()
 
     def describe_condition(self, condition: str, description: dict[str, Any]) -> None:
         group = self._file.require_group(f"ablations/{condition}")
@@ -179,6 +260,7 @@ class CacheWriter:
         if start != self.n_written:
             raise CacheError(f"batch starts at image {start}, expected {self.n_written}")
         size = None
+        pending = []  # everything is checked before anything is written
         for kind, tree in (("patch", acts), ("extra", extra or {})):
             for condition, sites in tree.items():
                 for site, values in sites.items():
@@ -198,16 +280,61 @@ class CacheWriter:
                         )
                     path = (acts_path if kind == "patch" else extra_path)(site, condition)
                     width = values[0].shape[-1] if size else 0
-                    dataset = self._dataset(path, site, kind, width, offsets)
                     flat = values.reshape(-1, width) if dense else torch.cat(list(values))
-                    rows = flat.numpy().astype(ACT_DTYPE)  # (tokens, d)
-                    if dataset.ndim == 2:  # ragged: flat tokens
-                        dataset[offsets[start] : offsets[start + size]] = rows
-                    else:
-                        dataset[start : start + size] = rows.reshape(size, -1, width)
-        self._file.flush()
-        self._file.attrs["n_written"] = start + (size or 0)
-        self._file.flush()
+                    rows, bad = self._storable(flat, site, condition, start, size, offsets)
+                    pending.append((path, site, kind, width, offsets, rows, bad))
+        with disk_errors(self.tmp):
+            for path, site, kind, width, offsets, rows, bad in pending:
+                dataset = self._dataset(path, site, kind, width, offsets)
+                if dataset.ndim == 2:  # ragged: flat tokens
+                    dataset[offsets[start] : offsets[start + size]] = rows
+                else:
+                    dataset[start : start + size] = rows.reshape(size, -1, width)
+                if bad:
+                    dataset.attrs["nonfinite"] = int(dataset.attrs.get("nonfinite", 0)) + bad
+            self._file.flush()
+            self._file.attrs["n_written"] = start + (size or 0)
+            self._file.flush()
+
+    def _storable(
+        self,
+        flat: torch.Tensor,
+        site: str,
+        condition: str,
+        start: int,
+        size: int,
+        offsets: np.ndarray,
+    ) -> tuple[np.ndarray, int]:
+        """``flat`` ``(tokens, d)`` in the storage dtype, and how many of its values are not
+        finite there (NaN, inf, or beyond the dtype's range); a CacheError naming the site,
+        the count and the fix unless ``allow_nonfinite``."""
+        values = flat.detach().to("cpu", torch.float32).numpy()  # (tokens, d)
+        finite = np.isfinite(values)
+        limit = float(np.finfo(self.store_dtype).max)
+        beyond = finite & (np.abs(values) > limit)
+        bad = int(values.size - finite.sum() + beyond.sum())
+        if bad and not self.allow_nonfinite:
+            rows_bad = (~finite | beyond).any(axis=1)
+            row = offsets[start] + np.flatnonzero(rows_bad)[0]  # in the site's flat order
+            first = int(np.searchsorted(offsets, row, side="right")) - 1
+            nan = int(np.isnan(values).sum())
+            what = (
+                f"{nan} NaN, {int((~finite).sum()) - nan} infinite and {int(beyond.sum())} "
+                f"beyond {self.store_dtype.name}'s range (|x| > {limit:.6g})"
+            )
+            fix = (
+                "store them in float32 (--store-dtype float32, store_dtype='float32')"
+                if beyond.any() and not (~finite).any()
+                else "the model's weights or inputs are broken, or its dtype overflows: "
+                "check them, or load it in float32 (--dtype float32)"
+            )
+            raise CacheError(
+                f"site {site!r} under {condition!r} gave {bad} of {values.size} values that "
+                f"are not finite in the cache ({what}) in the batch of images {start}.."
+                f"{start + size - 1}, first in image {first}; {fix}. Nothing of this batch "
+                f"was written; the unfinished cache resumes from image {start}"
+            )
+        return values.astype(self.store_dtype), bad
 
     def _offsets(self, site: str, kind: str) -> np.ndarray:
         """``(n + 1,)`` first token of each image in the flat token order of ``site``."""
@@ -234,7 +361,7 @@ class CacheWriter:
             else:
                 tokens = int(offsets[1] - offsets[0]) if n_images else 0
                 shape, chunks = (n_images, tokens, width), (1, tokens, width)
-            self._file.create_dataset(path, shape=shape, dtype=ACT_DTYPE, chunks=chunks)
+            self._file.create_dataset(path, shape=shape, dtype=self.store_dtype, chunks=chunks)
         return self._file[path]
 
     def finalize(self) -> Path:
@@ -242,9 +369,10 @@ class CacheWriter:
         n_images = int(self._file.attrs["n_images"])
         if self.n_written != n_images:
             raise CacheError(f"only {self.n_written} of {n_images} images written")
-        self._file.attrs["complete"] = True
-        self._file.close()
-        os.replace(self.tmp, self.path)
+        with disk_errors(self.tmp):
+            self._file.attrs["complete"] = True
+            self._file.close()
+            os.replace(self.tmp, self.path)
         return self.path
 
     def close(self) -> None:

@@ -5,19 +5,29 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from interp.adapters import Adapter, adapter_class_for
-from interp.errors import ModelLoadError
+from interp.errors import ConfigError, ModelLoadError
+from interp.identity import folder_identity, snapshot_folder
 from interp.organism import ORGANISM_DIR, ORGANISM_NAME
 from interp.tiny_llava import TINY_LLAVA_NAME, build_tiny_llava, default_model_dir
 
-__all__ = ["LoadedModel", "load_model", "resolve_model_source", "BUILTIN_MODELS"]
+__all__ = [
+    "LoadedModel",
+    "load_model",
+    "resolve_model_source",
+    "check_device_map",
+    "BUILTIN_MODELS",
+]
 
 BUILTIN_MODELS: tuple[str, ...] = (ORGANISM_NAME, TINY_LLAVA_NAME)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # "org/name"
@@ -26,12 +36,17 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 @dataclass
 class LoadedModel:
-    """A model, its processor and adapter, and the source given to ``from_pretrained``."""
+    """A model, its processor and adapter, and the source given to ``from_pretrained``.
+
+    ``identity`` says which weights and processor files were loaded, independent of the
+    device (see :func:`interp.identity.folder_identity`); empty for a model built in
+    memory."""
 
     model: nn.Module
     processor: Any
     adapter: Adapter
     source: str
+    identity: dict[str, str] = field(default_factory=dict)
     _traced: Any = field(default=None, repr=False)
 
     @property
@@ -41,6 +56,11 @@ class LoadedModel:
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
+
+    @property
+    def dtype_name(self) -> str:
+        """The parameters' dtype as a name, e.g. ``"bfloat16"``."""
+        return str(self.dtype).removeprefix("torch.")
 
     def move_inputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Processor outputs onto the model's device; float tensors (pixels) in its dtype."""
@@ -104,6 +124,64 @@ def resolve_model_source(source: str) -> str:
     return source  # "org/name": a hub id
 
 
+def check_device_map(device_map: str | dict | None) -> None:
+    """Refuse a ``device_map`` that names an accelerator this machine lacks (before any
+    weights are read)."""
+    if device_map is None:
+        return
+    wanted = device_map.values() if isinstance(device_map, dict) else [device_map]
+    for device in wanted:
+        name = str(device)
+        if name.isdigit() or name.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise ConfigError(
+                    f"device_map={device_map!r} needs a CUDA GPU, but torch sees none on "
+                    f"this machine; leave --device-map out to run on the CPU"
+                )
+            index = int(name.rpartition(":")[2]) if ":" in name or name.isdigit() else 0
+            if index >= torch.cuda.device_count():
+                raise ConfigError(
+                    f"device_map={device_map!r} names GPU {index}, but this machine has "
+                    f"{torch.cuda.device_count()}; use cuda:0..cuda:{torch.cuda.device_count() - 1}"
+                )
+        elif name.startswith("mps") and not torch.backends.mps.is_available():
+            raise ConfigError(
+                f"device_map={device_map!r} needs Apple's MPS, which this machine lacks; "
+                f"leave --device-map out to run on the CPU"
+            )
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick connection to the hub's endpoint (no retries)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _offline_hub_check(source: str, resolved: str, local_files_only: bool) -> bool:
+    """For a hub id: whether to load from the local cache only. Without a network and
+    without a cached copy, a clear error at once (instead of the hub client's retries)."""
+    if Path(resolved).is_dir() or local_files_only:
+        return local_files_only
+    if _hub_reachable():
+        return False
+    if snapshot_folder(source) is not None:
+        return True  # cached: load it without asking the hub
+    raise ModelLoadError(
+        f"hub id {source!r} is not in the local Hugging Face cache and the hub cannot be "
+        f"reached (no network, or HF_HUB_OFFLINE is set); pass a local save_pretrained "
+        f"folder, or download the model on a machine with network access first"
+    )
+
+
 def load_model(
     source: str = ORGANISM_NAME,
     *,
@@ -122,11 +200,13 @@ def load_model(
     import transformers
     from transformers import AutoConfig, AutoProcessor
 
-    resolved = resolve_model_source(source)
     if isinstance(dtype, str):
         if dtype not in _DTYPES:
             raise ModelLoadError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
         dtype = _DTYPES[dtype]
+    check_device_map(device_map)
+    resolved = resolve_model_source(source)
+    local_files_only = _offline_hub_check(source, resolved, local_files_only)
     kwargs: dict[str, Any] = {"local_files_only": local_files_only}
     try:
         config = AutoConfig.from_pretrained(resolved, **kwargs)
@@ -153,8 +233,16 @@ def load_model(
         model_kwargs["attn_implementation"] = attn_implementation
     try:
         model = auto_class.from_pretrained(resolved, config=config, **model_kwargs)
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(f"could not load the weights of {source!r}: {err}") from err
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(
+            f"could not load the weights of {source!r}: {first}. The weight files may be "
+            f"truncated or corrupt: save or download them again"
+        ) from err
     model.eval()
     adapter = adapter_class(model, processor)
-    return LoadedModel(model=model, processor=processor, adapter=adapter, source=resolved)
+    folder = Path(resolved) if Path(resolved).is_dir() else snapshot_folder(resolved)
+    identity = folder_identity(folder) if folder is not None else {}
+    return LoadedModel(
+        model=model, processor=processor, adapter=adapter, source=resolved, identity=identity
+    )
