@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -10,9 +13,69 @@ import pandas as pd
 import plotly.graph_objects as go
 from PIL import Image
 
-from interp.errors import OutputExistsError
+from interp.errors import ConfigError, OutputExistsError
 
-__all__ = ["check_writable", "write_atomic", "write_table", "write_figure", "write_picture"]
+__all__ = [
+    "check_writable",
+    "check_output_folder",
+    "remove_outputs",
+    "publish",
+    "write_atomic",
+    "write_table",
+    "write_figure",
+    "write_picture",
+]
+
+log = logging.getLogger("interp")
+
+
+def check_output_folder(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` if needed and prove it writable (before any model is loaded):
+    a ConfigError when it is a file, lies under a file, or cannot be written."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(
+            f"out={str(folder)!r} is an existing file; the output is a folder: choose another --out"
+        )
+    parent = folder
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(
+            f"out={str(folder)!r} lies under {str(parent)!r}, which is a file, not a folder; "
+            f"choose another --out"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"cannot write in out={str(folder)!r}: {err.strerror or err}; choose a folder you "
+            f"can write to (--out)"
+        ) from err
+    return folder
+
+
+def remove_outputs(paths: Iterable[Path], why: str) -> list[Path]:
+    """Delete the files of ``paths`` that exist, and say so (``why``)."""
+    removed = [Path(p) for p in paths if Path(p).exists()]
+    for path in removed:
+        path.unlink()
+    if removed:
+        log.warning("removed %s: %s", why, ", ".join(str(p) for p in removed))
+    return removed
+
+
+def publish(staging: Path, folder: Path) -> list[Path]:
+    """Move every file of ``staging`` into ``folder`` (same file system: renames), then
+    remove ``staging``; outputs written apart appear together."""
+    moved = []
+    for path in sorted(staging.iterdir()):
+        os.replace(path, folder / path.name)
+        moved.append(folder / path.name)
+    shutil.rmtree(staging, ignore_errors=True)
+    return moved
 
 
 def check_writable(paths: Iterable[Path], overwrite: bool) -> None:

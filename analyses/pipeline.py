@@ -3,23 +3,35 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from analyses.figures import layer_attribute_heatmap, redundancy_curves
-from analyses.outputs import check_writable, write_figure, write_picture, write_table
+from analyses.outputs import (
+    check_output_folder,
+    check_writable,
+    publish,
+    remove_outputs,
+    write_figure,
+    write_picture,
+    write_table,
+)
 from analyses.pictures import reconstruction_grid
 from caches import DEFAULT_QUESTION, CacheReader, extract
+from caches.schema import STORE_DTYPES
 from interp.errors import ConfigError
 from interp.interventions import CONDITIONS
 from interp.loading import load_model
+from interp.names import as_names
 from interp.options import option
 from interp.organism import ORGANISM_NAME
 from interp.stimuli import StimulusSpec, generate
 from probes import ProbeSettings, pixel_sweep, sweep
-from probes.selections import check_selection
+from probes.pixels import PIXEL_INNER_FOLDS
+from probes.selections import check_selection, check_selection_fits
 
 __all__ = ["RunConfig", "RunResult", "run", "OUTPUT_FILES"]
 
@@ -80,24 +92,55 @@ class RunConfig:
         "float32, float16 or bfloat16 (default: the checkpoint's)", default=None
     )
     device_map: str | None = option("e.g. cuda, auto (default: CPU)", default=None)
+    store_dtype: str = option(
+        "how activations are stored: float16 (half the disk) or float32 (for models whose "
+        "activations exceed float16's range, e.g. Gemma 3)",
+        default="float16",
+    )
+    allow_nonfinite: bool = option(
+        "store NaN/inf activations (counted per site) instead of stopping; probes still "
+        "refuse them",
+        default=False,
+    )
     local_files_only: bool = option("never reach the hub", default=False)
     overwrite: bool = option("replace existing outputs", default=False)
     progress: bool = option("show progress bars", default=True)
 
     def __post_init__(self) -> None:
-        if self.n_images < 2 * self.n_splits:
-            raise ConfigError(
-                f"n_images={self.n_images} is too few for {self.n_splits}-fold probes; "
-                f"use at least {2 * self.n_splits}"
-            )
+        for name in ("sites", "conditions", "selections", "ablation_selections", "image_sizes"):
+            value = getattr(self, name)
+            if name == "image_sizes":
+                value = [value] if isinstance(value, int) else value
+            else:
+                value = as_names(value, name)
+            setattr(self, name, None if value is None else list(value))
+        if not str(self.out).strip():
+            raise ConfigError("out must name an output folder, got an empty string")
         if self.n_splits < 2:
             raise ConfigError(f"n_splits must be >= 2, got {self.n_splits}")
+        fewest = self.fewest_images()
+        if self.n_images < fewest:
+            raise ConfigError(
+                f"n_images={self.n_images} is too few for {self.n_splits}-fold probes: the "
+                f"pixel probe splits the images into {self.n_splits} x {PIXEL_INNER_FOLDS} "
+                f"folds; use at least {fewest} images, or fewer folds (n_splits)"
+            )
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.image_sizes is not None and self.image_size is not None:
             raise ConfigError(
                 f"give image_size ({self.image_size}) or image_sizes ({self.image_sizes}), not both"
             )
+        for name in ("image_size", "image_sizes"):
+            given = getattr(self, name)
+            sides = [given] if isinstance(given, int) else given or []
+            if any(side < 1 for side in sides) or (name == "image_sizes" and given == []):
+                raise ConfigError(
+                    f"{name} must be positive sides in px, got {given}; leave it out for the "
+                    f"model's native size"
+                )
         if self.n_boot < 1 or self.tokens_per_image < 1:
             raise ConfigError(
                 f"n_boot and tokens_per_image must be >= 1, got {self.n_boot} and "
@@ -109,6 +152,16 @@ class RunConfig:
         unknown = [c for c in self.conditions or () if c not in CONDITIONS]
         if unknown:
             raise ConfigError(f"unknown conditions {unknown}; expected some of {CONDITIONS}")
+        if self.store_dtype not in STORE_DTYPES:
+            raise ConfigError(
+                f"store_dtype must be one of {', '.join(STORE_DTYPES)}, got {self.store_dtype!r}"
+            )
+
+    def fewest_images(self) -> int:
+        """The fewest images every probe of the run can cross-validate: the pixel probe's
+        ``n_splits x PIXEL_INNER_FOLDS`` blocks (which also leaves each outer training fold
+        enough images for the classifiers' inner folds)."""
+        return max(2, self.n_splits * PIXEL_INNER_FOLDS, self.n_splits * ProbeSettings().n_inner)
 
     def probed_under_ablations(self) -> list[str] | None:
         """Selections under shuffle / lower_mask: ``mean`` and ``token`` unless asked
@@ -131,9 +184,19 @@ class RunResult:
 
 
 def run(config: RunConfig) -> RunResult:
-    """Run the whole study; outputs appear only when complete (see :data:`OUTPUT_FILES`)."""
+    """Run the whole study; outputs appear only when complete (see :data:`OUTPUT_FILES`).
+
+    Everything that can be checked before work is checked first (the output folder is
+    writable, the device exists, the settings fit the model), before any file is written.
+    A finished cache of the same settings in the output folder is reused (a run stopped
+    while probing continues from it); with ``overwrite`` the outputs of an earlier run are
+    removed first (and said so), the cache replaced only by a finished one.
+    """
     paths = config.paths()
-    check_writable(paths.values(), config.overwrite)
+    folder = Path(config.out)
+    derived = [path for key, path in paths.items() if key != "cache"]
+    check_writable(derived, config.overwrite)
+    check_output_folder(folder)
     loaded = load_model(
         config.model,
         dtype=config.dtype,
@@ -149,19 +212,34 @@ def run(config: RunConfig) -> RunResult:
         spec = StimulusSpec(n_images=config.n_images, image_size=image_size, seed=config.seed)
     for side in spec.sizes:
         loaded.adapter.check_image_size(side)
+    sites = [loaded.adapter.check_site(s) for s in config.sites or loaded.adapter.sites()]
+    for site in sites:  # every random_<k> must fit every site at every image size
+        fewest = min(len(loaded.adapter.token_layout(site, side)) for side in spec.sizes)
+        for selection in [*(config.selections or ()), *(config.ablation_selections or ())]:
+            if selection != "all":
+                check_selection_fits(selection, fewest, f"at site {site!r}")
+    prompt = loaded.adapter.default_prompt(config.question)
+    loaded.adapter.check_prompt(prompt)
     stimuli = generate(spec)
-    # An unfinished cache from the same settings is resumed; from others, refused.
+    if config.overwrite:
+        remove_outputs(derived, "the outputs of an earlier run (overwrite)")
+    staging = folder / ".run.partial"
+    shutil.rmtree(staging, ignore_errors=True)  # left by a run stopped while publishing
+    # A finished cache of the same settings is reused, an unfinished one resumed; one of
+    # other settings is refused unless overwrite.
     extract(
         loaded,
         stimuli,
         paths["cache"],
         sites=config.sites,
         conditions=config.conditions,
-        prompt=loaded.adapter.default_prompt(config.question),
+        prompt=prompt,
         batch_size=config.batch_size,
         seed=config.seed,
         overwrite=config.overwrite,
         progress=config.progress,
+        store_dtype=config.store_dtype,
+        allow_nonfinite=config.allow_nonfinite,
     )
     settings = ProbeSettings(
         n_splits=config.n_splits,
@@ -184,14 +262,16 @@ def run(config: RunConfig) -> RunResult:
             n_boot=config.n_boot,
             progress=config.progress,
         )
-    write_table(table, paths["probes"])
-    write_figure(layer_attribute_heatmap(table, selection=_headline(table)), paths["figure"])
+    # Every result is written apart, then moved in together: an interrupted run never
+    # leaves some of this run's tables beside another's.
+    staged = {key: staging / path.name for key, path in paths.items()}
+    write_table(table, staged["probes"])
+    write_figure(layer_attribute_heatmap(table, selection=_headline(table)), staged["figure"])
     if table["selection"].str.startswith("random_").any():
-        write_figure(redundancy_curves(table), paths["redundancy"])
-    else:  # not drawn this time: no stale figure from an earlier run beside the new table
-        paths["redundancy"].unlink(missing_ok=True)
-    write_table(pixel_table, paths["pixels"])
-    write_picture(reconstruction_grid(shown), paths["pixel_grid"])
+        write_figure(redundancy_curves(table), staged["redundancy"])
+    write_table(pixel_table, staged["pixels"])
+    write_picture(reconstruction_grid(shown), staged["pixel_grid"])
+    publish(staging, folder)
     written = {key: path for key, path in paths.items() if path.exists()}
     return RunResult(paths=written, table=table, pixel_table=pixel_table)
 

@@ -17,9 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from interp.errors import ConfigError
 from interp.loading import LoadedModel
+from interp.names import as_names
 
-__all__ = ["Action", "Captured", "capture", "capture_tokens", "event_ranks"]
+__all__ = ["Action", "Captured", "capture", "capture_tokens", "check_images", "event_ranks"]
 
 Port = Literal["inputs", "output"]
 _RANKS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, Port], int]] = (
@@ -82,6 +84,38 @@ class Captured:
     extra: dict[str, torch.Tensor]
 
 
+def check_images(images: Any) -> None:
+    """Images as every capture takes them: a ``(batch, H, W, 3)`` uint8 array (0-255).
+
+    A float array in [0, 1] would pass through the processor's own rescaling as if it
+    were 0-255 and give other activations than the same picture in uint8, so it is
+    refused, as is a single image without a batch axis."""
+    if not isinstance(images, np.ndarray):
+        raise ConfigError(
+            f"images must be a numpy array (batch, H, W, 3) of uint8, got "
+            f"{type(images).__name__}; use np.asarray(...)"
+        )
+    if images.ndim == 3 and images.shape[-1] == 3:
+        raise ConfigError(
+            f"images must have a batch axis, (batch, H, W, 3); got one image of shape "
+            f"{images.shape}: pass images[None]"
+        )
+    if images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
+        raise ConfigError(f"images must be (batch, H, W, 3) with batch >= 1, got {images.shape}")
+    if images.dtype != np.uint8:
+        low, high = (float(images.min()), float(images.max())) if images.size else (0, 0)
+        hint = (
+            "(values in [0, 1]: multiply by 255 first) "
+            if np.issubdtype(images.dtype, np.floating) and high <= 1.0
+            else ""
+        )
+        raise ConfigError(
+            f"images must be uint8 in 0..255, got {images.dtype} in [{low:g}, {high:g}]; "
+            f"convert with np.clip(x, 0, 255).round().astype(np.uint8) {hint}so that the "
+            f"processor sees the pixels the cache stores"
+        )
+
+
 def capture(
     loaded: LoadedModel,
     images: np.ndarray,
@@ -114,7 +148,8 @@ def capture_tokens(
 ) -> Captured:
     """As :func:`capture`, and (with ``extra``) the non-patch tokens of each site."""
     adapter = loaded.adapter
-    sites = [adapter.check_site(s) for s in sites]
+    check_images(images)
+    sites = [adapter.check_site(s) for s in as_names(sites, "sites")]
     inputs = loaded.move_inputs(adapter.build_inputs(images, prompt))
     positions = adapter.token_positions(inputs)  # None without an LLM
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _say_notes()
     given = {k: v for k, v in vars(args).items() if k not in ("command", "step") and v is not None}
     if given.get("progress") is False:
         from transformers.utils import logging as hf_logging
@@ -58,11 +60,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _organism_train(given)
         return _organism_eval(given)
     except InterpError as err:
-        print(f"interp: error: {err}", file=sys.stderr)
+        print(f"interp: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a file-system failure no check foresaw: still one line
+        print(f"interp: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interp: interrupted; rerun the same command to resume", file=sys.stderr)
+        print(
+            "interp: interrupted; rerun the same command to continue: an unfinished cache "
+            "resumes where it stopped and a finished one is reused (only --overwrite starts "
+            "again)",
+            file=sys.stderr,
+        )
         return 130
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _say_notes() -> None:
+    """The library's notes (a reused cache, removed outputs) as ``interp: ...`` lines."""
+    log = logging.getLogger("interp")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("interp: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
 
 
 def _run(given: dict) -> int:

@@ -57,5 +57,6 @@ def all_sites(n_vision_layers: int, n_lm_layers: int, *, projector: bool = True)
 
 
 def sort_sites(names: list[str]) -> list[str]:
-    """Sort site names in forward-pass order (vision layers, projector, LM layers)."""
-    return [s.name for s in sorted(parse_site(n) for n in names)]
+    """Sort site names in forward-pass order (vision layers, projector, LM layers), each
+    once."""
+    return [s.name for s in sorted({parse_site(n) for n in names})]

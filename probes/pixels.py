@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from caches import BASELINE, CacheReader, SiteTokens
 from interp.errors import ConfigError
+from interp.names import as_names
 from interp.sites import sort_sites
 from probes.crossval import group_folds
 from probes.solver import Moments, default_device, solve_ridge
@@ -28,6 +29,7 @@ from probes.stats import bootstrap_ci
 from probes.sweep import TABLE_COLUMNS
 
 __all__ = [
+    "PIXEL_INNER_FOLDS",
     "PixelReconstruction",
     "Tiling",
     "assemble",
@@ -38,6 +40,7 @@ __all__ = [
 ]
 
 _CHUNK = 64  # images per pass over a site
+PIXEL_INNER_FOLDS = 3  # folds that choose each outer fold's ridge penalty
 
 
 def patch_pixels(images: np.ndarray, grid: np.ndarray, patch_grid: Sequence[int]) -> np.ndarray:
@@ -205,7 +208,7 @@ def reconstruct_pixels(
     *,
     sizes: np.ndarray | None = None,
     n_splits: int = 5,
-    n_inner: int = 3,
+    n_inner: int = PIXEL_INNER_FOLDS,
     alphas: Sequence[float] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0),
     seed: int = 0,
     device: str | torch.device | None = None,
@@ -348,7 +351,9 @@ def pixel_sweep(
     under the first condition.
     """
     all_sites = sort_sites(reader.sites)
-    sites = sort_sites(list(sites)) if sites else all_sites
+    sites = as_names(sites, "sites")
+    conditions = as_names(conditions, "conditions") or [BASELINE]
+    sites = sort_sites(sites) if sites else all_sites
     n = reader.n_written
     images = reader.images[:n]  # (n, H, W, 3) uint8
     shown = {"original": images[:n_show]}
@@ -363,7 +368,9 @@ def pixel_sweep(
         )
     jobs = [(c, s) for c in conditions for s in sites if tilings[s] is not None]
     for condition, site in tqdm(jobs, desc="pixel probes", unit="site", disable=not progress):
-        tokens = reader.site_tokens(site, condition)  # flat, per-image offsets
+        tokens = reader.site_tokens(site, condition).check_finite(  # flat, per-image offsets
+            f"site {site!r} under {condition!r} of {reader.path}"
+        )
         result = reconstruct_pixels(
             tokens, images, tilings[site], sizes=sizes, n_splits=n_splits, seed=seed
         )

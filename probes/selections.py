@@ -33,6 +33,7 @@ __all__ = [
     "Design",
     "SiteLabels",
     "check_selection",
+    "check_selection_fits",
     "default_selections",
     "random_ks",
     "select",
@@ -44,12 +45,31 @@ _RANDOM = re.compile(r"^random_(\d+)$")
 
 def check_selection(selection: str) -> str:
     """``selection`` if it names a token selection, else a ConfigError saying which do."""
-    if selection in SELECTIONS[:-1] or _RANDOM.match(selection):
+    if not isinstance(selection, str):
+        raise ConfigError(f"a token selection is a name such as 'mean', got {selection!r}")
+    found = _RANDOM.match(selection)
+    if found and int(found.group(1)) < 1:
+        raise ConfigError(
+            f"selection {selection!r} pools no token; random_<k> needs k >= 1 (e.g. random_1)"
+        )
+    if selection in SELECTIONS[:-1] or found:
         return selection
     raise ConfigError(
         f"unknown token selection {selection!r}; expected one of {', '.join(SELECTIONS)} "
         f"(e.g. random_4)"
     )
+
+
+def check_selection_fits(selection: str, fewest: int, where: str) -> str:
+    """``selection`` if it can be drawn from images of at least ``fewest`` tokens (``where``
+    names the site), else a ConfigError with the largest ``k`` that can."""
+    found = _RANDOM.match(check_selection(selection))
+    if found and int(found.group(1)) > fewest:
+        raise ConfigError(
+            f"selection {selection!r} needs 1 <= k <= {fewest}, the fewest tokens of an "
+            f"image {where}; choose random_<k> with k <= {fewest}"
+        )
+    return selection
 
 
 def random_ks(n_tokens: int, base: int = 8) -> list[int]:
@@ -166,12 +186,7 @@ def select(
         )
     elif _RANDOM.match(check_selection(selection)):
         k = int(selection.removeprefix("random_"))
-        fewest = int(tokens.counts.min()) if n else 0
-        if not 1 <= k <= fewest:
-            raise ConfigError(
-                f"selection {selection!r} needs 1 <= k <= {fewest} (the fewest tokens of an "
-                f"image at this site)"
-            )
+        check_selection_fits(selection, int(tokens.counts.min()) if n else 0, "at this site")
         every = np.ones(len(tokens.values), dtype=bool)
         weights = _first_per_image(tokens, every, k, [seed, k]).astype(np.float32)
     image_of = tokens.image_of

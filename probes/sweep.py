@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from caches import BASELINE, CacheReader
 from interp.errors import ConfigError
 from interp.layout import box_label_map
+from interp.names import as_names
 from interp.sites import sort_sites
 from interp.stimuli import OBJECT_ATTRIBUTES
 from probes.crossval import Backend, group_folds, nested_logistic
@@ -252,8 +253,15 @@ def sweep(
     shows what each ablation does).
     """
     settings = settings or ProbeSettings()
+    sites, attributes, conditions = (
+        as_names(sites, "sites"),
+        as_names(attributes, "attributes"),
+        as_names(conditions, "conditions"),
+    )
+    selections = as_names(selections, "selections")
+    ablation_selections = as_names(ablation_selections, "ablation_selections")
     all_sites = sort_sites(reader.sites)
-    sites = sort_sites(list(sites)) if sites else all_sites
+    sites = sort_sites(sites) if sites else all_sites
     categorical = [a for a in reader.label_names if reader.label_classes(a) is not None]
     attributes = list(attributes) if attributes else categorical
     unknown = [a for a in attributes if a not in categorical]
@@ -282,7 +290,9 @@ def sweep(
         if key not in labels_by_boxes:
             labels_by_boxes[key] = site_labels(reader, attributes, site)
         labels = labels_by_boxes[key]
-        tokens = reader.site_tokens(site, condition)  # flat float32, per-image offsets
+        tokens = reader.site_tokens(site, condition).check_finite(  # flat float32
+            f"site {site!r} under {condition!r} of {reader.path}"
+        )
         n_tokens = int(tokens.counts.min())  # the fewest of any image (all, where dense)
         every = not tokens.ragged  # random_<n_tokens> pools every token only where dense
         chosen = per_condition[condition] or default_selections(n_tokens)

@@ -126,18 +126,34 @@ def test_resume_after_a_crash_gives_the_same_file(loaded, small, tmp_path, monke
 def test_incompatible_unfinished_cache_is_refused(loaded, small, tmp_path) -> None:
     target = tmp_path / "cache.h5"
     with h5py.File(partial_path(target), "w") as f:
-        f.attrs.update({"schema_version": SCHEMA_VERSION, "model": "another/model"})
+        f.attrs.update(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "toolkit_version": extract_module.toolkit_version(),
+                "model": "another/model",
+            }
+        )
     with pytest.raises(CacheError, match="different 'model'.*delete it"):
         extract(loaded, small, target, sites=SITES, progress=False)
     assert partial_path(target).exists(), "never deletes data on its own"
 
 
-def test_existing_cache_needs_overwrite(cache_path, loaded, small, tmp_path) -> None:
+def test_existing_cache_is_reused_or_needs_overwrite(
+    cache_path, loaded, small, tmp_path, monkeypatch
+) -> None:
     target = tmp_path / "cache.h5"
     shutil.copy(cache_path, target)
     before = target.read_bytes()
-    with pytest.raises(OutputExistsError, match="--overwrite"):
-        extract(loaded, small, target, sites=SITES, progress=False)
+
+    def no_capture(*args, **kwargs):
+        raise AssertionError("a finished cache of the same settings is reused, not redone")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(extract_module, "capture_tokens", no_capture)
+        assert extract(loaded, small, target, sites=SITES, progress=False) == target
+    assert target.read_bytes() == before
+    with pytest.raises(OutputExistsError, match="different 'sites'.*--overwrite"):
+        extract(loaded, small, target, sites=["lm.0"], progress=False)
     assert target.read_bytes() == before
     extract(loaded, small, target, sites=["lm.0"], overwrite=True, progress=False)
     with CacheReader(target) as reader:
