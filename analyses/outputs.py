@@ -30,8 +30,9 @@ log = logging.getLogger("interp")
 
 
 def check_output_folder(folder: str | os.PathLike) -> Path:
-    """Create ``folder`` if needed and prove it writable (before any model is loaded):
-    a ConfigError when it is a file, lies under a file, or cannot be written."""
+    """Prove ``folder`` writable, or creatable, before any model is loaded (it is made
+    only when there is something to write): a ConfigError when it is a file, lies under a
+    file, or cannot be written."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(
@@ -46,8 +47,7 @@ def check_output_folder(folder: str | os.PathLike) -> Path:
             f"choose another --out"
         )
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        with tempfile.TemporaryFile(dir=parent):
             pass
     except OSError as err:
         raise ConfigError(

@@ -218,6 +218,13 @@ def run(config: RunConfig) -> RunResult:
         for selection in [*(config.selections or ()), *(config.ablation_selections or ())]:
             if selection != "all":
                 check_selection_fits(selection, fewest, f"at site {site!r}")
+    if loaded.adapter.has_language_model:
+        token = loaded.adapter.prompt_image_token
+        if token in config.question:
+            raise ConfigError(
+                f"question must not hold the image token {token!r} (the prompt puts the "
+                f"image before the question), got {config.question!r}; leave it out"
+            )
     prompt = loaded.adapter.default_prompt(config.question)
     loaded.adapter.check_prompt(prompt)
     stimuli = generate(spec)

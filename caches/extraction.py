@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from caches.reader import CacheReader
 from caches.schema import ACT_DTYPE, BASELINE, MATCH_ATTRS, STORE_DTYPES
-from caches.writer import CacheWriter, SiteValues, partial_path, short_repr
+from caches.writer import CacheWriter, SiteValues, human_bytes, partial_path, short_repr
 from interp.capture import capture_tokens
 from interp.errors import CacheError, ConfigError, OutputExistsError
 from interp.interventions import CONDITIONS, Intervention, make_intervention
@@ -139,7 +139,10 @@ def extract(
     first = None
     if first_start < n:  # the first batch is captured before any file exists
         first = captured(first_start)
-        _check_disk_space(path, first, layouts, n, first_start, np.dtype(store_dtype).itemsize)
+        static = stimuli.images.nbytes + stimuli.object_map.nbytes if first_start == 0 else 0
+        _check_disk_space(
+            path, first, layouts, n, first_start, np.dtype(store_dtype).itemsize, static
+        )
     with CacheWriter(path, attrs, overwrite=overwrite, allow_nonfinite=allow_nonfinite) as writer:
         writer.write_static(
             stimuli.images,
@@ -215,8 +218,10 @@ def _check_disk_space(
     n: int,
     start: int,
     itemsize: int,
+    static: int,
 ) -> None:
-    """Refuse, before writing, when the disk cannot hold what is left to write."""
+    """Refuse, before writing, when the disk cannot hold what is left to write (the
+    activations of images ``start..n`` and ``static`` bytes of images and maps)."""
     needed = 0  # bytes of every condition's every site, all images
     for acts, extra in first.values():
         for kind, found in (("patch", acts), ("extra", extra)):
@@ -227,15 +232,15 @@ def _check_disk_space(
                 else:
                     tokens = sum(len(x) if kind == "patch" else len(x.extra) for x in layout)
                 needed += tokens * values[0].shape[-1] * itemsize
-    needed = needed * (n - start) // max(n, 1)
+    needed = needed * (n - start) // max(n, 1) + static
     folder = path.parent
     while not folder.exists():
         folder = folder.parent
     free = shutil.disk_usage(folder).free
     if needed > free:
         raise CacheError(
-            f"the cache needs about {needed / 2**30:.2f} GiB more, but the disk holding "
-            f"{folder} has {free / 2**30:.2f} GiB free; free some space, choose another "
+            f"the cache needs about {human_bytes(needed)} more, but the disk holding "
+            f"{folder} has {human_bytes(free)} free; free some space, choose another "
             f"--out on a larger disk, or capture fewer sites or conditions"
         )
 

@@ -12,8 +12,9 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from caches.schema import (
     extra_path,
     layout_path,
 )
-from interp.errors import CacheError, ConfigError, OutputExistsError
+from interp.errors import CacheError, ConfigError, DiskFullError, OutputExistsError
 from interp.layout import EXTRA_KINDS, TokenLayout
 
 __all__ = ["CacheWriter", "partial_path", "disk_errors"]
@@ -40,6 +41,9 @@ __all__ = ["CacheWriter", "partial_path", "disk_errors"]
 SiteValues = torch.Tensor | Sequence[torch.Tensor]
 
 
+_METADATA_ROOM = 2**20  # free space kept beyond a batch's bytes for HDF5's own metadata
+
+
 def partial_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     return path.with_name(path.name + ".partial")
@@ -47,6 +51,15 @@ def partial_path(path: str | os.PathLike) -> Path:
 
 def _offsets(counts: Sequence[int]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
+
+
+def human_bytes(count: float) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(count) < 1024 or unit == "GiB":
+            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
+        count /= 1024
+    return f"{count:.1f} TiB"
 
 
 def short_repr(value: Any, most: int = 80) -> str:
@@ -75,6 +88,8 @@ def _open(path: Path, mode: str) -> h5py.File:
 def disk_errors(path: Path) -> Iterator[None]:
     """Turn a failed write (disk full, read-only, no permission) into one CacheError that
     names the disk and the space left."""
+    previous = sys.unraisablehook
+    sys.unraisablehook = _quiet_failed_writes(previous)
     try:
         yield
     except (OSError, RuntimeError) as err:
@@ -88,14 +103,29 @@ def disk_errors(path: Path) -> Iterator[None]:
         folder = Path(path).parent
         free = shutil.disk_usage(folder).free if folder.exists() else 0
         if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise CacheError(
-                f"the disk holding {folder} is full ({free / 2**20:.1f} MiB free; "
+            raise DiskFullError(
+                f"the disk holding {folder} is full ({human_bytes(free)} free; "
                 f"{os.strerror(code)}); free some space (or pick another --out) and rerun "
                 f"the same command: the unfinished cache {Path(path).name} resumes"
             ) from err
         raise CacheError(
             f"cannot write {path}: {os.strerror(code)}; choose an output folder you can write to"
         ) from err
+    finally:
+        sys.unraisablehook = previous
+
+
+def _quiet_failed_writes(previous: Callable) -> Callable:
+    """An unraisable-exception hook that drops what HDF5 reports while releasing objects
+    after a failed write (the error itself is raised once, as a CacheError)."""
+
+    def hook(unraisable: Any) -> None:
+        failed = isinstance(unraisable.exc_value, (OSError, RuntimeError))
+        if failed and "write failed" in str(unraisable.exc_value):
+            return
+        previous(unraisable)
+
+    return hook
 
 
 def _encode(value: Any) -> Any:
@@ -283,6 +313,7 @@ class CacheWriter:
                     flat = values.reshape(-1, width) if dense else torch.cat(list(values))
                     rows, bad = self._storable(flat, site, condition, start, size, offsets)
                     pending.append((path, site, kind, width, offsets, rows, bad))
+        self._check_room(sum(p[5].nbytes for p in pending))
         with disk_errors(self.tmp):
             for path, site, kind, width, offsets, rows, bad in pending:
                 dataset = self._dataset(path, site, kind, width, offsets)
@@ -295,6 +326,19 @@ class CacheWriter:
             self._file.flush()
             self._file.attrs["n_written"] = start + (size or 0)
             self._file.flush()
+
+    def _check_room(self, needed: int) -> None:
+        """Refuse a batch the disk cannot hold before HDF5 starts writing it (a write
+        that fails half-way leaves HDF5 unable even to close the file cleanly)."""
+        needed += _METADATA_ROOM
+        free = shutil.disk_usage(self.tmp.parent).free
+        if free < needed:
+            raise DiskFullError(
+                f"the disk holding {self.tmp.parent} is full: the next batch needs about "
+                f"{human_bytes(needed)}, {human_bytes(free)} are free; free some space (or "
+                f"pick another --out) and rerun the same command: the unfinished cache "
+                f"{self.tmp.name} resumes at image {self.n_written}"
+            )
 
     def _storable(
         self,
@@ -380,8 +424,17 @@ class CacheWriter:
         if self._file.id.valid:
             self._file.close()
 
+    def _close_quietly(self) -> None:
+        """Close after a failure without letting a second error (HDF5 failing to flush
+        to a full disk) hide the first."""
+        with suppress(OSError, RuntimeError):
+            self.close()
+
     def __enter__(self) -> CacheWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: type | None, *exc: object) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self._close_quietly()

@@ -5,6 +5,7 @@ from interp.capture import Captured, capture, capture_tokens
 from interp.errors import (
     CacheError,
     ConfigError,
+    DiskFullError,
     InterpError,
     InterventionError,
     ModelLoadError,
@@ -25,6 +26,7 @@ __all__ = [
     "Captured",
     "CacheError",
     "ConfigError",
+    "DiskFullError",
     "InterpError",
     "InterventionError",
     "LoadedModel",

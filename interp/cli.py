@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
-from interp.errors import InterpError
+from interp.errors import DiskFullError, InterpError
 from interp.options import add_options
 
 __all__ = ["main", "build_parser"]
@@ -59,6 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.step == "train":
             return _organism_train(given)
         return _organism_eval(given)
+    except DiskFullError as err:
+        print(f"interp: error: {_one_line(err)}", file=sys.stderr)
+        # HDF5 cannot close a file whose writes failed; the file is as it was after its
+        # last complete batch, so leave without letting the library try again at exit.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(2)
     except InterpError as err:
         print(f"interp: error: {_one_line(err)}", file=sys.stderr)
         return 2

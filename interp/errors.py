@@ -15,6 +15,7 @@ __all__ = [
     "SiteError",
     "InterventionError",
     "CacheError",
+    "DiskFullError",
     "OutputExistsError",
 ]
 
@@ -48,6 +49,11 @@ class InterventionError(InterpError):
 
 class CacheError(InterpError):
     """An activation cache is missing, corrupt, incomplete or incompatible."""
+
+
+class DiskFullError(CacheError):
+    """A cache could not be written: its disk is full. The unfinished file stays as it
+    was after its last complete batch, and the same command resumes it."""
 
 
 class OutputExistsError(InterpError, FileExistsError):
