@@ -17,9 +17,17 @@ from tqdm.auto import tqdm
 
 from caches.reader import CacheReader
 from caches.schema import ACT_DTYPE, BASELINE, MATCH_ATTRS, STORE_DTYPES
-from caches.writer import CacheWriter, SiteValues, human_bytes, partial_path, short_repr
+from caches.writer import (
+    METADATA_ROOM,
+    CacheWriter,
+    SiteValues,
+    human_bytes,
+    partial_path,
+    short_repr,
+    storable,
+)
 from interp.capture import capture_tokens
-from interp.errors import CacheError, ConfigError, OutputExistsError
+from interp.errors import ConfigError, DiskFullError, OutputExistsError
 from interp.interventions import CONDITIONS, Intervention, make_intervention
 from interp.layout import TokenLayout
 from interp.loading import LoadedModel
@@ -137,8 +145,19 @@ def extract(
 
     first_start = _resume_point(partial_path(path), attrs)
     first = None
-    if first_start < n:  # the first batch is captured before any file exists
+    if first_start < n:  # the first batch is captured and checked before any file exists
         first = captured(first_start)
+        for condition, found in first.items():
+            for tree in found:
+                for site, values in tree.items():
+                    storable(
+                        values,
+                        np.dtype(store_dtype),
+                        site,
+                        condition,
+                        first_start,
+                        allow_nonfinite,
+                    )
         static = stimuli.images.nbytes + stimuli.object_map.nbytes if first_start == 0 else 0
         _check_disk_space(
             path, first, layouts, n, first_start, np.dtype(store_dtype).itemsize, static
@@ -232,13 +251,13 @@ def _check_disk_space(
                 else:
                     tokens = sum(len(x) if kind == "patch" else len(x.extra) for x in layout)
                 needed += tokens * values[0].shape[-1] * itemsize
-    needed = needed * (n - start) // max(n, 1) + static
+    needed = needed * (n - start) // max(n, 1) + static + METADATA_ROOM
     folder = path.parent
     while not folder.exists():
         folder = folder.parent
     free = shutil.disk_usage(folder).free
     if needed > free:
-        raise CacheError(
+        raise DiskFullError(
             f"the cache needs about {human_bytes(needed)} more, but the disk holding "
             f"{folder} has {human_bytes(free)} free; free some space, choose another "
             f"--out on a larger disk, or capture fewer sites or conditions"

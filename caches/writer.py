@@ -34,14 +34,14 @@ from caches.schema import (
 from interp.errors import CacheError, ConfigError, DiskFullError, OutputExistsError
 from interp.layout import EXTRA_KINDS, TokenLayout
 
-__all__ = ["CacheWriter", "partial_path", "disk_errors"]
+__all__ = ["CacheWriter", "partial_path", "disk_errors", "storable"]
 
 # What ``write_batch`` takes per site: ``(batch, tokens, d)``, or one ``(tokens_i, d)``
 # tensor per image (a ragged site, or a batch gathered from several forward passes).
 SiteValues = torch.Tensor | Sequence[torch.Tensor]
 
 
-_METADATA_ROOM = 2**20  # free space kept beyond a batch's bytes for HDF5's own metadata
+METADATA_ROOM = 2**18  # free space kept beyond a batch's bytes for HDF5's own metadata
 
 
 def partial_path(path: str | os.PathLike) -> Path:
@@ -128,6 +128,48 @@ def _quiet_failed_writes(previous: Callable) -> Callable:
     return hook
 
 
+def storable(
+    values: SiteValues,
+    dtype: np.dtype,
+    site: str,
+    condition: str,
+    start: int,
+    allow_nonfinite: bool = False,
+) -> tuple[np.ndarray, int]:
+    """One site's values for images ``start..`` (``(batch, tokens, d)`` or one ``(tokens_i,
+    d)`` per image) as flat ``(tokens, d)`` rows of ``dtype``, and how many of them are
+    not finite there (NaN, inf, or beyond the dtype's range): a CacheError that names the
+    site, the count, the first image and the fix, unless ``allow_nonfinite``."""
+    dense = isinstance(values, torch.Tensor)
+    counts = [values.shape[1]] * len(values) if dense else [len(v) for v in values]
+    flat = values.reshape(-1, values.shape[-1]) if dense else torch.cat(list(values))
+    rows = flat.detach().to("cpu", torch.float32).numpy()  # (tokens, d)
+    finite = np.isfinite(rows)
+    limit = float(np.finfo(dtype).max)
+    beyond = finite & (np.abs(rows) > limit)
+    bad = int(rows.size - finite.sum() + beyond.sum())
+    if bad and not allow_nonfinite:
+        row = np.flatnonzero((~finite | beyond).any(axis=1))[0]
+        first = start + int(np.searchsorted(np.cumsum(counts), row, side="right"))
+        nan = int(np.isnan(rows).sum())
+        what = (
+            f"{nan} NaN, {int((~finite).sum()) - nan} infinite and {int(beyond.sum())} "
+            f"beyond {np.dtype(dtype).name}'s range (|x| > {limit:.6g})"
+        )
+        fix = (
+            "store them in float32 (--store-dtype float32, store_dtype='float32')"
+            if beyond.any() and finite.all()
+            else "the model's weights or inputs are broken, or its dtype overflows: check "
+            "them, or load it in float32 (--dtype float32)"
+        )
+        raise CacheError(
+            f"site {site!r} under {condition!r} gave {bad} of {rows.size} values that are "
+            f"not finite in the cache ({what}) in images {start}..{start + len(counts) - 1}, "
+            f"first in image {first}; {fix}. Nothing of this batch was written"
+        )
+    return rows.astype(dtype), bad
+
+
 def _encode(value: Any) -> Any:
     return value if isinstance(value, (str, int, float, bool, np.integer)) else json.dumps(value)
 
@@ -170,6 +212,12 @@ class CacheWriter:
             )
         self.store_dtype = np.dtype(attrs["store_dtype"])
         encoded = {k: _encode(v) for k, v in attrs.items()}
+        above = next((p for p in self.path.parents if p.exists()), None)
+        if above is not None and not above.is_dir():
+            raise CacheError(
+                f"cannot write {self.path}: {above} is a file, not a folder; choose another "
+                f"output path"
+            )
         with disk_errors(self.tmp):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.tmp.exists() and resume:
@@ -310,8 +358,9 @@ class CacheWriter:
                         )
                     path = (acts_path if kind == "patch" else extra_path)(site, condition)
                     width = values[0].shape[-1] if size else 0
-                    flat = values.reshape(-1, width) if dense else torch.cat(list(values))
-                    rows, bad = self._storable(flat, site, condition, start, size, offsets)
+                    rows, bad = storable(
+                        values, self.store_dtype, site, condition, start, self.allow_nonfinite
+                    )
                     pending.append((path, site, kind, width, offsets, rows, bad))
         self._check_room(sum(p[5].nbytes for p in pending))
         with disk_errors(self.tmp):
@@ -330,7 +379,7 @@ class CacheWriter:
     def _check_room(self, needed: int) -> None:
         """Refuse a batch the disk cannot hold before HDF5 starts writing it (a write
         that fails half-way leaves HDF5 unable even to close the file cleanly)."""
-        needed += _METADATA_ROOM
+        needed += METADATA_ROOM
         free = shutil.disk_usage(self.tmp.parent).free
         if free < needed:
             raise DiskFullError(
@@ -339,46 +388,6 @@ class CacheWriter:
                 f"pick another --out) and rerun the same command: the unfinished cache "
                 f"{self.tmp.name} resumes at image {self.n_written}"
             )
-
-    def _storable(
-        self,
-        flat: torch.Tensor,
-        site: str,
-        condition: str,
-        start: int,
-        size: int,
-        offsets: np.ndarray,
-    ) -> tuple[np.ndarray, int]:
-        """``flat`` ``(tokens, d)`` in the storage dtype, and how many of its values are not
-        finite there (NaN, inf, or beyond the dtype's range); a CacheError naming the site,
-        the count and the fix unless ``allow_nonfinite``."""
-        values = flat.detach().to("cpu", torch.float32).numpy()  # (tokens, d)
-        finite = np.isfinite(values)
-        limit = float(np.finfo(self.store_dtype).max)
-        beyond = finite & (np.abs(values) > limit)
-        bad = int(values.size - finite.sum() + beyond.sum())
-        if bad and not self.allow_nonfinite:
-            rows_bad = (~finite | beyond).any(axis=1)
-            row = offsets[start] + np.flatnonzero(rows_bad)[0]  # in the site's flat order
-            first = int(np.searchsorted(offsets, row, side="right")) - 1
-            nan = int(np.isnan(values).sum())
-            what = (
-                f"{nan} NaN, {int((~finite).sum()) - nan} infinite and {int(beyond.sum())} "
-                f"beyond {self.store_dtype.name}'s range (|x| > {limit:.6g})"
-            )
-            fix = (
-                "store them in float32 (--store-dtype float32, store_dtype='float32')"
-                if beyond.any() and not (~finite).any()
-                else "the model's weights or inputs are broken, or its dtype overflows: "
-                "check them, or load it in float32 (--dtype float32)"
-            )
-            raise CacheError(
-                f"site {site!r} under {condition!r} gave {bad} of {values.size} values that "
-                f"are not finite in the cache ({what}) in the batch of images {start}.."
-                f"{start + size - 1}, first in image {first}; {fix}. Nothing of this batch "
-                f"was written; the unfinished cache resumes from image {start}"
-            )
-        return values.astype(self.store_dtype), bad
 
     def _offsets(self, site: str, kind: str) -> np.ndarray:
         """``(n + 1,)`` first token of each image in the flat token order of ``site``."""

@@ -87,13 +87,27 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
+class _Notes(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a note is made."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
+_NOTES = _Notes()
+_NOTES.setFormatter(logging.Formatter("interp: %(message)s"))
+
+
 def _say_notes() -> None:
     """The library's notes (a reused cache, removed outputs) as ``interp: ...`` lines."""
     log = logging.getLogger("interp")
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("interp: %(message)s"))
-        log.addHandler(handler)
+    if _NOTES not in log.handlers:
+        log.addHandler(_NOTES)
         log.setLevel(logging.INFO)
         log.propagate = False
 

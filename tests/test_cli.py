@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from analyses import OUTPUT_FILES, RunConfig
+from caches import CacheReader
 from interp import ConfigError, UnsupportedModelError, adapter_for, load_model
 from interp.cli import main
 from probes import TABLE_COLUMNS
@@ -95,6 +96,15 @@ def test_existing_outputs_are_refused_without_overwrite(tiny_dir, tmp_path, caps
         (["--selections", "corners"], "unknown token selection 'corners'"),
         (["--ablation-selections", "random_x"], "unknown token selection 'random_x'"),
         (["--dtype", "float8"], "unknown dtype"),
+        (["--seed", "-1"], "seed must be >= 0"),
+        (["--image-size", "0"], "image_size must be positive"),
+        (["--out", ""], "out must name an output folder"),
+        (["--n-images", "12", "--n-splits", "5"], "use at least 15 images"),
+        (["--selections", "random_0"], "random_<k> needs k >= 1"),
+        (["--selections", "random_65"], "needs 1 <= k <= 64, the fewest tokens of an image at"),
+        (["--question", "<image> what color?"], "question must not hold the image token"),
+        (["--store-dtype", "bfloat16"], "store_dtype must be one of float16, float32"),
+        (["--model", "no-org/no-model"], "not in the local Hugging Face cache"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(args, message, tiny_dir, tmp_path, capsys) -> None:
@@ -102,8 +112,62 @@ def test_bad_input_is_one_line_and_nonzero(args, message, tiny_dir, tmp_path, ca
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("interp: error:") and message in err and "\n" not in err
-    assert not (tmp_path / "o" / "cache.h5").exists()
-    assert not (tmp_path / "o" / "probes.csv").exists()
+    assert not (tmp_path / "o").exists(), "refused before anything was written"
+
+
+def test_output_that_is_a_file_or_under_one(tiny_dir, tmp_path, capsys) -> None:
+    (tmp_path / "f").write_text("keep")
+    for out, message in [("f", "is an existing file"), ("f/sub", "which is a file")]:
+        assert main(["run", "--out", str(tmp_path / out), "--model", tiny_dir, *FAST]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "choose another --out" in err and "\n" not in err
+    assert (tmp_path / "f").read_text() == "keep"
+
+
+def test_an_interrupted_run_never_mixes_outputs_and_resumes(
+    tiny_dir, tmp_path, monkeypatch, capsys
+) -> None:
+    import analyses.pipeline as pipeline
+    import caches.extraction as extraction
+
+    out = tmp_path / "r"
+    argv = ["run", "--out", str(out), "--model", tiny_dir, *FAST, "--n-images", "12"]
+    argv += ["--sites", "vision.0", "lm.3", "--selections", "mean"]
+    assert main(argv) == 0
+    first = (out / "probes.csv").read_bytes()
+    real_sweep = pipeline.sweep
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "sweep", interrupted)  # Ctrl-C while probing
+    assert main([*argv, "--overwrite", "--seed", "1"]) == 130
+    err = capsys.readouterr().err
+    assert "removed the outputs of an earlier run" in err and "probes.csv" in err
+    assert "rerun the same command to continue" in err and "finished one is reused" in err
+    # nothing of the first run is left beside the second's cache
+    assert sorted(p.name for p in out.iterdir()) == ["cache.h5"]
+    with CacheReader(out / "cache.h5") as reader:
+        assert reader.attrs["stimuli"]["seed"] == 1
+    monkeypatch.setattr(pipeline, "sweep", real_sweep)
+
+    def no_capture(*args, **kwargs):
+        raise AssertionError("the finished cache is reused, not extracted again")
+
+    monkeypatch.setattr(extraction, "capture_tokens", no_capture)
+    assert main([*argv, "--seed", "1"]) == 0  # the same command, without --overwrite
+    assert "reusing the finished cache" in capsys.readouterr().err
+    assert {p.name for p in out.iterdir()} >= set(OUTPUT_FILES.values()) - {
+        "redundancy_curves.html"
+    }
+    assert (out / "probes.csv").read_bytes() != first
+    # a cache of other settings is named as such, not silently reused
+    for name in OUTPUT_FILES.values():
+        if name != "cache.h5":
+            (out / name).unlink(missing_ok=True)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "different 'stimuli'" in err and "--overwrite" in err
 
 
 def test_builtin_random_model_loads_through_from_pretrained(tmp_path, monkeypatch) -> None:

@@ -118,7 +118,10 @@ def test_each_images_tokens_equal_a_capture_of_it_alone(qwen, mixed, ragged_path
 def test_bad_ragged_inputs_are_refused(ragged_path, tmp_path) -> None:
     with pytest.raises(CacheError, match="token offsets must rise from 0 to the 5 tokens"):
         SiteTokens(np.zeros((5, 2), np.float32), np.array([0, 3, 2, 5]))
-    with CacheReader(ragged_path) as reader, pytest.raises(CacheError, match=r"image must be an index in 0..4 .*got 5"):
+    with (
+        CacheReader(ragged_path) as reader,
+        pytest.raises(CacheError, match=r"image must be an index in 0..4 .*got 5"),
+    ):
         reader.layout("projector", image=5)
     images, maps = np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 8), np.int8)
     one = TokenLayout.regular(2, 2, 8)
