@@ -92,10 +92,10 @@ class RunConfig:
         "float32, float16 or bfloat16 (default: the checkpoint's)", default=None
     )
     device_map: str | None = option("e.g. cuda, auto (default: CPU)", default=None)
-    store_dtype: str = option(
-        "how activations are stored: float16 (half the disk) or float32 (for models whose "
-        "activations exceed float16's range, e.g. Gemma 3)",
-        default="float16",
+    store_dtype: str | None = option(
+        "how activations are stored: float16 (half the disk) or float32 (activations beyond "
+        "float16's range) (default: the family's: float16, float32 for Gemma 3)",
+        default=None,
     )
     allow_nonfinite: bool = option(
         "store NaN/inf activations (counted per site) instead of stopping; probes still "
@@ -152,7 +152,7 @@ class RunConfig:
         unknown = [c for c in self.conditions or () if c not in CONDITIONS]
         if unknown:
             raise ConfigError(f"unknown conditions {unknown}; expected some of {CONDITIONS}")
-        if self.store_dtype not in STORE_DTYPES:
+        if self.store_dtype is not None and self.store_dtype not in STORE_DTYPES:
             raise ConfigError(
                 f"store_dtype must be one of {', '.join(STORE_DTYPES)}, got {self.store_dtype!r}"
             )

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from caches.reader import CacheReader
-from caches.schema import ACT_DTYPE, BASELINE, MATCH_ATTRS, STORE_DTYPES
+from caches.schema import BASELINE, MATCH_ATTRS, STORE_DTYPES
 from caches.writer import (
     METADATA_ROOM,
     CacheWriter,
@@ -60,7 +60,7 @@ def extract(
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = True,
-    store_dtype: str = ACT_DTYPE,
+    store_dtype: str | None = None,
     allow_nonfinite: bool = False,
 ) -> Path:
     """Write ``path`` (HDF5) with the activations of ``stimuli`` at ``sites``.
@@ -72,7 +72,8 @@ def extract(
     processor, dtype, prompt, sites, conditions, storage) is reused as it is; one made
     with others is refused unless ``overwrite``.
 
-    Activations are stored as ``store_dtype`` (float16 or float32); a value that is not
+    Activations are stored as ``store_dtype`` (float16 or float32; default: the family's,
+    ``adapter.store_dtype``, float16 but for Gemma 3); a value that is not
     finite there (NaN, inf, beyond float16's range) stops the extraction with the site and
     count, unless ``allow_nonfinite`` (then each dataset counts them in its ``nonfinite``
     attribute, and probes still refuse them).
@@ -91,6 +92,7 @@ def extract(
     sites = sort_sites([adapter.check_site(s) for s in (sites or adapter.sites())])
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    store_dtype = store_dtype or adapter.store_dtype
     if store_dtype not in STORE_DTYPES:
         raise ConfigError(f"store_dtype must be one of {STORE_DTYPES}, got {store_dtype!r}")
     conditions = as_names(conditions, "conditions")

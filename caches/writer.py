@@ -87,7 +87,11 @@ def _open(path: Path, mode: str) -> h5py.File:
 @contextmanager
 def disk_errors(path: Path) -> Iterator[None]:
     """Turn a failed write (disk full, read-only, no permission) into one CacheError that
-    names the disk and the space left."""
+    names the disk and the space left.
+
+    HDF5 may have written part of its metadata when a write failed for lack of room, so
+    the unfinished file ``path`` is then set aside as ``<path>.damaged`` (kept, never
+    resumed) and the next run starts afresh."""
     previous = sys.unraisablehook
     sys.unraisablehook = _quiet_failed_writes(previous)
     try:
@@ -103,10 +107,16 @@ def disk_errors(path: Path) -> Iterator[None]:
         folder = Path(path).parent
         free = shutil.disk_usage(folder).free if folder.exists() else 0
         if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            aside = Path(path).with_name(Path(path).name + ".damaged")
+            if Path(path).exists():
+                os.replace(path, aside)
             raise DiskFullError(
-                f"the disk holding {folder} is full ({human_bytes(free)} free; "
-                f"{os.strerror(code)}); free some space (or pick another --out) and rerun "
-                f"the same command: the unfinished cache {Path(path).name} resumes"
+                f"the disk holding {folder} filled up while HDF5 was writing "
+                f"({human_bytes(free)} free; {os.strerror(code)}), which can leave the "
+                f"unfinished cache inconsistent: it was set aside as {aside.name} (delete it "
+                f"to free its space); free some space and rerun the same command, which "
+                f"starts the cache afresh",
+                failed_write=True,
             ) from err
         raise CacheError(
             f"cannot write {path}: {os.strerror(code)}; choose an output folder you can write to"

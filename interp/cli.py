@@ -62,11 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _organism_eval(given)
     except DiskFullError as err:
         print(f"interp: error: {_one_line(err)}", file=sys.stderr)
-        # HDF5 cannot close a file whose writes failed; the file is as it was after its
-        # last complete batch, so leave without letting the library try again at exit.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(2)
+        if err.failed_write:
+            # HDF5 cannot close a file whose writes failed (it crashes at exit trying);
+            # the file is as it was after its last complete batch, so leave at once.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)
+        return 2
     except InterpError as err:
         print(f"interp: error: {_one_line(err)}", file=sys.stderr)
         return 2

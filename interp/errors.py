@@ -53,7 +53,15 @@ class CacheError(InterpError):
 
 class DiskFullError(CacheError):
     """A cache could not be written: its disk is full. The unfinished file stays as it
-    was after its last complete batch, and the same command resumes it."""
+    was after its last complete batch, and the same command resumes it.
+
+    ``failed_write``: HDF5 itself failed to write (the disk filled during a write), so
+    the open file cannot be closed cleanly; False when the lack of room was found first.
+    """
+
+    def __init__(self, message: str, *, failed_write: bool = False) -> None:
+        super().__init__(message)
+        self.failed_write = failed_write
 
 
 class OutputExistsError(InterpError, FileExistsError):

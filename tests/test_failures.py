@@ -425,3 +425,41 @@ def test_an_output_path_under_a_file_is_refused(loaded, eight, tmp_path) -> None
     with pytest.raises(CacheError, match=message):
         extract(loaded, eight, tmp_path / "file" / "cache.h5", sites=SITES, progress=False)
     assert (tmp_path / "file").read_text() == "x"
+
+
+_WRITE_FAILS = textwrap.dedent(
+    """
+    import sys
+    import caches.extraction as extraction
+    import caches.writer as writer
+    from interp.cli import main
+
+    # the disk fills between the free-space checks and HDF5's own writes
+    extraction._check_disk_space = lambda *args: None
+    writer.CacheWriter._check_room = lambda self, needed: None
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def test_the_command_line_on_a_full_disk(tiny_dir, small_disk, capsys) -> None:
+    from interp.cli import main
+
+    argv = ["run", "--out", str(small_disk / "r"), "--model", tiny_dir, "--no-progress"]
+    argv += ["--n-images", "32", "--n-splits", "2", "--n-boot", "20", "--sites", "vision.0"]
+    argv += ["lm.3", "--selections", "mean"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "needs about" in err and "free" in err
+    failed = subprocess.run(
+        [sys.executable, "-c", _WRITE_FAILS, *argv], capture_output=True, text=True, timeout=300
+    )
+    assert failed.returncode == 2, failed.stderr[-3000:]  # not a crash at exit
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last.startswith("interp: error: the disk holding") and "set aside as" in last
+    # HDF5 may have written half its metadata: the file is kept aside, never resumed
+    assert (small_disk / "r" / "cache.h5.partial.damaged").is_file()
+    assert not (small_disk / "r" / "cache.h5.partial").exists()
+    _remount(small_disk, "size=64M")
+    assert main(argv) == 0
+    assert (small_disk / "r" / "probes.csv").is_file()

@@ -12,6 +12,7 @@ from references import assert_interventions_touch_the_llm_only, capture_beside_h
 from tiny_vlms import build_gemma3, build_paligemma
 
 from analyses import RunConfig, run
+from caches import CacheReader
 from interp import (
     StimulusSpec,
     generate,
@@ -84,3 +85,8 @@ def test_the_whole_run(family, tmp_path) -> None:
     assert set(result.table.site) == set(loaded.adapter.sites())
     assert set(result.table.condition) == {"baseline", "shuffle", "lower_mask"}
     assert set(result.pixel_table.site) == set(loaded.adapter.sites())
+    # Gemma 3's outliers exceed float16: its caches keep float32 unless told otherwise
+    expected = "float32" if loaded.adapter.family == "Gemma 3" else "float16"
+    with CacheReader(result.paths["cache"]) as reader:
+        assert reader.attrs["store_dtype"] == expected
+        assert reader.acts("projector").dtype == np.dtype(expected)

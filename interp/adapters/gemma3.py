@@ -29,6 +29,9 @@ class Gemma3Adapter(LlavaAdapter):
     family = "Gemma 3"
     model_types = ("gemma3",)
     hub_ids = ("google/gemma-3-4b-it", "google/gemma-3-12b-it", "google/gemma-3-27b-it")
+    # Gemma 3's residual stream has outliers beyond float16's range (the reason its
+    # checkpoints ship in bfloat16), so its caches keep float32.
+    store_dtype = "float32"
 
     def __init__(self, model: torch.nn.Module, processor: Any) -> None:
         super().__init__(model, processor)
