@@ -21,6 +21,7 @@ from caches.writer import (
     METADATA_ROOM,
     CacheWriter,
     SiteValues,
+    encode_attr,
     human_bytes,
     partial_path,
     short_repr,
@@ -224,11 +225,7 @@ def _resume_point(tmp: Path, attrs: dict) -> int:
             stored = dict(handle.attrs)
     except OSError:
         return 0
-    same = all(
-        stored.get(key) == (v if isinstance(v := attrs.get(key), str) else json.dumps(v))
-        for key in MATCH_ATTRS
-        if key in attrs
-    )
+    same = all(stored.get(key) == encode_attr(attrs[key]) for key in MATCH_ATTRS if key in attrs)
     return int(stored.get("n_written", 0)) if same and stored.get("static_complete") else 0
 
 

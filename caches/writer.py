@@ -34,7 +34,7 @@ from caches.schema import (
 from interp.errors import CacheError, ConfigError, DiskFullError, OutputExistsError
 from interp.layout import EXTRA_KINDS, TokenLayout
 
-__all__ = ["CacheWriter", "partial_path", "disk_errors", "storable"]
+__all__ = ["CacheWriter", "partial_path", "disk_errors", "encode_attr", "storable"]
 
 # What ``write_batch`` takes per site: ``(batch, tokens, d)``, or one ``(tokens_i, d)``
 # tensor per image (a ragged site, or a batch gathered from several forward passes).
@@ -180,7 +180,8 @@ def storable(
     return rows.astype(dtype), bad
 
 
-def _encode(value: Any) -> Any:
+def encode_attr(value: Any) -> Any:
+    """A root attribute as stored: scalars as they are, anything else as JSON."""
     return value if isinstance(value, (str, int, float, bool, np.integer)) else json.dumps(value)
 
 
@@ -221,7 +222,7 @@ class CacheWriter:
                 f"store_dtype must be one of {STORE_DTYPES}, got {attrs['store_dtype']!r}"
             )
         self.store_dtype = np.dtype(attrs["store_dtype"])
-        encoded = {k: _encode(v) for k, v in attrs.items()}
+        encoded = {k: encode_attr(v) for k, v in attrs.items()}
         above = next((p for p in self.path.parents if p.exists()), None)
         if above is not None and not above.is_dir():
             raise CacheError(
