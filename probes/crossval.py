@@ -21,6 +21,7 @@ __all__ = [
     "NestedResult",
     "group_folds",
     "inner_correct",
+    "inner_folds",
     "nested_logistic",
     "sklearn_backend",
     "torch_backend",
@@ -197,7 +198,7 @@ def nested_logistic(
         owners, which = np.unique(members, axis=0, return_inverse=True)
         per_owner = np.stack(
             [
-                np.stack([_inner(groups, folds, f, n_inner, seed, rows) for f in range(F)])
+                np.stack([inner_folds(groups, folds, f, n_inner, seed, rows) for f in range(F)])
                 for rows in owners
             ]
         )  # (owners, F, n)
@@ -222,7 +223,7 @@ def nested_logistic(
     )
 
 
-def _inner(
+def inner_folds(
     groups: np.ndarray,
     folds: np.ndarray,
     outer: int,

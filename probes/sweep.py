@@ -7,6 +7,7 @@ A site is read from the HDF5 file once, as float32, and dropped before the next.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from interp.names import as_names
 from interp.sites import sort_sites
 from interp.stimuli import OBJECT_ATTRIBUTES
 from probes.crossval import Backend, group_folds, nested_logistic
+from probes.regression import ALPHAS, nested_ridge, r2_score_groups
 from probes.selections import Design, SiteLabels, check_selection, default_selections, select
 from probes.solver import default_device
 from probes.stats import bootstrap_ci, control_labels, majority_chance, per_group_sums
@@ -30,6 +32,7 @@ __all__ = [
     "ProbeSettings",
     "probe_design",
     "probe_designs",
+    "probeable",
     "site_labels",
     "sweep",
 ]
@@ -56,7 +59,9 @@ class ProbeSettings:
     """How each probe is cross-validated and summarised.
 
     ``n_splits`` outer folds grouped by image; ``n_inner`` inner folds choose ``C`` from
-    ``Cs``; ``n_boot`` bootstrap resamples of images for the 95% interval;
+    ``Cs`` (the logistic probes of categorical attributes) and ``alpha`` from ``alphas``
+    (the ridge probes of numeric ones); ``n_boot`` bootstrap resamples of images for the
+    95% interval;
     ``tokens_per_image`` caps the ``token`` selection (None: every object token);
     ``backend``
     fits the logistic problems (default: the batched torch solver; see
@@ -71,6 +76,7 @@ class ProbeSettings:
     n_splits: int = 5
     n_inner: int = 3
     Cs: tuple[float, ...] = (0.01, 0.1, 1.0)
+    alphas: tuple[float, ...] = ALPHAS
     n_boot: int = 1000
     seed: int = 0
     tokens_per_image: int | None = 4
@@ -85,6 +91,8 @@ class ProbeSettings:
             )
         if not self.Cs or min(self.Cs) <= 0:
             raise ConfigError(f"Cs must be positive inverse penalties, got {self.Cs}")
+        if not self.alphas or min(self.alphas) <= 0:
+            raise ConfigError(f"alphas must be positive ridge penalties, got {self.alphas}")
 
     @property
     def stacked(self) -> bool:
@@ -118,11 +126,38 @@ def probe_designs(
     settings: ProbeSettings,
 ) -> dict[str, list[dict]]:
     """:func:`probe_design` of each named design; with ``settings.stacked`` all of them
-    in one nested cross-validation (each design's rows cross-validated on their own)."""
+    in one nested cross-validation (each design's rows cross-validated on their own).
+
+    Categorical attributes (integer class labels) get logistic probes scored by accuracy;
+    numeric ones (float labels) ridge probes scored by held-out R² (:mod:`probes.regression`),
+    one design at a time. Rows come in the order of ``attributes``."""
     attributes = list(attributes)
+    first = next(iter(designs.values()))
+    numeric = [a for a in attributes if np.issubdtype(first.labels[a].dtype, np.floating)]
+    categorical = [a for a in attributes if a not in numeric]
+    out: dict[str, list[dict]] = {name: [] for name in designs}
+    if categorical:
+        for name, rows in _classifier_rows(designs, categorical, folds_of_image, settings).items():
+            out[name] += rows
+    for name, design in designs.items():
+        if numeric:
+            out[name] += _regression_rows(design, numeric, folds_of_image, settings)
+        order = {attribute: k for k, attribute in enumerate(attributes)}
+        out[name].sort(key=lambda row: order[row["attribute"]])
+    return out
+
+
+def _classifier_rows(
+    designs: dict[str, Design],
+    attributes: list[str],
+    folds_of_image: np.ndarray,
+    settings: ProbeSettings,
+) -> dict[str, list[dict]]:
+    """Accuracy rows of categorical ``attributes``, every design stacked where
+    ``settings.stacked``."""
     if not settings.stacked and len(designs) > 1:
         return {
-            name: probe_design(design, attributes, folds_of_image, settings)
+            name: _classifier_rows({name: design}, attributes, folds_of_image, settings)[name]
             for name, design in designs.items()
         }
     names = list(designs)
@@ -170,6 +205,52 @@ def probe_designs(
             settings,
         )
     return out
+
+
+def _regression_rows(
+    design: Design, attributes: list[str], folds_of_image: np.ndarray, settings: ProbeSettings
+) -> list[dict]:
+    """R² rows of numeric ``attributes`` of one design: held-out R² of a ridge probe,
+    its control task's, a bootstrap interval over images, and chance 0 (the training mean
+    predicts no variance)."""
+    X = _standardised(design.X)
+    targets = np.stack([design.labels[a].astype(np.float64) for a in attributes])  # (L, m)
+    control = np.stack(
+        [
+            control_labels(design.labels[a], design.units[a], settings.seed + k)
+            for k, a in enumerate(attributes)
+        ]
+    ).astype(np.float64)
+    folds = folds_of_image[design.groups]
+    result = nested_ridge(
+        X,
+        targets,
+        folds,
+        design.groups,
+        settings.alphas,
+        n_inner=settings.n_inner,
+        control=control,
+        seed=settings.seed,
+    )
+    rows = []
+    for k, attribute in enumerate(attributes):
+        r2, sse, sst = r2_score_groups(targets[k], result.predicted[k], design.groups)
+        control_r2, _, _ = r2_score_groups(control[k], result.control_predicted[k], design.groups)
+        low, high = bootstrap_ci(sse, sst, n_boot=settings.n_boot, seed=settings.seed)
+        rows.append(
+            {
+                "attribute": attribute,
+                "metric": "r2",
+                "value": r2,
+                "ci_low": 1.0 - high,  # R² = 1 - SSE/SST: the interval turns over
+                "ci_high": 1.0 - low,
+                "chance": 0.0,
+                "control": control_r2,
+                "selectivity": r2 - control_r2,
+                "n": len(targets[k]),
+            }
+        )
+    return rows
 
 
 def _accuracy_rows(
@@ -231,6 +312,48 @@ def site_labels(reader: CacheReader, attributes: Sequence[str], site: str) -> Si
     )
 
 
+def probeable(reader: CacheReader, attributes: Sequence[str], n_splits: int) -> list[str]:
+    """``attributes`` less those no probe can learn, each skipped with a warning that says
+    why: missing values (NaN, or a class index < 0), or one value for every image. A class
+    with fewer images than ``n_splits`` folds is kept, with a warning (some held-out
+    images then carry a class their probe never saw)."""
+    n = reader.n_written
+    kept = []
+    for attribute in attributes:
+        values = reader.labels(attribute)[:n]
+        classes = reader.label_classes(attribute)
+        missing = np.isnan(values) if classes is None else values < 0
+        if missing.any():
+            warnings.warn(
+                f"attribute {attribute!r} skipped: {int(missing.sum())} of {n} images have no "
+                f"value (first: image {int(np.flatnonzero(missing)[0])}); fill them in or "
+                f"drop those images",
+                stacklevel=3,
+            )
+            continue
+        if len(np.unique(values)) < 2:
+            warnings.warn(
+                f"attribute {attribute!r} skipped: every one of the {n} images has the same "
+                f"value, so there is nothing to probe",
+                stacklevel=3,
+            )
+            continue
+        if classes is not None:
+            found, counts = np.unique(values, return_counts=True)
+            rare = [
+                f"{classes[c]!r} ({k})" for c, k in zip(found, counts, strict=True) if k < n_splits
+            ]
+            if rare:
+                warnings.warn(
+                    f"attribute {attribute!r}: the classes {', '.join(rare)} have fewer images "
+                    f"than the {n_splits} folds, so some of their held-out images are scored "
+                    f"by a probe that never saw their class",
+                    stacklevel=3,
+                )
+        kept.append(attribute)
+    return kept
+
+
 def sweep(
     reader: CacheReader,
     *,
@@ -242,7 +365,11 @@ def sweep(
     settings: ProbeSettings | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Probe each site x condition x token selection x categorical attribute.
+    """Probe each site x condition x token selection x attribute: categorical attributes
+    with logistic probes (``metric`` ``accuracy``), numeric ones with ridge probes
+    (``metric`` ``r2``, chance 0). Attributes default to every label of the cache; one
+    that is constant or has missing values is skipped with a warning (see
+    :func:`probeable`).
 
     Returns the columns of :data:`TABLE_COLUMNS`; ``depth`` is the site's index in
     forward-pass order, ``n`` the number of held-out predictions (images, or tokens for
@@ -262,14 +389,13 @@ def sweep(
     ablation_selections = as_names(ablation_selections, "ablation_selections")
     all_sites = sort_sites(reader.sites)
     sites = sort_sites(sites) if sites else all_sites
-    categorical = [a for a in reader.label_names if reader.label_classes(a) is not None]
-    attributes = list(attributes) if attributes else categorical
-    unknown = [a for a in attributes if a not in categorical]
+    attributes = list(attributes) if attributes else reader.label_names
+    unknown = [a for a in attributes if a not in reader.label_names]
     if unknown:
         raise ConfigError(
-            f"attributes {unknown} are not categorical labels of this cache; "
-            f"choose from {categorical}"
+            f"attributes {unknown} are not labels of this cache; choose from {reader.label_names}"
         )
+    attributes = probeable(reader, attributes, settings.n_splits)
     conditions = list(conditions) if conditions else reader.conditions
     for selection in [*(selections or []), *(ablation_selections or [])]:
         check_selection(selection)

@@ -58,7 +58,8 @@ def test_run_writes_every_output(tiny_dir, tmp_path, capsys) -> None:
     assert list(table.columns) == TABLE_COLUMNS
     assert set(table.condition) == {"baseline", "shuffle", "lower_mask"}
     assert list(dict.fromkeys(table.site)) == ["vision.0", "projector", "lm.5"]
-    assert set(table.attribute) == {"color", "shape", "size", "cell", "count"}
+    assert set(table.attribute) == {"color", "shape", "size", "cell", "count", "x", "y"}
+    assert set(table[table.attribute.isin(["x", "y"])].metric) == {"r2"}
     assert set(table.selection) == {"mean", "token", "random_1", "random_64"}
     # the ablations are probed with mean and token only, unless asked otherwise
     assert set(table[table.condition == "shuffle"].selection) == {"mean", "token"}

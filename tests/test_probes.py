@@ -350,8 +350,8 @@ def test_stacked_selections_give_the_results_of_separate_fits(cache_path) -> Non
 
 def test_sweep_refuses_bad_requests(cache_path, tmp_path) -> None:
     with CacheReader(cache_path) as reader:
-        with pytest.raises(ConfigError, match="categorical"):
-            sweep(reader, attributes=["x"], progress=False)
+        with pytest.raises(ConfigError, match=r"\['nope'\] are not labels of this cache"):
+            sweep(reader, attributes=["nope"], progress=False)
         with pytest.raises(ConfigError, match="unknown token selection"):
             sweep(reader, attributes=["color"], selections=["everything"], progress=False)
     with pytest.raises(ConfigError, match="at least 2"):
@@ -421,3 +421,108 @@ def test_float64_backend_makes_the_same_choices_as_a_precise_scikit_learn() -> N
     slow = nested_logistic(X, y, folds, groups, Cs, backend=sklearn_backend(5000, 1e-8))
     np.testing.assert_array_equal(fast.chosen_C, slow.chosen_C)
     np.testing.assert_array_equal(fast.predicted, slow.predicted)
+
+
+def test_nested_ridge_equals_scikit_learn_fold_by_fold(rng) -> None:
+    """Every held-out prediction equals a scikit-learn Ridge fitted on the same rows with
+    the penalty a brute-force inner search over the same inner folds chooses."""
+    from probes.crossval import inner_folds
+    from probes.regression import nested_ridge, r2_score_groups
+
+    groups = np.repeat(np.arange(30), 2)  # two rows per image
+    X = rng.normal(size=(60, 5))
+    y = np.stack([X @ rng.normal(size=5) + rng.normal(scale=0.5, size=60), rng.normal(size=60)])
+    control = y[:, ::-1].copy()
+    folds = group_folds(groups, 3, 7)
+    alphas = (0.1, 10.0, 1000.0)
+    result = nested_ridge(X, y, folds, groups, alphas, control=control, seed=7, device="cpu")
+    for k in range(2):
+        expected = np.zeros(60)
+        expected_control = np.zeros(60)
+        for f in range(3):
+            inner = inner_folds(groups, folds, f, 3, 7)
+            errors = []
+            for alpha in sorted(alphas, reverse=True):
+                sse = 0.0
+                for i in range(3):
+                    fit, held = (inner >= 0) & (inner != i), inner == i
+                    model = Ridge(alpha=alpha).fit(X[fit], y[k, fit])
+                    sse += ((model.predict(X[held]) - y[k, held]) ** 2).sum()
+                errors.append(sse)
+            alpha = sorted(alphas, reverse=True)[int(np.argmin(errors))]
+            assert result.chosen_alpha[k, f] == alpha
+            train, test = folds != f, folds == f
+            expected[test] = Ridge(alpha=alpha).fit(X[train], y[k, train]).predict(X[test])
+            fitted = Ridge(alpha=alpha).fit(X[train], control[k, train])
+            expected_control[test] = fitted.predict(X[test])
+        np.testing.assert_allclose(result.predicted[k], expected, rtol=1e-8, atol=1e-8)
+        np.testing.assert_allclose(result.control_predicted[k], expected_control, atol=1e-8)
+        from sklearn.metrics import r2_score
+
+        r2, sse, sst = r2_score_groups(y[k], result.predicted[k], groups)
+        assert r2 == pytest.approx(r2_score(y[k], result.predicted[k]))
+        assert sse.shape == sst.shape == (30,)
+    assert r2_score_groups(y[0], result.predicted[0], groups)[0] > 0.5  # the planted signal
+
+
+def test_numeric_attributes_get_r2_rows(cache_path, tmp_path, rng) -> None:
+    import h5py
+
+    path = tmp_path / "planted.h5"
+    path.write_bytes(cache_path.read_bytes())
+    with CacheReader(path) as reader:
+        pooled = reader.mean_pooled("vision.0")  # (n, d)
+    planted = pooled @ rng.normal(size=pooled.shape[1])
+    planted += rng.normal(scale=0.3 * planted.std(), size=len(planted))  # R² about 0.9
+    with h5py.File(path, "a") as f:
+        f["labels/x"][...] = planted.astype(np.float32)
+    with CacheReader(path) as reader:
+        table = sweep(
+            reader,
+            sites="vision.0",
+            attributes=["x", "color", "y"],
+            selections=["mean", "token"],
+            conditions="baseline",
+            settings=ProbeSettings(n_boot=200),
+            progress=False,
+        )
+    assert table.attribute.tolist() == ["x", "color", "y"] * 2
+    numeric = table[table.attribute.isin(["x", "y"])]
+    assert (numeric.metric == "r2").all() and (numeric.chance == 0.0).all()
+    assert (table[table.attribute == "color"].metric == "accuracy").all()
+    assert ((numeric.ci_low <= numeric.value) & (numeric.value <= numeric.ci_high)).all()
+    mean = table[table.selection == "mean"].set_index("attribute")
+    # the planted signal is found, its control task (values shuffled between images) not;
+    # the first object's centre is not linearly readable from this random model's mean
+    assert mean.loc["x", "value"] > 0.7 and mean.loc["x", "control"] < 0.1
+    assert mean.loc["y", "value"] < 0.1
+
+
+def test_unprobeable_attributes_are_skipped_with_a_warning(cache_path, tmp_path) -> None:
+    import h5py
+
+    path = tmp_path / "labels.h5"
+    path.write_bytes(cache_path.read_bytes())
+    with h5py.File(path, "a") as f:
+        x = f["labels/x"][()]
+        x[3] = np.nan
+        f["labels/x"][...] = x
+        f["labels/y"][...] = np.full_like(x, 2.0)
+        size = f["labels/size"][()]
+        size[:] = 0
+        size[:2] = 1  # one class seen in two images only
+        f["labels/size"][...] = size
+    with CacheReader(path) as reader, pytest.warns(UserWarning) as caught:
+        table = sweep(
+            reader,
+            sites="vision.0",
+            selections="mean",
+            conditions="baseline",
+            settings=ProbeSettings(n_boot=50),
+            progress=False,
+        )
+    said = " | ".join(str(w.message) for w in caught)
+    assert "'x' skipped: 1 of 150 images have no value (first: image 3)" in said
+    assert "'y' skipped: every one of the 150 images has the same value" in said
+    assert "'size': the classes 'medium' (2) have fewer images than the 5 folds" in said
+    assert set(table.attribute) == {"color", "shape", "size", "cell", "count"}
