@@ -28,6 +28,7 @@ from interp.loading import load_model
 from interp.names import as_names
 from interp.options import option
 from interp.organism import ORGANISM_NAME
+from interp.sources import ImageSet, open_source
 from interp.stimuli import StimulusSpec, generate
 from probes import ProbeSettings, pixel_sweep, sweep
 from probes.pixels import PIXEL_INNER_FOLDS
@@ -54,7 +55,22 @@ class RunConfig:
         "built-in name, local save_pretrained folder, or hub id",
         default=ORGANISM_NAME,
     )
-    n_images: int = option("number of synthetic images", default=256)
+    data: str | None = option(
+        "your own images: a folder holding labels.csv, labels.jsonl or labels.parquet (or "
+        "the table's path); default: the built-in synthetic stimuli",
+        default=None,
+    )
+    attributes: list[str] | None = option(
+        "attributes to probe (default: every label; with --data, every attribute column)",
+        default=None,
+    )
+    categorical: list[str] | None = option(
+        "with --data: numeric-looking columns to treat as classes", default=None
+    )
+    n_images: int | None = option(
+        "number of images (default: 256 synthetic ones; with --data, every row, or the first N)",
+        default=None,
+    )
     image_size: int | None = option(
         "stimulus side in px (default: the model's native input size)", default=None
     )
@@ -107,7 +123,8 @@ class RunConfig:
     progress: bool = option("show progress bars", default=True)
 
     def __post_init__(self) -> None:
-        for name in ("sites", "conditions", "selections", "ablation_selections", "image_sizes"):
+        names = ("sites", "conditions", "selections", "ablation_selections", "attributes")
+        for name in (*names, "categorical", "image_sizes"):
             value = getattr(self, name)
             if name == "image_sizes":
                 value = [value] if isinstance(value, int) else value
@@ -118,13 +135,15 @@ class RunConfig:
             raise ConfigError("out must name an output folder, got an empty string")
         if self.n_splits < 2:
             raise ConfigError(f"n_splits must be >= 2, got {self.n_splits}")
-        fewest = self.fewest_images()
-        if self.n_images < fewest:
+        if self.n_images is not None:
+            self.check_image_count(self.n_images)
+        if self.data is not None and (self.image_size or self.image_sizes):
             raise ConfigError(
-                f"n_images={self.n_images} is too few for {self.n_splits}-fold probes: the "
-                f"pixel probe splits the images into {self.n_splits} x {PIXEL_INNER_FOLDS} "
-                f"folds; use at least {fewest} images, or fewer folds (n_splits)"
+                "image_size and image_sizes draw the synthetic stimuli; with data the images "
+                "keep their own sizes: leave them out"
             )
+        if self.categorical and self.data is None:
+            raise ConfigError("categorical names columns of a label table: it needs data")
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
         if self.batch_size < 1:
@@ -156,6 +175,29 @@ class RunConfig:
             raise ConfigError(
                 f"store_dtype must be one of {', '.join(STORE_DTYPES)}, got {self.store_dtype!r}"
             )
+
+    def check_image_count(self, n_images: int) -> None:
+        """Enough images for every probe's folds (a ConfigError that says how many)."""
+        fewest = self.fewest_images()
+        if n_images < fewest:
+            raise ConfigError(
+                f"n_images={n_images} is too few for {self.n_splits}-fold probes: the "
+                f"pixel probe splits the images into {self.n_splits} x {PIXEL_INNER_FOLDS} "
+                f"folds; use at least {fewest} images, or fewer folds (n_splits)"
+            )
+
+    def open_data(self) -> ImageSet | None:
+        """The user's data source (None for the built-in stimuli), opened and checked."""
+        if self.data is None:
+            return None
+        data = open_source(
+            self.data,
+            attributes=self.attributes,
+            categorical=self.categorical,
+            n_images=self.n_images,
+        )
+        self.check_image_count(len(data))
+        return data
 
     def fewest_images(self) -> int:
         """The fewest images every probe of the run can cross-validate: the pixel probe's
@@ -197,24 +239,28 @@ def run(config: RunConfig) -> RunResult:
     derived = [path for key, path in paths.items() if key != "cache"]
     check_writable(derived, config.overwrite)
     check_output_folder(folder)
+    data = config.open_data()  # a label table is read and checked before the model loads
     loaded = load_model(
         config.model,
         dtype=config.dtype,
         device_map=config.device_map,
         local_files_only=config.local_files_only,
     )
-    if config.image_sizes:
-        spec = StimulusSpec(
-            n_images=config.n_images, image_sizes=tuple(config.image_sizes), seed=config.seed
-        )
-    else:
-        image_size = config.image_size or loaded.adapter.native_image_size
-        spec = StimulusSpec(n_images=config.n_images, image_size=image_size, seed=config.seed)
-    for side in spec.sizes:
+    if data is None:
+        n_images = config.n_images or 256
+        if config.image_sizes:
+            spec = StimulusSpec(
+                n_images=n_images, image_sizes=tuple(config.image_sizes), seed=config.seed
+            )
+        else:
+            image_size = config.image_size or loaded.adapter.native_image_size
+            spec = StimulusSpec(n_images=n_images, image_size=image_size, seed=config.seed)
+    sides = data.distinct_sizes if data is not None else spec.sizes
+    for side in sides:
         loaded.adapter.check_image_size(side)
     sites = [loaded.adapter.check_site(s) for s in config.sites or loaded.adapter.sites()]
     for site in sites:  # every random_<k> must fit every site at every image size
-        fewest = min(len(loaded.adapter.token_layout(site, side)) for side in spec.sizes)
+        fewest = min(len(loaded.adapter.token_layout(site, side)) for side in sides)
         for selection in [*(config.selections or ()), *(config.ablation_selections or ())]:
             if selection != "all":
                 check_selection_fits(selection, fewest, f"at site {site!r}")
@@ -227,7 +273,12 @@ def run(config: RunConfig) -> RunResult:
             )
     prompt = loaded.adapter.default_prompt(config.question)
     loaded.adapter.check_prompt(prompt)
-    stimuli = generate(spec)
+    data = data if data is not None else generate(spec)
+    unknown = [a for a in config.attributes or () if a not in data.labels]
+    if unknown:
+        raise ConfigError(
+            f"attributes {unknown} are not labels of the data; its labels: {', '.join(data.labels)}"
+        )
     if config.overwrite:
         remove_outputs(derived, "the outputs of an earlier run (overwrite)")
     staging = folder / ".run.partial"
@@ -236,7 +287,7 @@ def run(config: RunConfig) -> RunResult:
     # other settings is refused unless overwrite.
     extract(
         loaded,
-        stimuli,
+        data,
         paths["cache"],
         sites=config.sites,
         conditions=config.conditions,
@@ -257,6 +308,7 @@ def run(config: RunConfig) -> RunResult:
     with CacheReader(paths["cache"]) as reader:
         table = sweep(
             reader,
+            attributes=config.attributes,
             selections=config.selections,
             ablation_selections=config.probed_under_ablations(),
             settings=settings,

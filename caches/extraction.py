@@ -34,7 +34,7 @@ from interp.layout import TokenLayout
 from interp.loading import LoadedModel
 from interp.names import as_names
 from interp.sites import sort_sites
-from interp.stimuli import Stimuli
+from interp.sources import ImageSet
 
 __all__ = ["extract", "reusable", "DEFAULT_QUESTION", "toolkit_version"]
 
@@ -51,7 +51,7 @@ def toolkit_version() -> str:
 
 def extract(
     loaded: LoadedModel,
-    stimuli: Stimuli,
+    data: ImageSet,
     path: str | os.PathLike,
     *,
     sites: str | Sequence[str] | None = None,
@@ -64,7 +64,8 @@ def extract(
     store_dtype: str | None = None,
     allow_nonfinite: bool = False,
 ) -> Path:
-    """Write ``path`` (HDF5) with the activations of ``stimuli`` at ``sites``.
+    """Write ``path`` (HDF5) with the activations of the images of ``data`` (the built-in
+    stimuli or any :class:`interp.sources.ImageSet`) at ``sites``.
 
     ``conditions`` default to all the model's family supports (baseline first).
     Holds at most one batch of activations in memory. An unfinished ``<path>.partial``
@@ -87,7 +88,7 @@ def extract(
     tokens plus per-image offsets); each batch runs one forward pass per size in it.
     """
     adapter = loaded.adapter
-    for side in stimuli.spec.sizes:
+    for side in data.distinct_sizes:
         adapter.check_image_size(side)
     sites = as_names(sites, "sites")
     sites = sort_sites([adapter.check_site(s) for s in (sites or adapter.sites())])
@@ -106,9 +107,9 @@ def extract(
         )
     interventions = {c: make_intervention(c, seed=seed) for c in conditions}
     prompt = prompt if prompt is not None else adapter.default_prompt(DEFAULT_QUESTION)
-    sides = stimuli.spec.sizes
+    sides = data.distinct_sizes
     by_side = {side: {site: adapter.token_layout(site, side) for site in sites} for side in sides}
-    sizes = stimuli.sizes  # (n,) side of each image
+    sizes = data.sizes  # (n,) side of each image
     if len(sides) == 1:
         layouts = by_side[sides[0]]
     else:  # one layout per image: ragged
@@ -121,7 +122,8 @@ def extract(
         "dtype": loaded.dtype_name,
         "model_family": adapter.family,
         "prompt": prompt,
-        "stimuli": stimuli.spec.to_dict(),
+        "stimuli": data.describe().get("spec", {}),
+        "data": data.describe(),
         "sites": sites,
         "conditions": conditions,
         "patch_grid": list(adapter.patch_grid),
@@ -135,22 +137,24 @@ def extract(
     if path.exists() and not overwrite and reusable(path, attrs):
         log.info("reusing the finished cache %s: it was made with the same settings", path)
         return path
-    n = len(stimuli)
+    n = len(data)
 
-    def captured(start: int) -> dict[str, tuple[dict, dict]]:
-        stop = min(n, start + batch_size)
-        return {
-            condition: _capture_batch(
-                loaded, stimuli, start, sizes[start:stop], sites, prompt, intervention
-            )
+    def captured(start: int) -> tuple[dict[str, tuple[dict, dict]], np.ndarray, np.ndarray]:
+        """The batch from ``start``: per condition its (acts, extra), its pixels and maps
+        (decoded once for every condition)."""
+        indices = np.arange(start, min(n, start + batch_size))
+        pixels = data.pixels(indices)  # (batch, canvas, canvas, 3)
+        found = {
+            condition: _capture_batch(loaded, pixels, sizes[indices], sites, prompt, intervention)
             for condition, intervention in interventions.items()
         }
+        return found, pixels, data.maps(indices)
 
     first_start = _resume_point(partial_path(path), attrs)
     first = None
     if first_start < n:  # the first batch is captured and checked before any file exists
         first = captured(first_start)
-        for condition, found in first.items():
+        for condition, found in first[0].items():
             for tree in found:
                 for site, values in tree.items():
                     storable(
@@ -161,18 +165,18 @@ def extract(
                         first_start,
                         allow_nonfinite,
                     )
-        static = stimuli.images.nbytes + stimuli.object_map.nbytes if first_start == 0 else 0
+        static = n * data.canvas**2 * 4 if first_start == 0 else 0  # pixels and maps
         _check_disk_space(
-            path, first, layouts, n, first_start, np.dtype(store_dtype).itemsize, static
+            path, first[0], layouts, n, first_start, np.dtype(store_dtype).itemsize, static
         )
     with CacheWriter(path, attrs, overwrite=overwrite, allow_nonfinite=allow_nonfinite) as writer:
         writer.write_static(
-            stimuli.images,
-            stimuli.object_map,
-            stimuli.labels,
-            stimuli.label_classes,
+            (n, data.canvas, data.canvas, 3),
+            (n, data.canvas, data.canvas),
+            data.labels,
+            data.label_classes,
             layouts,
-            stimuli.object_labels(),
+            data.object_labels(),
             sizes,
         )
         for condition, intervention in interventions.items():
@@ -186,12 +190,16 @@ def extract(
         bar = tqdm(total=n, initial=writer.n_written, unit="img", disable=not progress)
         with bar:
             for start in range(writer.n_written, n, batch_size):
-                batch = first if first is not None and start == first_start else captured(start)
+                found, pixels, maps = (
+                    first if first is not None and start == first_start else captured(start)
+                )
                 first = None
                 writer.write_batch(
                     start,
-                    {condition: found[0] for condition, found in batch.items()},
-                    {condition: found[1] for condition, found in batch.items()},
+                    {condition: values[0] for condition, values in found.items()},
+                    {condition: values[1] for condition, values in found.items()},
+                    pixels=pixels,
+                    maps=maps,
                 )
                 bar.update(min(n, start + batch_size) - start)
         return writer.finalize()
@@ -265,25 +273,27 @@ def _check_disk_space(
 
 def _capture_batch(
     loaded: LoadedModel,
-    stimuli: Stimuli,
-    start: int,
+    pixels: np.ndarray,
     sizes: np.ndarray,
     sites: list[str],
     prompt: str,
     intervention: Intervention | None,
 ) -> tuple[dict[str, SiteValues], dict[str, SiteValues]]:
-    """The images from ``start`` on, of sides ``sizes`` (one per image), captured at
-    ``sites``, one forward pass per image size: ``site -> (batch, tokens, d)`` (one size)
-    or one ``(tokens_i, d)`` per image."""
-    if len(stimuli.spec.sizes) == 1:
-        images = stimuli.images[start : start + len(sizes)]  # (batch, H, W, 3)
-        captured = capture_tokens(loaded, images, sites, prompt=prompt, intervention=intervention)
+    """A batch's images ``pixels`` ``(batch, canvas, canvas, 3)``, of sides ``sizes`` (one
+    per image, each in its top-left corner), captured at ``sites``, one forward pass per
+    image size: ``site -> (batch, tokens, d)`` (one size) or one ``(tokens_i, d)`` per
+    image."""
+    if len(np.unique(sizes)) == 1:
+        side = int(sizes[0])
+        captured = capture_tokens(
+            loaded, pixels[:, :side, :side], sites, prompt=prompt, intervention=intervention
+        )
         return captured.acts, captured.extra
     acts: dict[str, list] = {site: [None] * len(sizes) for site in sites}
     extra: dict[str, list] = {}
     for side in np.unique(sizes):
         members = np.flatnonzero(sizes == side)
-        images = stimuli.images[start + members, :side, :side]  # (group, side, side, 3)
+        images = pixels[members, :side, :side]  # (group, side, side, 3)
         captured = capture_tokens(loaded, images, sites, prompt=prompt, intervention=intervention)
         for tree, found in ((acts, captured.acts), (extra, captured.extra)):
             for site, values in found.items():

@@ -52,7 +52,8 @@ ROOT_ATTRS = (
     "model",  # the path or hub id given to from_pretrained
     "model_family",  # adapter family, e.g. "LLaVA-1.5"
     "prompt",  # the exact text given to the processor
-    "stimuli",  # JSON: the StimulusSpec
+    "stimuli",  # JSON: the StimulusSpec where the data are the built-in stimuli, else {}
+    "data",  # JSON: where the images came from (source, path, table hash, columns, ...)
     "sites",  # JSON list, depth order
     "conditions",  # JSON list, "baseline" first
     "patch_grid",  # JSON [rows, cols]
@@ -77,6 +78,7 @@ MATCH_ATTRS = (
     "dtype",
     "prompt",
     "stimuli",
+    "data",
     "sites",
     "conditions",
     "patch_grid",

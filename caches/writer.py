@@ -272,8 +272,8 @@ class CacheWriter:
 
     def write_static(
         self,
-        images: np.ndarray,
-        object_map: np.ndarray,
+        images: np.ndarray | tuple[int, ...],
+        object_map: np.ndarray | tuple[int, ...],
         labels: dict[str, np.ndarray],
         label_classes: dict[str, tuple[str, ...]],
         layouts: dict[str, TokenLayout | Sequence[TokenLayout]],
@@ -287,17 +287,24 @@ class CacheWriter:
         A site's layout is one :class:`TokenLayout` (every image alike: dense arrays) or
         one per image (the site is stored ragged: flat tokens plus per-image offsets).
         ``sizes`` ``(n,)``: the side of each image within its padded array (default: all).
+        ``images`` ``(n, H, W, 3)`` uint8 and ``object_map`` ``(n, H, W)`` int8 are written
+        now, or, given as shapes, filled batch by batch (``write_batch(pixels=, maps=)``).
         """
         f = self._file
         if f.attrs.get("static_complete", False):
             return
-        n = len(images)
-        f.create_dataset("images/pixels", data=images, dtype="uint8", chunks=(1, *images.shape[1:]))
-        f.create_dataset(
-            "images/object_map", data=object_map, dtype="int8", chunks=(1, *object_map.shape[1:])
-        )
-        sizes = np.full(n, images.shape[1]) if sizes is None else np.asarray(sizes)
-        if sizes.shape != (n,) or sizes.max(initial=0) > min(images.shape[1:3]):
+        for name, value, dtype in (
+            ("images/pixels", images, "uint8"),
+            ("images/object_map", object_map, "int8"),
+        ):
+            shape = tuple(value) if isinstance(value, tuple) else value.shape
+            f.create_dataset(name, shape=shape, dtype=dtype, chunks=(1, *shape[1:]))
+            if not isinstance(value, tuple):
+                f[name][...] = value
+        shape = f["images/pixels"].shape
+        n = shape[0]
+        sizes = np.full(n, shape[1]) if sizes is None else np.asarray(sizes)
+        if sizes.shape != (n,) or sizes.max(initial=0) > min(shape[1:3]):
             raise CacheError(f"sizes {sizes.shape} must give one side <= the array's per image")
         f.create_dataset("images/size", data=sizes.astype(np.int32))
         for name, values in labels.items():
@@ -337,6 +344,9 @@ class CacheWriter:
         start: int,
         acts: dict[str, dict[str, SiteValues]],
         extra: dict[str, dict[str, SiteValues]] | None = None,
+        *,
+        pixels: np.ndarray | None = None,
+        maps: np.ndarray | None = None,
     ) -> None:
         """Write ``condition -> site -> values`` for images ``start:start+batch``
         (``extra``: the same for the tokens that carry no patch); values are ``(batch,
@@ -344,7 +354,9 @@ class CacheWriter:
 
         Token counts must match the site's layout. Images must arrive in order;
         ``n_written`` advances only after the whole batch of every condition is flushed,
-        so a resume restarts at a clean boundary.
+        so a resume restarts at a clean boundary. ``pixels`` ``(batch, H, W, 3)`` and
+        ``maps`` ``(batch, H, W)``, where given, are the batch's images and object maps
+        (for a cache whose ``write_static`` was given their shapes).
         """
         if start != self.n_written:
             raise CacheError(f"batch starts at image {start}, expected {self.n_written}")
@@ -373,8 +385,11 @@ class CacheWriter:
                         values, self.store_dtype, site, condition, start, self.allow_nonfinite
                     )
                     pending.append((path, site, kind, width, offsets, rows, bad))
-        self._check_room(sum(p[5].nbytes for p in pending))
+        images = [(n, v) for n, v in (("pixels", pixels), ("object_map", maps)) if v is not None]
+        self._check_room(sum(p[5].nbytes for p in pending) + sum(v.nbytes for _, v in images))
         with disk_errors(self.tmp):
+            for name, values in images:
+                self._file[f"images/{name}"][start : start + len(values)] = values
             for path, site, kind, width, offsets, rows, bad in pending:
                 dataset = self._dataset(path, site, kind, width, offsets)
                 if dataset.ndim == 2:  # ragged: flat tokens

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from interp.errors import DiskFullError, InterpError
@@ -54,6 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        return _dispatch(args, given)
+
+
+def _dispatch(args: argparse.Namespace, given: dict) -> int:
+    """Run the command; errors as one line and an exit code."""
     try:
         if args.command == "run":
             return _run(given)
@@ -85,7 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _one_line(err: BaseException) -> str:
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings on the command line as ``interp: warning: ...`` lines, without source."""
+    print(f"interp: warning: {_one_line(message)}", file=sys.stderr)
+
+
+def _one_line(err: BaseException | Warning | str) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 

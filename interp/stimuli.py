@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from interp.errors import ConfigError
+from interp.sources.base import ImageSet
 
 __all__ = [
     "SHAPES",
@@ -127,8 +128,9 @@ class StimulusSpec:
 
 
 @dataclass
-class Stimuli:
-    """A generated set: pixels, labels and object maps, all indexed by image."""
+class Stimuli(ImageSet):
+    """A generated set: pixels, labels and object maps, all indexed by image (a data
+    source, :class:`interp.sources.ImageSet`, held in memory)."""
 
     spec: StimulusSpec
     images: np.ndarray  # (n, H, W, 3) uint8 (mixed sizes: padded to the largest)
@@ -150,6 +152,23 @@ class Stimuli:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    @property
+    def distinct_sizes(self) -> tuple[int, ...]:
+        return self.spec.sizes
+
+    @property
+    def canvas(self) -> int:
+        return self.spec.image_size
+
+    def pixels(self, indices: np.ndarray) -> np.ndarray:
+        return self.images[indices]
+
+    def maps(self, indices: np.ndarray) -> np.ndarray:
+        return self.object_map[indices]
+
+    def describe(self) -> dict:
+        return {"source": "stimuli", "spec": self.spec.to_dict()}
 
     @property
     def label_classes(self) -> dict[str, tuple[str, ...]]:

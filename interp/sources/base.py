@@ -1,0 +1,118 @@
+"""What every data source gives the extraction: images by index, labels, object maps.
+
+A source is an :class:`ImageSet`. Its labels and per-object labels are small and held in
+memory; its pixels and object maps are produced for the images asked for
+(:meth:`ImageSet.pixels`, :meth:`ImageSet.maps`), so a folder of images is decoded a
+batch at a time. Images are square for now, each of its own side; a set is laid on one
+canvas (the largest side), every image in its top-left corner.
+
+Sources are registered (:func:`register_source`) and :func:`open_source` picks the one
+that recognises a path, as adapters are picked from a model's config.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from interp.errors import ConfigError
+
+__all__ = ["ImageSet", "register_source", "registered_sources", "open_source"]
+
+
+class ImageSet(ABC):
+    """Images with labels, indexed ``0..len - 1``.
+
+    ``labels`` maps an attribute to ``(n,)`` values: int64 class indices for a
+    categorical attribute (named by ``label_classes``; -1 = missing), float for a numeric
+    one (NaN = missing). ``object_labels()`` gives every object's class per per-object
+    attribute, ``(n, max objects)``, -1 where an image has fewer objects; object ``k`` is
+    ``k`` in the object maps (-1 = no object)."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def sizes(self) -> np.ndarray:
+        """``(n,)`` int64 side in px of each (square) image."""
+
+    @property
+    def distinct_sizes(self) -> tuple[int, ...]:
+        """The image sides of the set, in order of first appearance."""
+        return tuple(int(s) for s in dict.fromkeys(self.sizes.tolist()))
+
+    @property
+    def canvas(self) -> int:
+        """The side every image is padded to: the largest."""
+        return int(self.sizes.max(initial=0))
+
+    @abstractmethod
+    def pixels(self, indices: np.ndarray) -> np.ndarray:
+        """``(k, canvas, canvas, 3)`` uint8 images ``indices``, each at the top left."""
+
+    @abstractmethod
+    def maps(self, indices: np.ndarray) -> np.ndarray:
+        """``(k, canvas, canvas)`` int8 object index under each pixel, -1 = none."""
+
+    labels: dict[str, np.ndarray]  # attribute -> (n,) (an attribute or a property)
+
+    @property
+    @abstractmethod
+    def label_classes(self) -> dict[str, tuple[str, ...]]: ...
+
+    @abstractmethod
+    def object_labels(self) -> dict[str, np.ndarray]: ...
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """Where the data came from, JSON-able (recorded in the cache; a resume must find
+        the same)."""
+
+
+_SOURCES: list[type[SourceOpener]] = []
+
+
+class SourceOpener(ABC):
+    """How one kind of data is recognised at a path and opened as an :class:`ImageSet`."""
+
+    name: ClassVar[str]
+
+    @classmethod
+    @abstractmethod
+    def recognises(cls, path: Path) -> bool: ...
+
+    @classmethod
+    @abstractmethod
+    def open(cls, path: Path, **options: Any) -> ImageSet: ...
+
+
+def register_source(cls: type[SourceOpener]) -> type[SourceOpener]:
+    """Class decorator: make :func:`open_source` try ``cls``."""
+    _SOURCES.append(cls)
+    return cls
+
+
+def registered_sources() -> list[str]:
+    return [cls.name for cls in _SOURCES]
+
+
+def open_source(path: str | Path, **options: Any) -> ImageSet:
+    """The data at ``path`` through the first registered source that recognises it."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ConfigError(
+            f"data path {str(path)!r} does not exist; pass a folder holding labels.csv, "
+            f"labels.jsonl or labels.parquet, or such a table's own path"
+        )
+    for cls in _SOURCES:
+        if cls.recognises(path):
+            return cls.open(path, **options)
+    raise ConfigError(
+        f"no data source recognises {str(path)!r}; expected a folder holding labels.csv, "
+        f"labels.jsonl or labels.parquet (with an 'image' column), or such a table's path "
+        f"(sources: {', '.join(registered_sources())})"
+    )

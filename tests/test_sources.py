@@ -1,0 +1,271 @@
+"""Your own images: a folder with a label table, read through ``--data``; the round trip of
+the built-in stimuli through that format; a planted attribute found and an independent one
+at chance; every bad input a one-line error naming the row and the fix."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import caches.extraction as extract_module
+from analyses import RunConfig, run
+from caches import CacheReader, extract
+from caches.writer import partial_path
+from interp import CacheError, ConfigError, StimulusSpec, generate
+from interp.cli import main
+from interp.sources import LabelTable, open_source, write_label_folder
+from probes import ProbeSettings, sweep
+
+SITES = ["vision.0", "lm.3"]
+
+
+@pytest.fixture(scope="module")
+def stimuli():
+    return generate(StimulusSpec(n_images=24, seed=5, image_sizes=(32, 64)))
+
+
+@pytest.fixture(scope="module")
+def stimuli_folder(stimuli, tmp_path_factory) -> Path:
+    return write_label_folder(stimuli, tmp_path_factory.mktemp("stimuli-folder")).parent
+
+
+def test_stimuli_through_a_label_table_give_the_same_cache_and_table(
+    loaded, stimuli, stimuli_folder, tmp_path
+) -> None:
+    data = open_source(stimuli_folder)
+    assert isinstance(data, LabelTable) and len(data) == 24
+    assert list(data.sizes) == list(stimuli.sizes)
+    assert data.label_classes == stimuli.label_classes
+    builtin = extract(loaded, stimuli, tmp_path / "a.h5", sites=SITES, progress=False)
+    table = extract(loaded, data, tmp_path / "b.h5", sites=SITES, progress=False)
+    settings = ProbeSettings(n_splits=3, n_boot=100)
+    with CacheReader(builtin) as a, CacheReader(table) as b:
+        assert b.attrs["data"]["source"] == "table" and b.attrs["stimuli"] == {}
+        assert a.attrs["data"] == {"source": "stimuli", "spec": a.attrs["stimuli"]}
+        for condition in a.conditions:
+            for site in SITES:
+                np.testing.assert_array_equal(
+                    a.acts(site, condition)[()], b.acts(site, condition)[()]
+                )
+        np.testing.assert_array_equal(a.object_map[()], b.object_map[()])
+        for i, side in enumerate(a.image_sizes):  # the padding's colour is the source's
+            np.testing.assert_array_equal(a.images[i, :side, :side], b.images[i, :side, :side])
+        for name in a.label_names:
+            np.testing.assert_array_equal(a.labels(name), b.labels(name))
+        kwargs = dict(selections=["mean", "on_object", "token"], settings=settings)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # rare classes in 24 images
+            pd.testing.assert_frame_equal(
+                sweep(a, progress=False, **kwargs), sweep(b, progress=False, **kwargs)
+            )
+
+
+def _planted_folder(folder: Path, n: int = 48, seed: int = 0) -> Path:
+    """Squares on grey, sides 32 and 64 px: ``tint`` (the square's colour) is drawn,
+    ``coin`` is a label independent of the pixels, ``area`` a number (the square's side)."""
+    rng = np.random.default_rng(seed)
+    tints = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (30, 60, 220)}
+    (folder / "img").mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        side = (32, 64)[i % 2]
+        tint = list(tints)[rng.integers(3)]
+        half = int(rng.integers(side // 8, side // 4))
+        x, y = (int(v) for v in rng.integers(half, side - half, size=2))
+        image = np.full((side, side, 3), 128, np.uint8)
+        image[y - half : y + half, x - half : x + half] = tints[tint]
+        Image.fromarray(image).save(folder / "img" / f"{i}.png")
+        box = [x - half, y - half, x + half, y + half]
+        rows.append(
+            {
+                "image": f"img/{i}.png",
+                "tint": tint,
+                "coin": ["heads", "tails"][rng.integers(2)],
+                "area": float(2 * half),
+                "objects": json.dumps([{"box": box, "tint": tint}]),
+            }
+        )
+    pd.DataFrame(rows).to_csv(folder / "labels.csv", index=False)
+    return folder
+
+
+def test_a_planted_attribute_is_found_and_an_independent_one_is_not(
+    tiny_dir, tmp_path, capsys
+) -> None:
+    folder = _planted_folder(tmp_path / "planted")
+    out = tmp_path / "out"
+    argv = ["run", "--data", str(folder), "--model", tiny_dir, "--out", str(out)]
+    argv += ["--n-splits", "3", "--n-boot", "200", "--no-progress", "--sites", "vision.0"]
+    argv += ["lm.3", "--selections", "mean", "on_object", "token", "--conditions", "baseline"]
+    assert main(argv) == 0
+    table = pd.read_csv(out / "probes.csv")
+    assert set(table.attribute) == {"tint", "coin", "area"}
+    cell = table.set_index(["site", "attribute", "selection"])
+    tint = cell.loc[("vision.0", "tint", "mean")]
+    assert tint.value > 0.9 and tint.value > tint.chance + 0.4
+    coin = cell.loc[("vision.0", "coin", "mean")]
+    assert coin.ci_low <= 0.5 + 0.05 and coin.value < 0.75  # at chance within its interval
+    assert cell.loc[("vision.0", "area", "mean")].metric == "r2"
+    token = cell.loc[("vision.0", "tint", "token")]  # labels down to the patch, from boxes
+    assert token.value > 0.9 and token.n > 48
+    with CacheReader(out / "cache.h5") as reader:
+        described = reader.attrs["data"]
+        assert described["path"] == str((folder / "labels.csv").resolve())
+        assert reader.is_ragged("vision.0") and list(reader.image_sizes[:2]) == [32, 64]
+        assert reader.object_labels("tint").shape == (48, 1)
+
+
+def test_a_changed_table_is_not_resumed(loaded, stimuli_folder, tmp_path, monkeypatch) -> None:
+    folder = tmp_path / "copy"
+    for path in stimuli_folder.rglob("*"):
+        if path.is_file():
+            target = folder / path.relative_to(stimuli_folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    real = extract_module.capture_tokens
+    calls = {"n": 0}
+
+    def crashing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 6:  # the first batch: 3 conditions x 2 image sizes
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    target = tmp_path / "cache.h5"
+    monkeypatch.setattr(extract_module, "capture_tokens", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        extract(loaded, open_source(folder), target, sites=SITES, batch_size=4, progress=False)
+    monkeypatch.setattr(extract_module, "capture_tokens", real)
+    assert partial_path(target).exists()
+    frame = pd.read_csv(folder / "labels.csv")
+    frame.loc[0, "color"] = "blue"
+    frame.to_csv(folder / "labels.csv", index=False)
+    with pytest.raises(CacheError, match="different 'data'"):
+        extract(loaded, open_source(folder), target, sites=SITES, batch_size=4, progress=False)
+    assert partial_path(target).exists()
+
+
+def _folder(tmp_path: Path, rows: list[dict], images: dict[str, np.ndarray] | None = None):
+    folder = tmp_path / "bad"
+    folder.mkdir(exist_ok=True)
+    for name, pixels in (images or {"a.png": np.zeros((16, 16, 3), np.uint8)}).items():
+        Image.fromarray(pixels).save(folder / name)
+    pd.DataFrame(rows).to_csv(folder / "labels.csv", index=False)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("rows", "images", "options", "message"),
+    [
+        ([{"image": "missing.png", "c": "x"}], None, {}, r"row 0 \('missing.png'\).*no image"),
+        ([{"picture": "a.png"}], None, {}, r"no 'image' column \(columns: picture\)"),
+        ([{"image": "a.png", "c": "x"}], None, {"attributes": ["d"]}, r"\['d'\].*columns: c"),
+        (
+            [{"image": "a.png", "objects": json.dumps([{"box": [0, 0, 20, 4]}])}],
+            None,
+            {},
+            r"row 0 .*box \[0, 0, 20, 4\] is not inside the 16x16 image",
+        ),
+        ([{"image": "a.png", "objects": "[{"}], None, {}, r"row 0 .*'objects' is not a JSON"),
+        (
+            [{"image": "a.png"}, {"image": "./a.png"}],
+            None,
+            {},
+            r"row 1 \('./a.png'\) .*same image as row 0",
+        ),
+        (
+            [{"image": "wide.png"}],
+            {"wide.png": np.zeros((16, 24, 3), np.uint8)},
+            {},
+            r"row 0 .*is 24x16 px; images must be square for now",
+        ),
+        ([{"image": "a.png", "c": "x"}], None, {"categorical": ["z"]}, r"categorical .*\['z'\]"),
+    ],
+)
+def test_bad_tables_are_one_line_errors(tmp_path, rows, images, options, message) -> None:
+    folder = _folder(tmp_path, rows, images)
+    with pytest.raises(ConfigError, match=message) as caught:
+        open_source(folder, **options)
+    assert "\n" not in str(caught.value)
+
+
+def test_bad_image_files_and_masks(tmp_path) -> None:
+    folder = _folder(tmp_path, [{"image": "a.png"}])
+    (folder / "junk.png").write_bytes(b"not an image at all")
+    pd.DataFrame([{"image": "junk.png"}]).to_csv(folder / "labels.csv", index=False)
+    with pytest.raises(ConfigError, match=r"row 0 \('junk.png'\).*not a readable image"):
+        open_source(folder)
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(folder / "noise.png")
+    whole = (folder / "noise.png").read_bytes()
+    (folder / "cut.png").write_bytes(whole[: len(whole) // 2])  # header intact, data cut
+    pd.DataFrame([{"image": "cut.png"}]).to_csv(folder / "labels.csv", index=False)
+    data = open_source(folder)  # the header reads: the file is only decoded per batch
+    with pytest.raises(ConfigError, match=r"row 0 \('cut.png'\).*cannot be decoded.*truncated"):
+        data.pixels(np.array([0]))
+    Image.fromarray(np.ones((8, 8), np.uint8)).save(folder / "m.png")
+    objects = json.dumps([{"box": [0, 0, 4, 4]}])
+    pd.DataFrame([{"image": "a.png", "mask": "m.png", "objects": objects}]).to_csv(
+        folder / "labels.csv", index=False
+    )
+    with pytest.raises(ConfigError, match=r"row 0 .*mask .* is \(8, 8\), the image 16x16"):
+        open_source(folder).maps(np.array([0]))
+    with pytest.raises(ConfigError, match="does not exist"):
+        open_source(tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match="no data source recognises"):
+        open_source(tmp_path)
+
+
+def test_other_image_modes_are_converted_and_said_once(tmp_path) -> None:
+    folder = tmp_path / "modes"
+    folder.mkdir()
+    grey = Image.fromarray(np.full((16, 16), 200, np.uint8))
+    grey.save(folder / "grey.png")
+    grey.save(folder / "grey2.png")
+    Image.fromarray(np.zeros((16, 16, 4), np.uint8)).save(folder / "alpha.png")
+    grey.convert("P").save(folder / "palette.png")
+    grey.convert("CMYK").save(folder / "cmyk.jpg")
+    names = ["grey.png", "grey2.png", "alpha.png", "palette.png", "cmyk.jpg"]
+    pd.DataFrame({"image": names}).to_csv(folder / "labels.csv", index=False)
+    data = open_source(folder)
+    with pytest.warns(UserWarning) as caught:
+        pixels = data.pixels(np.arange(5))
+    said = [str(w.message) for w in caught]
+    assert len(said) == 4 and sum("'L'" in m for m in said) == 1  # one per mode, once
+    assert pixels.shape == (5, 16, 16, 3) and (pixels[0] == 200).all()
+
+
+def test_labels_columns_and_missing_values(tmp_path) -> None:
+    folder = _folder(
+        tmp_path,
+        [
+            {"image": "a.png", "kind": "cat", "flag": True, "score": 1.5, "level": 2},
+            {"image": "b.png", "kind": None, "flag": False, "score": None, "level": 3},
+        ],
+        {"a.png": np.zeros((16, 16, 3), np.uint8), "b.png": np.zeros((16, 16, 3), np.uint8)},
+    )
+    data = open_source(folder, categorical="level")
+    assert data.label_classes == {"kind": ("cat",), "flag": ("False", "True"), "level": ("2", "3")}
+    assert data.labels["kind"].tolist() == [0, -1]  # missing: -1
+    assert data.labels["flag"].tolist() == [1, 0]
+    assert np.isnan(data.labels["score"][1]) and data.labels["score"][0] == 1.5
+    assert open_source(folder / "labels.csv", attributes="score").labels.keys() == {"score"}
+
+
+def test_run_config_takes_data(tmp_path, stimuli_folder) -> None:
+    with pytest.raises(ConfigError, match="image_size and image_sizes draw the synthetic"):
+        RunConfig(data=str(stimuli_folder), image_size=64)
+    with pytest.raises(ConfigError, match="categorical names columns of a label table"):
+        RunConfig(categorical=["count"])
+    config = RunConfig(out=str(tmp_path / "o"), data=str(stimuli_folder), n_splits=2)
+    with pytest.raises(ConfigError, match="n_images=4 is too few"):
+        config.replace(n_images=4)
+    assert len(config.open_data()) == 24
+    with pytest.raises(ConfigError, match=r"attributes \['hue'\] are not columns"):
+        run(config.replace(attributes=["hue"]))
