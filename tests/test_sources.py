@@ -269,3 +269,27 @@ def test_run_config_takes_data(tmp_path, stimuli_folder) -> None:
     assert len(config.open_data()) == 24
     with pytest.raises(ConfigError, match=r"attributes \['hue'\] are not columns"):
         run(config.replace(attributes=["hue"]))
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "parquet"])
+def test_jsonl_and_parquet_tables_read_as_the_csv(stimuli, stimuli_folder, tmp_path, kind) -> None:
+    folder = tmp_path / kind
+    folder.mkdir()
+    for name in ("images", "masks"):
+        (folder / name).symlink_to(stimuli_folder / name)
+    (folder / "classes.json").write_text((stimuli_folder / "classes.json").read_text())
+    frame = pd.read_csv(stimuli_folder / "labels.csv")
+    if kind == "jsonl":
+        frame.to_json(folder / "labels.jsonl", orient="records", lines=True, double_precision=15)
+    else:
+        frame.to_parquet(folder / "labels.parquet")
+    data = open_source(folder)
+    assert data.describe()["path"].endswith(f"labels.{kind}")
+    for name, values in stimuli.labels.items():  # JSON keeps 15 digits of the floats
+        np.testing.assert_allclose(data.labels[name], values, rtol=1e-14)
+    for name, values in stimuli.object_labels().items():
+        np.testing.assert_array_equal(data.object_labels()[name], values)
+    np.testing.assert_array_equal(data.maps(np.arange(4)), stimuli.maps(np.arange(4)))
+    (folder / "labels.csv").write_text("image\n")
+    with pytest.raises(ConfigError, match="keep one label table"):
+        open_source(folder)
