@@ -214,7 +214,7 @@ def test_bad_image_files_and_masks(tmp_path) -> None:
     pd.DataFrame([{"image": "a.png", "mask": "m.png", "objects": objects}]).to_csv(
         folder / "labels.csv", index=False
     )
-    with pytest.raises(ConfigError, match=r"row 0 .*mask .* is \(8, 8\), the image 16x16"):
+    with pytest.raises(ConfigError, match=r"row 0 .*its mask is \(8, 8\), the image 16x16"):
         open_source(folder).maps(np.array([0]))
     with pytest.raises(ConfigError, match="does not exist"):
         open_source(tmp_path / "nowhere")

@@ -1,0 +1,295 @@
+"""Images whose labels are the columns of a table: the shared part of the label-table and
+the Hugging Face ``datasets`` sources.
+
+Every column but the reserved ones (``image``, ``objects``, ``mask``, ``question``,
+``answer``) is an attribute: categorical when its values are strings or booleans (or it
+is named in ``categorical``, or has a class order), numeric otherwise. ``objects`` holds,
+per row, a JSON list (or a list) of ``{"box": [x0, y0, x1, y1], "<attribute>": value,
+...}`` in the image's pixels; ``mask``, an image of object indices (0 = background, k =
+object k - 1), which then draws the objects instead of their boxes. A subclass says how
+image ``i`` (and its mask) is opened, and how a row is named in messages.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from interp.errors import ConfigError
+from interp.names import as_names
+from interp.sources.base import ImageSet
+
+__all__ = ["TabularImages", "RESERVED_COLUMNS"]
+
+RESERVED_COLUMNS = ("image", "objects", "mask", "question", "answer")
+
+
+class TabularImages(ImageSet):
+    """Images with a table of labels, ``frame`` (one row per image, reserved columns
+    included where present). ``name`` names the data in messages; ``orders`` gives the
+    order of some attributes' classes (``orders_from`` says where it came from)."""
+
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        *,
+        name: str,
+        attributes: str | Sequence[str] | None = None,
+        categorical: str | Sequence[str] | None = None,
+        orders: dict[str, list[str]] | None = None,
+        orders_from: str = "",
+    ) -> None:
+        if len(frame) == 0:
+            raise ConfigError(f"{name} has no rows")
+        self.frame = frame.reset_index(drop=True)
+        self.name = name
+        self._orders = orders or {}
+        self._orders_from = orders_from
+        columns = [c for c in self.frame.columns if c not in RESERVED_COLUMNS]
+        chosen = as_names(attributes, "attributes") or columns
+        unknown = [a for a in chosen if a not in columns]
+        if unknown:
+            raise ConfigError(
+                f"attributes {unknown} are not columns of {name}; its attribute columns: "
+                f"{', '.join(map(str, columns)) or '(none)'}"
+            )
+        forced = as_names(categorical, "categorical") or []
+        unknown = [c for c in forced if c not in columns]
+        if unknown:
+            raise ConfigError(
+                f"categorical columns {unknown} are not in {name}; its attribute columns: "
+                f"{', '.join(map(str, columns))}"
+            )
+        self._sizes = np.array([self._side(i) for i in range(len(self.frame))], dtype=np.int64)
+        self._objects = self._parse_objects()
+        self._labels, self._classes = self._parse_labels(chosen, forced)
+        self._warned_modes: set[str] = set()
+        self.questions = (
+            self.frame[["question", "answer"]].astype(str).to_dict("records")
+            if {"question", "answer"} <= set(self.frame.columns)
+            else []
+        )
+
+    @abstractmethod
+    def _open_image(self, i: int) -> Image.Image:
+        """Image ``i``, opened (not yet decoded)."""
+
+    @abstractmethod
+    def _open_mask(self, i: int) -> Image.Image:
+        """The mask of row ``i``, opened."""
+
+    @abstractmethod
+    def _row(self, i: int) -> str:
+        """Row ``i`` as messages name it."""
+
+    def _side(self, i: int) -> int:
+        try:
+            with self._open_image(i) as image:
+                width, height = image.size
+        except (UnidentifiedImageError, OSError) as err:
+            raise ConfigError(
+                f"{self._row(i)}: not a readable image ({err}); replace it or drop the row"
+            ) from err
+        if width != height:
+            raise ConfigError(
+                f"{self._row(i)} is {width}x{height} px; images must be square for now "
+                f"(the token geometry of non-square images through each processor is not "
+                f"implemented yet): crop or pad it to a square"
+            )
+        return width
+
+    def _parse_objects(self) -> list[list[dict[str, Any]]]:
+        if "objects" not in self.frame.columns:
+            return [[] for _ in range(len(self.frame))]
+        parsed = []
+        for i, raw in enumerate(self.frame["objects"]):
+            if raw is None or (isinstance(raw, float) and np.isnan(raw)):
+                parsed.append([])
+                continue
+            try:
+                objects = json.loads(raw) if isinstance(raw, str) else list(raw)
+            except (json.JSONDecodeError, TypeError) as err:
+                raise ConfigError(
+                    f"{self._row(i)}: column 'objects' is not a JSON list ({err}); write "
+                    f'[{{"box": [x0, y0, x1, y1], "<attribute>": value}}, ...]'
+                ) from err
+            side = int(self._sizes[i])
+            masked = self._has_mask(i)
+            for k, obj in enumerate(objects):
+                if not isinstance(obj, dict):
+                    raise ConfigError(f"{self._row(i)}: object {k} is not a JSON object: {obj!r}")
+                box = obj.get("box")
+                if box is None and masked:
+                    continue  # the mask draws it (an object hidden from view has no box)
+                if (
+                    not isinstance(box, (list, tuple))
+                    or len(box) != 4
+                    or not all(isinstance(v, (int, float)) for v in box)
+                ):
+                    raise ConfigError(
+                        f"{self._row(i)}: object {k} needs a 'box' [x0, y0, x1, y1] in the "
+                        f"image's pixels (or the row a mask), got {obj!r}"
+                    )
+                x0, y0, x1, y1 = box
+                if not (0 <= x0 < x1 <= side and 0 <= y0 < y1 <= side):
+                    raise ConfigError(
+                        f"{self._row(i)}: object {k}'s box {list(box)} is not inside the "
+                        f"{side}x{side} image (0 <= x0 < x1 <= {side}, the same for y)"
+                    )
+            if len(objects) > 127:
+                raise ConfigError(f"{self._row(i)}: at most 127 objects per image")
+            parsed.append(objects)
+        return parsed
+
+    def _has_mask(self, i: int) -> bool:
+        if "mask" not in self.frame.columns:
+            return False
+        value = self.frame["mask"].iloc[i]
+        return value is not None and not (isinstance(value, float) and np.isnan(value))
+
+    def _parse_labels(
+        self, chosen: list[str], forced: list[str]
+    ) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, ...]]]:
+        object_values: dict[str, list] = {}
+        for objects in self._objects:
+            for obj in objects:
+                for key, value in obj.items():
+                    if key != "box":
+                        object_values.setdefault(key, []).append(value)
+        labels, classes = {}, {}
+        for name in [*chosen, *[k for k in object_values if k not in chosen]]:
+            column = self.frame[name] if name in self.frame.columns else pd.Series(dtype=object)
+            in_objects = object_values.get(name, [])
+            textual = (
+                name in forced
+                or name in self._orders
+                or pd.api.types.is_object_dtype(column)
+                or pd.api.types.is_string_dtype(column)
+                or pd.api.types.is_bool_dtype(column)
+                or any(isinstance(v, (str, bool)) for v in in_objects)
+            )
+            if not textual:
+                if name in chosen:
+                    labels[name] = pd.to_numeric(column, errors="coerce").to_numpy(np.float64)
+                continue
+            present = column[column.notna()].map(str).tolist() + [str(v) for v in in_objects]
+            classes[name] = self._class_order(name, set(present))
+            if name in chosen:
+                index = {c: k for k, c in enumerate(classes[name])}
+                labels[name] = np.array(
+                    [index[str(v)] if pd.notna(v) else -1 for v in column], dtype=np.int64
+                )
+        return labels, classes
+
+    def _class_order(self, name: str, present: set[str]) -> tuple[str, ...]:
+        """The classes of ``name``: in the order ``orders`` gives (where it names the
+        attribute), else sorted."""
+        order = self._orders.get(name)
+        if order is None:
+            return tuple(sorted(present))
+        missing = sorted(present - set(order))
+        if missing:
+            raise ConfigError(
+                f"the class order of {name!r} ({self._orders_from}) lacks {missing}, which "
+                f"the data hold; add them to the list"
+            )
+        return tuple(order)
+
+    # ----- ImageSet -----------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return self._sizes
+
+    @property
+    def labels(self) -> dict[str, np.ndarray]:
+        return self._labels
+
+    @property
+    def label_classes(self) -> dict[str, tuple[str, ...]]:
+        return dict(self._classes)
+
+    def object_labels(self) -> dict[str, np.ndarray]:
+        most = max((len(objects) for objects in self._objects), default=0)
+        out = {}
+        for name, classes in self._classes.items():
+            if not any(name in obj for objects in self._objects for obj in objects):
+                continue
+            index = {c: k for k, c in enumerate(classes)}
+            values = np.full((len(self), max(most, 1)), -1, dtype=np.int64)
+            for i, objects in enumerate(self._objects):
+                for k, obj in enumerate(objects):
+                    if name in obj:
+                        values[i, k] = index[str(obj[name])]
+            out[name] = values
+        return out
+
+    def pixels(self, indices: np.ndarray) -> np.ndarray:
+        canvas = self.canvas
+        out = np.zeros((len(indices), canvas, canvas, 3), dtype=np.uint8)
+        for j, i in enumerate(np.asarray(indices).tolist()):
+            side = int(self._sizes[i])
+            out[j, :side, :side] = self._decode(i)
+        return out
+
+    def _decode(self, i: int) -> np.ndarray:
+        try:
+            with self._open_image(i) as image:
+                image.load()
+                if image.mode != "RGB":
+                    self._say_converted(image.mode)
+                    image = image.convert("RGB")
+                return np.asarray(image, dtype=np.uint8)
+        except (UnidentifiedImageError, OSError) as err:
+            raise ConfigError(
+                f"{self._row(i)}: the image cannot be decoded ({err}); it may be truncated: "
+                f"replace it or drop the row, then rerun to resume"
+            ) from err
+
+    def _say_converted(self, mode: str) -> None:
+        if mode not in self._warned_modes:
+            self._warned_modes.add(mode)
+            warnings.warn(
+                f"images of mode {mode!r} in {self.name} are converted to RGB (said once)",
+                stacklevel=4,
+            )
+
+    def maps(self, indices: np.ndarray) -> np.ndarray:
+        canvas = self.canvas
+        out = np.full((len(indices), canvas, canvas), -1, dtype=np.int8)
+        for j, i in enumerate(np.asarray(indices).tolist()):
+            side = int(self._sizes[i])
+            if self._has_mask(i):
+                out[j, :side, :side] = self._mask(i, side)
+                continue
+            for k, obj in enumerate(self._objects[i]):
+                x0, y0, x1, y1 = (int(round(v)) for v in obj["box"])
+                out[j, y0:y1, x0:x1] = k
+        return out
+
+    def _mask(self, i: int, side: int) -> np.ndarray:
+        try:
+            with self._open_mask(i) as image:
+                mask = np.asarray(image)
+        except (UnidentifiedImageError, OSError) as err:
+            raise ConfigError(f"{self._row(i)}: its mask cannot be read ({err})") from err
+        if mask.shape[:2] != (side, side) or mask.ndim != 2:
+            raise ConfigError(
+                f"{self._row(i)}: its mask is {mask.shape}, the image {side}x{side}; a mask "
+                f"is one channel of the image's size (0 = background, k = object k)"
+            )
+        if mask.max(initial=0) > len(self._objects[i]):
+            raise ConfigError(
+                f"{self._row(i)}: its mask names object {int(mask.max())}, but the row has "
+                f"{len(self._objects[i])} objects"
+            )
+        return mask.astype(np.int16) - 1
