@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from interp.loading import load_model
 from interp.names import as_names
 from interp.options import option
 from interp.organism import ORGANISM_NAME
-from interp.sources import ImageSet, open_source
+from interp.sources import HuggingFaceImages, ImageSet, open_source
 from interp.stimuli import StimulusSpec, generate
 from probes import ProbeSettings, pixel_sweep, sweep
 from probes.pixels import PIXEL_INNER_FOLDS
@@ -55,10 +56,15 @@ class RunConfig:
         "built-in name, local save_pretrained folder, or hub id",
         default=ORGANISM_NAME,
     )
-    data: str | None = option(
+    data: str | ImageSet | None = option(
         "your own images: a folder holding labels.csv, labels.jsonl or labels.parquet (or "
-        "the table's path); default: the built-in synthetic stimuli",
+        "the table's path), a datasets save_to_disk folder or an imagefolder with "
+        "metadata.jsonl (in Python also an ImageSet or a datasets.Dataset); default: the "
+        "built-in synthetic stimuli",
         default=None,
+    )
+    image_column: str | None = option(
+        "with a Hugging Face dataset: the column of images (default: image)", default=None
     )
     attributes: list[str] | None = option(
         "attributes to probe (default: every label; with --data, every attribute column)",
@@ -190,12 +196,17 @@ class RunConfig:
         """The user's data source (None for the built-in stimuli), opened and checked."""
         if self.data is None:
             return None
-        data = open_source(
-            self.data,
-            attributes=self.attributes,
-            categorical=self.categorical,
-            n_images=self.n_images,
-        )
+        options = {"attributes": self.attributes, "categorical": self.categorical}
+        options["n_images"] = self.n_images
+        if self.image_column is not None:
+            options["image_column"] = self.image_column
+        if isinstance(self.data, ImageSet):
+            data = self.data
+        elif isinstance(self.data, (str, os.PathLike)):
+            data = open_source(self.data, **options)
+        else:  # a datasets.Dataset
+            options["label_columns"] = options.pop("attributes")
+            data = HuggingFaceImages(self.data, **options)
         self.check_image_count(len(data))
         return data
 

@@ -293,3 +293,51 @@ def test_jsonl_and_parquet_tables_read_as_the_csv(stimuli, stimuli_folder, tmp_p
     (folder / "labels.csv").write_text("image\n")
     with pytest.raises(ConfigError, match="keep one label table"):
         open_source(folder)
+
+
+def test_hugging_face_datasets_folders_and_objects(tiny_dir, stimuli, stimuli_folder, tmp_path):
+    import datasets
+
+    frame = pd.read_csv(stimuli_folder / "labels.csv")
+    paths = [str(stimuli_folder / p) for p in frame["image"]]
+    masks = [str(stimuli_folder / p) for p in frame["mask"]]
+    classes = stimuli.label_classes
+    table = datasets.Dataset.from_dict(
+        {
+            "picture": paths,
+            "mask": masks,
+            "color": stimuli.labels["color"].tolist(),
+            "x": stimuli.labels["x"].tolist(),
+            "objects": frame["objects"].tolist(),
+        }
+    )
+    table = table.cast_column("picture", datasets.Image()).cast_column("mask", datasets.Image())
+    table = table.cast_column("color", datasets.ClassLabel(names=list(classes["color"])))
+    table.save_to_disk(tmp_path / "saved")
+    with pytest.raises(ConfigError, match=r"no image column 'image' \(columns: picture, mask"):
+        open_source(tmp_path / "saved")
+    data = open_source(tmp_path / "saved", image_column="picture")
+    assert data.describe()["source"] == "datasets" and len(data) == 24
+    assert data.label_classes["color"] == classes["color"]  # the ClassLabel's own order
+    np.testing.assert_array_equal(data.labels["color"], stimuli.labels["color"])
+    np.testing.assert_array_equal(data.maps(np.arange(24)), stimuli.maps(np.arange(24)))
+    for i, side in enumerate(stimuli.sizes):
+        np.testing.assert_array_equal(data.pixels(np.array([i]))[0, :side, :side], stimuli.image(i))
+    # an imagefolder: images beside metadata.jsonl, read without the hub
+    folder = tmp_path / "imagefolder"
+    folder.mkdir()
+    (folder / "images").symlink_to(stimuli_folder / "images")
+    meta = frame.drop(columns=["mask"]).rename(columns={"image": "file_name"})
+    meta.to_json(folder / "metadata.jsonl", orient="records", lines=True, double_precision=15)
+    assert len(open_source(folder, attributes=["shape"]).labels) == 1
+    # a Dataset object in Python, through the whole run
+    result = run(
+        RunConfig(
+            out=str(tmp_path / "out"), model=tiny_dir, data=table, image_column="picture",
+            n_splits=2, n_boot=20, sites=["vision.0"], conditions=["baseline"],
+            selections=["mean", "token"], progress=False,
+        )
+    )  # fmt: skip
+    assert set(result.table.attribute) == {"color", "x"}
+    with CacheReader(result.paths["cache"]) as reader:
+        assert reader.attrs["data"]["fingerprint"] == table._fingerprint

@@ -1,12 +1,15 @@
-"""Data sources: the built-in stimuli, a folder of images with a label table, and the
-registry that opens a path as one of them (:func:`open_source`)."""
+"""Data sources: the built-in stimuli, a folder of images with a label table, a Hugging
+Face ``datasets`` dataset, and the registry that opens a path as one of them
+(:func:`open_source`)."""
 
 from interp.sources.base import ImageSet, open_source, register_source, registered_sources
 from interp.sources.export import write_label_folder
+from interp.sources.hf import HuggingFaceImages
 from interp.sources.table import TABLE_NAMES, LabelTable
 
 __all__ = [
     "TABLE_NAMES",
+    "HuggingFaceImages",
     "ImageSet",
     "LabelTable",
     "open_source",

@@ -173,5 +173,10 @@ class LabelTableOpener(SourceOpener):
         return cls._table(path) is not None
 
     @classmethod
-    def open(cls, path: Path, **options: Any) -> LabelTable:
+    def open(cls, path: Path, *, image_column: str | None = None, **options: Any) -> LabelTable:
+        if image_column not in (None, "image"):
+            raise ConfigError(
+                f"a label table's images are in its 'image' column; image_column="
+                f"{image_column!r} is for Hugging Face datasets"
+            )
         return LabelTable(cls._table(path), **options)
