@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +118,11 @@ class RunConfig:
     store_dtype: str | None = option(
         "how activations are stored: float16 (half the disk) or float32 (activations beyond "
         "float16's range) (default: the family's: float16, float32 for Gemma 3)",
+        default=None,
+    )
+    store_pixels: bool | None = option(
+        "keep the images in the cache (the pixel probe needs them) (default: yes for the "
+        "synthetic stimuli, no for --data, whose images stay where they are)",
         default=None,
     )
     allow_nonfinite: bool = option(
@@ -233,7 +239,7 @@ class RunConfig:
 class RunResult:
     paths: dict[str, Path]
     table: pd.DataFrame  # the probe table (probes.csv)
-    pixel_table: pd.DataFrame  # reconstruction error by depth (pixel_reconstruction.csv)
+    pixel_table: pd.DataFrame | None  # reconstruction error by depth; None without pixels
 
 
 def run(config: RunConfig) -> RunResult:
@@ -309,6 +315,9 @@ def run(config: RunConfig) -> RunResult:
         progress=config.progress,
         store_dtype=config.store_dtype,
         allow_nonfinite=config.allow_nonfinite,
+        store_pixels=config.store_pixels
+        if config.store_pixels is not None
+        else config.data is None,
     )
     settings = ProbeSettings(
         n_splits=config.n_splits,
@@ -325,13 +334,20 @@ def run(config: RunConfig) -> RunResult:
             settings=settings,
             progress=config.progress,
         )
-        pixel_table, shown = pixel_sweep(
-            reader,
-            n_splits=config.n_splits,
-            seed=config.seed,
-            n_boot=config.n_boot,
-            progress=config.progress,
-        )
+        pixel_table, shown = None, None
+        if reader.has_pixels:
+            pixel_table, shown = pixel_sweep(
+                reader,
+                n_splits=config.n_splits,
+                seed=config.seed,
+                n_boot=config.n_boot,
+                progress=config.progress,
+            )
+        else:
+            warnings.warn(
+                "no pixel probe: the cache holds no pixels (pass --store-pixels to keep them)",
+                stacklevel=2,
+            )
     # Every result is written apart, then moved in together: an interrupted run never
     # leaves some of this run's tables beside another's.
     staged = {key: staging / path.name for key, path in paths.items()}
@@ -339,8 +355,9 @@ def run(config: RunConfig) -> RunResult:
     write_figure(layer_attribute_heatmap(table, selection=_headline(table)), staged["figure"])
     if table["selection"].str.startswith("random_").any():
         write_figure(redundancy_curves(table), staged["redundancy"])
-    write_table(pixel_table, staged["pixels"])
-    write_picture(reconstruction_grid(shown), staged["pixel_grid"])
+    if pixel_table is not None:
+        write_table(pixel_table, staged["pixels"])
+        write_picture(reconstruction_grid(shown), staged["pixel_grid"])
     publish(staging, folder)
     written = {key: path for key, path in paths.items() if path.exists()}
     return RunResult(paths=written, table=table, pixel_table=pixel_table)

@@ -63,6 +63,7 @@ def extract(
     progress: bool = True,
     store_dtype: str | None = None,
     allow_nonfinite: bool = False,
+    store_pixels: bool = True,
 ) -> Path:
     """Write ``path`` (HDF5) with the activations of the images of ``data`` (the built-in
     stimuli or any :class:`interp.sources.ImageSet`) at ``sites``.
@@ -79,6 +80,9 @@ def extract(
     finite there (NaN, inf, beyond float16's range) stops the extraction with the site and
     count, unless ``allow_nonfinite`` (then each dataset counts them in its ``nonfinite``
     attribute, and probes still refuse them).
+
+    ``store_pixels=False`` keeps the images out of the cache (their object maps, sizes and
+    labels stay; the pixel probe then has nothing to reconstruct).
 
     Everything that can fail before a file is written is checked first: the first batch
     to write is captured before the file is created, and the disk must hold the cache's
@@ -128,6 +132,7 @@ def extract(
         "conditions": conditions,
         "patch_grid": list(adapter.patch_grid),
         "store_dtype": store_dtype,
+        "pixels": bool(store_pixels),
         "vision_tokens": (
             "acts/ holds the patch tokens of each site (layout/<site>); tokens that carry no "
             "patch (CLS, registers, newlines) are in extra/<condition>/<site>"
@@ -165,13 +170,14 @@ def extract(
                         first_start,
                         allow_nonfinite,
                     )
-        static = n * data.canvas**2 * 4 if first_start == 0 else 0  # pixels and maps
+        per_image = data.canvas**2 * (4 if store_pixels else 1)  # pixels and maps
+        static = n * per_image if first_start == 0 else 0
         _check_disk_space(
             path, first[0], layouts, n, first_start, np.dtype(store_dtype).itemsize, static
         )
     with CacheWriter(path, attrs, overwrite=overwrite, allow_nonfinite=allow_nonfinite) as writer:
         writer.write_static(
-            (n, data.canvas, data.canvas, 3),
+            (n, data.canvas, data.canvas, 3) if store_pixels else None,
             (n, data.canvas, data.canvas),
             data.labels,
             data.label_classes,

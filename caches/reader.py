@@ -70,7 +70,9 @@ class CacheReader:
 
     def _required(self) -> list[str]:
         """Datasets every cache has (activations only as far as they are written)."""
-        required = ["images/pixels", "images/object_map", "labels"]
+        required = ["images/object_map", "labels"]
+        if self._file.attrs.get("pixels", True):
+            required.append("images/pixels")
         if int(self._file.attrs.get("n_written", 0)) > 0:
             required += [
                 acts_path(site, condition) for condition in self.conditions for site in self.sites
@@ -117,7 +119,18 @@ class CacheReader:
     # ----- data ------------------------------------------------------------------------
     @property
     def images(self) -> h5py.Dataset:
+        """``(n, H, W, 3)`` uint8, lazy; a CacheError where the cache holds no pixels."""
+        if not self.has_pixels:
+            raise CacheError(
+                f"{self.path} holds no pixels (extracted with store_pixels=False); the "
+                f"pixel probe needs them: extract again with --store-pixels"
+            )
         return self._file["images/pixels"]
+
+    @property
+    def has_pixels(self) -> bool:
+        """Whether the images themselves are stored (``store_pixels``)."""
+        return "images/pixels" in self._file
 
     @property
     def object_map(self) -> h5py.Dataset:

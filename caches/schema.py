@@ -3,7 +3,8 @@
 Paths inside the HDF5 file::
 
     /                       attrs: see ROOT_ATTRS
-    images/pixels           uint8  (n, H, W, 3)    mixed sizes: padded to the largest
+    images/pixels           uint8  (n, H, W, 3)    mixed sizes: padded to the largest (absent
+                                                   where the attribute ``pixels`` is false)
     images/object_map       int8   (n, H, W)       object index per pixel, -1 = background
     images/size             int32  (n,)            side of each image (its top-left square)
     labels/<attribute>      int64 (n,) categorical (attr ``classes``) or float32 (n,)
@@ -61,6 +62,7 @@ ROOT_ATTRS = (
     "weights_id",  # sha256 of the weight files' names, sizes, headers and config.json
     "processor_id",  # sha256 of the processor and tokenizer files
     "store_dtype",  # "float16" or "float32": how activations are stored
+    "pixels",  # bool: images/pixels holds the images (store_pixels)
     "vision_tokens",  # how sites were cut to patch tokens, and where the others went
     "n_images",  # int
     "n_written",  # int: images fully written (resume point)
@@ -83,6 +85,7 @@ MATCH_ATTRS = (
     "conditions",
     "patch_grid",
     "store_dtype",
+    "pixels",
 )
 STORE_DTYPES = ("float16", "float32")
 

@@ -272,7 +272,7 @@ class CacheWriter:
 
     def write_static(
         self,
-        images: np.ndarray | tuple[int, ...],
+        images: np.ndarray | tuple[int, ...] | None,
         object_map: np.ndarray | tuple[int, ...],
         labels: dict[str, np.ndarray],
         label_classes: dict[str, tuple[str, ...]],
@@ -288,7 +288,8 @@ class CacheWriter:
         one per image (the site is stored ragged: flat tokens plus per-image offsets).
         ``sizes`` ``(n,)``: the side of each image within its padded array (default: all).
         ``images`` ``(n, H, W, 3)`` uint8 and ``object_map`` ``(n, H, W)`` int8 are written
-        now, or, given as shapes, filled batch by batch (``write_batch(pixels=, maps=)``).
+        now, or, given as shapes, filled batch by batch (``write_batch(pixels=, maps=)``);
+        ``images=None`` stores no pixels (the images stay where they are).
         """
         f = self._file
         if f.attrs.get("static_complete", False):
@@ -297,11 +298,13 @@ class CacheWriter:
             ("images/pixels", images, "uint8"),
             ("images/object_map", object_map, "int8"),
         ):
+            if value is None:
+                continue
             shape = tuple(value) if isinstance(value, tuple) else value.shape
             f.create_dataset(name, shape=shape, dtype=dtype, chunks=(1, *shape[1:]))
             if not isinstance(value, tuple):
                 f[name][...] = value
-        shape = f["images/pixels"].shape
+        shape = f["images/object_map"].shape
         n = shape[0]
         sizes = np.full(n, shape[1]) if sizes is None else np.asarray(sizes)
         if sizes.shape != (n,) or sizes.max(initial=0) > min(shape[1:3]):
@@ -385,7 +388,11 @@ class CacheWriter:
                         values, self.store_dtype, site, condition, start, self.allow_nonfinite
                     )
                     pending.append((path, site, kind, width, offsets, rows, bad))
-        images = [(n, v) for n, v in (("pixels", pixels), ("object_map", maps)) if v is not None]
+        images = [
+            (name, values)
+            for name, values in (("pixels", pixels), ("object_map", maps))
+            if values is not None and f"images/{name}" in self._file
+        ]
         self._check_room(sum(p[5].nbytes for p in pending) + sum(v.nbytes for _, v in images))
         with disk_errors(self.tmp):
             for name, values in images:

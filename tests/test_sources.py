@@ -341,3 +341,24 @@ def test_hugging_face_datasets_folders_and_objects(tiny_dir, stimuli, stimuli_fo
     assert set(result.table.attribute) == {"color", "x"}
     with CacheReader(result.paths["cache"]) as reader:
         assert reader.attrs["data"]["fingerprint"] == table._fingerprint
+
+
+def test_own_data_caches_keep_no_pixels_unless_asked(tiny_dir, tmp_path, capsys) -> None:
+    folder = _planted_folder(tmp_path / "planted", n=12)
+    argv = ["run", "--data", str(folder), "--model", tiny_dir, "--n-splits", "2"]
+    argv += ["--n-boot", "20", "--no-progress", "--sites", "vision.0", "--selections", "mean"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert "interp: warning: no pixel probe: the cache holds no pixels" in capsys.readouterr().err
+    assert not (tmp_path / "a" / "pixel_reconstruction.csv").exists()
+    with CacheReader(tmp_path / "a" / "cache.h5") as reader:
+        assert not reader.has_pixels and reader.attrs["pixels"] is False
+        assert reader.object_map.shape == (12, 64, 64)  # labels down to the patch stay
+        with pytest.raises(CacheError, match="holds no pixels.*--store-pixels"):
+            reader.images  # noqa: B018
+    assert main([*argv, "--out", str(tmp_path / "b"), "--store-pixels"]) == 0
+    assert (tmp_path / "b" / "pixel_reconstruction.csv").is_file()
+    with CacheReader(tmp_path / "b" / "cache.h5") as reader:
+        assert reader.has_pixels and reader.images.shape == (12, 64, 64, 3)
+        for i, side in enumerate(reader.image_sizes):
+            expected = np.asarray(Image.open(folder / "img" / f"{i}.png"))
+            np.testing.assert_array_equal(reader.images[i, :side, :side], expected)
