@@ -88,6 +88,10 @@ class RunConfig:
     )
     seed: int = option("seed of stimuli, shuffling and folds", default=0)
     batch_size: int = option("images per forward pass", default=32)
+    workers: int = option(
+        "processes that decode the next batches of --data images while the model runs",
+        default=0,
+    )
     sites: list[str] | None = option(
         "sites to capture, e.g. vision.0 projector lm.3 (default: all)", default=None
     )
@@ -160,6 +164,8 @@ class RunConfig:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {self.workers}")
         if self.image_sizes is not None and self.image_size is not None:
             raise ConfigError(
                 f"give image_size ({self.image_size}) or image_sizes ({self.image_sizes}), not both"
@@ -315,6 +321,7 @@ def run(config: RunConfig) -> RunResult:
         progress=config.progress,
         store_dtype=config.store_dtype,
         allow_nonfinite=config.allow_nonfinite,
+        workers=config.workers,
         store_pixels=config.store_pixels
         if config.store_pixels is not None
         else config.data is None,

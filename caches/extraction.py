@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 from collections.abc import Sequence
+from contextlib import closing
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from caches.batches import Batch, decoded_batches
 from caches.reader import CacheReader
 from caches.schema import BASELINE, MATCH_ATTRS, STORE_DTYPES
 from caches.writer import (
@@ -64,6 +66,7 @@ def extract(
     store_dtype: str | None = None,
     allow_nonfinite: bool = False,
     store_pixels: bool = True,
+    workers: int = 0,
 ) -> Path:
     """Write ``path`` (HDF5) with the activations of the images of ``data`` (the built-in
     stimuli or any :class:`interp.sources.ImageSet`) at ``sites``.
@@ -81,8 +84,10 @@ def extract(
     count, unless ``allow_nonfinite`` (then each dataset counts them in its ``nonfinite``
     attribute, and probes still refuse them).
 
-    ``store_pixels=False`` keeps the images out of the cache (their object maps, sizes and
-    labels stay; the pixel probe then has nothing to reconstruct).
+    ``workers`` processes decode the next batches while the model runs (a folder of
+    images; 0: decoded in this process). ``store_pixels=False`` keeps the images out of
+    the cache (their object maps, sizes and labels stay; the pixel probe then has nothing
+    to reconstruct).
 
     Everything that can fail before a file is written is checked first: the first batch
     to write is captured before the file is created, and the disk must hold the cache's
@@ -96,8 +101,10 @@ def extract(
         adapter.check_image_size(side)
     sites = as_names(sites, "sites")
     sites = sort_sites([adapter.check_site(s) for s in (sites or adapter.sites())])
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size < 1 or workers < 0:
+        raise ConfigError(
+            f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}"
+        )
     store_dtype = store_dtype or adapter.store_dtype
     if store_dtype not in STORE_DTYPES:
         raise ConfigError(f"store_dtype must be one of {STORE_DTYPES}, got {store_dtype!r}")
@@ -144,21 +151,21 @@ def extract(
         return path
     n = len(data)
 
-    def captured(start: int) -> tuple[dict[str, tuple[dict, dict]], np.ndarray, np.ndarray]:
-        """The batch from ``start``: per condition its (acts, extra), its pixels and maps
-        (decoded once for every condition)."""
-        indices = np.arange(start, min(n, start + batch_size))
-        pixels = data.pixels(indices)  # (batch, canvas, canvas, 3)
+    def captured(batch: Batch) -> tuple[dict[str, tuple[dict, dict]], np.ndarray, np.ndarray]:
+        """Per condition the (acts, extra) of a decoded batch, and its pixels and maps."""
+        start, pixels, maps = batch  # (batch, canvas, canvas, 3), (batch, canvas, canvas)
+        batch_sizes = sizes[start : start + len(pixels)]
         found = {
-            condition: _capture_batch(loaded, pixels, sizes[indices], sites, prompt, intervention)
+            condition: _capture_batch(loaded, pixels, batch_sizes, sites, prompt, intervention)
             for condition, intervention in interventions.items()
         }
-        return found, pixels, data.maps(indices)
+        return found, pixels, maps
 
     first_start = _resume_point(partial_path(path), attrs)
+    stream = decoded_batches(data, first_start, batch_size, workers)
     first = None
     if first_start < n:  # the first batch is captured and checked before any file exists
-        first = captured(first_start)
+        first = captured(next(stream))
         for condition, found in first[0].items():
             for tree in found:
                 for site, values in tree.items():
@@ -193,12 +200,13 @@ def extract(
                 condition,
                 described[str(sides[0])] if len(sides) == 1 else {"by_image_size": described},
             )
+        if writer.n_written != first_start:  # the file on disk resumes elsewhere
+            stream.close()
+            stream, first = decoded_batches(data, writer.n_written, batch_size, workers), None
         bar = tqdm(total=n, initial=writer.n_written, unit="img", disable=not progress)
-        with bar:
+        with bar, closing(stream):
             for start in range(writer.n_written, n, batch_size):
-                found, pixels, maps = (
-                    first if first is not None and start == first_start else captured(start)
-                )
+                found, pixels, maps = first if first is not None else captured(next(stream))
                 first = None
                 writer.write_batch(
                     start,

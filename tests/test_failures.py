@@ -232,7 +232,8 @@ def test_reader_checks_image_indices_and_missing_datasets(clean, tmp_path) -> No
     hollow = tmp_path / "hollow.h5"
     with h5py.File(hollow, "w") as f:
         f.attrs.update(attrs)
-    with pytest.raises(CacheError, match=r"lacks images/pixels.*damaged.*--overwrite"):
+    hollow_message = r"lacks images/object_map, labels, images/pixels.*damaged.*--overwrite"
+    with pytest.raises(CacheError, match=hollow_message):
         CacheReader(hollow)
 
 

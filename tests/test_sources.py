@@ -362,3 +362,34 @@ def test_own_data_caches_keep_no_pixels_unless_asked(tiny_dir, tmp_path, capsys)
         for i, side in enumerate(reader.image_sizes):
             expected = np.asarray(Image.open(folder / "img" / f"{i}.png"))
             np.testing.assert_array_equal(reader.images[i, :side, :side], expected)
+
+
+def test_worker_processes_decode_the_same_batches(loaded, stimuli_folder, tmp_path) -> None:
+    data = open_source(stimuli_folder)
+    alone = extract(loaded, data, tmp_path / "a.h5", sites=SITES, batch_size=5, progress=False)
+    ahead = extract(
+        loaded, data, tmp_path / "b.h5", sites=SITES, batch_size=5, workers=2, progress=False
+    )
+    with CacheReader(alone) as a, CacheReader(ahead) as b:
+        for condition in a.conditions:
+            for site in SITES:
+                np.testing.assert_array_equal(
+                    a.acts(site, condition)[()], b.acts(site, condition)[()]
+                )
+        np.testing.assert_array_equal(a.images[()], b.images[()])
+    # an image that fails to decode in a worker is the same one-line error
+    frame = pd.read_csv(stimuli_folder / "labels.csv")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for i, name in enumerate(frame["image"]):
+        (broken / name).parent.mkdir(exist_ok=True)
+        raw = (stimuli_folder / name).read_bytes()
+        (broken / name).write_bytes(raw[: len(raw) // 3] if i == 7 else raw)
+    frame[["image", "color"]].to_csv(broken / "labels.csv", index=False)
+    with pytest.raises(ConfigError, match=r"^row 7 \('images/00007.png'\).*cannot be decoded"):
+        extract(
+            loaded, open_source(broken), tmp_path / "c.h5", sites=SITES, batch_size=5,
+            workers=2, progress=False,
+        )  # fmt: skip
+    with CacheReader(partial_path(tmp_path / "c.h5"), allow_incomplete=True) as partial:
+        assert partial.n_written == 5  # the batches before it are kept, resumable
