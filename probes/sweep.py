@@ -110,8 +110,9 @@ def _standardised(X: np.ndarray) -> np.ndarray:
 def probe_design(
     design: Design, attributes: Sequence[str], folds_of_image: np.ndarray, settings: ProbeSettings
 ) -> list[dict]:
-    """Accuracy rows (``attribute, metric, value, ci_low, ci_high, chance, control,
-    selectivity, n``) of one selection's samples, every attribute fitted together.
+    """Rows (``attribute, metric, value, ci_low, ci_high, chance, control, selectivity,
+    n``) of one selection's samples: accuracy of the categorical attributes (fitted
+    together), R² of the numeric ones.
 
     ``folds_of_image`` ``(n_images,)`` is the outer fold of each image, shared by every
     selection and site so that all cells of a table use the same split.
@@ -139,10 +140,10 @@ def probe_designs(
     if categorical:
         for name, rows in _classifier_rows(designs, categorical, folds_of_image, settings).items():
             out[name] += rows
+    order = {attribute: k for k, attribute in enumerate(attributes)}
     for name, design in designs.items():
         if numeric:
             out[name] += _regression_rows(design, numeric, folds_of_image, settings)
-        order = {attribute: k for k, attribute in enumerate(attributes)}
         out[name].sort(key=lambda row: order[row["attribute"]])
     return out
 
