@@ -125,6 +125,7 @@ def extract(
         layouts = by_side[sides[0]]
     else:  # one layout per image: ragged
         layouts = {site: [by_side[int(side)][site] for side in sizes] for site in sites}
+    origin = data.describe()  # where the images came from
     attrs = {
         "toolkit_version": toolkit_version(),
         "model": loaded.source,
@@ -133,8 +134,8 @@ def extract(
         "dtype": loaded.dtype_name,
         "model_family": adapter.family,
         "prompt": prompt,
-        "stimuli": data.describe().get("spec", {}),
-        "data": data.describe(),
+        "stimuli": origin.get("spec", {}),
+        "data": origin,
         "sites": sites,
         "conditions": conditions,
         "patch_grid": list(adapter.patch_grid),
