@@ -296,7 +296,9 @@ def test_jsonl_and_parquet_tables_read_as_the_csv(stimuli, stimuli_folder, tmp_p
 
 
 def test_hugging_face_datasets_folders_and_objects(tiny_dir, stimuli, stimuli_folder, tmp_path):
-    import datasets
+    # datasets needs a newer huggingface_hub than the transformers 4.57 run puts first on
+    # the path: that run skips this test, the main run covers it
+    datasets = pytest.importorskip("datasets", exc_type=ImportError)
 
     frame = pd.read_csv(stimuli_folder / "labels.csv")
     paths = [str(stimuli_folder / p) for p in frame["image"]]
