@@ -3,7 +3,12 @@
 from analyses.figures import layer_attribute_heatmap, redundancy_curves
 from analyses.outputs import write_figure, write_picture, write_table
 from analyses.pictures import reconstruction_grid
-from analyses.pipeline import OUTPUT_FILES, RunConfig, RunResult, run
+from interp.lazy import lazy_exports
+
+# The pipeline runs models: loaded when first used, so figures import light.
+__getattr__ = lazy_exports(
+    __name__, dict.fromkeys(("OUTPUT_FILES", "RunConfig", "RunResult", "run"), "analyses.pipeline")
+)
 
 __all__ = [
     "OUTPUT_FILES",

@@ -1,10 +1,19 @@
 """The HDF5 activation store: write (and resume) during extraction, read lazily after."""
 
-from caches.extraction import DEFAULT_QUESTION, extract
 from caches.reader import CacheReader
 from caches.schema import BASELINE, SCHEMA_VERSION, acts_path
 from caches.tokens import SiteTokens
-from caches.writer import CacheWriter
+from interp.lazy import lazy_exports
+
+# Writing imports torch and the capture (nnsight); reading does not.
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "DEFAULT_QUESTION": "caches.extraction",
+        "extract": "caches.extraction",
+        "CacheWriter": "caches.writer",
+    },
+)
 
 __all__ = [
     "BASELINE",

@@ -29,7 +29,6 @@ from caches.writer import (
     short_repr,
     storable,
 )
-from interp.capture import capture_tokens
 from interp.errors import ConfigError, DiskFullError, OutputExistsError
 from interp.interventions import CONDITIONS, Intervention, make_intervention
 from interp.layout import TokenLayout
@@ -37,6 +36,7 @@ from interp.loading import LoadedModel
 from interp.names import as_names
 from interp.sites import sort_sites
 from interp.sources import ImageSet
+from interp.tracing import capture_tokens
 
 __all__ = ["extract", "reusable", "DEFAULT_QUESTION", "toolkit_version"]
 

@@ -1,7 +1,5 @@
 """Access to models: stimuli, family adapters, capture and interventions (built on nnsight)."""
 
-from interp.adapters import Adapter, adapter_for, register_adapter, registered_families
-from interp.capture import Captured, capture, capture_tokens
 from interp.errors import (
     CacheError,
     ConfigError,
@@ -13,11 +11,27 @@ from interp.errors import (
     SiteError,
     UnsupportedModelError,
 )
-from interp.interventions import CONDITIONS, LowerLayerMask, ShufflePatches, make_intervention
 from interp.layout import TokenLayout, box_label_map
-from interp.loading import BUILTIN_MODELS, LoadedModel, load_model
+from interp.lazy import lazy_exports
 from interp.sites import all_sites, parse_site, sort_sites
 from interp.stimuli import Stimuli, StimulusSpec, generate, patch_label_map
+
+# Models, capture and interventions import torch and nnsight: loaded when first used.
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        **dict.fromkeys(
+            ("Adapter", "adapter_for", "register_adapter", "registered_families"),
+            "interp.adapters",
+        ),
+        **dict.fromkeys(("Captured", "capture", "capture_tokens"), "interp.tracing"),
+        **dict.fromkeys(
+            ("CONDITIONS", "LowerLayerMask", "ShufflePatches", "make_intervention"),
+            "interp.interventions",
+        ),
+        **dict.fromkeys(("BUILTIN_MODELS", "LoadedModel", "load_model"), "interp.loading"),
+    },
+)
 
 __all__ = [
     "Adapter",

@@ -1,6 +1,6 @@
 """Ablations of the visual tokens: patch shuffling and lower-layer attention knockout.
 
-Each intervention yields :class:`~interp.capture.Action` s that the capture engine runs
+Each intervention yields :class:`~interp.tracing.Action` s that the capture engine runs
 inside the same nnsight trace as the recordings, so nothing stays attached afterwards.
 """
 
@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 import torch
 
 from interp.adapters import Adapter
-from interp.capture import Action
 from interp.errors import ConfigError, InterventionError
+from interp.tracing import Action
 
 __all__ = [
     "Intervention",

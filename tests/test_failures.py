@@ -464,3 +464,22 @@ def test_the_command_line_on_a_full_disk(tiny_dir, small_disk, capsys) -> None:
     _remount(small_disk, "size=64M")
     assert main(argv) == 0
     assert (small_disk / "r" / "probes.csv").is_file()
+
+
+def test_reading_caches_and_drawing_figures_import_no_model_code() -> None:
+    """The shared vocabulary, the cache reader and the figures import light: a notebook
+    that only reads a cache does not pay for torch or nnsight."""
+    code = (
+        "import sys\n"
+        "from caches import CacheReader, SiteTokens\n"
+        "from interp import ConfigError, StimulusSpec, TokenLayout, sort_sites\n"
+        "from interp.sources import open_source\n"
+        "from analyses import layer_attribute_heatmap, write_figure\n"
+        "print(sorted(m for m in ('torch', 'nnsight', 'transformers') if m in sys.modules))\n"
+        "from interp import load_model, CONDITIONS\n"
+        "from caches import extract\n"
+        "print(CONDITIONS[0], 'nnsight' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:2] == ["[]", "baseline True"]
