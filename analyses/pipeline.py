@@ -222,6 +222,10 @@ class RunConfig:
         self.check_image_count(len(data))
         return data
 
+    def keeps_pixels(self) -> bool:
+        """``store_pixels``, where given; else yes for the stimuli, no for own data."""
+        return self.store_pixels if self.store_pixels is not None else self.data is None
+
     def fewest_images(self) -> int:
         """The fewest images every probe of the run can cross-validate: the pixel probe's
         ``n_splits x PIXEL_INNER_FOLDS`` blocks (which also leaves each outer training fold
@@ -322,9 +326,7 @@ def run(config: RunConfig) -> RunResult:
         store_dtype=config.store_dtype,
         allow_nonfinite=config.allow_nonfinite,
         workers=config.workers,
-        store_pixels=config.store_pixels
-        if config.store_pixels is not None
-        else config.data is None,
+        store_pixels=config.keeps_pixels(),
     )
     settings = ProbeSettings(
         n_splits=config.n_splits,
