@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -18,12 +17,12 @@ from tqdm.auto import tqdm
 
 from caches.batches import Batch, decoded_batches
 from caches.reader import CacheReader
-from caches.schema import BASELINE, MATCH_ATTRS, STORE_DTYPES
+from caches.schema import BASELINE, STORE_DTYPES
 from caches.writer import (
     METADATA_ROOM,
     CacheWriter,
     SiteValues,
-    encode_attr,
+    first_difference,
     human_bytes,
     partial_path,
     short_repr,
@@ -223,18 +222,15 @@ def extract(
 def reusable(path: Path, attrs: dict) -> bool:
     """Whether the finished cache at ``path`` was made with ``attrs``' settings (then it
     is reused as it is); an OutputExistsError that names the first difference otherwise."""
-    with CacheReader(path) as reader:
-        found = reader.attrs
-    for key in MATCH_ATTRS:
-        if key not in attrs:
-            continue
-        now = json.loads(json.dumps(attrs[key]))  # as stored: lists, not tuples
-        if found.get(key) != now:
-            raise OutputExistsError(
-                f"{path} already exists, made with a different {key!r} (found "
-                f"{short_repr(found.get(key))}, now {short_repr(now)}); pass --overwrite "
-                f"(overwrite=True) to replace it or choose another output folder"
-            )
+    with CacheReader(path) as reader:  # refuses an unreadable or incomplete file
+        differs = first_difference(reader.stored_attrs, attrs)
+    if differs is not None:
+        key, found, now = differs
+        raise OutputExistsError(
+            f"{path} already exists, made with a different {key!r} (found "
+            f"{short_repr(found)}, now {short_repr(now)}); pass --overwrite "
+            f"(overwrite=True) to replace it or choose another output folder"
+        )
     return True
 
 
@@ -248,7 +244,7 @@ def _resume_point(tmp: Path, attrs: dict) -> int:
             stored = dict(handle.attrs)
     except OSError:
         return 0
-    same = all(stored.get(key) == encode_attr(attrs[key]) for key in MATCH_ATTRS if key in attrs)
+    same = first_difference(stored, attrs) is None
     return int(stored.get("n_written", 0)) if same and stored.get("static_complete") else 0
 
 

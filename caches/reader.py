@@ -16,7 +16,13 @@ from caches.tokens import SiteTokens
 from interp.errors import CacheError, SiteError
 from interp.layout import EXTRA_KINDS, TokenLayout
 
-__all__ = ["CacheReader"]
+__all__ = ["CacheReader", "locked_elsewhere"]
+
+
+def locked_elsewhere(err: OSError) -> bool:
+    """Whether opening an HDF5 file failed because another process holds it (HDF5's file
+    lock), not because the file is damaged."""
+    return err.errno == errno.EAGAIN or "unable to lock file" in str(err)
 
 
 class CacheReader:
@@ -32,7 +38,7 @@ class CacheReader:
         try:
             self._file = h5py.File(self.path, "r")
         except OSError as err:
-            if err.errno == errno.EAGAIN or "unable to lock file" in str(err):
+            if locked_elsewhere(err):
                 raise CacheError(
                     f"{self.path} is in use by another process that is writing it (an "
                     f"extraction); wait for it to finish, then read it"
@@ -88,6 +94,11 @@ class CacheReader:
                 value = json.loads(value)
             out[key] = value.item() if isinstance(value, np.generic) else value
         return out
+
+    @property
+    def stored_attrs(self) -> dict[str, Any]:
+        """The root attributes as stored (JSON ones as strings), for comparing settings."""
+        return dict(self._file.attrs)
 
     @property
     def sites(self) -> list[str]:

@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 import torch
 
+from caches.reader import locked_elsewhere
 from caches.schema import (
     ACT_DTYPE,
     MATCH_ATTRS,
@@ -34,7 +35,15 @@ from caches.schema import (
 from interp.errors import CacheError, ConfigError, DiskFullError, OutputExistsError
 from interp.layout import EXTRA_KINDS, TokenLayout
 
-__all__ = ["CacheWriter", "partial_path", "disk_errors", "encode_attr", "storable"]
+__all__ = [
+    "CacheWriter",
+    "partial_path",
+    "disk_errors",
+    "encode_attr",
+    "first_difference",
+    "storable",
+    "with_defaults",
+]
 
 # What ``write_batch`` takes per site: ``(batch, tokens, d)``, or one ``(tokens_i, d)``
 # tensor per image (a ragged site, or a batch gathered from several forward passes).
@@ -72,7 +81,7 @@ def _open(path: Path, mode: str) -> h5py.File:
     try:
         return h5py.File(path, mode)
     except OSError as err:
-        if err.errno == errno.EAGAIN or "unable to lock file" in str(err):
+        if locked_elsewhere(err):
             raise CacheError(
                 f"{path} is in use by another process (a notebook reading it, or another "
                 f"extraction writing it); close it there or wait for that run to end, then "
@@ -180,6 +189,23 @@ def storable(
     return rows.astype(dtype), bad
 
 
+def with_defaults(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Root attributes as the writer completes them (schema version, storage dtype)."""
+    return {"schema_version": SCHEMA_VERSION, "store_dtype": ACT_DTYPE, **attrs}
+
+
+def first_difference(stored: Mapping[str, Any], attrs: dict[str, Any]) -> tuple | None:
+    """The first setting of :data:`MATCH_ATTRS` in which a file's stored root attributes
+    differ from ``attrs`` (completed by :func:`with_defaults`): ``(key, found, now)`` as
+    stored, or None where the file was made with the same settings."""
+    full = with_defaults(attrs)
+    for key in MATCH_ATTRS:
+        found, now = stored.get(key), encode_attr(full[key]) if key in full else None
+        if found != now:
+            return key, found, now
+    return None
+
+
 def encode_attr(value: Any) -> Any:
     """A root attribute as stored: scalars as they are, anything else as JSON."""
     return value if isinstance(value, (str, int, float, bool, np.integer)) else json.dumps(value)
@@ -216,7 +242,7 @@ class CacheWriter:
                 f"or choose another output folder"
             )
         self.allow_nonfinite = allow_nonfinite
-        attrs = {"schema_version": SCHEMA_VERSION, "store_dtype": ACT_DTYPE, **attrs}
+        attrs = with_defaults(attrs)
         if attrs["store_dtype"] not in STORE_DTYPES:
             raise ConfigError(
                 f"store_dtype must be one of {STORE_DTYPES}, got {attrs['store_dtype']!r}"
@@ -232,7 +258,7 @@ class CacheWriter:
         with disk_errors(self.tmp):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.tmp.exists() and resume:
-                self._file = self._reopen(encoded)
+                self._file = self._reopen(attrs)
             else:
                 self._file = self._create(encoded)
 
@@ -249,18 +275,17 @@ class CacheWriter:
         os.replace(new, self.tmp)
         return _open(self.tmp, "a")
 
-    def _reopen(self, encoded: dict[str, Any]) -> h5py.File:
+    def _reopen(self, attrs: dict[str, Any]) -> h5py.File:
         handle = _open(self.tmp, "a")
-        for key in MATCH_ATTRS:
-            found = handle.attrs.get(key)
-            if found != encoded.get(key):
-                handle.close()
-                raise CacheError(
-                    f"unfinished cache {self.tmp} was made with a different {key!r} "
-                    f"(found {short_repr(found)}, now {short_repr(encoded.get(key))}); rerun with "
-                    f"its settings to finish it, or delete it to start afresh, or choose "
-                    f"another output folder"
-                )
+        differs = first_difference(handle.attrs, attrs)
+        if differs is not None:
+            handle.close()
+            key, found, now = differs
+            raise CacheError(
+                f"unfinished cache {self.tmp} was made with a different {key!r} "
+                f"(found {short_repr(found)}, now {short_repr(now)}); rerun with its settings "
+                f"to finish it, or delete it to start afresh, or choose another output folder"
+            )
         if not handle.attrs.get("static_complete", False):  # killed while writing it
             for name in list(handle):
                 del handle[name]

@@ -86,6 +86,10 @@ class TabularImages(ImageSet):
         """The mask of row ``i``, opened."""
 
     @abstractmethod
+    def _has_mask(self, i: int) -> bool:
+        """Whether row ``i`` has a mask (which then draws its objects)."""
+
+    @abstractmethod
     def _row(self, i: int) -> str:
         """Row ``i`` as messages name it."""
 
@@ -147,12 +151,6 @@ class TabularImages(ImageSet):
                 raise ConfigError(f"{self._row(i)}: at most 127 objects per image")
             parsed.append(objects)
         return parsed
-
-    def _has_mask(self, i: int) -> bool:
-        if "mask" not in self.frame.columns:
-            return False
-        value = self.frame["mask"].iloc[i]
-        return value is not None and not (isinstance(value, float) and np.isnan(value))
 
     def _parse_labels(
         self, chosen: list[str], forced: list[str]
