@@ -50,8 +50,10 @@ def clean(loaded, eight, tmp_path_factory) -> Path:
     return extract(loaded, eight, path, sites=SITES, batch_size=4, progress=False)
 
 
-def assert_same_cache(a: Path, b: Path) -> None:
-    """Every attribute and dataset of two cache files equal."""
+def assert_same_cache(a: Path, b: Path, *, ulps: int = 0) -> None:
+    """Every attribute and dataset of two cache files equal; activations within ``ulps``
+    float16 steps of each other (0: bit for bit), a step taken at no less than a thousandth
+    of the dataset's largest value (values near 0 carry the rounding of larger terms)."""
     with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
         assert dict(fa.attrs) == dict(fb.attrs)
         names_a, names_b = [], []
@@ -59,8 +61,17 @@ def assert_same_cache(a: Path, b: Path) -> None:
         fb.visit(names_b.append)
         assert sorted(names_a) == sorted(names_b)
         for name in names_a:
-            if isinstance(fa[name], h5py.Dataset):
-                np.testing.assert_array_equal(fa[name][()], fb[name][()], err_msg=name)
+            if not isinstance(fa[name], h5py.Dataset):
+                continue
+            found, expected = fa[name][()], fb[name][()]
+            if ulps and name.startswith(("acts/", "ablations/", "extra/")):
+                size = np.abs(expected.astype(np.float32))
+                floor = np.maximum(size, 1e-3 * size.max())
+                step = np.spacing(floor.astype(np.float16)).astype(np.float32)
+                difference = np.abs(found.astype(np.float32) - expected.astype(np.float32))
+                assert (difference <= ulps * step).all(), (name, float(difference.max()))
+            else:
+                np.testing.assert_array_equal(found, expected, err_msg=name)
             assert dict(fa[name].attrs) == dict(fb[name].attrs), name
 
 
@@ -308,7 +319,11 @@ def test_a_kill_at_any_stage_resumes_to_the_same_cache(
     extract(loaded, eight, target, sites=SITES, batch_size=4, progress=False)
     assert not partial_path(target).exists()
     assert not list(tmp_path.glob("*.new"))
-    assert_same_cache(target, clean)
+    # batches the killed process wrote were computed in another process, where float32
+    # matrix products may differ in their last bits (the BLAS kernels chosen can depend on
+    # memory alignment): after float16 rounding about one step (seen: 96 of 32768 values
+    # of lm.3, in 1 run of ~15); a lost or garbled batch is far beyond that
+    assert_same_cache(target, clean, ulps=1)
 
 
 def test_a_cache_in_use_elsewhere_is_not_called_corrupt(
