@@ -282,12 +282,13 @@ def run(config: RunConfig) -> RunResult:
         else:
             image_size = config.image_size or loaded.adapter.native_image_size
             spec = StimulusSpec(n_images=n_images, image_size=image_size, seed=config.seed)
-    sides = data.distinct_sizes if data is not None else spec.sizes
-    for side in sides:
-        loaded.adapter.check_image_size(side)
+    if data is None:  # stimuli are drawn so that every patch is whole stimulus pixels
+        for side in spec.sizes:
+            loaded.adapter.check_image_size(side)
+    shapes = data.distinct_sizes if data is not None else [(s, s) for s in spec.sizes]
     sites = [loaded.adapter.check_site(s) for s in config.sites or loaded.adapter.sites()]
     for site in sites:  # every random_<k> must fit every site at every image size
-        fewest = min(len(loaded.adapter.token_layout(site, side)) for side in sides)
+        fewest = min(len(loaded.adapter.token_layout(site, hw)) for hw in shapes)
         for selection in [*(config.selections or ()), *(config.ablation_selections or ())]:
             if selection != "all":
                 check_selection_fits(selection, fewest, f"at site {site!r}")

@@ -96,8 +96,6 @@ def extract(
     tokens plus per-image offsets); each batch runs one forward pass per size in it.
     """
     adapter = loaded.adapter
-    for side in data.distinct_sizes:
-        adapter.check_image_size(side)
     sites = as_names(sites, "sites")
     sites = sort_sites([adapter.check_site(s) for s in (sites or adapter.sites())])
     if batch_size < 1 or workers < 0:
@@ -117,13 +115,13 @@ def extract(
         )
     interventions = {c: make_intervention(c, seed=seed) for c in conditions}
     prompt = prompt if prompt is not None else adapter.default_prompt(DEFAULT_QUESTION)
-    sides = data.distinct_sizes
-    by_side = {side: {site: adapter.token_layout(site, side) for site in sites} for side in sides}
-    sizes = data.sizes  # (n,) side of each image
-    if len(sides) == 1:
-        layouts = by_side[sides[0]]
+    shapes = data.distinct_sizes  # (height, width) of the set's images
+    by_size = {hw: {site: adapter.token_layout(site, hw) for site in sites} for hw in shapes}
+    sizes = data.sizes  # (n, 2) (height, width) of each image
+    if len(shapes) == 1:
+        layouts = by_size[shapes[0]]
     else:  # one layout per image: ragged
-        layouts = {site: [by_side[int(side)][site] for side in sizes] for site in sites}
+        layouts = {site: [by_size[(int(h), int(w))][site] for h, w in sizes] for site in sites}
     origin = data.describe()  # where the images came from
     attrs = {
         "toolkit_version": toolkit_version(),
@@ -153,7 +151,7 @@ def extract(
 
     def captured(batch: Batch) -> tuple[dict[str, tuple[dict, dict]], np.ndarray, np.ndarray]:
         """Per condition the (acts, extra) of a decoded batch, and its pixels and maps."""
-        start, pixels, maps = batch  # (batch, canvas, canvas, 3), (batch, canvas, canvas)
+        start, pixels, maps = batch  # (batch, *canvas, 3), (batch, *canvas)
         batch_sizes = sizes[start : start + len(pixels)]
         found = {
             condition: _capture_batch(loaded, pixels, batch_sizes, sites, prompt, intervention)
@@ -177,15 +175,15 @@ def extract(
                         first_start,
                         allow_nonfinite,
                     )
-        per_image = data.canvas**2 * (4 if store_pixels else 1)  # pixels and maps
+        per_image = int(np.prod(data.canvas)) * (4 if store_pixels else 1)  # pixels, maps
         static = n * per_image if first_start == 0 else 0
         _check_disk_space(
             path, first[0], layouts, n, first_start, np.dtype(store_dtype).itemsize, static
         )
     with CacheWriter(path, attrs, overwrite=overwrite, allow_nonfinite=allow_nonfinite) as writer:
         writer.write_static(
-            (n, data.canvas, data.canvas, 3) if store_pixels else None,
-            (n, data.canvas, data.canvas),
+            (n, *data.canvas, 3) if store_pixels else None,
+            (n, *data.canvas),
             data.labels,
             data.label_classes,
             layouts,
@@ -195,10 +193,12 @@ def extract(
         for condition, intervention in interventions.items():
             if intervention is None:
                 continue
-            described = {str(side): intervention.describe(adapter, side) for side in sides}
+            described = {_size_key(hw): intervention.describe(adapter, hw) for hw in shapes}
             writer.describe_condition(
                 condition,
-                described[str(sides[0])] if len(sides) == 1 else {"by_image_size": described},
+                described[_size_key(shapes[0])]
+                if len(shapes) == 1
+                else {"by_image_size": described},
             )
         if writer.n_written != first_start:  # the file on disk resumes elsewhere
             stream.close()
@@ -282,6 +282,13 @@ def _check_disk_space(
         )
 
 
+def _size_key(size: tuple[int, int]) -> str:
+    """How an image size names its entry in a condition's description: ``"32"`` for a
+    square, ``"200x300"`` (height x width) otherwise."""
+    height, width = size
+    return str(height) if height == width else f"{height}x{width}"
+
+
 def _capture_batch(
     loaded: LoadedModel,
     pixels: np.ndarray,
@@ -290,21 +297,23 @@ def _capture_batch(
     prompt: str,
     intervention: Intervention | None,
 ) -> tuple[dict[str, SiteValues], dict[str, SiteValues]]:
-    """A batch's images ``pixels`` ``(batch, canvas, canvas, 3)``, of sides ``sizes`` (one
-    per image, each in its top-left corner), captured at ``sites``, one forward pass per
-    image size: ``site -> (batch, tokens, d)`` (one size) or one ``(tokens_i, d)`` per
-    image."""
-    if len(np.unique(sizes)) == 1:
-        side = int(sizes[0])
+    """A batch's images ``pixels`` ``(batch, *canvas, 3)``, of ``sizes`` ``(batch, 2)``
+    (height, width; each image in its top-left corner), captured at ``sites``, one forward
+    pass per image size: ``site -> (batch, tokens, d)`` (one size) or one ``(tokens_i,
+    d)`` per image."""
+    shapes = [(int(h), int(w)) for h, w in sizes]
+    distinct = list(dict.fromkeys(shapes))
+    if len(distinct) == 1:
+        height, width = distinct[0]
         captured = capture_tokens(
-            loaded, pixels[:, :side, :side], sites, prompt=prompt, intervention=intervention
+            loaded, pixels[:, :height, :width], sites, prompt=prompt, intervention=intervention
         )
         return captured.acts, captured.extra
     acts: dict[str, list] = {site: [None] * len(sizes) for site in sites}
     extra: dict[str, list] = {}
-    for side in np.unique(sizes):
-        members = np.flatnonzero(sizes == side)
-        images = pixels[members, :side, :side]  # (group, side, side, 3)
+    for height, width in distinct:
+        members = [i for i, hw in enumerate(shapes) if hw == (height, width)]
+        images = pixels[members, :height, :width]  # (group, height, width, 3)
         captured = capture_tokens(loaded, images, sites, prompt=prompt, intervention=intervention)
         for tree, found in ((acts, captured.acts), (extra, captured.extra)):
             for site, values in found.items():

@@ -149,10 +149,13 @@ class CacheReader:
 
     @property
     def image_sizes(self) -> np.ndarray:
-        """``(n,)`` side in px of each image: the top-left square of its padded array."""
-        if "images/size" in self._file:
-            return self._file["images/size"][()].astype(np.int64)
-        return np.full(self.n_images, self.images.shape[1], dtype=np.int64)
+        """``(n, 2)`` (height, width) in px of each image: the top-left part of its padded
+        array (schema 4 files store a side per square image; older ones none: all of it)."""
+        if "images/size" not in self._file:
+            shape = self.object_map.shape[1:3]
+            return np.tile(np.asarray(shape, dtype=np.int64), (self.n_images, 1))
+        sizes = self._file["images/size"][()].astype(np.int64)
+        return np.stack([sizes, sizes], axis=1) if sizes.ndim == 1 else sizes
 
     def is_ragged(self, site: str) -> bool:
         """Whether ``site`` is stored ragged (flat tokens plus per-image offsets)."""

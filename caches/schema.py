@@ -6,10 +6,11 @@ Paths inside the HDF5 file::
     images/pixels           uint8  (n, H, W, 3)    mixed sizes: padded to the largest (absent
                                                    where the attribute ``pixels`` is false)
     images/object_map       int8   (n, H, W)       object index per pixel, -1 = background
-    images/size             int32  (n,)            side of each image (its top-left square)
+    images/size             int32  (n, 2)          (height, width) of each image (top left of
+                                                   its row; schema 4: (n,) sides of squares)
     labels/<attribute>      int64 (n,) categorical (attr ``classes``) or float32 (n,)
     objects/<attribute>     int64  (n, max objects) every object's class, -1 = no object
-    layout/<site>/boxes     float32 (tokens, 4)    stimulus pixels (y0, x0, y1, x1) of each token
+    layout/<site>/boxes     float32 (tokens, 4)    image pixels (y0, x0, y1, x1) of each token
     layout/<site>/crops     int16  (tokens,)       0 = whole image, k = crop k
     layout/<site>/grid      int32  (tokens, 2)     (row, col) in its crop's patch grid
     acts/<site>             float16 (n, tokens, d) baseline activations, one chunk per image
@@ -41,8 +42,10 @@ __all__ = [
 ]
 
 # 2 added objects/<attribute>; 3 a token layout per site and the non-patch tokens; 4
-# images/size and ragged sites. Versions 1 to 3 are still read.
-SCHEMA_VERSION = 4
+# images/size and ragged sites; 5 images of any (height, width), token boxes in the
+# original image's pixels through the processor (empty: padding). Versions 1 to 4 are
+# still read.
+SCHEMA_VERSION = 5
 ACT_DTYPE = "float16"  # the default storage dtype of activations
 BASELINE = "baseline"
 

@@ -58,6 +58,21 @@ def partial_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.name + ".partial")
 
 
+def _write_layouts(group: h5py.Group, layouts: Sequence[TokenLayout], chunk: int = 4096) -> None:
+    """A ragged site's per-image layouts, flat, ``chunk`` images at a time (a folder of
+    photographs of many sizes holds a layout per image: never all in memory at once)."""
+    total = sum(len(x) for x in layouts)
+    boxes = group.create_dataset("boxes", shape=(total, 4), dtype=np.float32)
+    crops = group.create_dataset("crops", shape=(total,), dtype=np.int16)
+    grid = group.create_dataset("grid", shape=(total, 2), dtype=np.int32)
+    row = 0
+    for start in range(0, len(layouts), chunk):
+        part = TokenLayout.concat(layouts[start : start + chunk])
+        stop = row + len(part)
+        boxes[row:stop], crops[row:stop], grid[row:stop] = part.boxes, part.crops, part.grid
+        row = stop
+
+
 def _offsets(counts: Sequence[int]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
 
@@ -311,7 +326,8 @@ class CacheWriter:
 
         A site's layout is one :class:`TokenLayout` (every image alike: dense arrays) or
         one per image (the site is stored ragged: flat tokens plus per-image offsets).
-        ``sizes`` ``(n,)``: the side of each image within its padded array (default: all).
+        ``sizes`` ``(n, 2)``: the (height, width) of each image in the top-left corner of
+        its padded array (default: all of it; ``(n,)`` sides for square images).
         ``images`` ``(n, H, W, 3)`` uint8 and ``object_map`` ``(n, H, W)`` int8 are written
         now, or, given as shapes, filled batch by batch (``write_batch(pixels=, maps=)``);
         ``images=None`` stores no pixels (the images stay where they are).
@@ -331,10 +347,19 @@ class CacheWriter:
                 f[name][...] = value
         shape = f["images/object_map"].shape
         n = shape[0]
-        sizes = np.full(n, shape[1]) if sizes is None else np.asarray(sizes)
-        if sizes.shape != (n,) or sizes.max(initial=0) > min(shape[1:3]):
-            raise CacheError(f"sizes {sizes.shape} must give one side <= the array's per image")
-        f.create_dataset("images/size", data=sizes.astype(np.int32))
+        sizes = np.tile(shape[1:3], (n, 1)) if sizes is None else np.asarray(sizes)
+        if sizes.ndim == 1:
+            sizes = np.stack([sizes, sizes], axis=1)  # square images: one side each
+        if (
+            sizes.shape != (n, 2)
+            or sizes[:, 0].max(initial=0) > shape[1]
+            or sizes[:, 1].max(initial=0) > shape[2]
+        ):
+            raise CacheError(
+                f"sizes {sizes.shape} must give a (height, width) per image within the "
+                f"{shape[1]}x{shape[2]} array"
+            )
+        f.create_dataset("images/size", data=sizes.astype(np.int32))  # (n, 2)
         for name, values in labels.items():
             ds = f.create_dataset(f"labels/{name}", data=values)
             if name in label_classes:
@@ -352,7 +377,9 @@ class CacheWriter:
                 codes = [EXTRA_KINDS.index(k) for x in layout for k in x.extra]
                 group.create_dataset("extra_kinds", data=np.asarray(codes, dtype=np.int8))
                 kinds = [EXTRA_KINDS[c] for c in sorted(set(codes))]  # which kinds occur
-                layout = TokenLayout.concat(layout, extra=kinds)
+                _write_layouts(group, layout)
+                group.attrs["extra"] = json.dumps(kinds)
+                continue
             group.create_dataset("boxes", data=layout.boxes.astype(np.float32))
             group.create_dataset("crops", data=layout.crops.astype(np.int16))
             group.create_dataset("grid", data=layout.grid.astype(np.int32))

@@ -36,7 +36,7 @@ class Intervention(ABC):
         """What to do to the forward pass of one batch (its processor ``inputs``)."""
 
     @abstractmethod
-    def describe(self, adapter: Adapter, image_size: int) -> dict[str, Any]:
+    def describe(self, adapter: Adapter, image_size: int | tuple[int, int]) -> dict[str, Any]:
         """Parameters to record beside the activations (JSON-serialisable)."""
 
 
@@ -80,7 +80,7 @@ class ShufflePatches(Intervention):
 
         return [Action(adapter.lm_input_path(), "inputs", edit=shuffle)]
 
-    def describe(self, adapter: Adapter, image_size: int) -> dict[str, Any]:
+    def describe(self, adapter: Adapter, image_size: int | tuple[int, int]) -> dict[str, Any]:
         n = len(adapter.token_layout("lm.0", image_size))
         return {"seed": self.seed, "permutation": self.permutation(n).tolist()}
 
@@ -155,7 +155,7 @@ class LowerLayerMask(Intervention):
             Action(adapter.attention_path(i), "inputs", edit=knock) for i in self.layers(adapter)
         ]
 
-    def describe(self, adapter: Adapter, image_size: int) -> dict[str, Any]:
+    def describe(self, adapter: Adapter, image_size: int | tuple[int, int]) -> dict[str, Any]:
         return {"fraction": self.fraction, "layers": self.layers(adapter)}
 
 

@@ -18,18 +18,37 @@ import numpy as np
 
 from interp.errors import ConfigError
 
-__all__ = ["TokenLayout", "box_label_map", "EXTRA_KINDS"]
+__all__ = ["TokenLayout", "box_label_map", "image_hw", "EXTRA_KINDS", "PADDING", "ImageSize"]
 
 # Kinds of the non-patch tokens a site may carry (stored apart from the patch tokens).
 EXTRA_KINDS: tuple[str, ...] = ("cls", "register", "newline")
+# The object label of a token that sees no pixel of the image (processor padding).
+PADDING = -2
+
+ImageSize = tuple[int, int]  # (height, width) in pixels
+
+
+def image_hw(size: int | Sequence[int] | np.ndarray) -> ImageSize:
+    """``(height, width)`` of an image size given as a side (a square) or a pair."""
+    if isinstance(size, (int, np.integer)):
+        side = int(size)
+        return side, side
+    values = [int(v) for v in np.asarray(size).reshape(-1)]
+    if len(values) == 1:
+        return values[0], values[0]
+    if len(values) != 2:
+        raise ConfigError(f"an image size is a side or (height, width), got {size!r}")
+    return values[0], values[1]
 
 
 @dataclass(frozen=True)
 class TokenLayout:
     """The patch tokens of one site, in stored order, and the kinds of its extra tokens.
 
-    ``boxes`` ``(tokens, 4)`` float32 ``(y0, x0, y1, x1)``: the stimulus pixels a token's
-    patch covers (half-open); ``crops`` ``(tokens,)`` int16: which view of the image the
+    ``boxes`` ``(tokens, 4)`` float32 ``(y0, x0, y1, x1)``: the pixels of the original
+    image a token's patch covers (half-open, through the processor's resize, crop and
+    padding; an empty box, ``y1 <= y0`` or ``x1 <= x0``, is a token that sees only
+    padding); ``crops`` ``(tokens,)`` int16: which view of the image the
     token belongs to (0: the whole image, k > 0: crop/tile k); ``grid`` ``(tokens, 2)``
     int32: (row, col) of the patch in its crop's patch grid. ``extra`` names each
     non-patch token kept apart, in stored order (see :data:`EXTRA_KINDS`).
@@ -54,23 +73,33 @@ class TokenLayout:
     def __len__(self) -> int:
         return len(self.boxes)
 
+    @property
+    def padding(self) -> np.ndarray:
+        """``(tokens,)`` bool: the tokens that see no pixel of the image (empty boxes)."""
+        return (self.boxes[:, 2] <= self.boxes[:, 0]) | (self.boxes[:, 3] <= self.boxes[:, 1])
+
     @classmethod
     def regular(
         cls,
         rows: int,
         cols: int,
-        image_size: int,
+        image_size: int | Sequence[int],
         *,
         crop: int = 0,
-        region: tuple[float, float, float, float] | None = None,
+        region: Sequence[float] | None = None,
         extra: Sequence[str] = (),
     ) -> TokenLayout:
-        """A ``rows x cols`` grid, row-major, tiling ``region`` (default: the whole image)."""
-        y0, x0, y1, x1 = region if region is not None else (0.0, 0.0, image_size, image_size)
+        """A ``rows x cols`` grid, row-major, tiling ``region`` ``(y0, x0, y1, x1)`` in the
+        image's pixels (default: the whole image of ``image_size``, a side or ``(height,
+        width)``). A region reaching beyond the image (a processor's padding) gives boxes
+        clipped to it, empty where a token sees only padding."""
+        height, width = image_hw(image_size)
+        y0, x0, y1, x1 = region if region is not None else (0.0, 0.0, height, width)
         r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
         r, c = r.ravel(), c.ravel()
         h, w = (y1 - y0) / rows, (x1 - x0) / cols
         boxes = np.stack([y0 + r * h, x0 + c * w, y0 + (r + 1) * h, x0 + (c + 1) * w], axis=1)
+        boxes = np.clip(boxes, 0, [height, width, height, width])  # (tokens, 4)
         return cls(
             boxes=boxes.astype(np.float32),
             crops=np.full(len(r), crop, dtype=np.int16),
@@ -92,19 +121,23 @@ class TokenLayout:
         """The tokens at ``index`` (same extra kinds)."""
         return TokenLayout(self.boxes[index], self.crops[index], self.grid[index], self.extra)
 
-    def tiling(self, image_size: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]] | None:
-        """The finest set of same-sized boxes that tiles the image exactly, as
+    def tiling(
+        self, image_size: int | Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]] | None:
+        """The finest set of same-sized boxes that tiles the image (a side or ``(height,
+        width)``) exactly, as
         ``(token index, (row, col) in that tiling, (rows, cols))``; None if there is none.
 
         For a single grid this is every token; with a base view and crops (LLaVA-NeXT) it
         is the crop tokens, which see the image at the higher resolution.
         """
+        height, width = image_hw(image_size)
         sizes = np.round(self.boxes[:, 2:] - self.boxes[:, :2], 4)  # (tokens, 2)
         by_size = Counter(map(tuple, sizes.tolist()))
         for h, w in sorted(by_size, key=lambda hw: hw[0] * hw[1]):
-            if h <= 0 or w <= 0 or image_size % h or image_size % w:
+            if h <= 0 or w <= 0 or height % h or width % w:
                 continue
-            rows, cols = int(image_size // h), int(image_size // w)
+            rows, cols = int(height // h), int(width // w)
             same = (sizes == (h, w)).all(1)
             for subset in (same & (self.crops > 0), same & (self.crops == 0)):  # crops first
                 index = np.flatnonzero(subset)
@@ -119,7 +152,8 @@ class TokenLayout:
 def box_label_map(object_map: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """Which object covers each box: ``(n, H, W)`` object indices (-1 background) and
     ``(tokens, 4)`` boxes -> ``(n, tokens)`` int8, the object covering the most of a box's
-    pixels (ties: the lower index), -1 if none touches it.
+    pixels (ties: the lower index), -1 if none touches it, :data:`PADDING` (-2) for an
+    empty box (a token that sees only the processor's padding).
 
     A pixel belongs to a box when its centre lies inside. Counts come from per-object
     integral images, so any boxes (overlapping, of mixed sizes) cost the same.
@@ -135,7 +169,9 @@ def box_label_map(object_map: np.ndarray, boxes: np.ndarray) -> np.ndarray:
             f"for another image size"
         )
     n_objects = int(maps.max()) + 1 if maps.size else 0
+    empty = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])  # (tokens,)
     out = np.full((n, len(boxes)), -1, dtype=np.int8)
+    out[:, empty] = PADDING
     if n_objects <= 0:
         return out
     counts = np.empty((n, len(boxes), n_objects), dtype=np.int64)
@@ -149,4 +185,6 @@ def box_label_map(object_map: np.ndarray, boxes: np.ndarray) -> np.ndarray:
             + integral[:, lo[:, 0], lo[:, 1]]
         )
     best = counts.argmax(-1)
-    return np.where(counts.max(-1) > 0, best, -1).astype(np.int8)
+    out = np.where(counts.max(-1) > 0, best, -1).astype(np.int8)
+    out[:, empty] = PADDING
+    return out

@@ -141,9 +141,11 @@ class Stimuli(ImageSet):
 
     @property
     def sizes(self) -> np.ndarray:
-        """``(n,)`` int64 side in px of each image (the top-left square of its array)."""
+        """``(n, 2)`` int64 (height, width) in px of each (square) image: the top-left
+        square of its array."""
         cycle = np.asarray(self.spec.sizes, dtype=np.int64)
-        return cycle[np.arange(len(self)) % len(cycle)]
+        sides = cycle[np.arange(len(self)) % len(cycle)]
+        return np.stack([sides, sides], axis=1)
 
     def image(self, index: int) -> np.ndarray:
         """Image ``index`` without its padding, ``(side, side, 3)`` uint8."""
@@ -154,12 +156,12 @@ class Stimuli(ImageSet):
         return len(self.images)
 
     @property
-    def distinct_sizes(self) -> tuple[int, ...]:
-        return self.spec.sizes
+    def distinct_sizes(self) -> tuple[tuple[int, int], ...]:
+        return tuple((side, side) for side in self.spec.sizes)
 
     @property
-    def canvas(self) -> int:
-        return self.spec.image_size
+    def canvas(self) -> tuple[int, int]:
+        return self.spec.image_size, self.spec.image_size
 
     def pixels(self, indices: np.ndarray) -> np.ndarray:
         return self.images[indices]

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from caches import BASELINE, CacheReader, SiteTokens
 from interp.errors import ConfigError
+from interp.layout import image_hw
 from interp.names import as_names
 from interp.sites import sort_sites
 from probes.crossval import group_folds
@@ -63,11 +64,16 @@ def patch_pixels(images: np.ndarray, grid: np.ndarray, patch_grid: Sequence[int]
 
 
 def assemble(
-    patches: np.ndarray, grid: np.ndarray, patch_grid: Sequence[int], image_size: int
+    patches: np.ndarray,
+    grid: np.ndarray,
+    patch_grid: Sequence[int],
+    image_size: int | Sequence[int],
 ) -> np.ndarray:
-    """Inverse of :func:`patch_pixels`: ``(n, tokens, pixels)`` -> ``(n, H, W, 3)``."""
+    """Inverse of :func:`patch_pixels`: ``(n, tokens, pixels)`` -> ``(n, H, W, 3)`` for
+    images of ``image_size`` (a side or ``(height, width)``)."""
     rows, cols = patch_grid
-    ph, pw = image_size // rows, image_size // cols
+    height, width = image_hw(image_size)
+    ph, pw = height // rows, width // cols
     n = len(patches)
     out = np.zeros((n, rows, cols, ph, pw, 3), dtype=np.float32)
     out[:, grid[:, 0], grid[:, 1]] = patches.reshape(n, len(grid), ph, pw, 3)
@@ -100,6 +106,7 @@ class PixelReconstruction:
     training mean of each patch pixel (the no-information reconstruction); ``values``
     ``(n,)`` pixel values per image; ``alphas`` ``(folds,)`` the penalty chosen by each
     outer fold; ``patch`` the (height, width) in pixels at which patches were predicted.
+    Images of mixed sizes sit in the top-left of ``images``, zeros around.
     """
 
     images: np.ndarray
@@ -138,19 +145,20 @@ class _PatchRows:
         tokens: SiteTokens,
         images: np.ndarray,
         sizes: np.ndarray,
-        tilings: dict[int, Tiling],
+        tilings: dict[tuple[int, int], Tiling],
     ) -> None:
-        self.tokens, self.images, self.sizes, self.tilings = tokens, images, sizes, tilings
+        self.tokens, self.images, self.tilings = tokens, images, tilings
+        self.sizes = [(int(h), int(w)) for h, w in sizes]  # (height, width) per image
         patches = {}
-        for side in np.unique(sizes).tolist():
-            tiling = tilings[side]
+        for height, width in dict.fromkeys(self.sizes):
+            tiling = tilings[(height, width)]
             rows, cols = tiling.shape
-            if side % rows or side % cols:
+            if height % rows or width % cols:
                 raise ConfigError(
-                    f"images of {side} px do not tile a {rows}x{cols} patch grid; use an "
-                    f"image size that is a multiple of {rows}"
+                    f"images of {height}x{width} px (height x width) do not tile a "
+                    f"{rows}x{cols} patch grid; use an image size that is a multiple of it"
                 )
-            patches[side] = (side // rows, side // cols)
+            patches[(height, width)] = (height // rows, width // cols)
         self.patch = (
             math.gcd(*(ph for ph, _ in patches.values())),
             math.gcd(*(pw for _, pw in patches.values())),
@@ -158,26 +166,27 @@ class _PatchRows:
         self.patches = patches
 
     def groups(self, block: slice):
-        """``(side, images of the block with that side)`` in order of side."""
+        """``((height, width), images of the block of that size)``, in order of sizes."""
         local = self.sizes[block]
-        for side in np.unique(local).tolist():
-            yield side, block.start + np.flatnonzero(local == side)
+        for size in sorted(set(local)):
+            yield size, block.start + np.flatnonzero([hw == size for hw in local])
 
     def rows(self, block: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``x (m, d)`` float32, ``y (m, ph * pw * 3)`` float32 and the image of each row."""
         xs, ys, owners = [], [], []
-        for side, members in self.groups(block):
-            tiling = self.tilings[side]
+        for (height, width), members in self.groups(block):
+            tiling = self.tilings[(height, width)]
             index = (self.tokens.offsets[members][:, None] + tiling.index[None, :]).ravel()
             xs.append(self.tokens.values[index])
-            pixels = patch_pixels(self.images[members, :side, :side], tiling.cells, tiling.shape)
-            ys.append(self._down(pixels, side).reshape(len(index), -1))
+            images = self.images[members, :height, :width]  # (group, height, width, 3)
+            pixels = patch_pixels(images, tiling.cells, tiling.shape)
+            ys.append(self._down(pixels, (height, width)).reshape(len(index), -1))
             owners.append(np.repeat(members, len(tiling.index)))
         return np.concatenate(xs), np.concatenate(ys), np.concatenate(owners)
 
-    def _down(self, pixels: np.ndarray, side: int) -> np.ndarray:
+    def _down(self, pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """``(m, t, ph * pw * 3)`` -> the shared patch size, by block averages."""
-        (ph, pw), (qh, qw) = self.patches[side], self.patch
+        (ph, pw), (qh, qw) = self.patches[size], self.patch
         if (ph, pw) == (qh, qw):
             return pixels
         m, t, _ = pixels.shape
@@ -185,18 +194,18 @@ class _PatchRows:
         return blocks.mean((3, 5)).reshape(m, t, -1)
 
     def images_of(self, predicted: np.ndarray, block: slice) -> dict[int, np.ndarray]:
-        """Rows of :meth:`rows` -> ``image index -> (side, side, 3)``, each patch's
+        """Rows of :meth:`rows` -> ``image index -> (height, width, 3)``, each patch's
         prediction repeated over its pixels."""
         out, start = {}, 0
         (qh, qw) = self.patch
-        for side, members in self.groups(block):
-            tiling = self.tilings[side]
+        for size, members in self.groups(block):
+            tiling = self.tilings[size]
             t = len(tiling.index)
             part = predicted[start : start + len(members) * t].reshape(len(members), t, qh, qw, 3)
             start += len(members) * t
-            ph, pw = self.patches[side]
+            ph, pw = self.patches[size]
             part = part.repeat(ph // qh, axis=2).repeat(pw // qw, axis=3)
-            whole = assemble(part.reshape(len(members), t, -1), tiling.cells, tiling.shape, side)
+            whole = assemble(part.reshape(len(members), t, -1), tiling.cells, tiling.shape, size)
             out.update(zip(members.tolist(), whole, strict=True))
         return out
 
@@ -204,7 +213,7 @@ class _PatchRows:
 def reconstruct_pixels(
     acts: np.ndarray | SiteTokens,
     images: np.ndarray,
-    tilings: Tiling | dict[int, Tiling],
+    tilings: Tiling | dict[tuple[int, int], Tiling],
     *,
     sizes: np.ndarray | None = None,
     n_splits: int = 5,
@@ -216,18 +225,21 @@ def reconstruct_pixels(
     """Fit the PVP probe on one site's tokens and reconstruct every image.
 
     ``acts`` ``(n, tokens, d)`` or :class:`caches.SiteTokens` (ragged: images of mixed
-    sizes); ``images`` ``(n, H, W, 3)`` uint8, image ``i`` its top-left ``sizes[i]``
-    square (default: all of it); ``tilings`` the :class:`Tiling` of every image, or one
-    per image side. Features are standardised over all tokens of the site (no labels
-    involved); the ridge penalty of each outer fold is chosen by ``n_inner``-fold
-    cross-validation on its training images (mean squared error).
+    sizes); ``images`` ``(n, H, W, 3)`` uint8, image ``i`` its top-left ``sizes[i]`` =
+    (height, width) (``(n, 2)``, or ``(n,)`` sides of squares; default: all of it);
+    ``tilings`` the :class:`Tiling` of every image, or one per image size. Features are
+    standardised over all tokens of the site (no labels involved); the ridge penalty of
+    each outer fold is chosen by ``n_inner``-fold cross-validation on its training images
+    (mean squared error).
     """
     device = torch.device(device) if device else default_device()
     tokens = acts if isinstance(acts, SiteTokens) else SiteTokens.from_dense(acts)
     n = tokens.n_images
-    sizes = np.full(n, images.shape[1]) if sizes is None else np.asarray(sizes)
+    sizes = np.tile(images.shape[1:3], (n, 1)) if sizes is None else np.asarray(sizes)
+    if sizes.ndim == 1:
+        sizes = np.stack([sizes, sizes], axis=1)  # (n, 2) sides of squares
     if isinstance(tilings, Tiling):
-        tilings = {int(side): tilings for side in np.unique(sizes)}
+        tilings = {(int(h), int(w)): tilings for h, w in np.unique(sizes, axis=0)}
     patch_rows = _PatchRows(tokens, images, sizes, tilings)
     # Images fall into n_splits x n_inner blocks; outer fold f is the blocks b with
     # b // n_inner == f, and inner fold i of its complement the blocks with b % n_inner == i,
@@ -293,20 +305,20 @@ def reconstruct_pixels(
         predicted = patch_rows.images_of(predicted.clamp(0, 255).cpu().numpy(), block)
         baseline = patch_rows.images_of(baseline.cpu().numpy(), block)
         for i, image in predicted.items():
-            side = int(sizes[i])
-            truth = images[i, :side, :side].astype(np.float64)
+            height, width = (int(v) for v in sizes[i])
+            truth = images[i, :height, :width].astype(np.float64)
             abs_error[i] = np.abs(image - truth).sum()
             sq_error[i] = np.square(image - truth).sum()
             base_abs[i] = np.abs(baseline[i] - truth).sum()
             base_sq[i] = np.square(baseline[i] - truth).sum()
-            out[i, :side, :side] = image
+            out[i, :height, :width] = image
     return PixelReconstruction(
         images=out,
         abs_error=abs_error,
         sq_error=sq_error,
         baseline_abs_error=base_abs,
         baseline_sq_error=base_sq,
-        values=sizes.astype(np.float64) ** 2 * 3,
+        values=sizes.astype(np.float64).prod(1) * 3,
         alphas=np.asarray(chosen),
         patch=patch_rows.patch,
     )
@@ -406,21 +418,25 @@ def pixel_sweep(
     return pd.DataFrame(rows, columns=TABLE_COLUMNS), shown
 
 
-def site_tilings(reader: CacheReader, site: str, sizes: np.ndarray) -> dict[int, Tiling] | None:
-    """The :class:`Tiling` of ``site`` for every image side in ``sizes``, from the
-    cache's layouts (a ragged site's images of one side share one); None if the tokens
-    of some side do not tile its images (e.g. a pooled site whose boxes overlap)."""
+def site_tilings(
+    reader: CacheReader, site: str, sizes: np.ndarray
+) -> dict[tuple[int, int], Tiling] | None:
+    """The :class:`Tiling` of ``site`` for every image size in ``sizes`` ``(n, 2)``
+    (height, width), from the cache's layouts (a ragged site's images of one size share
+    one); None if the tokens of some size do not tile its images (a pooled site whose
+    boxes overlap, or a processor that resized the image to a grid of fractional pixels)."""
     out = {}
     counts = np.diff(reader.offsets(site))
-    for side in np.unique(sizes).tolist():
-        members = np.flatnonzero(sizes == side)
+    shapes = [(int(h), int(w)) for h, w in np.asarray(sizes).reshape(-1, 2)]
+    for size in dict.fromkeys(shapes):
+        members = [i for i, hw in enumerate(shapes) if hw == size]
         if len(set(counts[members].tolist())) != 1:
             return None  # images of one size with different layouts: no shared probe rows
-        found = reader.layout(site, image=int(members[0])).tiling(side)
+        found = reader.layout(site, image=members[0]).tiling(size)
         if found is None:
             return None
         index, cells, shape = found
-        out[side] = Tiling(index, cells, shape)
+        out[size] = Tiling(index, cells, shape)
     return out
 
 

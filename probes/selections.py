@@ -4,7 +4,8 @@
   object (and its object count).
 - ``on_object`` / ``off_object``: the mean of the tokens whose patch the first object
   covers / that no object covers: is the information where the object is drawn, or has
-  it spread to the background tokens?
+  it spread to the background tokens? (Tokens that see only the processor's padding are
+  neither.)
 - ``token``: every token that an object covers, on its own, labelled with *that*
   object's attributes (the image's count for ``count``); one sample per token, grouped
   by image for cross-validation.
@@ -95,7 +96,8 @@ class SiteLabels:
     ``image`` maps an attribute to ``(n,)`` classes of the image's first object (or of
     the image, for ``count``); ``objects`` maps the per-object attributes to ``(n,
     max objects)`` classes (-1: no such object); ``token_objects`` ``(tokens,)`` is the
-    object under each token (-1: background), in the flat token order of the site
+    object under each token (-1: background, -2: padding, a token that sees no pixel of
+    the image), in the flat token order of the site
     (:class:`caches.SiteTokens`; a dense ``(n, tokens)`` array is flattened).
     """
 

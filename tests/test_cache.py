@@ -16,7 +16,6 @@ from caches import SCHEMA_VERSION, CacheReader, extract
 from caches.writer import partial_path
 from interp import (
     CacheError,
-    ConfigError,
     OutputExistsError,
     SiteError,
     StimulusSpec,
@@ -190,9 +189,6 @@ def test_reader_errors_say_what_to_do(cache_path, tmp_path) -> None:
 
 
 def test_bad_extraction_settings(loaded, small, tmp_path) -> None:
-    odd = generate(StimulusSpec(n_images=2, image_size=60))
-    with pytest.raises(ConfigError, match="does not tile.*--image-size 64"):
-        extract(loaded, odd, tmp_path / "c.h5", progress=False)
     with pytest.raises(SiteError, match="valid sites"):
         extract(loaded, small, tmp_path / "c.h5", sites=["lm.42"], progress=False)
     assert not (tmp_path / "c.h5").exists() and not partial_path(tmp_path / "c.h5").exists()

@@ -139,12 +139,16 @@ def test_run_on_llava_next(folder, tmp_path) -> None:
     assert set(result.pixel_table.site) == sites == set(result.table.site)
 
 
-def test_sizes_that_do_not_tile_are_refused(loaded, tmp_path) -> None:
+def test_stimuli_that_do_not_tile_are_refused_by_a_run(folder, tmp_path) -> None:
+    """The run draws stimuli whose patches are whole pixels (labels and the pixel probe
+    exact); extract takes any size, each token's box through the processor."""
+    config = RunConfig(out=str(tmp_path / "out"), model=folder, image_size=30, progress=False)
     with pytest.raises(ConfigError, match="does not tile"):
-        extract(
-            loaded, generate(StimulusSpec(n_images=2, image_size=30)), tmp_path / "c.h5",
-            progress=False,
-        )  # fmt: skip
+        run(config)
+    stimuli = generate(StimulusSpec(n_images=2, image_size=30))
+    path = extract(load_model(folder), stimuli, tmp_path / "c.h5", progress=False)
+    with CacheReader(path) as reader:  # 30 px resized to the 16 px base view: 7.5 px patches
+        np.testing.assert_allclose(reader.layout("vision.0").boxes[1], [0, 7.5, 7.5, 15])
 
 
 def test_loads_with_a_dtype_and_device_map(folder, loaded) -> None:
@@ -178,8 +182,8 @@ def test_refusals_name_the_fix(folder, loaded, tmp_path) -> None:
     inputs = adapter.build_inputs(
         generate(StimulusSpec(n_images=1, image_size=32)).images, "<image>"
     )
-    inputs["image_sizes"] = torch.tensor([[32, 16]])
-    with pytest.raises(InterventionError, match="same square size"):
+    inputs["image_sizes"] = torch.tensor([[32, 16], [32, 32]])
+    with pytest.raises(InterventionError, match="the same size"):
         adapter.token_positions(inputs)
     with pytest.raises(InterventionError, match="use token_positions"):
         adapter.image_token_positions(inputs["input_ids"])

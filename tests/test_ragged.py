@@ -75,7 +75,7 @@ def test_stimuli_of_mixed_sizes() -> None:
     spec = StimulusSpec(n_images=4, image_sizes=(32, 48), seed=5)
     mixed = generate(spec)
     assert spec.image_size == 48 and mixed.images.shape == (4, 48, 48, 3)
-    assert mixed.sizes.tolist() == [32, 48, 32, 48]
+    assert mixed.sizes.tolist() == [[32, 32], [48, 48], [32, 32], [48, 48]]
     alone = generate(StimulusSpec(n_images=3, image_size=32, seed=5))
     np.testing.assert_array_equal(mixed.image(0), alone.images[0])  # drawn at its own size
     np.testing.assert_array_equal(mixed.images[2, 32:], 255)  # padded with the background
@@ -93,7 +93,7 @@ def test_each_images_tokens_equal_a_capture_of_it_alone(qwen, mixed, ragged_path
         for site in SITES:
             assert reader.is_ragged(site)
             offsets = reader.offsets(site)
-            counts = [len(adapter.token_layout(site, int(s))) for s in mixed.sizes]
+            counts = [len(adapter.token_layout(site, hw)) for hw in mixed.sizes]
             assert np.diff(offsets).tolist() == counts and len(set(counts)) == 2
             assert reader.acts(site).shape == (offsets[-1], reader.acts(site).shape[-1])
             with pytest.raises(CacheError, match="stored ragged.*site_tokens"):
@@ -105,8 +105,8 @@ def test_each_images_tokens_equal_a_capture_of_it_alone(qwen, mixed, ragged_path
                 rtol=1e-6,
                 atol=1e-6,
             )
-            for i, side in enumerate(mixed.sizes.tolist()):
-                expected = adapter.token_layout(site, side)
+            for i, size in enumerate(mixed.sizes.tolist()):
+                expected = adapter.token_layout(site, size)
                 np.testing.assert_array_equal(reader.layout(site, image=i).boxes, expected.boxes)
                 np.testing.assert_array_equal(reader.layout(site, image=i).grid, expected.grid)
         _assert_each_image_equals_a_capture_alone(qwen, mixed, reader, SITES)
@@ -132,16 +132,18 @@ def test_bad_ragged_inputs_are_refused(ragged_path, tmp_path) -> None:
         writer.write_static(images, maps, {}, {}, {"vision.0": [one]})
     with (
         CacheWriter(tmp_path / "b.h5", {"sites": ["vision.0"]}) as writer,
-        pytest.raises(CacheError, match="must give one side <= the array's"),
+        pytest.raises(CacheError, match=r"must give a \(height, width\) per image within the 8x8"),
     ):
-        writer.write_static(images, maps, {}, {}, {"vision.0": one}, sizes=np.array([8, 9]))
+        writer.write_static(
+            images, maps, {}, {}, {"vision.0": one}, sizes=np.array([[8, 8], [8, 9]])
+        )
 
 
 def test_labels_of_a_ragged_site_come_from_each_images_boxes(qwen, mixed, ragged_path) -> None:
     with CacheReader(ragged_path) as reader:
         labels = site_labels(reader, ["color"], "projector")
         offsets = reader.offsets("projector")
-        for i, side in enumerate(mixed.sizes.tolist()):
+        for i, (side, _) in enumerate(mixed.sizes.tolist()):
             boxes = qwen.adapter.token_layout("projector", side).boxes
             expected = box_label_map(mixed.object_map[i, :side, :side], boxes)[0]
             found = labels.token_objects[offsets[i] : offsets[i + 1]]

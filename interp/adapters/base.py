@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from interp.errors import ConfigError, SiteError, UnsupportedModelError
-from interp.layout import TokenLayout
+from interp.geometry import View, single_view
+from interp.layout import ImageSize, TokenLayout, image_hw
 from interp.sites import all_sites, parse_site
 
 __all__ = [
@@ -136,6 +137,7 @@ class Adapter(ABC):
     def __init__(self, model: nn.Module, processor: Any) -> None:
         self.model = model
         self.processor = processor
+        self.image_processor = getattr(processor, "image_processor", processor)
 
     # ----- structure -------------------------------------------------------------------
     @property
@@ -174,6 +176,10 @@ class Adapter(ABC):
         """Non-patch tokens (CLS, registers) the vision layers carry before the patches."""
 
     # ----- inputs ----------------------------------------------------------------------
+    def processor_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of every processor call (they override its saved settings)."""
+        return {}
+
     @abstractmethod
     def default_prompt(self, question: str) -> str:
         """The exact text given to the processor for one image and ``question``."""
@@ -225,13 +231,23 @@ class Adapter(ABC):
         prefix = self.vision_prefix_tokens
         return ("cls",) + ("register",) * (prefix - 1) if prefix else ()
 
-    def token_layout(self, site: str, image_size: int) -> TokenLayout:
-        """Where the stored tokens of ``site`` come from, for square stimuli of
-        ``image_size`` px. The default: one patch grid at every site."""
+    def token_layout(self, site: str, image_size: int | tuple[int, int]) -> TokenLayout:
+        """Where the stored tokens of ``site`` come from, for an image of ``image_size``
+        (a side, or ``(height, width)``): each token's box in the original image's pixels,
+        through the processor's resize, crop and padding. The default: one patch grid over
+        the one model input (:meth:`input_view`) at every site."""
         rows, cols = self.patch_grid
         stage = parse_site(self.check_site(site)).stage
         extra = self.vision_extra if stage == "vision" else self.image_extra
-        return TokenLayout.regular(rows, cols, image_size, extra=extra)
+        size = image_hw(image_size)
+        region = self.input_view(size).region
+        return TokenLayout.regular(rows, cols, size, region=region, extra=extra)
+
+    def input_view(self, size: ImageSize) -> View:
+        """The part of an image of ``size`` ``(height, width)`` that its one model input
+        shows, from the processor's own settings (resize, pad to square, centre crop) and
+        :meth:`processor_kwargs`."""
+        return single_view(self.image_processor, self.processor_kwargs(), size)
 
     @property
     def image_extra(self) -> tuple[str, ...]:
@@ -270,7 +286,9 @@ class Adapter(ABC):
             )
 
     def check_image_size(self, size: int) -> None:
-        """Refuse sizes whose pixels do not tile the patch grid (labels would be inexact)."""
+        """Refuse stimulus sides whose pixels do not tile the patch grid (the synthetic
+        stimuli are drawn so that every patch is whole stimulus pixels; images of any
+        size from data are placed by the processor's geometry instead)."""
         rows, _ = self.patch_grid
         if size < rows or size % rows:
             raise ConfigError(

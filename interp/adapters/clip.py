@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from interp.adapters.base import register_adapter
 from interp.adapters.encoder import VisionEncoderAdapter
 
@@ -19,6 +17,3 @@ class ClipAdapter(VisionEncoderAdapter):
     @property
     def vision_prefix_tokens(self) -> int:
         return 1  # CLS
-
-    def processor_kwargs(self) -> dict[str, Any]:
-        return {"size": {"shortest_edge": self.native_image_size}, "do_center_crop": False}

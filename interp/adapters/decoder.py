@@ -44,7 +44,6 @@ class DecoderVLMAdapter(Adapter):
         self._image_token_id = int(
             getattr(config, "image_token_id", None) or config.image_token_index
         )
-        self.image_processor = getattr(processor, "image_processor", processor)
 
     # ----- structure -------------------------------------------------------------------
     @property
@@ -92,9 +91,6 @@ class DecoderVLMAdapter(Adapter):
     def processor_images(self, images: np.ndarray) -> list:
         """The ``images`` argument of the processor for a batch, one image per sample."""
         return list(images)
-
-    def processor_kwargs(self) -> dict[str, Any]:
-        return {}
 
     def build_inputs(self, images: np.ndarray, prompt: str) -> dict[str, torch.Tensor]:
         self.check_prompt(prompt)

@@ -6,7 +6,7 @@ size (224 for the hub checkpoints), not the config's ``image_size`` (518).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from interp.adapters.base import register_adapter
 from interp.adapters.encoder import VisionEncoderAdapter
@@ -29,6 +29,3 @@ class Dinov2Adapter(VisionEncoderAdapter):
     @property
     def vision_prefix_tokens(self) -> int:
         return 1 + int(getattr(self.vision_config, "num_register_tokens", 0) or 0)
-
-    def processor_kwargs(self) -> dict[str, Any]:
-        return {"size": {"shortest_edge": self.native_image_size}, "do_center_crop": False}

@@ -33,7 +33,6 @@ class VisionEncoderAdapter(Adapter):
         self._layers = find_first_module(model, self.layer_suffixes)
         self._n = len(dict(model.named_modules())[self._layers])
         self.vision_config = getattr(model.config, "vision_config", model.config)
-        self.image_processor = getattr(processor, "image_processor", processor)
 
     # ----- structure -------------------------------------------------------------------
     @property
@@ -65,8 +64,14 @@ class VisionEncoderAdapter(Adapter):
 
     # ----- inputs ----------------------------------------------------------------------
     def processor_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments that make the processor emit exactly the native size, uncropped."""
-        return {"do_center_crop": False}
+        """Keyword arguments that make the processor emit exactly the native size: the
+        shorter side resized to it and the centre cropped (a square image is seen whole)."""
+        side = self.native_image_size
+        return {
+            "size": {"shortest_edge": side},
+            "do_center_crop": True,
+            "crop_size": {"height": side, "width": side},
+        }
 
     def default_prompt(self, question: str) -> str:
         return ""  # an encoder takes no text

@@ -18,7 +18,7 @@ import torch
 
 from interp.adapters.base import first_tensor, register_adapter
 from interp.adapters.llava import LlavaAdapter
-from interp.layout import TokenLayout
+from interp.layout import TokenLayout, image_hw
 from interp.sites import parse_site
 
 __all__ = ["Gemma3Adapter"]
@@ -47,10 +47,12 @@ class Gemma3Adapter(LlavaAdapter):
     def n_image_tokens(self) -> int:
         return self._side * self._side
 
-    def token_layout(self, site: str, image_size: int) -> TokenLayout:
+    def token_layout(self, site: str, image_size: int | tuple[int, int]) -> TokenLayout:
         if parse_site(self.check_site(site)).stage == "vision":
             return super().token_layout(site, image_size)
-        return TokenLayout.regular(self._side, self._side, image_size)
+        size = image_hw(image_size)
+        region = self.input_view(size).region
+        return TokenLayout.regular(self._side, self._side, size, region=region)
 
     def check_image_size(self, size: int) -> None:
         super().check_image_size(size)  # the patch grid tiles, so the pooled grid does too

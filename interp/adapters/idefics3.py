@@ -19,7 +19,8 @@ import torch
 
 from interp.adapters.base import TokenPositions, first_tensor, register_adapter
 from interp.adapters.decoder import DecoderVLMAdapter
-from interp.layout import TokenLayout
+from interp.geometry import View
+from interp.layout import TokenLayout, image_hw
 from interp.sites import parse_site
 
 __all__ = ["Idefics3Adapter"]
@@ -60,28 +61,35 @@ class Idefics3Adapter(DecoderVLMAdapter):
         return 0
 
     # ----- geometry --------------------------------------------------------------------
-    def _count_views(self, size: int) -> tuple[int, int]:
-        """(rows, cols) of tiles for a square ``size`` px image (0, 0: the global view
-        only), read off the processor's own output for a blank image."""
-        blank = np.zeros((size, size, 3), dtype=np.uint8)
+    def _count_views(self, size: tuple[int, int]) -> tuple[int, int]:
+        """(rows, cols) of tiles for an image of ``size`` ``(height, width)`` (0, 0: the
+        global view only), read off the processor's own output for a blank image."""
+        blank = np.zeros((*size, 3), dtype=np.uint8)
         out = self.image_processor([[blank]], return_tensors="pt", return_row_col_info=True)
         rows, cols = int(out["rows"][0][0]), int(out["cols"][0][0])
         return rows, cols
 
-    def token_layout(self, site: str, image_size: int) -> TokenLayout:
+    def views(self, size: tuple[int, int]) -> list[View]:
+        """The tiles (row-major) and then the global view of an image of ``size``: the
+        processor stretches the image to whole tiles (``rows x cols`` of them) and the
+        global view to one tile, so each shows its share of the whole image."""
+        rows, cols = self._views(size)
+        whole = View.whole(size)
+        tiles = whole.resize(rows * self._tile, cols * self._tile).tiles(rows, cols) if rows else []
+        return [*tiles, whole.resize(self._tile, self._tile)]
+
+    def token_layout(self, site: str, image_size: int | tuple[int, int]) -> TokenLayout:
         stage = parse_site(self.check_site(site)).stage
         side = self.patch_grid[0] // (1 if stage == "vision" else self._scale)
-        rows, cols = self._views(image_size)
-        step_y, step_x = image_size / max(rows, 1), image_size / max(cols, 1)
-        tiles = [
-            TokenLayout.regular(
-                side, side, image_size, crop=1 + i * cols + j,
-                region=(i * step_y, j * step_x, (i + 1) * step_y, (j + 1) * step_x),
-            )
-            for i in range(rows)
-            for j in range(cols)
-        ]  # fmt: skip
-        return TokenLayout.concat([*tiles, TokenLayout.regular(side, side, image_size)])
+        size = image_hw(image_size)
+        views = self.views(size)
+        crops = [*range(1, len(views)), 0]  # tiles are crops 1.., the global view 0
+        return TokenLayout.concat(
+            [
+                TokenLayout.regular(side, side, size, crop=crop, region=view.region)
+                for crop, view in zip(crops, views, strict=True)
+            ]
+        )
 
     # ----- inputs ----------------------------------------------------------------------
     def plain_prompt(self, question: str) -> str:

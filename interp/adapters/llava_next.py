@@ -3,15 +3,16 @@ image-newline tokens on top of the LLaVA-1.5 module tree.
 
 One image becomes views: the whole image resized to the tower's input (view 0) and the
 crops of a high-resolution canvas (views 1..), whose size is the configured pinpoint that
-fits the image best; the image is resized into the canvas and centred, with padding
-around it. The vision sites hold every view's patches (padding patches have empty
-boxes); in the LLM the base view's tokens come first, then the canvas's tokens with the
-padding rows or columns cut off (unpadding) and a newline token after each row.
+fits the image best; the image is resized into the canvas keeping its aspect ratio and
+centred, with padding around it. The vision sites hold every view's patches (padding
+patches have empty boxes); in the LLM the base view's tokens come first, then the
+canvas's tokens with the padding rows or columns cut off (unpadding) and a newline token
+after each row.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
 from functools import lru_cache
 from typing import Any
 
@@ -21,26 +22,11 @@ import torch
 from interp.adapters.base import TokenPositions, first_tensor, register_adapter
 from interp.adapters.llava import LlavaAdapter
 from interp.errors import InterventionError, UnsupportedModelError
-from interp.layout import TokenLayout
+from interp.geometry import View
+from interp.layout import TokenLayout, image_hw
 from interp.sites import parse_site
 
 __all__ = ["LlavaNextAdapter"]
-
-
-@dataclass(frozen=True)
-class _Canvas:
-    """Where a square ``size`` px image lands on the high-resolution canvas."""
-
-    size: int
-    height: int  # canvas, px
-    width: int
-    side: int  # the image's side on the canvas, px
-    pad_y: int
-    pad_x: int
-
-    @property
-    def scale(self) -> float:
-        return self.side / self.size
 
 
 @register_adapter
@@ -66,59 +52,65 @@ class LlavaNextAdapter(LlavaAdapter):
         self._canvas = lru_cache(maxsize=8)(self._make_canvas)
 
     # ----- geometry ----------------------------------------------------------------------
-    def _make_canvas(self, size: int) -> _Canvas:
+    def _make_canvas(self, size: tuple[int, int]) -> View:
+        """The high-resolution canvas of an image of ``size`` ``(height, width)``: the
+        pinpoint that fits it best, the image resized into it keeping its aspect ratio
+        (rounding up) and centred, padding around (the odd pixel below / right)."""
         from transformers.image_processing_utils import select_best_resolution
 
-        height, width = (int(v) for v in select_best_resolution((size, size), self._pinpoints))
-        # the processor resizes to fit (rounding up) and centres the image (pad below/right
-        # gets the odd pixel)
-        side = min(height, width)
-        return _Canvas(size, height, width, side, (height - side) // 2, (width - side) // 2)
+        height, width = size
+        target_h, target_w = (int(v) for v in select_best_resolution(size, self._pinpoints))
+        scale_h, scale_w = target_h / height, target_w / width
+        if scale_w < scale_h:
+            new_h, new_w = min(math.ceil(height * scale_w), target_h), target_w
+        else:
+            new_h, new_w = target_h, min(math.ceil(width * scale_h), target_w)
+        top, left = (target_h - new_h) // 2, (target_w - new_w) // 2
+        return View.whole(size).resize(new_h, new_w).window(-top, -left, target_h, target_w)
 
-    def _views(self, size: int) -> tuple[int, int]:
+    def _views(self, size: tuple[int, int]) -> tuple[int, int]:
         """(rows, cols) of crops on the canvas."""
         canvas = self._canvas(size)
-        return canvas.height // self._image_size, canvas.width // self._image_size
+        return canvas.shape[0] // self._image_size, canvas.shape[1] // self._image_size
 
-    def _canvas_layout(self, size: int) -> TokenLayout:
-        """Every canvas patch, crop by crop (row-major), each crop row-major."""
-        canvas, g, p = self._canvas(size), self.patch_grid[0], self._patch
-        parts = []
-        n_rows, n_cols = self._views(size)
-        for k in range(n_rows * n_cols):
-            i, j = divmod(k, n_cols)
-            crop = TokenLayout.regular(g, g, size, crop=k + 1)
-            r, c = crop.grid[:, 0] + i * g, crop.grid[:, 1] + j * g  # canvas patch (row, col)
-            canvas_box = np.stack([r * p, c * p, (r + 1) * p, (c + 1) * p], axis=1)
-            shift = np.array([canvas.pad_y, canvas.pad_x] * 2)
-            box = np.clip((canvas_box - shift) / canvas.scale, 0, size)  # padding: empty
-            parts.append(TokenLayout(box.astype(np.float32), crop.crops, crop.grid))
-        return TokenLayout.concat(parts)
-
-    def _unpadded(self, size: int) -> tuple[slice, slice]:
-        """Canvas patch rows and cols the model keeps (transformers' ``unpad_image``)."""
-        n_rows, n_cols = self._views(size)
-        height, width = n_rows * self.patch_grid[0], n_cols * self.patch_grid[1]  # patches
-        if width / height < 1:  # the square image is wider than the canvas: rows padded
-            new = int(round(size * (width / size), 7))
-            pad = (height - new) // 2
-            return slice(pad, height - pad), slice(0, width)
-        new = int(round(size * (height / size), 7))
-        pad = (width - new) // 2
-        return slice(0, height), slice(pad, width - pad)
-
-    def token_layout(self, site: str, image_size: int) -> TokenLayout:
-        stage = parse_site(self.check_site(site)).stage
+    def _canvas_layout(self, size: tuple[int, int]) -> TokenLayout:
+        """Every canvas patch, crop by crop (row-major), each crop row-major; a patch of
+        padding has an empty box."""
         g = self.patch_grid[0]
-        base = TokenLayout.regular(g, g, image_size, crop=0)
-        canvas = self._canvas_layout(image_size)
-        n_views = 1 + int(np.prod(self._views(image_size)))
+        crops = self._canvas(size).tiles(*self._views(size))
+        return TokenLayout.concat(
+            [
+                TokenLayout.regular(g, g, size, crop=k + 1, region=crop.region)
+                for k, crop in enumerate(crops)
+            ]
+        )
+
+    def _unpadded(self, size: tuple[int, int]) -> tuple[slice, slice]:
+        """Canvas patch rows and cols the model keeps (transformers' ``unpad_image``)."""
+        height, width = size
+        n_rows, n_cols = self._views(size)
+        rows, cols = n_rows * self.patch_grid[0], n_cols * self.patch_grid[1]  # patches
+        if width / height > cols / rows:  # wider than the canvas: rows of padding
+            new = int(round(height * (cols / width), 7))
+            pad = (rows - new) // 2
+            return slice(pad, rows - pad), slice(0, cols)
+        new = int(round(width * (rows / height), 7))
+        pad = (cols - new) // 2
+        return slice(0, rows), slice(pad, cols - pad)
+
+    def token_layout(self, site: str, image_size: int | tuple[int, int]) -> TokenLayout:
+        stage = parse_site(self.check_site(site)).stage
+        size = image_hw(image_size)
+        g = self.patch_grid[0]
+        base = TokenLayout.regular(g, g, size, crop=0)  # the whole image, stretched
+        canvas = self._canvas_layout(size)
+        n_views = 1 + int(np.prod(self._views(size)))
         if stage == "vision":
             return TokenLayout.concat([base, canvas], extra=self.vision_extra * n_views)
         if stage == "projector":
             return TokenLayout.concat([base, canvas])
-        rows, cols = self._unpadded(image_size)
-        n_rows, n_cols = self._views(image_size)
+        rows, cols = self._unpadded(size)
+        n_rows, n_cols = self._views(size)
         canvas_rc = self._canvas_rc(canvas, n_cols)  # (tokens, 2) canvas (row, col)
         order = np.lexsort((canvas_rc[:, 1], canvas_rc[:, 0]))  # canvas row-major
         keep = [
@@ -141,19 +133,19 @@ class LlavaNextAdapter(LlavaAdapter):
 
     def check_image_size(self, size: int) -> None:
         super().check_image_size(size)
-        self._canvas(size)  # fails early on a size no pinpoint fits
+        self._canvas((size, size))  # fails early on a size no pinpoint fits
 
     # ----- tokens ------------------------------------------------------------------------
     @staticmethod
-    def _size_of(inputs: dict[str, torch.Tensor]) -> int:
+    def _size_of(inputs: dict[str, torch.Tensor]) -> tuple[int, int]:
         sizes = inputs["image_sizes"]  # (batch, 2) (height, width)
-        if not bool((sizes == sizes[0]).all()) or int(sizes[0, 0]) != int(sizes[0, 1]):
+        if not bool((sizes == sizes[0]).all()):
             raise InterventionError(
-                f"every image of a batch must be the same square size, got {sizes.tolist()}"
+                f"every image of a batch must be the same size, got {sizes.tolist()}"
             )
-        return int(sizes[0, 0])
+        return int(sizes[0, 0]), int(sizes[0, 1])
 
-    def _newline_mask(self, size: int) -> np.ndarray:
+    def _newline_mask(self, size: tuple[int, int]) -> np.ndarray:
         """Over one image's run of image tokens in the LLM: True at the newline tokens."""
         g = self.patch_grid[0]
         rows, cols = self._unpadded(size)

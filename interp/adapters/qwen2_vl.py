@@ -5,7 +5,9 @@ The processor resizes each image to a multiple of ``patch x merge`` px (``smart_
 and orders its patches merge window by merge window (within a window row-major), so the
 vision blocks see ``(images x patches, d)`` in that order; the merger turns each window
 into one token, row-major over the merged grid, and those are the image tokens of the LLM.
-Stimuli must come out of ``smart_resize`` unchanged, so that every patch is whole.
+An image of any size is stretched to the resized shape, so each token's box is its share
+of the whole image; the synthetic stimuli must come out of ``smart_resize`` unchanged, so
+that every patch is whole stimulus pixels.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import torch
 from interp.adapters.base import TokenPositions, first_tensor, register_adapter
 from interp.adapters.decoder import DecoderVLMAdapter
 from interp.errors import ConfigError, InterventionError
-from interp.layout import TokenLayout
+from interp.geometry import View, size_field
+from interp.layout import TokenLayout, image_hw
 from interp.sites import parse_site
 
 __all__ = ["Qwen2VLAdapter"]
@@ -54,19 +57,22 @@ class Qwen2VLAdapter(DecoderVLMAdapter):
         return 0
 
     # ----- geometry --------------------------------------------------------------------
-    def _resized(self, size: int) -> tuple[int, int]:
-        """(height, width) px the processor resizes a square ``size`` px image to."""
+    def _resized(self, size: int | tuple[int, int]) -> tuple[int, int]:
+        """(height, width) px the processor resizes an image of ``size`` to (a multiple of
+        ``patch x merge`` each way, the pixel count within the processor's bounds)."""
         from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
+        height, width = image_hw(size)
         ip = self.image_processor
-        bounds = getattr(ip, "size", None) or {}
-        low = getattr(ip, "min_pixels", None) or bounds.get("shortest_edge")
-        high = getattr(ip, "max_pixels", None) or bounds.get("longest_edge")
-        return tuple(
-            smart_resize(
-                size, size, factor=self._patch * self._merge, min_pixels=low, max_pixels=high
-            )
-        )
+        bounds = getattr(ip, "size", None)
+        low = getattr(ip, "min_pixels", None) or size_field(bounds, "shortest_edge")
+        high = getattr(ip, "max_pixels", None) or size_field(bounds, "longest_edge")
+        factor = self._patch * self._merge
+        resized = smart_resize(height, width, factor=factor, min_pixels=low, max_pixels=high)
+        return int(resized[0]), int(resized[1])
+
+    def input_view(self, size: tuple[int, int]) -> View:
+        return View.whole(size).resize(*self._resized(size))
 
     def check_image_size(self, size: int) -> None:
         resized = self._resized(size)
@@ -78,18 +84,19 @@ class Qwen2VLAdapter(DecoderVLMAdapter):
                 f"{step} within the processor's pixel bounds, e.g. {self.native_image_size}"
             )
 
-    def token_layout(self, site: str, image_size: int) -> TokenLayout:
+    def token_layout(self, site: str, image_size: int | tuple[int, int]) -> TokenLayout:
         stage = parse_site(self.check_site(site)).stage
-        height, width = self._resized(image_size)
+        size = image_hw(image_size)  # the whole image, stretched to the resized shape
+        height, width = self._resized(size)
         rows, cols, m = height // self._patch, width // self._patch, self._merge
         if stage != "vision":  # one token per merge window, row-major
-            return TokenLayout.regular(rows // m, cols // m, image_size)
+            return TokenLayout.regular(rows // m, cols // m, size)
         # window (I, J), then (a, b) inside it -> patch (I*m + a, J*m + b)
         big_r, big_c, a, b = np.meshgrid(
             np.arange(rows // m), np.arange(cols // m), np.arange(m), np.arange(m), indexing="ij"
         )
         r, c = (big_r * m + a).ravel(), (big_c * m + b).ravel()
-        flat = TokenLayout.regular(rows, cols, image_size)
+        flat = TokenLayout.regular(rows, cols, size)
         return flat.take(r * cols + c)
 
     # ----- inputs ----------------------------------------------------------------------

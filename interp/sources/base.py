@@ -3,8 +3,8 @@
 A source is an :class:`ImageSet`. Its labels and per-object labels are small and held in
 memory; its pixels and object maps are produced for the images asked for
 (:meth:`ImageSet.pixels`, :meth:`ImageSet.maps`), so a folder of images is decoded a
-batch at a time. Images are square for now, each of its own side; a set is laid on one
-canvas (the largest side), every image in its top-left corner.
+batch at a time. Every image has its own height and width; a set is laid on one canvas
+(the largest height by the largest width), every image in its top-left corner.
 
 Sources are registered (:func:`register_source`) and :func:`open_source` picks the one
 that recognises a path, as adapters are picked from a model's config.
@@ -38,25 +38,26 @@ class ImageSet(ABC):
     @property
     @abstractmethod
     def sizes(self) -> np.ndarray:
-        """``(n,)`` int64 side in px of each (square) image."""
+        """``(n, 2)`` int64 ``(height, width)`` in px of each image."""
 
     @property
-    def distinct_sizes(self) -> tuple[int, ...]:
-        """The image sides of the set, in order of first appearance."""
-        return tuple(int(s) for s in dict.fromkeys(self.sizes.tolist()))
+    def distinct_sizes(self) -> tuple[tuple[int, int], ...]:
+        """The ``(height, width)`` sizes of the set, in order of first appearance."""
+        return tuple(dict.fromkeys((int(h), int(w)) for h, w in self.sizes.tolist()))
 
     @property
-    def canvas(self) -> int:
-        """The side every image is padded to: the largest."""
-        return int(self.sizes.max(initial=0))
+    def canvas(self) -> tuple[int, int]:
+        """``(height, width)`` every image is padded to: the largest of each."""
+        sizes = self.sizes.reshape(-1, 2)
+        return int(sizes[:, 0].max(initial=0)), int(sizes[:, 1].max(initial=0))
 
     @abstractmethod
     def pixels(self, indices: np.ndarray) -> np.ndarray:
-        """``(k, canvas, canvas, 3)`` uint8 images ``indices``, each at the top left."""
+        """``(k, *canvas, 3)`` uint8 images ``indices``, each at the top left."""
 
     @abstractmethod
     def maps(self, indices: np.ndarray) -> np.ndarray:
-        """``(k, canvas, canvas)`` int8 object index under each pixel, -1 = none."""
+        """``(k, *canvas)`` int8 object index under each pixel, -1 = none."""
 
     labels: dict[str, np.ndarray]  # attribute -> (n,) (an attribute or a property)
 

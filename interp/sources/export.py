@@ -34,10 +34,10 @@ def write_label_folder(data: ImageSet, folder: str | Path, *, batch: int = 64) -
         indices = np.arange(start, min(len(data), start + batch))
         pixels, maps = data.pixels(indices), data.maps(indices)
         for j, i in enumerate(indices.tolist()):
-            side = int(data.sizes[i])
+            height, width = (int(v) for v in data.sizes[i])
             name = f"{i:05d}.png"
-            Image.fromarray(pixels[j, :side, :side]).save(folder / "images" / name)
-            mask = maps[j, :side, :side].astype(np.int16) + 1  # 0 = background
+            Image.fromarray(pixels[j, :height, :width]).save(folder / "images" / name)
+            mask = maps[j, :height, :width].astype(np.int16) + 1  # 0 = background
             Image.fromarray(mask.astype(np.uint8)).save(folder / "masks" / name)
             row = {"image": f"images/{name}", "mask": f"masks/{name}"}
             for attribute, values in data.labels.items():

@@ -67,7 +67,8 @@ class TabularImages(ImageSet):
                 f"categorical columns {unknown} are not in {name}; its attribute columns: "
                 f"{', '.join(map(str, columns))}"
             )
-        self._sizes = np.array([self._side(i) for i in range(len(self.frame))], dtype=np.int64)
+        self._sizes = np.array([self._size(i) for i in range(len(self.frame))], dtype=np.int64)
+        self._sizes = self._sizes.reshape(len(self.frame), 2)  # (n, 2) (height, width)
         self._objects = self._parse_objects()
         self._labels, self._classes = self._parse_labels(chosen, forced)
         self._warned_modes: set[str] = set()
@@ -93,7 +94,8 @@ class TabularImages(ImageSet):
     def _row(self, i: int) -> str:
         """Row ``i`` as messages name it."""
 
-    def _side(self, i: int) -> int:
+    def _size(self, i: int) -> tuple[int, int]:
+        """(height, width) of image ``i``, read from its header."""
         try:
             with self._open_image(i) as image:
                 width, height = image.size
@@ -101,13 +103,7 @@ class TabularImages(ImageSet):
             raise ConfigError(
                 f"{self._row(i)}: not a readable image ({err}); replace it or drop the row"
             ) from err
-        if width != height:
-            raise ConfigError(
-                f"{self._row(i)} is {width}x{height} px; images must be square for now "
-                f"(the token geometry of non-square images through each processor is not "
-                f"implemented yet): crop or pad it to a square"
-            )
-        return width
+        return height, width
 
     def _parse_objects(self) -> list[list[dict[str, Any]]]:
         if "objects" not in self.frame.columns:
@@ -124,7 +120,7 @@ class TabularImages(ImageSet):
                     f"{self._row(i)}: column 'objects' is not a JSON list ({err}); write "
                     f'[{{"box": [x0, y0, x1, y1], "<attribute>": value}}, ...]'
                 ) from err
-            side = int(self._sizes[i])
+            height, width = (int(v) for v in self._sizes[i])
             masked = self._has_mask(i)
             for k, obj in enumerate(objects):
                 if not isinstance(obj, dict):
@@ -142,10 +138,11 @@ class TabularImages(ImageSet):
                         f"image's pixels (or the row a mask), got {obj!r}"
                     )
                 x0, y0, x1, y1 = box
-                if not (0 <= x0 < x1 <= side and 0 <= y0 < y1 <= side):
+                if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
                     raise ConfigError(
                         f"{self._row(i)}: object {k}'s box {list(box)} is not inside the "
-                        f"{side}x{side} image (0 <= x0 < x1 <= {side}, the same for y)"
+                        f"image of {width}x{height} px (width x height: 0 <= x0 < x1 <= "
+                        f"{width}, 0 <= y0 < y1 <= {height})"
                     )
             if len(objects) > 127:
                 raise ConfigError(f"{self._row(i)}: at most 127 objects per image")
@@ -232,11 +229,16 @@ class TabularImages(ImageSet):
         return out
 
     def pixels(self, indices: np.ndarray) -> np.ndarray:
-        canvas = self.canvas
-        out = np.zeros((len(indices), canvas, canvas, 3), dtype=np.uint8)
+        out = np.zeros((len(indices), *self.canvas, 3), dtype=np.uint8)
         for j, i in enumerate(np.asarray(indices).tolist()):
-            side = int(self._sizes[i])
-            out[j, :side, :side] = self._decode(i)
+            height, width = (int(v) for v in self._sizes[i])
+            decoded = self._decode(i)
+            if decoded.shape[:2] != (height, width):  # the file changed since it was read
+                raise ConfigError(
+                    f"{self._row(i)}: the image is now {decoded.shape[1]}x{decoded.shape[0]} "
+                    f"px, {width}x{height} when the data were opened; open them again"
+                )
+            out[j, :height, :width] = decoded
         return out
 
     def _decode(self, i: int) -> np.ndarray:
@@ -262,28 +264,30 @@ class TabularImages(ImageSet):
             )
 
     def maps(self, indices: np.ndarray) -> np.ndarray:
-        canvas = self.canvas
-        out = np.full((len(indices), canvas, canvas), -1, dtype=np.int8)
+        out = np.full((len(indices), *self.canvas), -1, dtype=np.int8)
         for j, i in enumerate(np.asarray(indices).tolist()):
-            side = int(self._sizes[i])
+            height, width = (int(v) for v in self._sizes[i])
             if self._has_mask(i):
-                out[j, :side, :side] = self._mask(i, side)
+                out[j, :height, :width] = self._mask(i, (height, width))
                 continue
             for k, obj in enumerate(self._objects[i]):
                 x0, y0, x1, y1 = (int(round(v)) for v in obj["box"])
                 out[j, y0:y1, x0:x1] = k
         return out
 
-    def _mask(self, i: int, side: int) -> np.ndarray:
+    def _mask(self, i: int, size: tuple[int, int]) -> np.ndarray:
         try:
             with self._open_mask(i) as image:
                 mask = np.asarray(image)
         except (UnidentifiedImageError, OSError) as err:
             raise ConfigError(f"{self._row(i)}: its mask cannot be read ({err})") from err
-        if mask.shape[:2] != (side, side) or mask.ndim != 2:
+        if mask.shape[:2] != size or mask.ndim != 2:
+            found = f"{mask.shape[1]}x{mask.shape[0]} px" if mask.ndim >= 2 else str(mask.shape)
             raise ConfigError(
-                f"{self._row(i)}: its mask is {mask.shape}, the image {side}x{side}; a mask "
-                f"is one channel of the image's size (0 = background, k = object k)"
+                f"{self._row(i)}: its mask is {found}"
+                f"{' with ' + str(mask.shape[2]) + ' channels' if mask.ndim == 3 else ''}, the "
+                f"image {size[1]}x{size[0]} px (width x height); a mask is one channel of the "
+                f"image's size (0 = background, k = object k)"
             )
         if mask.max(initial=0) > len(self._objects[i]):
             raise ConfigError(
