@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import transformers
+from tiny_vlms import build_encoder
 from transformers import AutoModel
 
 from analyses import RunConfig, run
@@ -16,48 +16,6 @@ from interp import ConfigError, StimulusSpec, capture, capture_tokens, generate,
 SIDE, PATCH = 32, 8  # a 4x4 patch grid
 
 
-def _image_processor(name: str, **kwargs):
-    cls = getattr(transformers, f"{name}Pil", None) or getattr(transformers, name)
-    return cls(**kwargs)
-
-
-def _build(kind: str, folder) -> str:
-    common = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
-    if kind == "clip":
-        config = transformers.CLIPVisionConfig(
-            **common, intermediate_size=64, image_size=SIDE, patch_size=PATCH
-        )
-        model = transformers.CLIPVisionModel(config)
-        processor = _image_processor(
-            "CLIPImageProcessor",
-            size={"shortest_edge": SIDE},
-            crop_size={"height": SIDE, "width": SIDE},
-        )
-    elif kind == "siglip":
-        config = transformers.SiglipVisionConfig(
-            **common, intermediate_size=64, image_size=SIDE, patch_size=PATCH
-        )
-        model = transformers.SiglipVisionModel(config)
-        processor = _image_processor("SiglipImageProcessor", size={"height": SIDE, "width": SIDE})
-    else:
-        registers = kind == "dinov2_registers"
-        config_cls = (
-            transformers.Dinov2WithRegistersConfig if registers else transformers.Dinov2Config
-        )
-        extra = {"num_register_tokens": 2} if registers else {}
-        config = config_cls(**common, image_size=SIDE, patch_size=PATCH, **extra)
-        model = AutoModel.from_config(config)
-        # Hub DINOv2 processors resize to 256 and crop 224; the adapter turns the crop off.
-        processor = _image_processor(
-            "BitImageProcessor",
-            size={"shortest_edge": SIDE + 8},
-            crop_size={"height": SIDE, "width": SIDE},
-        )
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return str(folder)
-
-
 KINDS = ["clip", "siglip", "dinov2", "dinov2_registers"]
 PREFIX = {"clip": 1, "siglip": 0, "dinov2": 1, "dinov2_registers": 3}
 
@@ -65,7 +23,7 @@ PREFIX = {"clip": 1, "siglip": 0, "dinov2": 1, "dinov2_registers": 3}
 @pytest.fixture(scope="module", params=KINDS)
 def encoder(request, tmp_path_factory):
     torch.manual_seed(0)
-    folder = _build(request.param, tmp_path_factory.mktemp(request.param))
+    folder = build_encoder(request.param, tmp_path_factory.mktemp(request.param))
     return request.param, folder, load_model(folder)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 import transformers
+from transformers import AutoModel
 
 from interp.tiny_llava import make_tokenizer, save_portable
 
@@ -288,3 +289,47 @@ def build_idefics3(folder, *, smolvlm: bool = False, tile: int = 16, patch_size:
             model, processor, folder, named_tokens=IDEFICS3_TOKENS, tokenizer_class=tokenizer_class
         )
     )
+
+
+def _image_processor(name: str, **kwargs):
+    cls = getattr(transformers, f"{name}Pil", None) or getattr(transformers, name)
+    return cls(**kwargs)
+
+
+def build_encoder(kind: str, folder, side: int = 32, patch: int = 8) -> str:
+    """A 2-layer CLIP, SigLIP or DINOv2 (``dinov2_registers``: 2 registers) encoder of
+    ``side`` px inputs cut into ``patch`` px patches, saved with its image processor."""
+    common = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
+    if kind == "clip":
+        config = transformers.CLIPVisionConfig(
+            **common, intermediate_size=64, image_size=side, patch_size=patch
+        )
+        model = transformers.CLIPVisionModel(config)
+        processor = _image_processor(
+            "CLIPImageProcessor",
+            size={"shortest_edge": side},
+            crop_size={"height": side, "width": side},
+        )
+    elif kind == "siglip":
+        config = transformers.SiglipVisionConfig(
+            **common, intermediate_size=64, image_size=side, patch_size=patch
+        )
+        model = transformers.SiglipVisionModel(config)
+        processor = _image_processor("SiglipImageProcessor", size={"height": side, "width": side})
+    else:
+        registers = kind == "dinov2_registers"
+        config_cls = (
+            transformers.Dinov2WithRegistersConfig if registers else transformers.Dinov2Config
+        )
+        extra = {"num_register_tokens": 2} if registers else {}
+        config = config_cls(**common, image_size=side, patch_size=patch, **extra)
+        model = AutoModel.from_config(config)
+        # Hub DINOv2 processors resize to 256 and crop 224; the adapter resizes to the crop.
+        processor = _image_processor(
+            "BitImageProcessor",
+            size={"shortest_edge": side + 8},
+            crop_size={"height": side, "width": side},
+        )
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return str(folder)
