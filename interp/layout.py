@@ -124,29 +124,66 @@ class TokenLayout:
     def tiling(
         self, image_size: int | Sequence[int]
     ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]] | None:
-        """The finest set of same-sized boxes that tiles the image (a side or ``(height,
-        width)``) exactly, as
-        ``(token index, (row, col) in that tiling, (rows, cols))``; None if there is none.
+        """The finest set of same-sized boxes of whole pixels that tiles the image (a side
+        or ``(height, width)``) exactly, as ``(token index, (row, col) in that tiling,
+        (rows, cols))``; None if there is none.
 
         For a single grid this is every token; with a base view and crops (LLaVA-NeXT) it
         is the crop tokens, which see the image at the higher resolution.
         """
         height, width = image_hw(image_size)
+        for index, cells, shape, region in self._grids(height, width):
+            box_h, box_w = region[2] / shape[0], region[3] / shape[1]
+            whole = region == (0.0, 0.0, float(height), float(width))
+            if whole and box_h == int(box_h) and box_w == int(box_w):
+                return index, cells, shape
+        return None
+
+    def cover(
+        self, image_size: int | Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], tuple[float, float, float, float]] | None:
+        """The set of same-sized boxes laid as a full ``rows x cols`` grid over a rectangle
+        ``region`` ``(y0, x0, y1, x1)`` of the image that covers most of it (the whole image
+        first; then the finest grid), as ``(token index, (row, col) in the grid, (rows,
+        cols), region)``; None if no set of boxes makes such a grid. Unlike
+        :meth:`tiling`, boxes may be fractional pixels (a processor that resized the image)
+        and the region may leave part of the image out (a centre crop)."""
+        height, width = image_hw(image_size)
+        found = list(self._grids(height, width))
+        if not found:
+            return None
+
+        def rank(grid: tuple) -> tuple[float, float]:
+            y0, x0, y1, x1 = grid[3]
+            covered = (y1 - y0) * (x1 - x0) / (height * width)
+            return -round(covered, 4), (y1 - y0) * (x1 - x0) / len(grid[0])
+
+        return min(found, key=rank)
+
+    def _grids(self, height: int, width: int):
+        """Every full regular grid of same-sized boxes (crop tokens before base-view ones;
+        finest first): ``(index, cells, (rows, cols), region)``."""
         sizes = np.round(self.boxes[:, 2:] - self.boxes[:, :2], 4)  # (tokens, 2)
         by_size = Counter(map(tuple, sizes.tolist()))
         for h, w in sorted(by_size, key=lambda hw: hw[0] * hw[1]):
-            if h <= 0 or w <= 0 or height % h or width % w:
+            if h <= 0 or w <= 0:
                 continue
-            rows, cols = int(height // h), int(width // w)
             same = (sizes == (h, w)).all(1)
             for subset in (same & (self.crops > 0), same & (self.crops == 0)):  # crops first
                 index = np.flatnonzero(subset)
-                cells = np.round(self.boxes[index, :2] / (h, w)).astype(np.int64)
-                if len(index) == rows * cols and len({tuple(x) for x in cells.tolist()}) == len(
-                    index
-                ):
-                    return index, cells.astype(np.int32), (rows, cols)
-        return None
+                if not len(index):
+                    continue
+                y0, x0 = self.boxes[index, :2].min(0).tolist()
+                y1, x1 = self.boxes[index, 2:].max(0).tolist()
+                rows, cols = round((y1 - y0) / h), round((x1 - x0) / w)
+                cells = np.round((self.boxes[index, :2] - (y0, x0)) / (h, w)).astype(np.int64)
+                regular = np.allclose(self.boxes[index, :2], (y0, x0) + cells * (h, w), atol=1e-3)
+                distinct = len({tuple(x) for x in cells.tolist()}) == len(index)
+                if regular and distinct and len(index) == rows * cols:
+                    region = (float(y0), float(x0), float(y1), float(x1))
+                    if np.allclose(region, (0, 0, height, width), atol=1e-3):
+                        region = (0.0, 0.0, float(height), float(width))
+                    yield index, cells.astype(np.int32), (rows, cols), region
 
 
 def box_label_map(object_map: np.ndarray, boxes: np.ndarray) -> np.ndarray:

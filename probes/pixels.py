@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from caches import BASELINE, CacheReader, SiteTokens
@@ -41,6 +42,7 @@ __all__ = [
 ]
 
 _CHUNK = 64  # images per pass over a site
+RESAMPLED_PATCH = 8  # the largest patch side (px) predicted for images resampled by area
 PIXEL_INNER_FOLDS = 3  # folds that choose each outer fold's ridge penalty
 
 
@@ -84,16 +86,23 @@ def assemble(
 class Tiling:
     """Which tokens of an image tile it, and where: ``index`` ``(t,)`` positions among
     the image's tokens, ``cells`` ``(t, 2)`` (row, col) of each in a ``shape = (rows,
-    cols)`` grid of equal patches that covers the image exactly."""
+    cols)`` grid of equal patches over ``region`` ``(y0, x0, y1, x1)`` of the image's
+    pixels (None: the whole image; patches may be fractional pixels, and a region may
+    leave part of the image out, as a centre crop does)."""
 
     index: np.ndarray
     cells: np.ndarray
     shape: tuple[int, int]
+    region: tuple[float, float, float, float] | None = None
 
     @classmethod
     def of(cls, cells: np.ndarray, shape: Sequence[int]) -> Tiling:
         """Every token, in order, at ``cells``."""
         return cls(np.arange(len(cells)), np.asarray(cells), (int(shape[0]), int(shape[1])))
+
+    def area(self, size: tuple[int, int]) -> tuple[float, float, float, float]:
+        """The region in an image of ``size`` (height, width)."""
+        return self.region or (0.0, 0.0, float(size[0]), float(size[1]))
 
 
 @dataclass
@@ -104,8 +113,9 @@ class PixelReconstruction:
     top-left of the padded array, zeros around); ``abs_error`` and ``sq_error`` ``(n,)``
     per-image sums over its pixels and channels; ``baseline_*`` the same for the
     training mean of each patch pixel (the no-information reconstruction); ``values``
-    ``(n,)`` pixel values per image; ``alphas`` ``(folds,)`` the penalty chosen by each
-    outer fold; ``patch`` the (height, width) in pixels at which patches were predicted.
+    ``(n,)`` pixel values scored per image (those a tiling's region covers);
+    ``alphas`` ``(folds,)`` the penalty chosen by each outer fold; ``patch`` the
+    (height, width) in pixels at which patches were predicted.
     Images of mixed sizes sit in the top-left of ``images``, zeros around.
     """
 
@@ -136,9 +146,16 @@ def _image_blocks(n: int):
 
 class _PatchRows:
     """The probe's rows, a chunk of images at a time: each tiling token's features and
-    its patch's pixels, block-averaged to one patch size shared by every image size (the
-    greatest common divisor of their patch sizes: the patches themselves when all images
-    share a size), and back from predicted rows to images."""
+    its patch's pixels, and back from predicted rows to images.
+
+    Where every image size is tiled by whole-pixel patches, patches are block-averaged to
+    one size shared by every image size (the greatest common divisor of their patch
+    sizes: the patches themselves when all images share a size). Otherwise (a processor
+    that resized or cropped the image: fractional patches, or a region short of the
+    image) each image's region is resampled by area to ``(rows x q, cols x q)`` pixels,
+    ``q`` the smallest patch side (at most :data:`RESAMPLED_PATCH`), and predictions are
+    painted back over the region's own pixels; pixels outside every region are not
+    scored."""
 
     def __init__(
         self,
@@ -149,20 +166,31 @@ class _PatchRows:
     ) -> None:
         self.tokens, self.images, self.tilings = tokens, images, tilings
         self.sizes = [(int(h), int(w)) for h, w in sizes]  # (height, width) per image
-        patches = {}
-        for height, width in dict.fromkeys(self.sizes):
-            tiling = tilings[(height, width)]
-            rows, cols = tiling.shape
-            if height % rows or width % cols:
+        patches, boxes = {}, {}
+        for size in dict.fromkeys(self.sizes):
+            tiling = tilings[size]
+            (rows, cols), (height, width) = tiling.shape, size
+            y0, x0, y1, x1 = tiling.area(size)
+            boxes[size] = ((y1 - y0) / rows, (x1 - x0) / cols)
+            if tiling.region is None and (height % rows or width % cols):
                 raise ConfigError(
                     f"images of {height}x{width} px (height x width) do not tile a "
                     f"{rows}x{cols} patch grid; use an image size that is a multiple of it"
                 )
-            patches[(height, width)] = (height // rows, width // cols)
-        self.patch = (
-            math.gcd(*(ph for ph, _ in patches.values())),
-            math.gcd(*(pw for _, pw in patches.values())),
-        )
+            whole = (y0, x0, y1, x1) == (0.0, 0.0, float(height), float(width))
+            if whole and not (height % rows or width % cols):
+                patches[size] = (height // rows, width // cols)
+        self.resampled = len(patches) < len(boxes)
+        if self.resampled:
+            self.patch = tuple(
+                max(1, min(RESAMPLED_PATCH, math.floor(min(b[k] for b in boxes.values()))))
+                for k in (0, 1)
+            )
+        else:
+            self.patch = (
+                math.gcd(*(ph for ph, _ in patches.values())),
+                math.gcd(*(pw for _, pw in patches.values())),
+            )
         self.patches = patches
 
     def groups(self, block: slice):
@@ -170,6 +198,12 @@ class _PatchRows:
         local = self.sizes[block]
         for size in sorted(set(local)):
             yield size, block.start + np.flatnonzero([hw == size for hw in local])
+
+    def covered(self, size: tuple[int, int]) -> np.ndarray:
+        """``(height, width)`` bool: the pixels whose centre lies in the tiling's region."""
+        y0, x0, y1, x1 = self.tilings[size].area(size)
+        ys, xs = np.arange(size[0]) + 0.5, np.arange(size[1]) + 0.5
+        return ((ys >= y0) & (ys < y1))[:, None] & ((xs >= x0) & (xs < x1))[None, :]
 
     def rows(self, block: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``x (m, d)`` float32, ``y (m, ph * pw * 3)`` float32 and the image of each row."""
@@ -179,10 +213,24 @@ class _PatchRows:
             index = (self.tokens.offsets[members][:, None] + tiling.index[None, :]).ravel()
             xs.append(self.tokens.values[index])
             images = self.images[members, :height, :width]  # (group, height, width, 3)
-            pixels = patch_pixels(images, tiling.cells, tiling.shape)
-            ys.append(self._down(pixels, (height, width)).reshape(len(index), -1))
+            if self.resampled:
+                targets = np.stack([self._resample(image, tiling) for image in images])
+                pixels = patch_pixels(targets, tiling.cells, tiling.shape)
+            else:
+                pixels = patch_pixels(images, tiling.cells, tiling.shape)
+                pixels = self._down(pixels, (height, width))
+            ys.append(pixels.reshape(len(index), -1))
             owners.append(np.repeat(members, len(tiling.index)))
         return np.concatenate(xs), np.concatenate(ys), np.concatenate(owners)
+
+    def _resample(self, image: np.ndarray, tiling: Tiling) -> np.ndarray:
+        """The tiling's region of ``image`` averaged by area to ``q`` px a patch:
+        ``(rows x qh, cols x qw, 3)`` uint8."""
+        (rows, cols), (qh, qw) = tiling.shape, self.patch
+        y0, x0, y1, x1 = tiling.area(image.shape[:2])
+        picture = Image.fromarray(image)
+        size = (cols * qw, rows * qh)  # PIL: (width, height)
+        return np.asarray(picture.resize(size, Image.Resampling.BOX, box=(x0, y0, x1, y1)))
 
     def _down(self, pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """``(m, t, ph * pw * 3)`` -> the shared patch size, by block averages."""
@@ -195,7 +243,7 @@ class _PatchRows:
 
     def images_of(self, predicted: np.ndarray, block: slice) -> dict[int, np.ndarray]:
         """Rows of :meth:`rows` -> ``image index -> (height, width, 3)``, each patch's
-        prediction repeated over its pixels."""
+        prediction over its pixels (zeros outside the tiling's region)."""
         out, start = {}, 0
         (qh, qw) = self.patch
         for size, members in self.groups(block):
@@ -203,9 +251,24 @@ class _PatchRows:
             t = len(tiling.index)
             part = predicted[start : start + len(members) * t].reshape(len(members), t, qh, qw, 3)
             start += len(members) * t
-            ph, pw = self.patches[size]
-            part = part.repeat(ph // qh, axis=2).repeat(pw // qw, axis=3)
-            whole = assemble(part.reshape(len(members), t, -1), tiling.cells, tiling.shape, size)
+            if self.resampled:
+                (rows, cols), (height, width) = tiling.shape, size
+                grid = assemble(
+                    part.reshape(len(members), t, -1), tiling.cells, tiling.shape,
+                    (rows * qh, cols * qw),
+                )  # fmt: skip
+                y0, x0, y1, x1 = tiling.area(size)
+                covered = self.covered(size)
+                r = np.floor((np.arange(height) + 0.5 - y0) / (y1 - y0) * rows * qh)
+                c = np.floor((np.arange(width) + 0.5 - x0) / (x1 - x0) * cols * qw)
+                r = np.clip(r, 0, rows * qh - 1).astype(np.int64)
+                c = np.clip(c, 0, cols * qw - 1).astype(np.int64)
+                whole = grid[:, r][:, :, c] * covered[None, :, :, None]
+            else:
+                ph, pw = self.patches[size]
+                part = part.repeat(ph // qh, axis=2).repeat(pw // qw, axis=3)
+                flat = part.reshape(len(members), t, -1)
+                whole = assemble(flat, tiling.cells, tiling.shape, size)
             out.update(zip(members.tolist(), whole, strict=True))
         return out
 
@@ -291,7 +354,7 @@ def reconstruct_pixels(
     # Pass 2: predict every image with its held-out fold's probe, compare at full size.
     out = np.zeros(images.shape, dtype=np.float32)
     abs_error, sq_error = np.empty(n), np.empty(n)
-    base_abs, base_sq = np.empty(n), np.empty(n)
+    base_abs, base_sq, values = np.empty(n), np.empty(n), np.empty(n)
     for block in _image_blocks(n):
         x, _, owner = rows(block)
         x = (x - mean) / scale
@@ -306,11 +369,13 @@ def reconstruct_pixels(
         baseline = patch_rows.images_of(baseline.cpu().numpy(), block)
         for i, image in predicted.items():
             height, width = (int(v) for v in sizes[i])
-            truth = images[i, :height, :width].astype(np.float64)
-            abs_error[i] = np.abs(image - truth).sum()
-            sq_error[i] = np.square(image - truth).sum()
-            base_abs[i] = np.abs(baseline[i] - truth).sum()
-            base_sq[i] = np.square(baseline[i] - truth).sum()
+            covered = patch_rows.covered((height, width))  # (height, width) scored pixels
+            truth = images[i, :height, :width].astype(np.float64)[covered]  # (pixels, 3)
+            abs_error[i] = np.abs(image[covered] - truth).sum()
+            sq_error[i] = np.square(image[covered] - truth).sum()
+            base_abs[i] = np.abs(baseline[i][covered] - truth).sum()
+            base_sq[i] = np.square(baseline[i][covered] - truth).sum()
+            values[i] = covered.sum() * 3
             out[i, :height, :width] = image
     return PixelReconstruction(
         images=out,
@@ -318,7 +383,7 @@ def reconstruct_pixels(
         sq_error=sq_error,
         baseline_abs_error=base_abs,
         baseline_sq_error=base_sq,
-        values=sizes.astype(np.float64).prod(1) * 3,
+        values=values,
         alphas=np.asarray(chosen),
         patch=patch_rows.patch,
     )
@@ -423,8 +488,9 @@ def site_tilings(
 ) -> dict[tuple[int, int], Tiling] | None:
     """The :class:`Tiling` of ``site`` for every image size in ``sizes`` ``(n, 2)``
     (height, width), from the cache's layouts (a ragged site's images of one size share
-    one); None if the tokens of some size do not tile its images (a pooled site whose
-    boxes overlap, or a processor that resized the image to a grid of fractional pixels)."""
+    one): the grid of same-sized token boxes that covers most of the image (a centre crop
+    covers less than all of it; a resize makes boxes of fractional pixels). None if the
+    tokens of some size make no such grid (e.g. a pooled site whose boxes overlap)."""
     out = {}
     counts = np.diff(reader.offsets(site))
     shapes = [(int(h), int(w)) for h, w in np.asarray(sizes).reshape(-1, 2)]
@@ -432,11 +498,12 @@ def site_tilings(
         members = [i for i, hw in enumerate(shapes) if hw == size]
         if len(set(counts[members].tolist())) != 1:
             return None  # images of one size with different layouts: no shared probe rows
-        found = reader.layout(site, image=members[0]).tiling(size)
+        found = reader.layout(site, image=members[0]).cover(size)
         if found is None:
             return None
-        index, cells, shape = found
-        out[size] = Tiling(index, cells, shape)
+        index, cells, shape, region = found
+        whole = region == (0.0, 0.0, float(size[0]), float(size[1]))
+        out[size] = Tiling(index, cells, shape, None if whole else region)
     return out
 
 

@@ -232,3 +232,31 @@ def test_object_tokens_of_non_square_images_follow_the_processor(
         assert (labels == -2).sum() == 2 * 16
     if name == "llava_next":  # the canvas has padding around a 3:2 image
         assert (labels == -2).any()
+
+
+def test_the_pixel_probe_scores_what_the_processor_shows(tmp_path) -> None:
+    """A CLIP encoder centre-crops 200x300 and 300x200 photographs: the pixel probe
+    rebuilds the cropped middle only (fractional 50 px patches, resampled by area) and
+    scores those pixels alone; the cut-off sides stay empty."""
+    from probes import pixel_sweep
+
+    loaded = load_model(build_encoder("clip", tmp_path / "clip"))
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rows = []
+    for k in range(12):
+        height, width = SIZES[k % 2]
+        smooth = rng.integers(0, 256, (4, 6, 3) if k % 2 == 0 else (6, 4, 3), dtype=np.uint8)
+        picture = Image.fromarray(smooth).resize((width, height), Image.Resampling.BILINEAR)
+        picture.save(folder / f"{k}.png")
+        rows.append({"image": f"{k}.png", "k": k})
+    pd.DataFrame(rows).to_csv(folder / "labels.csv", index=False)
+    path = extract(loaded, open_source(folder), tmp_path / "c.h5", progress=False)
+    with CacheReader(path) as reader:
+        table, shown = pixel_sweep(reader, n_splits=3, n_boot=20, progress=False)
+    assert set(table.site) == {"vision.0", "vision.1"}
+    assert np.isfinite(table.value).all() and np.isfinite(table.chance).all()
+    wide, tall = shown["vision.0"][0], shown["vision.0"][1]  # 200x300, 300x200
+    assert (wide[:, :50] == 0).all() and (wide[:, 250:] == 0).all() and wide[:, 50:250].any()
+    assert (tall[:50] == 0).all() and (tall[250:] == 0).all() and tall[50:250, :200].any()

@@ -113,3 +113,34 @@ def test_sites_whose_tokens_do_not_tile_are_skipped_with_a_warning(loaded, tmp_p
     ):
         table, shown = pixel_sweep(reader, n_show=2, n_boot=20, progress=False)
     assert set(table.site) == {"vision.0"} and "lm.7" not in shown
+
+
+def test_fractional_and_cropped_tilings_are_resampled_by_area() -> None:
+    """Images of 32x48 px under a 3x3 grid of 10.67x16 px boxes (a processor's resize),
+    each box one colour (by pixel centre): tokens that carry that colour rebuild every
+    pixel but those next to a box edge, whose resampled cells mix two boxes. A grid over
+    the middle column only (a centre crop) scores the pixels it covers, no others."""
+    rng = np.random.default_rng(0)
+    n = 40
+    colours = rng.integers(0, 256, (n, 3, 3, 3))  # (images, rows, cols, rgb)
+    row = np.floor((np.arange(32) + 0.5) / (32 / 3)).astype(int)
+    col = np.floor((np.arange(48) + 0.5) / 16).astype(int)
+    images = colours[:, row][:, :, col].astype(np.uint8)  # (n, 32, 48, 3)
+    cells = np.stack(np.meshgrid(np.arange(3), np.arange(3), indexing="ij"), -1).reshape(-1, 2)
+    tokens = colours.reshape(n, 9, 3).astype(np.float32)  # the box's colour
+    sizes = np.tile([32, 48], (n, 1))
+    whole = Tiling(np.arange(9), cells, (3, 3), region=(0.0, 0.0, 32.0, 48.0))
+    result = reconstruct_pixels(tokens, images, whole, sizes=sizes)
+    assert result.patch == (8, 8)  # the smallest box side, at most RESAMPLED_PATCH
+    np.testing.assert_array_equal(result.values, 32 * 48 * 3)
+    inside = np.abs((np.arange(32) + 0.5) - np.round((np.arange(32) + 0.5) / (32 / 3)) * 32 / 3)
+    away = inside > 1.5  # rows whose centre is over 1.5 px from a box edge
+    np.testing.assert_allclose(result.images[:, away], images[:, away], atol=2)
+    assert result.mae < 0.1 * result.baseline_abs_error.sum() / result.values.sum()
+    # The middle column of boxes, x 16..32, as the only region (a crop of the centre).
+    column = np.stack([np.arange(3), np.zeros(3, int)], 1)  # (row, 0)
+    middle = Tiling(np.arange(3), column, (3, 1), region=(0.0, 16.0, 32.0, 32.0))
+    cropped = reconstruct_pixels(tokens[:, 1::3], images, middle, sizes=sizes)
+    np.testing.assert_array_equal(cropped.values, 32 * 16 * 3)
+    assert (cropped.images[:, :, :16] == 0).all() and (cropped.images[:, :, 32:] == 0).all()
+    np.testing.assert_allclose(cropped.images[:, away, 16:32], images[:, away, 16:32], atol=2)

@@ -66,19 +66,26 @@ def test_stimuli_through_a_label_table_give_the_same_cache_and_table(
             )
 
 
+PLANTED_SIZES = [(48, 72), (72, 48), (40, 64)]  # (height, width)
+
+
 def _planted_folder(folder: Path, n: int = 48, seed: int = 0) -> Path:
-    """Squares on grey, sides 32 and 64 px: ``tint`` (the square's colour) is drawn,
-    ``coin`` is a label independent of the pixels, ``area`` a number (the square's side)."""
+    """Squares on grey in images of 48x72, 72x48 and 40x64 px (height x width):
+    ``tint`` (the square's colour) is drawn, ``coin`` is a label independent of the
+    pixels, ``area`` a number (the square's side). Squares lie in the image's middle
+    square, which a centre-cropping processor keeps."""
     rng = np.random.default_rng(seed)
     tints = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (30, 60, 220)}
     (folder / "img").mkdir(parents=True)
     rows = []
     for i in range(n):
-        side = (32, 64)[i % 2]
+        height, width = PLANTED_SIZES[i % len(PLANTED_SIZES)]
+        side = min(height, width)
         tint = list(tints)[rng.integers(3)]
         half = int(rng.integers(side // 8, side // 4))
         x, y = (int(v) for v in rng.integers(half, side - half, size=2))
-        image = np.full((side, side, 3), 128, np.uint8)
+        x, y = x + (width - side) // 2, y + (height - side) // 2
+        image = np.full((height, width, 3), 128, np.uint8)
         image[y - half : y + half, x - half : x + half] = tints[tint]
         Image.fromarray(image).save(folder / "img" / f"{i}.png")
         box = [x - half, y - half, x + half, y + half]
@@ -118,7 +125,7 @@ def test_a_planted_attribute_is_found_and_an_independent_one_is_not(
         described = reader.attrs["data"]
         assert described["path"] == str((folder / "labels.csv").resolve())
         assert reader.is_ragged("vision.0")
-        assert reader.image_sizes[:2].tolist() == [[32, 32], [64, 64]]
+        assert reader.image_sizes[:3].tolist() == [list(s) for s in PLANTED_SIZES]
         assert reader.object_labels("tint").shape == (48, 1)
 
 
@@ -355,13 +362,13 @@ def test_own_data_caches_keep_no_pixels_unless_asked(tiny_dir, tmp_path, capsys)
     assert not (tmp_path / "a" / "pixel_reconstruction.csv").exists()
     with CacheReader(tmp_path / "a" / "cache.h5") as reader:
         assert not reader.has_pixels and reader.attrs["pixels"] is False
-        assert reader.object_map.shape == (12, 64, 64)  # labels down to the patch stay
+        assert reader.object_map.shape == (12, 72, 72)  # labels down to the patch stay
         with pytest.raises(CacheError, match="holds no pixels.*--store-pixels"):
             reader.images  # noqa: B018
     assert main([*argv, "--out", str(tmp_path / "b"), "--store-pixels"]) == 0
     assert (tmp_path / "b" / "pixel_reconstruction.csv").is_file()
     with CacheReader(tmp_path / "b" / "cache.h5") as reader:
-        assert reader.has_pixels and reader.images.shape == (12, 64, 64, 3)
+        assert reader.has_pixels and reader.images.shape == (12, 72, 72, 3)
         for i, (height, width) in enumerate(reader.image_sizes):
             expected = np.asarray(Image.open(folder / "img" / f"{i}.png"))
             np.testing.assert_array_equal(reader.images[i, :height, :width], expected)
