@@ -298,22 +298,26 @@ def _capture_batch(
     intervention: Intervention | None,
 ) -> tuple[dict[str, SiteValues], dict[str, SiteValues]]:
     """A batch's images ``pixels`` ``(batch, *canvas, 3)``, of ``sizes`` ``(batch, 2)``
-    (height, width; each image in its top-left corner), captured at ``sites``, one forward
-    pass per image size: ``site -> (batch, tokens, d)`` (one size) or one ``(tokens_i,
-    d)`` per image."""
+    (height, width; each image in its top-left corner), captured at ``sites``: one
+    forward pass per group of images the adapter can batch together (all of them where
+    every image becomes one input shape; else those of one size). Returns ``site ->
+    (batch, tokens, d)`` (one size) or one ``(tokens_i, d)`` per image."""
     shapes = [(int(h), int(w)) for h, w in sizes]
-    distinct = list(dict.fromkeys(shapes))
-    if len(distinct) == 1:
-        height, width = distinct[0]
+    groups: dict = {}
+    for i, shape in enumerate(shapes):
+        groups.setdefault(loaded.adapter.batch_key(shape), []).append(i)
+    if len(set(shapes)) == 1:
+        height, width = shapes[0]
         captured = capture_tokens(
             loaded, pixels[:, :height, :width], sites, prompt=prompt, intervention=intervention
         )
         return captured.acts, captured.extra
     acts: dict[str, list] = {site: [None] * len(sizes) for site in sites}
     extra: dict[str, list] = {}
-    for height, width in distinct:
-        members = [i for i, hw in enumerate(shapes) if hw == (height, width)]
-        images = pixels[members, :height, :width]  # (group, height, width, 3)
+    for members in groups.values():
+        images = [pixels[i, : shapes[i][0], : shapes[i][1]] for i in members]  # (h_i, w_i, 3)
+        if len({shapes[i] for i in members}) == 1:
+            images = np.stack(images)  # (group, height, width, 3)
         captured = capture_tokens(loaded, images, sites, prompt=prompt, intervention=intervention)
         for tree, found in ((acts, captured.acts), (extra, captured.extra)):
             for site, values in found.items():

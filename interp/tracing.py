@@ -85,11 +85,22 @@ class Captured:
 
 
 def check_images(images: Any) -> None:
-    """Images as every capture takes them: a ``(batch, H, W, 3)`` uint8 array (0-255).
+    """Images as every capture takes them: a ``(batch, H, W, 3)`` uint8 array (0-255), or
+    a list of ``(H_i, W_i, 3)`` uint8 arrays (images of mixed sizes, for a family whose
+    model input has one size whatever the image's: see ``Adapter.batch_key``).
 
     A float array in [0, 1] would pass through the processor's own rescaling as if it
     were 0-255 and give other activations than the same picture in uint8, so it is
     refused, as is a single image without a batch axis."""
+    if isinstance(images, (list, tuple)) and images:
+        for image in images:
+            if not isinstance(image, np.ndarray) or image.ndim != 3:
+                raise ConfigError(
+                    f"a list of images holds (H, W, 3) uint8 arrays, got "
+                    f"{getattr(image, 'shape', type(image).__name__)}"
+                )
+            check_images(image[None])
+        return
     if not isinstance(images, np.ndarray):
         raise ConfigError(
             f"images must be a numpy array (batch, H, W, 3) of uint8, got "
@@ -118,7 +129,7 @@ def check_images(images: Any) -> None:
 
 def capture(
     loaded: LoadedModel,
-    images: np.ndarray,
+    images: np.ndarray | Sequence[np.ndarray],
     sites: Sequence[str],
     *,
     prompt: str = "",
@@ -139,7 +150,7 @@ def capture(
 
 def capture_tokens(
     loaded: LoadedModel,
-    images: np.ndarray,
+    images: np.ndarray | Sequence[np.ndarray],
     sites: Sequence[str],
     *,
     prompt: str = "",

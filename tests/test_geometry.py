@@ -260,3 +260,33 @@ def test_the_pixel_probe_scores_what_the_processor_shows(tmp_path) -> None:
     wide, tall = shown["vision.0"][0], shown["vision.0"][1]  # 200x300, 300x200
     assert (wide[:, :50] == 0).all() and (wide[:, 250:] == 0).all() and wide[:, 50:250].any()
     assert (tall[:50] == 0).all() and (tall[250:] == 0).all() and tall[50:250, :200].any()
+
+
+@pytest.mark.parametrize("name", ["llava", "qwen2_vl"])
+def test_images_of_mixed_sizes_share_a_forward_pass_where_inputs_allow(
+    name, tiny_dir, tmp_path, monkeypatch
+) -> None:
+    """LLaVA-1.5 crops every image to one input: a batch of 200x300 and 300x200 images
+    runs as one forward pass, each image's tokens as if it ran alone. Qwen2-VL's token
+    count follows the image: one pass per size."""
+    import caches.extraction as extraction
+
+    loaded = load_model(_build(name, tmp_path / "model", tiny_dir))
+    prompt = loaded.adapter.default_prompt("Describe the image.")
+    canvas = np.zeros((3, 300, 300, 3), dtype=np.uint8)
+    sizes = np.array([SIZES[0], SIZES[1], SIZES[0]])
+    for k, (height, width) in enumerate(sizes):
+        canvas[k, :height, :width] = _picture((height, width), (PAINT, REPAINT, PAINT)[k])
+        canvas[k, :height, :width, 1] += np.uint8(20 * k)  # each image its own
+    calls = []
+    real = extraction.capture_tokens
+    monkeypatch.setattr(
+        extraction, "capture_tokens", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    sites = ["vision.0", "projector", "lm.1"]
+    acts, _ = extraction._capture_batch(loaded, canvas, sizes, sites, prompt, None)
+    assert len(calls) == (1 if name == "llava" else 2)
+    for k, (height, width) in enumerate(sizes):
+        alone = real(loaded, canvas[k : k + 1, :height, :width], sites, prompt=prompt).acts
+        for site in sites:
+            np.testing.assert_allclose(acts[site][k], alone[site][0], rtol=1e-4, atol=1e-5)

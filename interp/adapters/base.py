@@ -133,6 +133,9 @@ class Adapter(ABC):
     # the disk; a family whose activations exceed float16's range (|x| > 65504) says
     # float32.
     store_dtype: ClassVar[str] = "float16"
+    # Whether every image, of any size, becomes model inputs of one shape (one view
+    # resized or cropped to the native size), so images of mixed sizes share a batch.
+    one_input_shape: ClassVar[bool] = True
 
     def __init__(self, model: nn.Module, processor: Any) -> None:
         self.model = model
@@ -176,6 +179,13 @@ class Adapter(ABC):
         """Non-patch tokens (CLS, registers) the vision layers carry before the patches."""
 
     # ----- inputs ----------------------------------------------------------------------
+    def batch_key(self, size: ImageSize) -> ImageSize | None:
+        """Images whose keys are equal share a forward pass. A family whose model input
+        has one shape whatever the image's (one view, resized and cropped to the native
+        size) takes images of any sizes together (None); one whose token count follows
+        the image (tiles, canvases, dynamic resolution) takes one size at a time."""
+        return None if self.one_input_shape else tuple(size)
+
     def processor_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of every processor call (they override its saved settings)."""
         return {}

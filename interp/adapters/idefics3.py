@@ -29,6 +29,7 @@ __all__ = ["Idefics3Adapter"]
 @register_adapter
 class Idefics3Adapter(DecoderVLMAdapter):
     family = "Idefics3 / SmolVLM"
+    one_input_shape = False
     model_types = ("idefics3", "smolvlm")
     hub_ids = (
         "HuggingFaceM4/Idefics3-8B-Llama3",

@@ -32,6 +32,7 @@ __all__ = ["LlavaNextAdapter"]
 @register_adapter
 class LlavaNextAdapter(LlavaAdapter):
     family = "LLaVA-NeXT"
+    one_input_shape = False
     model_types = ("llava_next",)
     hub_ids = (
         "llava-hf/llava-v1.6-mistral-7b-hf",

@@ -30,6 +30,7 @@ __all__ = ["Qwen2VLAdapter"]
 @register_adapter
 class Qwen2VLAdapter(DecoderVLMAdapter):
     family = "Qwen2-VL"
+    one_input_shape = False
     model_types = ("qwen2_vl",)
     hub_ids = ("Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2-VL-7B-Instruct")
     vision_layer_suffixes: ClassVar[tuple[str, ...]] = ("visual.blocks",)
