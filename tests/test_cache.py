@@ -181,6 +181,19 @@ def test_reader_errors_say_what_to_do(cache_path, tmp_path) -> None:
         f.attrs["schema_version"] = SCHEMA_VERSION + 1
     with pytest.raises(CacheError, match="upgrade"):
         CacheReader(newer)
+    older = tmp_path / "schema3.h5"  # no images/size: every image is its whole row
+    shutil.copy(cache_path, older)
+    with h5py.File(older, "a") as f:
+        f.attrs["schema_version"] = 3
+        del f["images/size"]
+        n, height, width = f["images/object_map"].shape
+    with CacheReader(older) as reader:
+        assert reader.image_sizes.tolist() == [[height, width]] * n
+    with h5py.File(older, "a") as f:  # schema 4: one side per square image
+        f.attrs["schema_version"] = 4
+        f["images/size"] = np.full(n, 40, dtype=np.int32)
+    with CacheReader(older) as reader:
+        assert reader.image_sizes.tolist() == [[40, 40]] * n
     with CacheReader(cache_path) as reader:
         with pytest.raises(SiteError, match="sites: vision.0, projector, lm.3"):
             reader.acts("lm.5")

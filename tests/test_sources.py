@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from planted_folder import PLANTED_SIZES, planted_folder
 
 import caches.extraction as extract_module
 from analyses import RunConfig, run
@@ -66,46 +67,10 @@ def test_stimuli_through_a_label_table_give_the_same_cache_and_table(
             )
 
 
-PLANTED_SIZES = [(48, 72), (72, 48), (40, 64)]  # (height, width)
-
-
-def _planted_folder(folder: Path, n: int = 48, seed: int = 0) -> Path:
-    """Squares on grey in images of 48x72, 72x48 and 40x64 px (height x width):
-    ``tint`` (the square's colour) is drawn, ``coin`` is a label independent of the
-    pixels, ``area`` a number (the square's side). Squares lie in the image's middle
-    square, which a centre-cropping processor keeps."""
-    rng = np.random.default_rng(seed)
-    tints = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (30, 60, 220)}
-    (folder / "img").mkdir(parents=True)
-    rows = []
-    for i in range(n):
-        height, width = PLANTED_SIZES[i % len(PLANTED_SIZES)]
-        side = min(height, width)
-        tint = list(tints)[rng.integers(3)]
-        half = int(rng.integers(side // 8, side // 4))
-        x, y = (int(v) for v in rng.integers(half, side - half, size=2))
-        x, y = x + (width - side) // 2, y + (height - side) // 2
-        image = np.full((height, width, 3), 128, np.uint8)
-        image[y - half : y + half, x - half : x + half] = tints[tint]
-        Image.fromarray(image).save(folder / "img" / f"{i}.png")
-        box = [x - half, y - half, x + half, y + half]
-        rows.append(
-            {
-                "image": f"img/{i}.png",
-                "tint": tint,
-                "coin": ["heads", "tails"][rng.integers(2)],
-                "area": float(2 * half),
-                "objects": json.dumps([{"box": box, "tint": tint}]),
-            }
-        )
-    pd.DataFrame(rows).to_csv(folder / "labels.csv", index=False)
-    return folder
-
-
 def test_a_planted_attribute_is_found_and_an_independent_one_is_not(
     tiny_dir, tmp_path, capsys
 ) -> None:
-    folder = _planted_folder(tmp_path / "planted")
+    folder = planted_folder(tmp_path / "planted")
     out = tmp_path / "out"
     argv = ["run", "--data", str(folder), "--model", tiny_dir, "--out", str(out)]
     argv += ["--n-splits", "3", "--n-boot", "200", "--no-progress", "--sites", "vision.0"]
@@ -354,7 +319,7 @@ def test_hugging_face_datasets_folders_and_objects(tiny_dir, stimuli, stimuli_fo
 
 
 def test_own_data_caches_keep_no_pixels_unless_asked(tiny_dir, tmp_path, capsys) -> None:
-    folder = _planted_folder(tmp_path / "planted", n=12)
+    folder = planted_folder(tmp_path / "planted", n=12)
     argv = ["run", "--data", str(folder), "--model", tiny_dir, "--n-splits", "2"]
     argv += ["--n-boot", "20", "--no-progress", "--sites", "vision.0", "--selections", "mean"]
     assert main([*argv, "--out", str(tmp_path / "a")]) == 0
