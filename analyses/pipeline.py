@@ -68,7 +68,9 @@ class RunConfig:
         "with a Hugging Face dataset: the column of images (default: image)", default=None
     )
     attributes: list[str] | None = option(
-        "attributes to probe (default: every label; with --data, every attribute column)",
+        "attributes to probe (default: every label; with --data, every attribute column; "
+        "--label-columns is the same flag, as a datasets user would name it)",
+        aliases=("--label-columns",),
         default=None,
     )
     categorical: list[str] | None = option(

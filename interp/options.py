@@ -16,9 +16,10 @@ from typing import Any
 __all__ = ["option", "add_options"]
 
 
-def option(help_text: str, **field_kwargs: Any) -> Any:
-    """A dataclass field with a ``--help`` text (``default=`` etc. as for ``field``)."""
-    return dataclasses.field(metadata={"help": help_text}, **field_kwargs)
+def option(help_text: str, *, aliases: tuple[str, ...] = (), **field_kwargs: Any) -> Any:
+    """A dataclass field with a ``--help`` text (``default=`` etc. as for ``field``);
+    ``aliases``: other flags for the same option (e.g. ``("--label-columns",)``)."""
+    return dataclasses.field(metadata={"help": help_text, "aliases": aliases}, **field_kwargs)
 
 
 def _base_type(hint: object) -> object:
@@ -35,7 +36,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
     """
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
+        flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         help_text = f.metadata.get("help", "")
         if "default" not in help_text:
@@ -44,11 +45,17 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
         help_text = help_text.replace("%", "%%")  # argparse formats help with %
         base = _base_type(hints[f.name])
         if base is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+            parser.add_argument(
+                *flags, dest=f.name, action=argparse.BooleanOptionalAction, help=help_text
+            )
         elif typing.get_origin(base) is list:
             item = typing.get_args(base)[0]
             metavar = "NAME" if item is str else "N"
-            parser.add_argument(flag, nargs="+", type=item, help=help_text, metavar=metavar)
+            parser.add_argument(
+                *flags, dest=f.name, nargs="+", type=item, help=help_text, metavar=metavar
+            )
         else:
-            parser.add_argument(flag, type=base, help=help_text, metavar=f.name.upper())
+            parser.add_argument(
+                *flags, dest=f.name, type=base, help=help_text, metavar=f.name.upper()
+            )
     parser.set_defaults(**{f.name: None for f in dataclasses.fields(cls)})

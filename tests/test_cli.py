@@ -27,6 +27,15 @@ def test_help_lists_every_option(command, capsys) -> None:
         for field in dataclasses.fields(RunConfig):
             assert "--" + field.name.replace("_", "-") in printed, field.name
         assert "95% intervals" in printed
+        assert "--label-columns" in printed
+
+
+def test_label_columns_is_the_attributes_option() -> None:
+    from interp.cli import build_parser
+
+    parsed = build_parser().parse_args(["run", "--data", "d", "--label-columns", "a", "b"])
+    assert parsed.attributes == ["a", "b"]
+    assert build_parser().parse_args(["run", "--attributes", "c"]).attributes == ["c"]
 
 
 def test_run_writes_every_output(tiny_dir, tmp_path, capsys) -> None:
