@@ -1,5 +1,6 @@
 """The HDF5 activation store: write (and resume) during extraction, read lazily after."""
 
+from caches.info import cache_info, format_info
 from caches.reader import CacheReader
 from caches.schema import BASELINE, SCHEMA_VERSION, acts_path
 from caches.tokens import SiteTokens
@@ -23,5 +24,7 @@ __all__ = [
     "CacheWriter",
     "SiteTokens",
     "acts_path",
+    "cache_info",
     "extract",
+    "format_info",
 ]

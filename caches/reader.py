@@ -280,6 +280,19 @@ class CacheReader:
         self._check_site(site, condition)
         return self._file.get(extra_path(site, condition))
 
+    def same_as_baseline(self, site: str, condition: str, chunk: int = 256) -> bool:
+        """Whether ``site``'s stored activations under ``condition`` equal the baseline's
+        bit for bit (an intervention downstream of the site leaves it untouched), compared
+        ``chunk`` rows at a time."""
+        ours, base = self.acts(site, condition), self.acts(site, BASELINE)
+        if ours.shape != base.shape or ours.dtype != base.dtype:
+            return False
+        rows = self.n_written if ours.ndim == 3 else int(self.offsets(site)[self.n_written])
+        return all(
+            np.array_equal(ours[start : start + chunk], base[start : start + chunk])
+            for start in range(0, rows, chunk)
+        )
+
     def site_tokens(self, site: str, condition: str = BASELINE, chunk: int = 256) -> SiteTokens:
         """Every written image's patch tokens of ``site``, flat, float32 in memory (dense
         and ragged sites alike), converted ``chunk`` images at a time (so the float16 copy

@@ -29,6 +29,9 @@ Schema 2 files have ``tokens/grid`` (one grid for every site) instead of ``layou
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 __all__ = [
     "SCHEMA_VERSION",
     "ACT_DTYPE",
@@ -39,6 +42,8 @@ __all__ = [
     "acts_path",
     "extra_path",
     "layout_path",
+    "human_bytes",
+    "partial_path",
 ]
 
 # 2 added objects/<attribute>; 3 a token layout per site and the non-patch tokens; 4
@@ -108,3 +113,18 @@ def extra_path(site: str, condition: str = BASELINE) -> str:
 def layout_path(site: str) -> str:
     """Group path of the token layout of ``site``."""
     return f"layout/{site}"
+
+
+def partial_path(path: str | os.PathLike) -> Path:
+    """Where a cache is written until it is complete: ``<path>.partial``."""
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
+
+
+def human_bytes(count: float) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(count) < 1024 or unit == "GiB":
+            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
+        count /= 1024
+    return f"{count:.1f} TiB"

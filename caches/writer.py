@@ -30,7 +30,9 @@ from caches.schema import (
     STORE_DTYPES,
     acts_path,
     extra_path,
+    human_bytes,
     layout_path,
+    partial_path,
 )
 from interp.errors import CacheError, ConfigError, DiskFullError, OutputExistsError
 from interp.layout import EXTRA_KINDS, TokenLayout
@@ -53,11 +55,6 @@ SiteValues = torch.Tensor | Sequence[torch.Tensor]
 METADATA_ROOM = 2**18  # free space kept beyond a batch's bytes for HDF5's own metadata
 
 
-def partial_path(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    return path.with_name(path.name + ".partial")
-
-
 def _write_layouts(group: h5py.Group, layouts: Sequence[TokenLayout], chunk: int = 4096) -> None:
     """A ragged site's per-image layouts, flat, ``chunk`` images at a time (a folder of
     photographs of many sizes holds a layout per image: never all in memory at once)."""
@@ -75,15 +72,6 @@ def _write_layouts(group: h5py.Group, layouts: Sequence[TokenLayout], chunk: int
 
 def _offsets(counts: Sequence[int]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
-
-
-def human_bytes(count: float) -> str:
-    """``1536`` -> ``"1.5 KiB"``."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(count) < 1024 or unit == "GiB":
-            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
-        count /= 1024
-    return f"{count:.1f} TiB"
 
 
 def short_repr(value: Any, most: int = 80) -> str:

@@ -8,6 +8,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from interp.errors import DiskFullError, InterpError
 from interp.options import add_options
@@ -15,8 +16,40 @@ from interp.options import add_options
 __all__ = ["main", "build_parser"]
 
 
+# The staged commands: name -> (config class, help, description).
+STEPS = {
+    "extract": (
+        "ExtractConfig",
+        "data -> model -> cache: the activations of every site under every condition",
+        "Writes the cache OUT (HDF5); resumes an unfinished one, reuses a finished one of "
+        "the same settings.",
+    ),
+    "probe": (
+        "ProbeConfig",
+        "cache -> probe table: every site x condition x selection x attribute",
+        "Writes OUT (CSV) and OUT.settings.json; never writes to the cache; an interrupted "
+        "probe resumes, and new selections or attributes probe only the new cells.",
+    ),
+    "pixels": (
+        "PixelConfig",
+        "cache -> the pixel-value probe: reconstruction error by depth and a picture grid",
+        "Writes OUT/pixel_reconstruction.csv and OUT/pixel_reconstructions.png.",
+    ),
+    "plot": (
+        "PlotConfig",
+        "table -> every figure it supports, as HTML, PDF, SVG or PNG",
+        "Writes OUT/<figure>.<format> for each figure and --formats.",
+    ),
+    "report": (
+        "ReportConfig",
+        "a run's folder -> one self-contained HTML page of every figure, table and setting",
+        "Writes RUN/report.html (or OUT).",
+    ),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from analyses.pipeline import RunConfig
+    import analyses.config as configs
 
     parser = argparse.ArgumentParser(
         prog="interp",
@@ -25,10 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
         "run",
-        help="stimuli -> model -> cache -> probes and ablations -> layer-by-attribute map",
-        description="Writes OUT/cache.h5, OUT/probes.csv and OUT/layer_attribute_map.html.",
+        help="all the steps: extract, probe, pixels, plot, report (the demo's fast settings "
+        "unless --full)",
+        description="Writes OUT/cache.h5, OUT/probes.csv, the figures, OUT/run.json and "
+        "OUT/report.html.",
     )
-    add_options(run, RunConfig)
+    add_options(run, configs.RunConfig)
+    for name, (cls, help_text, description) in STEPS.items():
+        step = commands.add_parser(name, help=help_text, description=description)
+        add_options(step, getattr(configs, cls))
+    info = commands.add_parser("info", help="what a cache holds, and whether it is complete")
+    info.add_argument("cache", help="a cache file (or the path of an unfinished one)")
 
     from interp.organism.build import OrganismEvalConfig
     from interp.organism.training import OrganismTrainConfig
@@ -65,6 +105,13 @@ def _dispatch(args: argparse.Namespace, given: dict) -> int:
     try:
         if args.command == "run":
             return _run(given)
+        if args.command in STEPS:
+            return _step(args.command, given)
+        if args.command == "info":
+            from caches.info import cache_info, format_info
+
+            print(format_info(cache_info(given["cache"])))
+            return 0
         if args.step == "train":
             return _organism_train(given)
         return _organism_eval(given)
@@ -134,6 +181,29 @@ def _run(given: dict) -> int:
     print("results:")
     for key, path in result.paths.items():
         print(f"  {key:8s} {path.resolve()}")
+    return 0
+
+
+def _step(name: str, given: dict) -> int:
+    """One staged command: its config from the flags, its step, what it wrote."""
+    import analyses.config as configs
+    import analyses.report as report
+    import analyses.steps as steps
+
+    config = getattr(configs, STEPS[name][0])(**given)
+    if name == "extract":
+        print(f"cache: {steps.extract_step(config).resolve()}")
+    elif name == "probe":
+        table = steps.probe_step(config)
+        print(f"probes: {Path(config.out).resolve()} ({len(table)} rows)")
+    elif name == "pixels":
+        for key, path in steps.pixel_step(config).paths.items():
+            print(f"{key}: {path.resolve()}")
+    elif name == "plot":
+        for key, path in steps.plot_step(config).items():
+            print(f"{key}: {path.resolve()}")
+    else:
+        print(f"report: {report.report_step(config).resolve()}")
     return 0
 
 

@@ -16,10 +16,14 @@ from typing import Any
 __all__ = ["option", "add_options"]
 
 
-def option(help_text: str, *, aliases: tuple[str, ...] = (), **field_kwargs: Any) -> Any:
+def option(
+    help_text: str, *, aliases: tuple[str, ...] = (), positional: bool = False, **field_kwargs: Any
+) -> Any:
     """A dataclass field with a ``--help`` text (``default=`` etc. as for ``field``);
-    ``aliases``: other flags for the same option (e.g. ``("--label-columns",)``)."""
-    return dataclasses.field(metadata={"help": help_text, "aliases": aliases}, **field_kwargs)
+    ``aliases``: other flags for the same option (e.g. ``("--label-columns",)``);
+    ``positional``: a required positional argument on the command line (e.g. a path)."""
+    metadata = {"help": help_text, "aliases": aliases, "positional": positional}
+    return dataclasses.field(metadata=metadata, **field_kwargs)
 
 
 def _base_type(hint: object) -> object:
@@ -39,6 +43,9 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
         flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         help_text = f.metadata.get("help", "")
+        if f.metadata.get("positional"):
+            parser.add_argument(f.name, help=help_text, metavar=f.name.upper())
+            continue
         if "default" not in help_text:
             shown = " ".join(map(str, default)) if isinstance(default, list) else default
             help_text += f" (default: {shown})"

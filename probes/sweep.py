@@ -8,7 +8,8 @@ A site is read from the HDF5 file once, as float32, and dropped before the next.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,6 +103,13 @@ class ProbeSettings:
         return self.backend is None and default_device().type == "cuda"
 
 
+def _control_seed(settings: ProbeSettings, attribute: str) -> int:
+    """The control task's seed of one attribute: from its name, so a cell's result does not
+    depend on which other attributes are probed beside it (a resumed or extended sweep
+    gives the values of a sweep run at once)."""
+    return settings.seed + zlib.crc32(attribute.encode()) % 2**16
+
+
 def _standardised(X: np.ndarray) -> np.ndarray:
     scale = X.std(0)
     return (X - X.mean(0)) / np.where(scale > 1e-8, scale, 1.0)
@@ -176,7 +184,9 @@ def _classifier_rows(
         for k, attribute in enumerate(attributes):
             labels[g * L + k, rows] = design.labels[attribute]
             control[g * L + k, rows] = control_labels(
-                design.labels[attribute], design.units[attribute], settings.seed + k
+                design.labels[attribute],
+                design.units[attribute],
+                _control_seed(settings, attribute),
             )
             members[g * L + k, rows] = True
     folds = folds_of_image[groups]
@@ -218,8 +228,8 @@ def _regression_rows(
     targets = np.stack([design.labels[a].astype(np.float64) for a in attributes])  # (L, m)
     control = np.stack(
         [
-            control_labels(design.labels[a], design.units[a], settings.seed + k)
-            for k, a in enumerate(attributes)
+            control_labels(design.labels[a], design.units[a], _control_seed(settings, a))
+            for a in attributes
         ]
     ).astype(np.float64)
     folds = folds_of_image[design.groups]
@@ -313,6 +323,24 @@ def site_labels(reader: CacheReader, attributes: Sequence[str], site: str) -> Si
     )
 
 
+def _reuse_baseline(
+    reader: CacheReader,
+    site: str,
+    condition: str,
+    todo: dict[str, list[str]],
+    computed: dict[tuple[str, str], list[dict]],
+) -> list[dict] | None:
+    """The baseline's rows of ``site`` as ``condition``'s, where every cell to do was
+    probed under the baseline in this sweep and the site's activations under
+    ``condition`` equal the baseline's bit for bit (the same samples, folds and seeds
+    give the same results); None otherwise."""
+    base = {(r["selection"], r["attribute"]): r for r in computed[(site, BASELINE)]}
+    wanted = [(s, a) for s, attributes in todo.items() for a in attributes]
+    if not all(key in base for key in wanted) or not reader.same_as_baseline(site, condition):
+        return None
+    return [{**base[key], "condition": condition} for key in wanted]
+
+
 def probeable(reader: CacheReader, attributes: Sequence[str], n_splits: int) -> list[str]:
     """``attributes`` less those no probe can learn, each skipped with a warning that says
     why: missing values (NaN, or a class index < 0), or one value for every image. A class
@@ -365,6 +393,8 @@ def sweep(
     ablation_selections: Sequence[str] | None = None,
     settings: ProbeSettings | None = None,
     progress: bool = True,
+    done: set[tuple[str, str, str, str]] | None = None,
+    on_site: Callable[[pd.DataFrame], None] | None = None,
 ) -> pd.DataFrame:
     """Probe each site x condition x token selection x attribute: categorical attributes
     with logistic probes (``metric`` ``accuracy``), numeric ones with ridge probes
@@ -379,8 +409,15 @@ def sweep(
     (:func:`probes.selections.default_selections`); ``ablation_selections``, if given,
     replace them under every condition but ``baseline`` (a cheaper sweep that still
     shows what each ablation does).
+
+    ``done`` holds ``(site, condition, selection, attribute)`` cells already probed: they
+    are skipped (a site whose cells are all done is not read), and the rows of the rest
+    are returned; ``on_site`` is called with the new rows of each site and condition as
+    soon as they are probed (so a caller can keep them before the next). A cell's values
+    do not depend on which other cells run beside it.
     """
     settings = settings or ProbeSettings()
+    done = done or set()
     sites, attributes, conditions = (
         as_names(sites, "sites"),
         as_names(attributes, "attributes"),
@@ -411,8 +448,27 @@ def sweep(
     folds_of_image = group_folds(np.arange(reader.n_written), settings.n_splits, settings.seed)
     rows = []
     labels_by_boxes: dict[bytes, SiteLabels] = {}  # sites sharing a layout share labels
+    computed: dict[tuple[str, str], list[dict]] = {}  # (site, condition) -> its new rows
+    conditions = sorted(conditions, key=lambda c: c != BASELINE)  # baseline first
     jobs = [(c, s) for c in conditions for s in sites]
     for condition, site in tqdm(jobs, desc="probing", unit="site", disable=not progress):
+        counts = np.diff(reader.offsets(site)[: reader.n_written + 1])
+        n_tokens = int(counts.min()) if len(counts) else 0  # the fewest of any image
+        chosen = per_condition[condition] or default_selections(n_tokens)
+        todo = {
+            selection: [a for a in attributes if (site, condition, selection, a) not in done]
+            for selection in chosen
+        }
+        todo = {selection: missing for selection, missing in todo.items() if missing}
+        if not todo:
+            continue
+        if condition != BASELINE and (site, BASELINE) in computed:
+            reused = _reuse_baseline(reader, site, condition, todo, computed)
+            if reused is not None:  # the intervention does not reach this site
+                rows += reused
+                if on_site is not None:
+                    on_site(pd.DataFrame(reused, columns=TABLE_COLUMNS))
+                continue
         key = reader.layout(site).boxes.tobytes() + reader.offsets(site).tobytes()
         if key not in labels_by_boxes:
             labels_by_boxes[key] = site_labels(reader, attributes, site)
@@ -420,29 +476,38 @@ def sweep(
         tokens = reader.site_tokens(site, condition).check_finite(  # flat float32
             f"site {site!r} under {condition!r} of {reader.path}"
         )
-        n_tokens = int(tokens.counts.min())  # the fewest of any image (all, where dense)
         every = not tokens.ragged  # random_<n_tokens> pools every token only where dense
-        chosen = per_condition[condition] or default_selections(n_tokens)
-        designs = {
-            selection: select(
-                tokens, labels, selection, attributes, settings.seed, settings.tokens_per_image
-            )
-            for selection in chosen
-            # every token, pooled, is the "mean" selection's samples: fitted once
-            if not (every and selection == f"random_{n_tokens}" and "mean" in chosen)
-        }
-        done = probe_designs(designs, attributes, folds_of_image, settings)
-        for selection in chosen:
-            found = done.get(selection, done.get("mean"))
-            for row in found:
-                rows.append(
-                    {
-                        "site": site,
-                        "depth": all_sites.index(site),
-                        "selection": selection,
-                        "condition": condition,
-                        **row,
-                    }
+        new = []
+        by_missing: dict[tuple[str, ...], list[str]] = {}  # selections sharing what is left
+        for selection, missing in todo.items():
+            by_missing.setdefault(tuple(missing), []).append(selection)
+        for missing, group in by_missing.items():
+            designs = {
+                selection: select(
+                    tokens, labels, selection, list(missing), settings.seed,
+                    settings.tokens_per_image,
                 )
+                for selection in group
+                # every token, pooled, is the "mean" selection's samples: fitted once
+                if not (every and selection == f"random_{n_tokens}" and "mean" in group)
+            }  # fmt: skip
+            found = probe_designs(designs, list(missing), folds_of_image, settings)
+            for selection in group:
+                for row in found.get(selection, found.get("mean")):
+                    new.append(
+                        {
+                            "site": site,
+                            "depth": all_sites.index(site),
+                            "selection": selection,
+                            "condition": condition,
+                            **row,
+                        }
+                    )
+        order = {selection: k for k, selection in enumerate(chosen)}
+        new.sort(key=lambda row: order[row["selection"]])  # selections in the asked order
+        computed[(site, condition)] = new
+        rows += new
+        if on_site is not None:
+            on_site(pd.DataFrame(new, columns=TABLE_COLUMNS))
         del tokens
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)

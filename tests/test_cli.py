@@ -137,7 +137,7 @@ def test_output_that_is_a_file_or_under_one(tiny_dir, tmp_path, capsys) -> None:
 def test_an_interrupted_run_never_mixes_outputs_and_resumes(
     tiny_dir, tmp_path, monkeypatch, capsys
 ) -> None:
-    import analyses.pipeline as pipeline
+    import analyses.steps as steps
     import caches.extraction as extraction
 
     out = tmp_path / "r"
@@ -145,12 +145,12 @@ def test_an_interrupted_run_never_mixes_outputs_and_resumes(
     argv += ["--sites", "vision.0", "lm.3", "--selections", "mean"]
     assert main(argv) == 0
     first = (out / "probes.csv").read_bytes()
-    real_sweep = pipeline.sweep
+    real_sweep = steps.sweep
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "sweep", interrupted)  # Ctrl-C while probing
+    monkeypatch.setattr(steps, "sweep", interrupted)  # Ctrl-C while probing
     assert main([*argv, "--overwrite", "--seed", "1"]) == 130
     err = capsys.readouterr().err
     assert "removed the outputs of an earlier run" in err and "probes.csv" in err
@@ -159,7 +159,7 @@ def test_an_interrupted_run_never_mixes_outputs_and_resumes(
     assert sorted(p.name for p in out.iterdir()) == ["cache.h5"]
     with CacheReader(out / "cache.h5") as reader:
         assert reader.attrs["stimuli"]["seed"] == 1
-    monkeypatch.setattr(pipeline, "sweep", real_sweep)
+    monkeypatch.setattr(steps, "sweep", real_sweep)
 
     def no_capture(*args, **kwargs):
         raise AssertionError("the finished cache is reused, not extracted again")

@@ -383,8 +383,10 @@ def test_bad_settings_and_inputs_are_refused_with_the_fix(rng) -> None:
         LinearProbe(Cs=(-1.0, 1.0)).fit(rng.normal(size=(20, 3)), rng.integers(0, 2, 20))
     with pytest.raises(ValueError, match="needs at least 3 samples"):
         LinearProbe().fit(rng.normal(size=(2, 3)), [0, 1])
-    with pytest.raises(ConfigError, match="n_boot and tokens_per_image must be >= 1"):
+    with pytest.raises(ConfigError, match="n_boot must be >= 1, got 0"):
         RunConfig(n_boot=0)
+    with pytest.raises(ConfigError, match="tokens_per_image must be >= 1, got 0"):
+        RunConfig(tokens_per_image=0)
     table = pd.DataFrame(
         [{"site": "lm.0", "attribute": "color", "selection": "token", "condition": "baseline",
           "metric": "accuracy", "value": 0.5, "chance": 0.2, "ci_low": 0.4, "ci_high": 0.6}]

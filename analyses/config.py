@@ -1,0 +1,456 @@
+"""The settings of each step of a study, as plain dataclasses.
+
+The same dataclasses drive the Python API and the command line (each field is an
+``--option``; :mod:`interp.options`). Options shared by several steps are declared once,
+in a small base class, and the steps combine them:
+
+- :class:`ExtractConfig` (``interp extract``): data -> model -> cache.
+- :class:`ProbeConfig` (``interp probe``): cache -> probe table, resumable.
+- :class:`PixelConfig` (``interp pixels``): cache -> pixel-probe table and pictures.
+- :class:`PlotConfig` (``interp plot``): table -> figures (HTML, PDF, SVG, PNG).
+- :class:`ReportConfig` (``interp report``): a run's folder -> one HTML page.
+- :class:`RunConfig` (``interp run``): all of them, in one output folder.
+
+Errors name the parameters (``n_splits``); only the command line speaks of flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from caches.schema import STORE_DTYPES
+from interp.errors import ConfigError
+from interp.interventions import CONDITIONS
+from interp.names import as_names
+from interp.options import option
+from interp.organism import ORGANISM_NAME
+from interp.sources import ImageSet
+from probes.pixels import PIXEL_INNER_FOLDS
+from probes.selections import check_selection
+from probes.sweep import ProbeSettings
+
+__all__ = [
+    "DEFAULT_QUESTION",
+    "FAST_DEFAULTS",
+    "FULL_DEFAULTS",
+    "ExtractConfig",
+    "PixelConfig",
+    "PlotConfig",
+    "ProbeConfig",
+    "ReportConfig",
+    "RunConfig",
+    "FIGURE_FORMATS",
+    "SCORES",
+]
+
+DEFAULT_QUESTION = "Describe the image."
+# What ``interp run`` uses, unless ``full``, for the settings it is not given: the
+# demo's choice (README, "The main job": where the time goes).
+FAST_DEFAULTS: dict[str, Any] = {
+    "selections": ["mean", "on_object", "token"],
+    "tokens_per_image": 2,
+    "n_boot": 200,
+}
+# What ``full`` uses for the same settings (and the staged commands by default).
+FULL_DEFAULTS: dict[str, Any] = {
+    "ablation_selections": ["all"],
+    "tokens_per_image": 4,
+    "n_boot": 1000,
+}
+FIGURE_FORMATS = ("html", "pdf", "svg", "png")
+# What the layer-by-attribute map colours: (accuracy - chance) / (1 - chance), the probe
+# accuracy itself, or accuracy minus the control task's.
+SCORES = ("chance_normalised", "accuracy", "selectivity")
+
+
+def _names(config: Any, fields: tuple[str, ...]) -> None:
+    """A single name given for a list option becomes a list of one."""
+    for name in fields:
+        value = as_names(getattr(config, name), name)
+        setattr(config, name, None if value is None else list(value))
+
+
+@dataclass
+class _Common:
+    """Options of every step that reads or writes activations."""
+
+    sites: list[str] | None = option(
+        "sites, e.g. vision.0 projector lm.3 (default: all)", default=None
+    )
+    conditions: list[str] | None = option(
+        f"some of {' '.join(CONDITIONS)} (default: all the model supports / the cache holds)",
+        default=None,
+    )
+    seed: int = option("seed of stimuli, shuffling and folds", default=0)
+    overwrite: bool = option("replace existing outputs", default=False)
+    progress: bool = option("show progress bars", default=True)
+
+    def _check_common(self) -> None:
+        _names(self, ("sites", "conditions"))
+        unknown = [c for c in self.conditions or () if c not in CONDITIONS]
+        if unknown:
+            raise ConfigError(f"unknown conditions {unknown}; expected some of {CONDITIONS}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+
+
+@dataclass
+class _Folds:
+    """Cross-validation and intervals, shared by the attribute and pixel probes."""
+
+    n_splits: int = option("cross-validation folds (grouped by image)", default=5)
+    n_boot: int = option("bootstrap resamples of images for 95% intervals", default=1000)
+
+    def _check_folds(self) -> None:
+        if self.n_splits < 2:
+            raise ConfigError(f"n_splits must be >= 2, got {self.n_splits}")
+        if self.n_boot is not None and self.n_boot < 1:
+            raise ConfigError(f"n_boot must be >= 1, got {self.n_boot}")
+
+    def fewest_images(self) -> int:
+        """The fewest images every probe can cross-validate: the pixel probe's ``n_splits
+        x PIXEL_INNER_FOLDS`` blocks (which also leaves each outer training fold enough
+        images for the classifiers' inner folds)."""
+        return max(2, self.n_splits * PIXEL_INNER_FOLDS, self.n_splits * ProbeSettings().n_inner)
+
+
+@dataclass
+class _Attributes:
+    attributes: list[str] | None = option(
+        "attributes to probe (default: every label; with --data, every attribute column; "
+        "--label-columns is the same flag, as a datasets user would name it)",
+        aliases=("--label-columns",),
+        default=None,
+    )
+
+
+@dataclass
+class _ExtractOptions(_Common, _Attributes):
+    """Data -> model -> cache."""
+
+    model: str = option(
+        "built-in name, local save_pretrained folder, or hub id", default=ORGANISM_NAME
+    )
+    data: str | ImageSet | None = option(
+        "your own images: a folder holding labels.csv, labels.jsonl or labels.parquet (or "
+        "the table's path), a datasets save_to_disk folder or an imagefolder with "
+        "metadata.jsonl (in Python also an ImageSet or a datasets.Dataset); default: the "
+        "built-in synthetic stimuli",
+        default=None,
+    )
+    image_column: str | None = option(
+        "with a Hugging Face dataset: the column of images (default: image)", default=None
+    )
+    categorical: list[str] | None = option(
+        "with --data: numeric-looking columns to treat as classes", default=None
+    )
+    n_images: int | None = option(
+        "number of images (default: 256 synthetic ones; with --data, every row, or the first N)",
+        default=None,
+    )
+    image_size: int | None = option(
+        "stimulus side in px (default: the model's native input size)", default=None
+    )
+    image_sizes: list[int] | None = option(
+        "mix image sides, e.g. 32 48 64 (image i gets side i mod their count); the cache "
+        "then stores each image's own tokens, ragged",
+        default=None,
+    )
+    batch_size: int = option("images per forward pass", default=32)
+    workers: int = option(
+        "processes that decode the next batches of --data images while the model runs",
+        default=0,
+    )
+    question: str = option("question put in the prompt", default=DEFAULT_QUESTION)
+    dtype: str | None = option(
+        "float32, float16 or bfloat16 (default: the checkpoint's)", default=None
+    )
+    device_map: str | None = option("e.g. cuda, auto (default: CPU)", default=None)
+    store_dtype: str | None = option(
+        "how activations are stored: float16 (half the disk) or float32 (activations beyond "
+        "float16's range) (default: the family's: float16, float32 for Gemma 3)",
+        default=None,
+    )
+    store_pixels: bool | None = option(
+        "keep the images in the cache (the pixel probe needs them) (default: yes for the "
+        "synthetic stimuli, no for --data, whose images stay where they are)",
+        default=None,
+    )
+    allow_nonfinite: bool = option(
+        "store NaN/inf activations (counted per site) instead of stopping; probes still "
+        "refuse them",
+        default=False,
+    )
+    local_files_only: bool = option("never reach the hub", default=False)
+
+    def _check_extract(self) -> None:
+        self._check_common()
+        _names(self, ("attributes", "categorical"))
+        if isinstance(self.image_sizes, int):
+            self.image_sizes = [self.image_sizes]
+        if self.data is not None and (self.image_size or self.image_sizes):
+            raise ConfigError(
+                "image_size and image_sizes draw the synthetic stimuli; with data the images "
+                "keep their own sizes: leave them out"
+            )
+        if self.categorical and self.data is None:
+            raise ConfigError("categorical names columns of a label table: it needs data")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {self.workers}")
+        if self.n_images is not None and self.n_images < 1:
+            raise ConfigError(f"n_images must be >= 1, got {self.n_images}")
+        if self.image_sizes is not None and self.image_size is not None:
+            raise ConfigError(
+                f"give image_size ({self.image_size}) or image_sizes ({self.image_sizes}), not both"
+            )
+        for name in ("image_size", "image_sizes"):
+            given = getattr(self, name)
+            sides = [given] if isinstance(given, int) else given or []
+            if any(side < 1 for side in sides) or (name == "image_sizes" and given == []):
+                raise ConfigError(
+                    f"{name} must be positive sides in px, got {given}; leave it out for the "
+                    f"model's native size"
+                )
+        if self.store_dtype is not None and self.store_dtype not in STORE_DTYPES:
+            raise ConfigError(
+                f"store_dtype must be one of {', '.join(STORE_DTYPES)}, got {self.store_dtype!r}"
+            )
+
+    def open_data(self) -> ImageSet | None:
+        """The user's data source (None for the built-in stimuli), opened and checked."""
+        from interp.sources import HuggingFaceImages, open_source
+
+        if self.data is None:
+            return None
+        options: dict[str, Any] = {"attributes": self.attributes, "categorical": self.categorical}
+        options["n_images"] = self.n_images
+        if self.image_column is not None:
+            options["image_column"] = self.image_column
+        if isinstance(self.data, ImageSet):
+            return self.data
+        if isinstance(self.data, (str, os.PathLike)):
+            return open_source(self.data, **options)
+        options["label_columns"] = options.pop("attributes")  # a datasets.Dataset
+        return HuggingFaceImages(self.data, **options)
+
+    def keeps_pixels(self) -> bool:
+        """``store_pixels``, where given; else yes for the stimuli, no for own data."""
+        return self.store_pixels if self.store_pixels is not None else self.data is None
+
+
+@dataclass
+class _ProbeOptions(_Common, _Attributes, _Folds):
+    """Cache -> probe table."""
+
+    selections: list[str] | None = option(
+        "token selections: mean on_object off_object token random_<k> ... (default: all, "
+        "k = 1, 8, 64, ... up to every token)",
+        default=None,
+    )
+    ablation_selections: list[str] | None = option(
+        "token selections under the ablation conditions (default: mean token; 'all' for "
+        "the same as --selections)",
+        default=None,
+    )
+    tokens_per_image: int = option(
+        "most object tokens per image in the 'token' selection", default=4
+    )
+
+    def _check_probe(self) -> None:
+        self._check_common()
+        self._check_folds()
+        _names(self, ("attributes", "selections", "ablation_selections"))
+        if self.tokens_per_image is not None and self.tokens_per_image < 1:
+            raise ConfigError(f"tokens_per_image must be >= 1, got {self.tokens_per_image}")
+        for selection in [*(self.selections or ()), *(self.ablation_selections or ())]:
+            if selection != "all":
+                check_selection(selection)
+
+    def probed_under_ablations(self) -> list[str] | None:
+        """Selections under shuffle / lower_mask: ``mean`` and ``token`` unless asked
+        otherwise (every selection under every condition multiplies the probing time)."""
+        chosen = self.ablation_selections or ["mean", "token"]
+        return None if "all" in chosen else chosen
+
+    def probe_settings(self) -> ProbeSettings:
+        return ProbeSettings(
+            n_splits=self.n_splits,
+            n_boot=self.n_boot,
+            seed=self.seed,
+            tokens_per_image=self.tokens_per_image,
+        )
+
+
+@dataclass
+class _Figures:
+    formats: list[str] | None = option(
+        f"figure files to write: some of {' '.join(FIGURE_FORMATS)} (default: html; pdf, "
+        f"svg and png need a Chrome: Debian's chromium)",
+        default=None,
+    )
+    score: str = option(
+        "what the layer-by-attribute map colours: chance_normalised ((accuracy - chance) / "
+        "(1 - chance)), accuracy, or selectivity (accuracy - control task)",
+        default="chance_normalised",
+    )
+
+    def _check_figures(self) -> None:
+        _names(self, ("formats",))
+        unknown = [f for f in self.formats or () if f not in FIGURE_FORMATS]
+        if unknown:
+            raise ConfigError(
+                f"formats {unknown} are not figure formats; choose from {FIGURE_FORMATS}"
+            )
+        if self.score not in SCORES:
+            raise ConfigError(f"score must be one of {SCORES}, got {self.score!r}")
+
+
+@dataclass
+class ExtractConfig(_ExtractOptions):
+    """``interp extract``: the activations of the images at the sites, into ``out``."""
+
+    out: str = option("the cache file to write (HDF5)", default="cache.h5")
+
+    def __post_init__(self) -> None:
+        if not str(self.out).strip():
+            raise ConfigError("out must name a cache file, got an empty string")
+        self._check_extract()
+
+
+@dataclass
+class ProbeConfig(_ProbeOptions):
+    """``interp probe``: every site x condition x selection x attribute of ``cache``,
+    into the table ``out``; never writes to the cache."""
+
+    cache: str = option("the cache to probe", default="", positional=True)
+    out: str = option("the probe table to write (CSV)", default="probes.csv")
+
+    def __post_init__(self) -> None:
+        if not str(self.cache).strip():
+            raise ConfigError("cache must name a cache file (interp extract writes one)")
+        self._check_probe()
+
+
+@dataclass
+class PixelConfig(_Common, _Folds):
+    """``interp pixels``: the pixel-value probe of every site of ``cache``: its table and
+    the picture grid of held-out reconstructions, into the folder ``out``."""
+
+    cache: str = option("the cache to probe", default="", positional=True)
+    out: str = option("output folder", default="pixels")
+
+    def __post_init__(self) -> None:
+        if not str(self.cache).strip():
+            raise ConfigError("cache must name a cache file (interp extract writes one)")
+        self._check_common()
+        self._check_folds()
+
+
+@dataclass
+class PlotConfig(_Figures):
+    """``interp plot``: every figure a table supports, into the folder ``out``."""
+
+    table: str = option(
+        "a probe table (probes.csv) or pixel table (pixel_reconstruction.csv)",
+        default="",
+        positional=True,
+    )
+    out: str = option("output folder", default="figures")
+    selection: str | None = option(
+        "the token selection the layer map shows (default: the most informative the table "
+        "has: token, else on_object, else mean)",
+        default=None,
+    )
+    overwrite: bool = option("replace existing figures", default=False)
+
+    def __post_init__(self) -> None:
+        if not str(self.table).strip():
+            raise ConfigError("table must name a probe table (interp probe writes one)")
+        self._check_figures()
+
+
+@dataclass
+class ReportConfig:
+    """``interp report``: one self-contained HTML page of a run's folder."""
+
+    run: str = option("a run's output folder", default="", positional=True)
+    out: str | None = option("the page to write (default: RUN/report.html)", default=None)
+
+    def __post_init__(self) -> None:
+        if not str(self.run).strip():
+            raise ConfigError("run must name a run's output folder (interp run writes one)")
+
+
+@dataclass
+class RunConfig(_ExtractOptions, _ProbeOptions, _Figures):
+    """Everything ``interp run`` does: extract, probe, pixels, plot and report, into one
+    output folder; the command line's options are these fields."""
+
+    out: str = option("output folder", default="interp-results")
+    full: bool = option(
+        "the exhaustive study: every selection under every condition, 4 tokens per image, "
+        "1000 bootstrap resamples (default: the demo's fast choice for what is not given: "
+        "mean, on_object and token selections, 2 tokens per image, 200 resamples)",
+        default=False,
+    )
+    n_boot: int | None = option(
+        "bootstrap resamples of images for 95% intervals (default: 1000 with --full, else 200)",
+        default=None,
+    )
+    tokens_per_image: int | None = option(
+        "most object tokens per image in the 'token' selection (default: 4 with --full, else 2)",
+        default=None,
+    )
+
+    def __post_init__(self) -> None:
+        if not str(self.out).strip():
+            raise ConfigError("out must name an output folder, got an empty string")
+        self._check_extract()
+        self._check_probe()
+        self._check_figures()
+        if self.n_images is not None:
+            self.check_image_count(self.n_images)
+
+    def resolved(self) -> RunConfig:
+        """This run with its defaults filled in: with ``full``, every selection under
+        every condition and 1000 bootstrap resamples; else :data:`FAST_DEFAULTS` for each
+        of those not given (``make demo`` in minutes, still showing the findings)."""
+        chosen = FULL_DEFAULTS if self.full else FAST_DEFAULTS
+        return self.replace(**{k: v for k, v in chosen.items() if getattr(self, k) is None})
+
+    def check_image_count(self, n_images: int) -> None:
+        """Enough images for every probe's folds (a ConfigError that says how many)."""
+        fewest = self.fewest_images()
+        if n_images < fewest:
+            raise ConfigError(
+                f"n_images={n_images} is too few for {self.n_splits}-fold probes: the "
+                f"pixel probe splits the images into {self.n_splits} x {PIXEL_INNER_FOLDS} "
+                f"folds; use at least {fewest} images, or fewer folds (n_splits)"
+            )
+
+    def open_data(self) -> ImageSet | None:
+        data = super().open_data()
+        if data is not None:
+            self.check_image_count(len(data))
+        return data
+
+    def step(self, cls: type, **changes: Any) -> Any:
+        """The settings of one step (``ExtractConfig``, ``ProbeConfig``, ...): this run's
+        values of the fields it has, and ``changes``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {name: getattr(self, name) for name in names if hasattr(self, name)}
+        return cls(**{**values, **changes})
+
+    def paths(self) -> dict[str, Path]:
+        from analyses.pipeline import OUTPUT_FILES
+
+        return {key: Path(self.out) / name for key, name in OUTPUT_FILES.items()}
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
