@@ -391,8 +391,10 @@ def test_bad_settings_and_inputs_are_refused_with_the_fix(rng) -> None:
         [{"site": "lm.0", "attribute": "color", "selection": "token", "condition": "baseline",
           "metric": "accuracy", "value": 0.5, "chance": 0.2, "ci_low": 0.4, "ci_high": 0.6}]
     )  # fmt: skip
-    with pytest.raises(ConfigError, match="no accuracy rows for selection 'mean'"):
-        layer_attribute_heatmap(table)
+    with pytest.raises(ConfigError, match="no rows for selection 'mean'"):
+        layer_attribute_heatmap(table, selection="mean")
+    with pytest.raises(ConfigError, match="score must be chance_normalised"):
+        layer_attribute_heatmap(table, score="f1")
     with pytest.raises(ConfigError, match="no random_<k> rows"):
         redundancy_curves(table)
     with pytest.raises(ConfigError, match="lacks columns"):
