@@ -12,13 +12,22 @@ $(STAMP): pyproject.toml constraints.txt
 	@command -v h5ls >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hdf5-tools \
 		>/dev/null; } || echo "note: hdf5-tools not installed; the h5ls test will be skipped"
+	@# A Chrome for plotly's static export (PDF, SVG, PNG figures) and the screenshot test.
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "note: chromium not installed; PDF/SVG/PNG figures and their tests need it"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# The demo: the study on the built-in organism with the fast settings (--full for the
+# exhaustive one), then its figures as PDF and SVG through the staged plot command.
 demo: $(STAMP)
 	$(BIN)/interp run --out $(OUT) --overwrite
+	$(BIN)/interp plot $(OUT)/probes.csv $(OUT)/pixel_reconstruction.csv --out $(OUT)/figures \
+		--formats pdf svg --overwrite
 
 # The transformers 4.57 series (other module paths and output types), installed beside
 # the venv's own transformers and put first on the path for a second run of the suite.

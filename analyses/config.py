@@ -354,11 +354,11 @@ class PixelConfig(_Common, _Folds):
 
 @dataclass
 class PlotConfig(_Figures):
-    """``interp plot``: every figure a table supports, into the folder ``out``."""
+    """``interp plot``: every figure each table supports, into the folder ``out``."""
 
-    table: str = option(
-        "a probe table (probes.csv) or pixel table (pixel_reconstruction.csv)",
-        default="",
+    tables: list[str] | None = option(
+        "probe tables (probes.csv) and pixel tables (pixel_reconstruction.csv)",
+        default=None,
         positional=True,
     )
     out: str = option("output folder", default="figures")
@@ -370,8 +370,9 @@ class PlotConfig(_Figures):
     overwrite: bool = option("replace existing figures", default=False)
 
     def __post_init__(self) -> None:
-        if not str(self.table).strip():
-            raise ConfigError("table must name a probe table (interp probe writes one)")
+        _names(self, ("tables",))
+        if not self.tables:
+            raise ConfigError("tables must name a probe table (interp probe writes one)")
         self._check_figures()
 
 

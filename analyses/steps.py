@@ -309,17 +309,20 @@ def figures_of(
 
 
 def plot_step(config: PlotConfig) -> dict[str, Path]:
-    """Every figure of the table ``config.table``, in each of ``config.formats`` (default
-    html), into the folder ``config.out``; returns ``"<figure>.<format>" -> path``."""
-    try:
-        table = pd.read_csv(config.table)
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise ConfigError(
-            f"table={config.table!r} cannot be read as a CSV table ({err}); pass a probe "
-            f"table (interp probe) or pixel table (interp pixels)"
-        ) from err
+    """Every figure of each table of ``config.tables``, in each of ``config.formats``
+    (default html), into the folder ``config.out``; returns ``"<figure>.<format>" ->
+    path``."""
+    figures: dict[str, go.Figure] = {}
+    for path in config.tables:
+        try:
+            table = pd.read_csv(path)
+        except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
+            raise ConfigError(
+                f"tables: {str(path)!r} cannot be read as a CSV table ({err}); pass a probe "
+                f"table (interp probe) or pixel table (interp pixels)"
+            ) from err
+        figures.update(figures_of(table, score=config.score, selection=config.selection))
     folder = check_output_folder(config.out)
-    figures = figures_of(table, score=config.score, selection=config.selection)
     formats = config.formats or ["html"]
     paths = {
         f"{name}.{fmt}": folder / f"{FIGURE_NAMES[name]}.{fmt}"

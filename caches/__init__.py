@@ -1,6 +1,7 @@
 """The HDF5 activation store: write (and resume) during extraction, read lazily after."""
 
 from caches.info import cache_info, format_info
+from caches.memory import ActivationSet, MemoryCache
 from caches.reader import CacheReader
 from caches.schema import BASELINE, SCHEMA_VERSION, acts_path
 from caches.tokens import SiteTokens
@@ -12,19 +13,23 @@ __getattr__ = lazy_exports(
     {
         "DEFAULT_QUESTION": "caches.extraction",
         "extract": "caches.extraction",
+        "capture_set": "caches.extraction",
         "CacheWriter": "caches.writer",
     },
 )
 
 __all__ = [
+    "ActivationSet",
     "BASELINE",
     "DEFAULT_QUESTION",
     "SCHEMA_VERSION",
     "CacheReader",
     "CacheWriter",
+    "MemoryCache",
     "SiteTokens",
     "acts_path",
     "cache_info",
+    "capture_set",
     "extract",
     "format_info",
 ]

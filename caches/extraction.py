@@ -16,8 +16,10 @@ import torch
 from tqdm.auto import tqdm
 
 from caches.batches import Batch, decoded_batches
+from caches.memory import MemoryCache
 from caches.reader import CacheReader
 from caches.schema import BASELINE, STORE_DTYPES
+from caches.tokens import SiteTokens
 from caches.writer import (
     METADATA_ROOM,
     CacheWriter,
@@ -37,7 +39,7 @@ from interp.sites import sort_sites
 from interp.sources import ImageSet
 from interp.tracing import capture_tokens
 
-__all__ = ["extract", "reusable", "DEFAULT_QUESTION", "toolkit_version"]
+__all__ = ["extract", "capture_set", "reusable", "DEFAULT_QUESTION", "toolkit_version"]
 
 DEFAULT_QUESTION = "Describe the image."
 log = logging.getLogger("interp")
@@ -217,6 +219,57 @@ def extract(
                 )
                 bar.update(min(n, start + batch_size) - start)
         return writer.finalize()
+
+
+def capture_set(
+    loaded: LoadedModel,
+    data: ImageSet,
+    *,
+    sites: str | Sequence[str] | None = None,
+    conditions: str | Sequence[str] | None = None,
+    prompt: str | None = None,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> MemoryCache:
+    """The activations of ``data``'s images at ``sites`` under ``conditions`` (default:
+    the baseline only), held in memory as float32: a :class:`caches.MemoryCache` the
+    probes read as they read a cache file (``probes.sweep(capture_set(...))``), for a
+    set small enough to hold (a notebook's fifty images); :func:`extract` writes a file."""
+    adapter = loaded.adapter
+    sites = sort_sites([adapter.check_site(s) for s in as_names(sites, "sites") or adapter.sites()])
+    conditions = list(dict.fromkeys([BASELINE, *(as_names(conditions, "conditions") or [])]))
+    interventions = {c: make_intervention(c, seed=seed) for c in conditions}
+    prompt = prompt if prompt is not None else adapter.default_prompt(DEFAULT_QUESTION)
+    n = len(data)
+    sizes = data.sizes  # (n, 2)
+    by_size = {hw: {s: adapter.token_layout(s, hw) for s in sites} for hw in data.distinct_sizes}
+    values: dict[tuple[str, str], list[np.ndarray]] = {}
+    images, maps = data.pixels(np.arange(n)), data.maps(np.arange(n))
+    for start in range(0, n, batch_size):
+        stop = min(n, start + batch_size)
+        for condition, intervention in interventions.items():
+            acts, _ = _capture_batch(
+                loaded, images[start:stop], sizes[start:stop], sites, prompt, intervention
+            )
+            for site, found in acts.items():
+                parts = values.setdefault((site, condition), [])
+                parts += [v.reshape(-1, v.shape[-1]).numpy() for v in found]  # (tokens, d)
+    tokens = {}
+    for key, parts in values.items():
+        counts = [len(part) for part in parts]
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        tokens[key] = SiteTokens(np.concatenate(parts).astype(np.float32), offsets)
+    return MemoryCache(
+        tokens=tokens,
+        layouts={s: [by_size[(int(h), int(w))][s] for h, w in sizes] for s in sites},
+        images=images,
+        object_map=maps,
+        image_sizes=np.asarray(sizes),
+        label_values=dict(data.labels),
+        classes=dict(data.label_classes),
+        object_values=data.object_labels(),
+        attrs={"model": loaded.source, "model_family": adapter.family, "prompt": prompt},
+    )
 
 
 def reusable(path: Path, attrs: dict) -> bool:

@@ -44,7 +44,10 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         help_text = f.metadata.get("help", "")
         if f.metadata.get("positional"):
-            parser.add_argument(f.name, help=help_text, metavar=f.name.upper())
+            many = typing.get_origin(_base_type(hints[f.name])) is list
+            parser.add_argument(
+                f.name, help=help_text, metavar=f.name.upper(), nargs="+" if many else None
+            )
             continue
         if "default" not in help_text:
             shown = " ".join(map(str, default)) if isinstance(default, list) else default
