@@ -36,7 +36,8 @@ def check_output_folder(folder: str | os.PathLike) -> Path:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(
-            f"out={str(folder)!r} is an existing file; the output is a folder: choose another --out"
+            f"out={str(folder)!r} is an existing file; the output is a folder: choose "
+            f"another out=FOLDER"
         )
     parent = folder
     while not parent.exists():
@@ -44,7 +45,7 @@ def check_output_folder(folder: str | os.PathLike) -> Path:
     if not parent.is_dir():
         raise ConfigError(
             f"out={str(folder)!r} lies under {str(parent)!r}, which is a file, not a folder; "
-            f"choose another --out"
+            f"choose another out=FOLDER"
         )
     try:
         with tempfile.TemporaryFile(dir=parent):
@@ -52,7 +53,7 @@ def check_output_folder(folder: str | os.PathLike) -> Path:
     except OSError as err:
         raise ConfigError(
             f"cannot write in out={str(folder)!r}: {err.strerror or err}; choose a folder you "
-            f"can write to (--out)"
+            f"can write to (out=FOLDER)"
         ) from err
     return folder
 
@@ -83,8 +84,8 @@ def check_writable(paths: Iterable[Path], overwrite: bool) -> None:
     existing = [str(p) for p in paths if Path(p).exists()]
     if existing and not overwrite:
         raise OutputExistsError(
-            f"output already exists: {', '.join(existing)}; pass --overwrite to replace, "
-            f"or choose another --out folder"
+            f"output already exists: {', '.join(existing)}; pass overwrite=True to replace, "
+            f"or choose another out=FOLDER"
         )
 
 

@@ -125,7 +125,7 @@ def run(config: RunConfig) -> RunResult:
         pixel_table = pixels.table
     else:
         warnings.warn(
-            "no pixel probe: the cache holds no pixels (pass --store-pixels to keep them)",
+            "no pixel probe: the cache holds no pixels (store_pixels=True keeps them)",
             stacklevel=2,
         )
 

@@ -178,7 +178,7 @@ def _kept_rows(path: Path, wanted: dict[str, Any], overwrite: bool) -> pd.DataFr
         difference = f"its {key!r} differs (found {found.get(key)!r}, now {wanted[key]!r})"
     raise OutputExistsError(
         f"{path} already exists and was made with other settings: {difference}; pass "
-        f"--overwrite (overwrite=True) to replace it or choose another --out"
+        f"overwrite=True to replace it or choose another out=FILE"
     )
 
 
@@ -262,14 +262,14 @@ def pixel_step(config: PixelConfig) -> PixelResult:
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not config.overwrite:
         raise OutputExistsError(
-            f"output already exists: {', '.join(existing)}; pass --overwrite to replace, "
-            f"or choose another --out folder"
+            f"output already exists: {', '.join(existing)}; pass overwrite=True to replace, "
+            f"or choose another out=FOLDER"
         )
     with CacheReader(config.cache) as reader:
         if not reader.has_pixels:
             raise CacheError(
                 f"{config.cache} holds no pixels (extracted with store_pixels=False); the "
-                f"pixel probe needs them: extract again with --store-pixels"
+                f"pixel probe needs them: extract again with store_pixels=True"
             )
         table, shown = pixel_sweep(
             reader,
@@ -332,8 +332,8 @@ def plot_step(config: PlotConfig) -> dict[str, Path]:
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not config.overwrite:
         raise OutputExistsError(
-            f"output already exists: {', '.join(existing)}; pass --overwrite to replace, "
-            f"or choose another --out folder"
+            f"output already exists: {', '.join(existing)}; pass overwrite=True to replace, "
+            f"or choose another out=FOLDER"
         )
     for key, path in paths.items():
         write_figure(figures[key.split(".")[0]], path)

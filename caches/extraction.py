@@ -113,7 +113,7 @@ def extract(
     if unsupported:
         raise ConfigError(
             f"a {adapter.family} model supports the conditions {list(adapter.conditions)}, "
-            f"not {unsupported}; leave --conditions out to run all it supports"
+            f"not {unsupported}; leave conditions out (None) to run all it supports"
         )
     interventions = {c: make_intervention(c, seed=seed) for c in conditions}
     prompt = prompt if prompt is not None else adapter.default_prompt(DEFAULT_QUESTION)
@@ -281,8 +281,8 @@ def reusable(path: Path, attrs: dict) -> bool:
         key, found, now = differs
         raise OutputExistsError(
             f"{path} already exists, made with a different {key!r} (found "
-            f"{short_repr(found)}, now {short_repr(now)}); pass --overwrite "
-            f"(overwrite=True) to replace it or choose another output folder"
+            f"{short_repr(found)}, now {short_repr(now)}); pass overwrite=True "
+            f"to replace it or choose another output folder"
         )
     return True
 
@@ -331,7 +331,7 @@ def _check_disk_space(
         raise DiskFullError(
             f"the cache needs about {human_bytes(needed)} more, but the disk holding "
             f"{folder} has {human_bytes(free)} free; free some space, choose another "
-            f"--out on a larger disk, or capture fewer sites or conditions"
+            f"out= path on a larger disk, or capture fewer sites or conditions"
         )
 
 

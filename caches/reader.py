@@ -32,7 +32,7 @@ class CacheReader:
         self.path = Path(path)
         if not self.path.is_file():
             raise CacheError(
-                f"no cache at {self.path}; create one with `interp run --out DIR` "
+                f"no cache at {self.path}; create one with caches.extract (interp extract) "
                 f"(it writes DIR/cache.h5)"
             )
         try:
@@ -45,7 +45,7 @@ class CacheReader:
                 ) from err
             raise CacheError(
                 f"{self.path} is not a readable HDF5 file ({err}); it may be truncated or "
-                f"corrupt: re-create it with `interp run --overwrite`"
+                f"corrupt: re-create it (overwrite=True)"
             ) from err
         attrs = self._file.attrs
         version = attrs.get("schema_version")
@@ -71,7 +71,7 @@ class CacheReader:
             raise CacheError(
                 f"{self.path} has the attributes of an activation cache but lacks "
                 f"{', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}; it is damaged "
-                f"or was not written by vlm-interp: re-create it with `interp run --overwrite`"
+                f"or was not written by vlm-interp: re-create it (overwrite=True)"
             )
 
     def _required(self) -> list[str]:
@@ -134,7 +134,7 @@ class CacheReader:
         if not self.has_pixels:
             raise CacheError(
                 f"{self.path} holds no pixels (extracted with store_pixels=False); the "
-                f"pixel probe needs them: extract again with --store-pixels"
+                f"pixel probe needs them: extract again with store_pixels=True"
             )
         return self._file["images/pixels"]
 
@@ -246,7 +246,7 @@ class CacheReader:
                 raise CacheError(
                     f"{self.path} has no per-object labels (written by schema version "
                     f"{int(self._file.attrs['schema_version'])}); re-create it with "
-                    f"`interp run --overwrite` to probe single tokens"
+                    f"overwrite=True to probe single tokens"
                 )
             raise CacheError(
                 f"no per-object label {name!r} in {self.path}; per-object labels: "

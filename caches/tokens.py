@@ -77,7 +77,7 @@ class SiteTokens:
             f"{where} holds {bad} of {finite.size} values that are not finite (NaN or inf), "
             f"first in image {image}; a probe on them would report a meaningless score. "
             f"Extract again from a model whose activations are finite, in float32 storage "
-            f"where they exceed float16 (--store-dtype float32)"
+            f"where they exceed float16 (store_dtype='float32')"
         )
 
     def image(self, index: int) -> np.ndarray:

@@ -179,10 +179,10 @@ def storable(
             f"beyond {np.dtype(dtype).name}'s range (|x| > {limit:.6g})"
         )
         fix = (
-            "store them in float32 (--store-dtype float32, store_dtype='float32')"
+            "store them in float32 (store_dtype='float32')"
             if beyond.any() and finite.all()
             else "the model's weights or inputs are broken, or its dtype overflows: check "
-            "them, or load it in float32 (--dtype float32)"
+            "them, or load it in float32 (dtype='float32')"
         )
         raise CacheError(
             f"site {site!r} under {condition!r} gave {bad} of {rows.size} values that are "
@@ -241,7 +241,7 @@ class CacheWriter:
         self.tmp = partial_path(self.path)
         if self.path.exists() and not overwrite:
             raise OutputExistsError(
-                f"{self.path} already exists; pass --overwrite (overwrite=True) to replace it "
+                f"{self.path} already exists; pass overwrite=True to replace it "
                 f"or choose another output folder"
             )
         self.allow_nonfinite = allow_nonfinite
@@ -458,7 +458,7 @@ class CacheWriter:
             raise DiskFullError(
                 f"the disk holding {self.tmp.parent} is full: the next batch needs about "
                 f"{human_bytes(needed)}, {human_bytes(free)} are free; free some space (or "
-                f"pick another --out) and rerun the same command: the unfinished cache "
+                f"pick another out=) and rerun the same command: the unfinished cache "
                 f"{self.tmp.name} resumes at image {self.n_written}"
             )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -146,7 +147,47 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 def _one_line(err: BaseException | Warning | str) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
+    return as_flags(" ".join(str(err).split())) or type(err).__name__
+
+
+_ASSIGNED = re.compile(r"\b([a-z][a-z0-9_]*)=('[^']*'|\"[^\"]*\"|[^\s,;)]*)")
+_SNAKE = re.compile(r"\b([a-z][a-z0-9]*_[a-z0-9_]+)\b")
+
+
+def option_names() -> set[str]:
+    """Every option of every command (the fields of the config dataclasses)."""
+    import dataclasses
+
+    import analyses.config as configs
+
+    classes = [configs.RunConfig, *(getattr(configs, cls) for cls, _, _ in STEPS.values())]
+    return {f.name for cls in classes for f in dataclasses.fields(cls)}
+
+
+def as_flags(text: str) -> str:
+    """A library message in command-line terms: ``overwrite=True`` -> ``--overwrite``,
+    ``store_dtype='float32'`` -> ``--store-dtype float32``, ``n_splits`` -> ``--n-splits``
+    (library errors name parameters; only the command line speaks of flags)."""
+    names = option_names()
+
+    def assigned(found: re.Match) -> str:
+        name, value = found.group(1), found.group(2).strip("'\"")
+        if name not in names:
+            return found.group(0)
+        flag = "--" + name.replace("_", "-")
+        if value in ("True", ""):
+            return flag
+        if value == "False":
+            return "--no-" + name.replace("_", "-")
+        return f"{flag} {value}"
+
+    text = _ASSIGNED.sub(assigned, text)
+    return _SNAKE.sub(
+        lambda found: (
+            "--" + found.group(1).replace("_", "-") if found.group(1) in names else found.group(0)
+        ),
+        text,
+    )
 
 
 class _Notes(logging.StreamHandler):

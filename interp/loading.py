@@ -136,7 +136,7 @@ def check_device_map(device_map: str | dict | None) -> None:
             if not torch.cuda.is_available():
                 raise ConfigError(
                     f"device_map={device_map!r} needs a CUDA GPU, but torch sees none on "
-                    f"this machine; leave --device-map out to run on the CPU"
+                    f"this machine; leave device_map out to run on the CPU"
                 )
             index = int(name.rpartition(":")[2]) if ":" in name or name.isdigit() else 0
             if index >= torch.cuda.device_count():
@@ -147,7 +147,7 @@ def check_device_map(device_map: str | dict | None) -> None:
         elif name.startswith("mps") and not torch.backends.mps.is_available():
             raise ConfigError(
                 f"device_map={device_map!r} needs Apple's MPS, which this machine lacks; "
-                f"leave --device-map out to run on the CPU"
+                f"leave device_map out to run on the CPU"
             )
 
 

@@ -151,7 +151,7 @@ def test_existing_cache_is_reused_or_needs_overwrite(
         patched.setattr(extract_module, "capture_tokens", no_capture)
         assert extract(loaded, small, target, sites=SITES, progress=False) == target
     assert target.read_bytes() == before
-    with pytest.raises(OutputExistsError, match="different 'sites'.*--overwrite"):
+    with pytest.raises(OutputExistsError, match="different 'sites'.*overwrite=True"):
         extract(loaded, small, target, sites=["lm.0"], progress=False)
     assert target.read_bytes() == before
     extract(loaded, small, target, sites=["lm.0"], overwrite=True, progress=False)
@@ -160,7 +160,7 @@ def test_existing_cache_is_reused_or_needs_overwrite(
 
 
 def test_reader_errors_say_what_to_do(cache_path, tmp_path) -> None:
-    with pytest.raises(CacheError, match="no cache at .*interp run"):
+    with pytest.raises(CacheError, match="no cache at .*caches.extract"):
         CacheReader(tmp_path / "missing.h5")
     corrupt = tmp_path / "corrupt.h5"
     corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + b"garbage" * 100)

@@ -112,7 +112,7 @@ def test_nan_weights_stop_extraction_with_the_site_and_count(tiny_dir, eight, tm
     target = tmp_path / "cache.h5"
     with pytest.raises(CacheError, match=r"site 'lm.3' under 'baseline' gave \d+ of \d+ values"):
         extract(broken, eight, target, sites=SITES, batch_size=4, progress=False)
-    with pytest.raises(CacheError, match=r"NaN.*first in image 0.*--dtype float32"):
+    with pytest.raises(CacheError, match=r"NaN.*first in image 0.*dtype='float32'"):
         extract(broken, eight, target, sites=SITES, batch_size=4, progress=False)
     # checked before any file was created: nothing to clean up, nothing that looks done
     assert not target.exists() and not partial_path(target).exists()
@@ -124,7 +124,7 @@ def test_values_beyond_float16_need_float32_storage(tiny_dir, eight, tmp_path) -
         for name, parameter in loud.model.named_parameters():
             if "multi_modal_projector" in name:
                 parameter.mul_(1e8)
-    with pytest.raises(CacheError, match=r"beyond float16's range.*--store-dtype float32"):
+    with pytest.raises(CacheError, match=r"beyond float16's range.*store_dtype='float32'"):
         extract(loud, eight, tmp_path / "a.h5", sites=["projector"], progress=False)
     path = extract(
         loud, eight, tmp_path / "b.h5", sites=["projector"], store_dtype="float32", progress=False
@@ -243,7 +243,7 @@ def test_reader_checks_image_indices_and_missing_datasets(clean, tmp_path) -> No
     hollow = tmp_path / "hollow.h5"
     with h5py.File(hollow, "w") as f:
         f.attrs.update(attrs)
-    hollow_message = r"lacks images/object_map, labels, images/pixels.*damaged.*--overwrite"
+    hollow_message = r"lacks images/object_map, labels, images/pixels.*damaged.*overwrite=True"
     with pytest.raises(CacheError, match=hollow_message):
         CacheReader(hollow)
 
@@ -408,7 +408,7 @@ def test_a_read_only_output_folder_is_refused_before_loading(
     monkeypatch.setattr("interp.loading.load_model", no_loading)
     assert main(["run", "--out", str(small_disk / "r"), "--model", tiny_dir]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "cannot write in out=" in err and "Read-only file system" in err
+    assert "\n" not in err and "cannot write in --out" in err and "Read-only file system" in err
 
 
 def test_truncated_weights_are_a_load_error(tiny_dir, tmp_path) -> None:
@@ -431,7 +431,7 @@ def test_offline_hub_id_fails_at_once(monkeypatch) -> None:
 def test_cuda_device_map_without_a_gpu_is_refused_before_loading(tiny_dir) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    with pytest.raises(ConfigError, match="needs a CUDA GPU.*leave --device-map out"):
+    with pytest.raises(ConfigError, match="needs a CUDA GPU.*leave device_map out"):
         load_model(tiny_dir, device_map="cuda")
 
 

@@ -99,7 +99,7 @@ def test_a_short_training_run_lowers_the_loss(tmp_path) -> None:
         assert losses[-4:].mean() < losses[:4].mean() - 0.1, (stage, losses)
     model = load_model(str(result.folder))  # saved with save_pretrained, loads back
     assert model.adapter.n_lm_layers == 1
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="overwrite=True"):
         train(config)
 
 
@@ -172,4 +172,4 @@ def test_bad_training_configs_are_refused(kwargs, message) -> None:
 
 def test_cli_eval_refuses_bad_input(capsys) -> None:
     assert main(["organism", "eval", "--n-images", "0"]) == 2
-    assert "n_images must be >= 1" in capsys.readouterr().err
+    assert "--n-images must be >= 1" in capsys.readouterr().err

@@ -365,7 +365,7 @@ def test_sweep_refuses_bad_requests(cache_path, tmp_path) -> None:
         del f["objects"]
         f.attrs["schema_version"] = 1
     with CacheReader(old) as reader:
-        with pytest.raises(CacheError, match="no per-object labels.*--overwrite"):
+        with pytest.raises(CacheError, match="no per-object labels.*overwrite=True"):
             sweep(reader, attributes=["color"], selections=["token"], progress=False)
         assert not sweep(
             reader, attributes=["color"], selections=["mean"], sites=["vision.0"], progress=False

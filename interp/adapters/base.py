@@ -303,6 +303,6 @@ class Adapter(ABC):
         if size < rows or size % rows:
             raise ConfigError(
                 f"image size {size} px does not tile this model's {rows}x{rows} patch grid "
-                f"(native input {self.native_image_size} px); use --image-size "
+                f"(native input {self.native_image_size} px); use image_size="
                 f"{self.native_image_size} or another multiple of {rows}"
             )

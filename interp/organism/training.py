@@ -306,7 +306,9 @@ def train(config: OrganismTrainConfig) -> TrainResult:
     """Train from scratch and ``save_pretrained`` model + processor into ``config.out``."""
     folder = Path(config.out)
     if (folder / "config.json").exists() and not config.overwrite:
-        raise OutputExistsError(f"{folder} already holds a model; pass --overwrite to replace it")
+        raise OutputExistsError(
+            f"{folder} already holds a model; pass overwrite=True to replace it"
+        )
     if config.threads:
         torch.set_num_threads(config.threads)
     model, processor = new_organism(config)

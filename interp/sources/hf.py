@@ -77,13 +77,13 @@ class HuggingFaceImages(TabularImages):
         if image_column not in columns:
             raise ConfigError(
                 f"the dataset has no image column {image_column!r} (columns: "
-                f"{', '.join(columns)}); name it with image_column (--image-column)"
+                f"{', '.join(columns)}); name it with image_column=NAME"
             )
         images = [c for c in columns if isinstance(dataset.features[c], datasets.Image)]
         if image_column not in images:
             raise ConfigError(
                 f"column {image_column!r} of the dataset holds {dataset.features[image_column]}, "
-                f"not images; name the image column with image_column (--image-column)"
+                f"not images; name the image column with image_column=NAME"
             )
         if n_images is not None:
             dataset = dataset.select(range(min(n_images, len(dataset))))
