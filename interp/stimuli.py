@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from einops import rearrange
 
 from interp.errors import ConfigError
 from interp.sources.base import ImageSet
@@ -315,8 +316,8 @@ def patch_label_map(object_map: np.ndarray, grid: tuple[int, int]) -> np.ndarray
             f"image of {height}x{width} px does not tile a {rows}x{cols} patch grid; "
             f"use an image size that is a multiple of {rows}"
         )
-    blocks = maps.reshape(n, rows, height // rows, cols, width // cols).transpose(0, 1, 3, 2, 4)
-    blocks = blocks.reshape(n, rows, cols, -1)  # (n, rows, cols, pixels per cell)
+    # (n, rows, cols, pixels per cell)
+    blocks = rearrange(maps, "n (r h) (c w) -> n r c (h w)", r=rows, c=cols)
     n_objects = int(maps.max()) + 1
     out = np.full((n, rows, cols), -1, dtype=np.int8)
     if n_objects > 0:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+from einops import rearrange, reduce
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -59,10 +60,8 @@ def patch_pixels(images: np.ndarray, grid: np.ndarray, patch_grid: Sequence[int]
             f"images of {height}x{width} px do not tile a {rows}x{cols} patch grid; use an "
             f"image size that is a multiple of {rows}"
         )
-    ph, pw = height // rows, width // cols
-    blocks = images.reshape(n, rows, ph, cols, pw, 3).transpose(0, 1, 3, 2, 4, 5)
-    blocks = blocks.reshape(n, rows, cols, ph * pw * 3)  # (n, rows, cols, pixels)
-    return blocks[:, grid[:, 0], grid[:, 1]].astype(np.float32)
+    blocks = rearrange(images, "n (r ph) (c pw) ch -> n r c (ph pw ch)", r=rows, c=cols)
+    return blocks[:, grid[:, 0], grid[:, 1]].astype(np.float32)  # (n, tokens, pixels)
 
 
 def assemble(
@@ -76,10 +75,9 @@ def assemble(
     rows, cols = patch_grid
     height, width = image_hw(image_size)
     ph, pw = height // rows, width // cols
-    n = len(patches)
-    out = np.zeros((n, rows, cols, ph, pw, 3), dtype=np.float32)
-    out[:, grid[:, 0], grid[:, 1]] = patches.reshape(n, len(grid), ph, pw, 3)
-    return out.transpose(0, 1, 3, 2, 4, 5).reshape(n, rows * ph, cols * pw, 3)
+    out = np.zeros((len(patches), rows, cols, ph * pw * 3), dtype=np.float32)
+    out[:, grid[:, 0], grid[:, 1]] = patches  # (n, rows, cols, pixels)
+    return rearrange(out, "n r c (ph pw ch) -> n (r ph) (c pw) ch", ph=ph, pw=pw, ch=3)
 
 
 @dataclass(frozen=True)
@@ -237,9 +235,8 @@ class _PatchRows:
         (ph, pw), (qh, qw) = self.patches[size], self.patch
         if (ph, pw) == (qh, qw):
             return pixels
-        m, t, _ = pixels.shape
-        blocks = pixels.reshape(m, t, qh, ph // qh, qw, pw // qw, 3)
-        return blocks.mean((3, 5)).reshape(m, t, -1)
+        pattern = "m t (qh fh qw fw ch) -> m t (qh qw ch)"  # each q x q block's mean
+        return reduce(pixels, pattern, "mean", qh=qh, fh=ph // qh, qw=qw, fw=pw // qw, ch=3)
 
     def images_of(self, predicted: np.ndarray, block: slice) -> dict[int, np.ndarray]:
         """Rows of :meth:`rows` -> ``image index -> (height, width, 3)``, each patch's

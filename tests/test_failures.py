@@ -486,7 +486,9 @@ def test_reading_caches_and_drawing_figures_import_no_model_code() -> None:
     that only reads a cache does not pay for torch or nnsight."""
     code = (
         "import sys\n"
-        "from caches import CacheReader, SiteTokens\n"
+        "from caches import CacheReader, MemoryCache, SiteTokens, cache_info\n"
+        "from analyses.figures import pixel_error_curve\n"
+        "from analyses.theme import apply_theme\n"
         "from interp import ConfigError, StimulusSpec, TokenLayout, sort_sites\n"
         "from interp.sources import open_source\n"
         "from analyses import layer_attribute_heatmap, write_figure\n"
