@@ -30,6 +30,7 @@ from analyses.figures import (
 )
 from analyses.outputs import (
     check_output_folder,
+    check_writable,
     remove_outputs,
     write_atomic,
     write_figure,
@@ -38,7 +39,7 @@ from analyses.outputs import (
 )
 from analyses.pictures import reconstruction_grid
 from caches import CacheReader, extract
-from interp.errors import CacheError, ConfigError, OutputExistsError
+from interp.errors import ConfigError, OutputExistsError
 from probes import pixel_sweep, sweep
 from probes.sweep import TABLE_COLUMNS
 
@@ -259,18 +260,9 @@ def pixel_step(config: PixelConfig) -> PixelResult:
     grid of held-out reconstructions, written into the folder ``config.out``."""
     folder = check_output_folder(config.out)
     paths = {key: folder / name for key, name in PIXEL_FILES.items()}
-    existing = [str(p) for p in paths.values() if p.exists()]
-    if existing and not config.overwrite:
-        raise OutputExistsError(
-            f"output already exists: {', '.join(existing)}; pass overwrite=True to replace, "
-            f"or choose another out=FOLDER"
-        )
+    check_writable(paths.values(), config.overwrite)
     with CacheReader(config.cache) as reader:
-        if not reader.has_pixels:
-            raise CacheError(
-                f"{config.cache} holds no pixels (extracted with store_pixels=False); the "
-                f"pixel probe needs them: extract again with store_pixels=True"
-            )
+        reader.images  # noqa: B018  (a cache without pixels says so, and how to get them)
         table, shown = pixel_sweep(
             reader,
             sites=config.sites,
@@ -329,12 +321,7 @@ def plot_step(config: PlotConfig) -> dict[str, Path]:
         for name in figures
         for fmt in formats
     }
-    existing = [str(p) for p in paths.values() if p.exists()]
-    if existing and not config.overwrite:
-        raise OutputExistsError(
-            f"output already exists: {', '.join(existing)}; pass overwrite=True to replace, "
-            f"or choose another out=FOLDER"
-        )
+    check_writable(paths.values(), config.overwrite)
     for key, path in paths.items():
         write_figure(figures[key.split(".")[0]], path)
     return paths
