@@ -142,7 +142,7 @@ def layer_attribute_heatmap(
         )
     apply_theme(fig, columns=columns, height_pt=110 + 95 * len(conditions))
     fig.update_layout(
-        title=f"What a probe reads at each depth ({selection} tokens; {_SCORE_TITLES[score]})",
+        title=f"What a probe reads at each depth ({selection} selection; {_SCORE_TITLES[score]})",
         coloraxis={
             "colorscale": SEQUENTIAL,
             "cmin": 0,

@@ -125,7 +125,7 @@ def test_pixels_plot_and_report(cache, tmp_path, capsys) -> None:
         "redundancy_curves.html",
     ]
     html = (figures / "layer_attribute_map.html").read_text()
-    assert "token tokens; above chance" in html  # the most informative selection, normalised
+    assert "token selection; above chance" in html  # the most informative selection, normalised
     assert main(["plot", str(pixels / "pixel_reconstruction.csv"), "--out", str(figures)]) == 0
     assert (figures / "pixel_error_by_depth.html").exists()
     with pytest.raises(Exception, match="formats \\['gif'\\] are not figure formats"):
