@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from caches.schema import STORE_DTYPES
+from interp.conditions import CONDITION_SYNTAX, parse_condition
 from interp.errors import ConfigError
-from interp.interventions import CONDITIONS
 from interp.names import as_names
 from interp.options import option
 from interp.organism import ORGANISM_NAME
@@ -82,7 +82,8 @@ class _Common:
         "sites, e.g. vision.0 projector lm.3 (default: all)", default=None
     )
     conditions: list[str] | None = option(
-        f"some of {' '.join(CONDITIONS)} (default: all the model supports / the cache holds)",
+        f"conditions: {'; '.join(CONDITION_SYNTAX.values())} (default: baseline shuffle "
+        f"lower_mask where the model has an LLM / every condition the cache holds)",
         default=None,
     )
     seed: int = option("seed of stimuli, shuffling and folds", default=0)
@@ -91,9 +92,8 @@ class _Common:
 
     def _check_common(self) -> None:
         _names(self, ("sites", "conditions"))
-        unknown = [c for c in self.conditions or () if c not in CONDITIONS]
-        if unknown:
-            raise ConfigError(f"unknown conditions {unknown}; expected some of {CONDITIONS}")
+        if self.conditions is not None:  # one spelling each; a malformed name says the syntax
+            self.conditions = [parse_condition(c).name for c in self.conditions]
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
 

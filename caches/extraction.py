@@ -30,8 +30,9 @@ from caches.writer import (
     short_repr,
     storable,
 )
+from interp.conditions import parse_condition
 from interp.errors import ConfigError, DiskFullError, OutputExistsError
-from interp.interventions import CONDITIONS, Intervention, make_intervention
+from interp.interventions import Intervention, make_intervention
 from interp.layout import TokenLayout
 from interp.loading import LoadedModel
 from interp.names import as_names
@@ -108,12 +109,14 @@ def extract(
     if store_dtype not in STORE_DTYPES:
         raise ConfigError(f"store_dtype must be one of {STORE_DTYPES}, got {store_dtype!r}")
     conditions = as_names(conditions, "conditions")
-    conditions = list(dict.fromkeys([BASELINE, *(conditions or adapter.conditions)]))
-    unsupported = [c for c in conditions if c in CONDITIONS and c not in adapter.conditions]
+    conditions = [parse_condition(c).name for c in conditions or adapter.conditions]
+    conditions = list(dict.fromkeys([BASELINE, *conditions]))
+    unsupported = [c for c in conditions if parse_condition(c).kind not in adapter.condition_kinds]
     if unsupported:
         raise ConfigError(
-            f"a {adapter.family} model supports the conditions {list(adapter.conditions)}, "
-            f"not {unsupported}; leave conditions out (None) to run all it supports"
+            f"a {adapter.family} model supports the conditions "
+            f"{list(adapter.condition_kinds)}, not {unsupported}; leave conditions out "
+            f"(None) to run the ones it runs by default, {list(adapter.conditions)}"
         )
     interventions = {c: make_intervention(c, seed=seed) for c in conditions}
     prompt = prompt if prompt is not None else adapter.default_prompt(DEFAULT_QUESTION)

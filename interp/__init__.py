@@ -1,5 +1,6 @@
 """Access to models: stimuli, family adapters, capture and interventions (built on nnsight)."""
 
+from interp.conditions import CONDITIONS, parse_condition
 from interp.errors import (
     CacheError,
     ConfigError,
@@ -26,7 +27,13 @@ __getattr__ = lazy_exports(
         ),
         **dict.fromkeys(("Captured", "capture", "capture_tokens"), "interp.tracing"),
         **dict.fromkeys(
-            ("CONDITIONS", "LowerLayerMask", "ShufflePatches", "make_intervention"),
+            (
+                "LayerWindowMask",
+                "LowerLayerMask",
+                "ShufflePatches",
+                "make_intervention",
+                "register_intervention",
+            ),
             "interp.interventions",
         ),
         **dict.fromkeys(("BUILTIN_MODELS", "LoadedModel", "load_model"), "interp.loading"),
@@ -43,6 +50,7 @@ __all__ = [
     "DiskFullError",
     "InterpError",
     "InterventionError",
+    "LayerWindowMask",
     "LoadedModel",
     "LowerLayerMask",
     "ModelLoadError",
@@ -61,9 +69,11 @@ __all__ = [
     "generate",
     "load_model",
     "make_intervention",
+    "parse_condition",
     "parse_site",
     "patch_label_map",
     "register_adapter",
+    "register_intervention",
     "registered_families",
     "sort_sites",
 ]

@@ -1,4 +1,5 @@
-"""Ablations of the visual tokens: patch shuffling and lower-layer attention knockout.
+"""Ablations of the visual tokens: patch shuffling and attention knockout in a window of
+LM layers, one registered class per kind of condition (:mod:`interp.conditions`).
 
 Each intervention yields :class:`~interp.tracing.Action` s that the capture engine runs
 inside the same nnsight trace as the recordings, so nothing stays attached afterwards.
@@ -13,23 +14,44 @@ from typing import Any, ClassVar
 import torch
 
 from interp.adapters import Adapter
+from interp.conditions import CONDITIONS, Condition, parse_condition
 from interp.errors import ConfigError, InterventionError
 from interp.tracing import Action
 
 __all__ = [
     "Intervention",
     "ShufflePatches",
+    "LayerWindowMask",
     "LowerLayerMask",
     "CONDITIONS",
     "make_intervention",
     "knockout_mask",
+    "register_intervention",
 ]
+
+_REGISTRY: dict[str, type[Intervention]] = {}
+
+
+def register_intervention(cls: type[Intervention]) -> type[Intervention]:
+    """Class decorator: make ``cls`` the intervention of conditions of kind ``cls.kind``."""
+    _REGISTRY[cls.kind] = cls
+    return cls
 
 
 class Intervention(ABC):
     """Something done to the forward pass, named by its experimental condition."""
 
-    condition: ClassVar[str]
+    kind: ClassVar[str]  # the condition kind it implements (interp.conditions)
+
+    @classmethod
+    @abstractmethod
+    def from_condition(cls, condition: Condition, seed: int) -> Intervention:
+        """The intervention a parsed condition names (``seed``: the run's)."""
+
+    @property
+    @abstractmethod
+    def condition(self) -> str:
+        """Its condition name, as the cache and the tables write it."""
 
     @abstractmethod
     def actions(self, adapter: Adapter, inputs: dict[str, torch.Tensor]) -> list[Action]:
@@ -40,6 +62,7 @@ class Intervention(ABC):
         """Parameters to record beside the activations (JSON-serialisable)."""
 
 
+@register_intervention
 class ShufflePatches(Intervention):
     """Permute the patch tokens entering the LLM by one seeded random permutation.
 
@@ -48,10 +71,21 @@ class ShufflePatches(Intervention):
     newlines), stay where they are. Everything before the LLM is untouched.
     """
 
-    condition = "shuffle"
+    kind = "shuffle"
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, *, named: bool = False) -> None:
         self.seed = seed
+        self.named = named  # whether its name carries the seed (shuffle:SEED)
+
+    @classmethod
+    def from_condition(cls, condition: Condition, seed: int) -> ShufflePatches:
+        if condition.argument is None:
+            return cls(seed=seed)
+        return cls(seed=int(condition.argument), named=True)
+
+    @property
+    def condition(self) -> str:
+        return f"shuffle:{self.seed}" if self.named else "shuffle"
 
     def permutation(self, n_tokens: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed)
@@ -114,19 +148,14 @@ def knockout_mask(incoming: torch.Tensor | None, image_keys: torch.Tensor) -> to
     return allowed
 
 
-class LowerLayerMask(Intervention):
-    """In the LM layers below ``fraction`` of depth, no position attends to image tokens."""
+class AttentionKnockout(Intervention):
+    """In some LM layers (:meth:`layers`), no position attends to the image tokens (each
+    still attends to itself)."""
 
-    condition = "lower_mask"
     _IMPLEMENTATIONS: ClassVar[tuple[str, ...]] = ("eager", "sdpa")
 
-    def __init__(self, fraction: float = 0.25) -> None:
-        if not 0 < fraction <= 1:
-            raise ConfigError(f"lower-mask fraction must be in (0, 1], got {fraction}")
-        self.fraction = fraction
-
-    def layers(self, adapter: Adapter) -> list[int]:
-        return list(range(max(1, math.floor(self.fraction * adapter.n_lm_layers))))
+    @abstractmethod
+    def layers(self, adapter: Adapter) -> list[int]: ...
 
     def actions(self, adapter: Adapter, inputs: dict[str, torch.Tensor]) -> list[Action]:
         implementation = adapter.attention_implementation
@@ -155,19 +184,71 @@ class LowerLayerMask(Intervention):
             Action(adapter.attention_path(i), "inputs", edit=knock) for i in self.layers(adapter)
         ]
 
+
+@register_intervention
+class LowerLayerMask(AttentionKnockout):
+    """In the LM layers below ``fraction`` of depth (at least one), no position attends
+    to image tokens: ``lower_mask``."""
+
+    kind = "lower_mask"
+
+    def __init__(self, fraction: float = 0.25) -> None:
+        if not 0 < fraction <= 1:
+            raise ConfigError(f"lower-mask fraction must be in (0, 1], got {fraction}")
+        self.fraction = fraction
+
+    @classmethod
+    def from_condition(cls, condition: Condition, seed: int) -> LowerLayerMask:
+        return cls()
+
+    @property
+    def condition(self) -> str:
+        return "lower_mask"
+
+    def layers(self, adapter: Adapter) -> list[int]:
+        return list(range(max(1, math.floor(self.fraction * adapter.n_lm_layers))))
+
     def describe(self, adapter: Adapter, image_size: int | tuple[int, int]) -> dict[str, Any]:
         return {"fraction": self.fraction, "layers": self.layers(adapter)}
 
 
-CONDITIONS: tuple[str, ...] = ("baseline", ShufflePatches.condition, LowerLayerMask.condition)
+@register_intervention
+class LayerWindowMask(AttentionKnockout):
+    """In LM layers ``first`` to ``last`` (inclusive), no position attends to image tokens:
+    ``mask:A-B``."""
+
+    kind = "mask"
+
+    def __init__(self, first: int, last: int) -> None:
+        if not 0 <= first <= last:
+            raise ConfigError(f"mask layers must satisfy 0 <= first <= last, got {first}-{last}")
+        self.first, self.last = first, last
+
+    @classmethod
+    def from_condition(cls, condition: Condition, seed: int) -> LayerWindowMask:
+        first, last = (int(v) for v in str(condition.argument).split("-"))
+        return cls(first, last)
+
+    @property
+    def condition(self) -> str:
+        return f"mask:{self.first}-{self.last}"
+
+    def layers(self, adapter: Adapter) -> list[int]:
+        if self.last >= adapter.n_lm_layers:
+            raise InterventionError(
+                f"{self.condition} reaches LM layer {self.last}, but this {adapter.family} "
+                f"model has layers 0 to {adapter.n_lm_layers - 1}"
+            )
+        return list(range(self.first, self.last + 1))
+
+    def describe(self, adapter: Adapter, image_size: int | tuple[int, int]) -> dict[str, Any]:
+        return {"layers": self.layers(adapter)}
 
 
 def make_intervention(condition: str, *, seed: int = 0) -> Intervention | None:
-    """The intervention of a named condition (None for ``baseline``)."""
-    if condition == "baseline":
+    """The intervention of a condition name (None for ``baseline``), through the registry
+    of kinds; ``seed`` seeds those whose name does not."""
+    parsed = parse_condition(condition)
+    if parsed.kind == "baseline":
         return None
-    if condition == ShufflePatches.condition:
-        return ShufflePatches(seed=seed)
-    if condition == LowerLayerMask.condition:
-        return LowerLayerMask()
-    raise ConfigError(f"unknown condition {condition!r}; expected one of {CONDITIONS}")
+    return _REGISTRY[parsed.kind].from_condition(parsed, seed)

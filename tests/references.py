@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForImageTextToText
 
-from interp import LowerLayerMask, ShufflePatches, capture_tokens
+from interp import LayerWindowMask, LowerLayerMask, ShufflePatches, capture_tokens
 
 
 def hooked_forward(
@@ -69,8 +69,9 @@ def token_change(loaded, image: np.ndarray, box, site: str, prompt: str) -> np.n
 
 
 def assert_interventions_touch_the_llm_only(loaded, images: np.ndarray, prompt: str) -> None:
-    """Both ablations leave the vision sites and the projector exactly as they were and
-    change every LLM site."""
+    """The ablations leave the vision sites and the projector exactly as they were and
+    change every LLM site they reach: all of them for shuffle and lower_mask, those from
+    layer 1 on for mask:1-1 (layer 0 stays bit-identical)."""
     sites = loaded.adapter.sites()
     base = capture_tokens(loaded, images, sites, prompt=prompt)
     for intervention in (ShufflePatches(seed=1), LowerLayerMask(fraction=0.5)):
@@ -80,3 +81,50 @@ def assert_interventions_touch_the_llm_only(loaded, images: np.ndarray, prompt: 
                 assert (out.acts[site] - base.acts[site]).abs().max() > 1e-4, (intervention, site)
             else:
                 torch.testing.assert_close(out.acts[site], base.acts[site], rtol=0, atol=0)
+    window = LayerWindowMask(1, 1)
+    out = capture_tokens(loaded, images, sites, prompt=prompt, intervention=window)
+    for site in sites:
+        if site.startswith("lm.") and site != "lm.0":
+            assert (out.acts[site] - base.acts[site]).abs().max() > 1e-4, (window, site)
+        else:
+            torch.testing.assert_close(out.acts[site], base.acts[site], rtol=0, atol=0)
+
+
+def masked_reference(
+    folder: str, inputs: dict, image_keys: torch.Tensor, layers: list[int], attention: str
+) -> tuple:
+    """A fresh copy of ``folder`` run on ``inputs`` with plain forward pre-hooks on the
+    attention modules ``attention.format(layer)`` of ``layers`` that stop every query from
+    attending to the image keys ``(batch, seq)`` but its own position; returns the LM's
+    hidden states (``output_hidden_states``)."""
+    model = AutoModelForImageTextToText.from_pretrained(folder, attn_implementation="eager")
+    model.eval()
+    modules = dict(model.named_modules())
+
+    def edit(_module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        batch, seq = image_keys.shape
+        own = torch.arange(seq)[:, None] == torch.arange(seq)[None, :]  # (q, k)
+        cut = image_keys[:, None, None, :] & ~own  # (batch, 1, q, k)
+        if mask is None:
+            mask = torch.zeros(batch, 1, seq, seq).masked_fill(
+                ~torch.ones(seq, seq, dtype=torch.bool).tril(), torch.finfo(torch.float32).min
+            )
+        if mask.dtype == torch.bool:
+            return args, {**kwargs, "attention_mask": mask & ~cut}
+        return args, {
+            **kwargs,
+            "attention_mask": mask.masked_fill(cut, torch.finfo(mask.dtype).min),
+        }
+
+    handles = [
+        modules[attention.format(layer)].register_forward_pre_hook(edit, with_kwargs=True)
+        for layer in layers
+    ]
+    try:
+        with torch.no_grad():
+            out = model(**inputs, output_hidden_states=True)
+    finally:
+        for h in handles:
+            h.remove()
+    return out.hidden_states

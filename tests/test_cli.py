@@ -101,7 +101,7 @@ def test_existing_outputs_are_refused_without_overwrite(tiny_dir, tmp_path, caps
         (["--model", "/no/such/folder"], "model path '/no/such/folder' does not exist"),
         (["--sites", "lm.99"], "unknown site 'lm.99'"),
         (["--image-size", "60"], "does not tile"),
-        (["--conditions", "dropout"], "unknown conditions"),
+        (["--conditions", "dropout"], "unknown condition 'dropout'; conditions are written"),
         (["--n-images", "3"], "too few"),
         (["--selections", "corners"], "unknown token selection 'corners'"),
         (["--ablation-selections", "random_x"], "unknown token selection 'random_x'"),

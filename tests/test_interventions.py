@@ -179,3 +179,63 @@ def test_shuffle_refuses_a_language_model_called_without_inputs_embeds(loaded, s
     assert action.path == loaded.adapter.lm_input_path() and action.port == "inputs"
     with pytest.raises(InterventionError, match="not given inputs_embeds"):
         action.edit(((), {"input_ids": inputs["input_ids"]}))
+
+
+def test_condition_names_parse_to_one_spelling() -> None:
+    from interp import CONDITIONS, parse_condition
+
+    assert CONDITIONS == ("baseline", "shuffle", "lower_mask")
+    assert parse_condition("shuffle:07").name == "shuffle:7"
+    assert parse_condition("mask:0-03") == parse_condition("mask:0-3")
+    assert parse_condition("mask:2-5").kind == "mask"
+    for bad, message in [
+        ("dropout", "unknown condition 'dropout'; conditions are written baseline"),
+        ("mask", "needs its layers, e.g. mask:0-1"),
+        ("mask:3-1", "first layer must not exceed the last"),
+        ("mask:a-b", "malformed; write mask:A-B"),
+        ("lower_mask:2", "takes no argument"),
+        ("shuffle:x", "malformed; write shuffle or shuffle:SEED"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            parse_condition(bad)
+    assert make_intervention("shuffle:9").seed == 9
+    assert make_intervention("shuffle", seed=4).condition == "shuffle"
+    assert make_intervention("mask:1-2").condition == "mask:1-2"
+
+
+def test_a_layer_window_mask_equals_its_plain_hook_reference(tiny_dir, stimuli, prompt) -> None:
+    """mask:2-3 on the LLaVA organism against a fresh copy whose attention modules of LM
+    layers 2 and 3 get the knockout through plain pre-hooks; mask:0-1 is lower_mask (the
+    lower 25% of 8 layers); a window beyond the model is refused naming its layers."""
+    from references import masked_reference
+
+    from interp import LayerWindowMask
+
+    loaded = load_model(tiny_dir, attn_implementation="eager")
+    adapter = loaded.adapter
+    sites = [f"lm.{i}" for i in range(adapter.n_lm_layers)]
+    window = make_intervention("mask:2-3")
+    assert isinstance(window, LayerWindowMask) and window.layers(adapter) == [2, 3]
+    got = capture(loaded, stimuli.images, sites, prompt=prompt, intervention=window)
+    inputs = adapter.build_inputs(stimuli.images, prompt)
+    image_keys = adapter.image_token_mask(inputs["input_ids"])
+    attention = adapter.attention_path(0).replace(".0.", ".{}.", 1)
+    hidden = masked_reference(tiny_dir, inputs, image_keys, [2, 3], attention)
+    positions = adapter.image_token_positions(inputs["input_ids"])  # (batch, tokens)
+    rows = torch.arange(len(positions))[:, None]
+    # hidden_states[0] is the embeddings, [i + 1] layer i's output; the last one is after
+    # the final norm, so the last layer is compared through the layers before it only.
+    for i, site in enumerate(sites[:-1]):
+        expected = hidden[i + 1][rows, positions]
+        torch.testing.assert_close(got[site], expected, rtol=1e-4, atol=1e-5, msg=site)
+    base = capture(loaded, stimuli.images, sites, prompt=prompt)
+    for site in ("lm.0", "lm.1"):  # below the window: untouched
+        torch.testing.assert_close(got[site], base[site], rtol=0, atol=0)
+    lower = capture(loaded, stimuli.images, sites, prompt=prompt, intervention=LowerLayerMask())
+    first = capture(
+        loaded, stimuli.images, sites, prompt=prompt, intervention=make_intervention("mask:0-1")
+    )
+    for site in sites:
+        torch.testing.assert_close(first[site], lower[site], rtol=0, atol=0)
+    with pytest.raises(InterventionError, match="mask:2-9 reaches LM layer 9.*layers 0 to 7"):
+        capture(loaded, stimuli.images, ["lm.0"], prompt=prompt, intervention=LayerWindowMask(2, 9))

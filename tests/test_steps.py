@@ -206,3 +206,27 @@ def test_sweep_reads_a_capture_in_memory_as_it_reads_a_cache(loaded, tmp_path) -
     pd.testing.assert_frame_equal(sweep(memory, **kwargs), expected)
     found, _ = pixel_sweep(memory, n_splits=2, n_boot=20, progress=False)
     pd.testing.assert_frame_equal(found, pixels_expected, atol=1e-6)
+
+
+def test_parameterised_conditions_through_extract_and_probe(tiny_dir, tmp_path, capsys) -> None:
+    """mask:A-B and shuffle:SEED are conditions like the others: in the cache under their
+    names (with their parameters), in the probe table, in info."""
+    cache = tmp_path / "c.h5"
+    argv = ["extract", "--model", tiny_dir, "--out", str(cache), "--n-images", "12"]
+    argv += ["--sites", "lm.0", "lm.3", "--conditions", "baseline", "mask:1-02", "shuffle:3"]
+    assert main([*argv, "--no-progress"]) == 0
+    info = cache_info(cache)
+    assert info["conditions"] == ["baseline", "mask:1-2", "shuffle:3"]
+    from caches import CacheReader
+
+    with CacheReader(cache) as reader:
+        assert reader.intervention("mask:1-2") == {"layers": [1, 2]}
+        assert reader.intervention("shuffle:3")["seed"] == 3
+        assert reader.same_as_baseline("lm.0", "mask:1-2")  # below the window
+        assert not reader.same_as_baseline("lm.3", "mask:1-2")
+    out = tmp_path / "p.csv"
+    assert main(["probe", str(cache), "--out", str(out), *FAST, "--selections", "mean"]) == 0
+    assert set(pd.read_csv(out).condition) == {"baseline", "mask:1-2", "shuffle:3"}
+    capsys.readouterr()
+    assert main([*argv[:-1], "mask:1-9", "--out", str(tmp_path / "d.h5")]) == 2
+    assert "mask:1-9 reaches LM layer 9" in capsys.readouterr().err

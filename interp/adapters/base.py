@@ -125,8 +125,10 @@ class Adapter(ABC):
     hub_ids: ClassVar[tuple[str, ...]] = ()
     # The transformers auto class that loads this family.
     auto_class: ClassVar[str] = "AutoModelForImageTextToText"
-    # Experimental conditions this family supports (see interp.interventions).
+    # The conditions a run of this family uses when none are named, and the kinds of
+    # condition it supports (interp.conditions, interp.interventions).
     conditions: ClassVar[tuple[str, ...]] = ("baseline", "shuffle", "lower_mask")
+    condition_kinds: ClassVar[tuple[str, ...]] = ("baseline", "shuffle", "lower_mask", "mask")
     # Whether the model has a projector and a language model (False: a vision encoder).
     has_language_model: ClassVar[bool] = True
     # How a cache stores this family's activations unless told otherwise: float16 halves
