@@ -291,7 +291,8 @@ class _ProbeOptions(_Common, _Attributes, _Folds):
 class _Figures:
     formats: list[str] | None = option(
         f"figure files to write: some of {' '.join(FIGURE_FORMATS)} (default: html; pdf, "
-        f"svg and png need a Chrome: Debian's chromium)",
+        f"svg and png need a Chrome: Debian's chromium); --format is the same flag",
+        aliases=("--format",),
         default=None,
     )
     score: str = option(

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import analyses.steps as steps
-from analyses.config import PlotConfig, ProbeConfig
+from analyses.config import ExtractConfig, PlotConfig, ProbeConfig
 from caches import cache_info
 from interp.cli import main
 
@@ -130,6 +130,13 @@ def test_pixels_plot_and_report(cache, tmp_path, capsys) -> None:
     assert (figures / "pixel_error_by_depth.html").exists()
     with pytest.raises(Exception, match="formats \\['gif'\\] are not figure formats"):
         PlotConfig(tables=[str(probes)], formats=["gif"])
+    with pytest.raises(Exception, match="score must be one of"):
+        PlotConfig(tables=[str(probes)], score="f1")
+    with pytest.raises(Exception, match="tables must name a probe table"):
+        PlotConfig()
+    with pytest.raises(Exception, match="out must name a cache file"):
+        ExtractConfig(out=" ")
+    assert main(["plot", str(probes), "--out", str(tmp_path / "f2"), "--format", "html"]) == 0
     assert main(["plot", str(tmp_path / "none.csv"), "--out", str(figures)]) == 2
     # A report of a folder: the run's tables, figures and pictures in one page.
     run_dir = tmp_path / "run"
