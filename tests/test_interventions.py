@@ -239,3 +239,25 @@ def test_a_layer_window_mask_equals_its_plain_hook_reference(tiny_dir, stimuli, 
         torch.testing.assert_close(first[site], lower[site], rtol=0, atol=0)
     with pytest.raises(InterventionError, match="mask:2-9 reaches LM layer 9.*layers 0 to 7"):
         capture(loaded, stimuli.images, ["lm.0"], prompt=prompt, intervention=LayerWindowMask(2, 9))
+
+
+def test_logit_lens_at_the_last_layer_is_the_models_own_logits(loaded, stimuli, prompt) -> None:
+    from interp.lens import lens_logits, word_ranks
+
+    adapter = loaded.adapter
+    last = f"lm.{adapter.n_lm_layers - 1}"
+    lens = lens_logits(loaded, stimuli.images[:2], last, prompt=prompt)  # (2, tokens, vocab)
+    inputs = adapter.build_inputs(stimuli.images[:2], prompt)
+    with torch.no_grad():
+        logits = loaded.model(**inputs).logits  # a plain forward pass
+    positions = adapter.image_token_positions(inputs["input_ids"])
+    expected = logits[torch.arange(2)[:, None], positions]
+    torch.testing.assert_close(lens, expected, rtol=1e-4, atol=1e-4)
+    earlier = lens_logits(loaded, stimuli.images[:2], "lm.0", prompt=prompt)
+    assert (earlier - lens).abs().max() > 1e-3  # an earlier layer reads otherwise
+    top = lens.argmax(-1)  # (2, tokens)
+    ranks = word_ranks(lens, [int(top[0, 0]), 0])
+    assert ranks.shape == (2, lens.shape[1], 2) and int(ranks[0, 0, 0]) == 0
+    assert int(ranks[0, 0, 1]) == int((lens[0, 0] > lens[0, 0, 0]).sum())
+    with pytest.raises(ConfigError, match="reads LM sites"):
+        lens_logits(loaded, stimuli.images[:2], "vision.0", prompt=prompt)
