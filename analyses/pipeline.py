@@ -92,19 +92,19 @@ def run(config: RunConfig) -> RunResult:
                 if selection != "all":
                     check_selection_fits(selection, fewest, f"at site {site!r}")
 
-    if config.data is not None:
-        config.open_data()  # the image count fits the folds, before the model loads
+    # Opened once (a label table read and checked, the image count fitting the folds)
+    # before the model loads; the extraction takes the opened source.
+    data = config.open_data()
     if config.overwrite:
         remove_outputs(
             [p for p in derived if p.exists()], "the outputs of an earlier run (overwrite)"
         )
     staging = folder / ".run.partial"
     shutil.rmtree(staging, ignore_errors=True)  # left by a run stopped while publishing
-    cache = timed(
-        lambda: extract_step(config.step(ExtractConfig, out=str(paths["cache"])), check=fits),
-        timings,
-        "extract",
-    )
+    extraction = config.step(ExtractConfig, out=str(paths["cache"]))
+    if data is not None:
+        extraction.data = data
+    cache = timed(lambda: extract_step(extraction, check=fits), timings, "extract")
     table = timed(
         lambda: probe_step(
             config.step(ProbeConfig, cache=str(cache), out=str(paths["probes"]), overwrite=False)
