@@ -34,6 +34,7 @@ from analyses.steps import (
     timed,
 )
 from caches import CacheReader
+from caches.schema import partial_path
 from probes.selections import check_selection_fits
 
 __all__ = ["RunConfig", "RunResult", "run", "OUTPUT_FILES"]
@@ -70,14 +71,14 @@ def run(config: RunConfig) -> RunResult:
     replaced only by a finished one. Figures, the pixel probe's outputs and the report
     are written apart and moved in together.
 
-    Unless ``full``, a run of the built-in organism with nothing else asked uses the
-    demo's fast settings (:meth:`RunConfig.resolved`).
+    Unless ``full``, the settings not given take the demo's fast values
+    (:meth:`RunConfig.resolved`).
     """
     config = config.resolved()
     paths = config.paths()
     folder = Path(config.out)
     derived = [path for key, path in paths.items() if key != "cache"]
-    derived += [paths["probes"].with_name(paths["probes"].name + ".partial")]
+    derived += [partial_path(paths["probes"])]
     derived += [settings_path(path) for path in derived if path.name.startswith("probes")]
     check_writable([path for key, path in paths.items() if key != "cache"], config.overwrite)
     check_output_folder(folder)

@@ -10,7 +10,6 @@ what it made (tables as ``pandas.DataFrame``, figures as ``plotly`` figures, pat
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from collections.abc import Callable
@@ -31,7 +30,6 @@ from analyses.figures import (
 from analyses.outputs import (
     check_output_folder,
     check_writable,
-    remove_outputs,
     write_atomic,
     write_figure,
     write_picture,
@@ -39,6 +37,7 @@ from analyses.outputs import (
 )
 from analyses.pictures import reconstruction_grid
 from caches import CacheReader, extract
+from caches.schema import partial_path
 from interp.errors import ConfigError, OutputExistsError
 from probes import pixel_sweep, sweep
 from probes.sweep import TABLE_COLUMNS
@@ -52,8 +51,6 @@ __all__ = [
     "probe_step",
     "settings_path",
 ]
-
-log = logging.getLogger("interp")
 
 
 # ----- extract --------------------------------------------------------------------------
@@ -192,7 +189,7 @@ def probe_step(config: ProbeConfig) -> pd.DataFrame:
     the same settings is extended, not redone (adding a selection or an attribute probes
     only the new cells). A table of other settings is refused unless ``overwrite``."""
     out = Path(config.out)
-    partial = out.with_name(out.name + ".partial")
+    partial = partial_path(out)
     check_output_folder(out.parent if str(out.parent) else Path("."))
     with CacheReader(config.cache) as reader:
         wanted = _table_settings(reader, config)
@@ -334,12 +331,3 @@ def timed(step: Callable[[], Any], timings: dict[str, float], name: str) -> Any:
         return step()
     finally:
         timings[name] = round(time.perf_counter() - start, 2)
-
-
-def remove_table(path: Path) -> None:
-    """Remove a probe table, its settings and any unfinished rows (and say so)."""
-    partial = path.with_name(path.name + ".partial")
-    remove_outputs(
-        [path, settings_path(path), partial, settings_path(partial)],
-        "the probe table of an earlier run (overwrite)",
-    )
