@@ -30,9 +30,10 @@ from caches.writer import (
     short_repr,
     storable,
 )
+from interp.answers import prepare
 from interp.conditions import parse_condition
 from interp.errors import ConfigError, DiskFullError, OutputExistsError
-from interp.interventions import Intervention, make_intervention
+from interp.interventions import BatchContext, Intervention, make_intervention
 from interp.layout import TokenLayout
 from interp.loading import LoadedModel
 from interp.names import as_names
@@ -120,6 +121,7 @@ def extract(
         )
     interventions = {c: make_intervention(c, seed=seed) for c in conditions}
     prompt = prompt if prompt is not None else adapter.default_prompt(DEFAULT_QUESTION)
+    prepare(interventions, loaded, data, prompt, batch_size)
     shapes = data.distinct_sizes  # (height, width) of the set's images
     by_size = {hw: {site: adapter.token_layout(site, hw) for site in sites} for hw in shapes}
     sizes = data.sizes  # (n, 2) (height, width) of each image
@@ -159,7 +161,9 @@ def extract(
         start, pixels, maps = batch  # (batch, *canvas, 3), (batch, *canvas)
         batch_sizes = sizes[start : start + len(pixels)]
         found = {
-            condition: _capture_batch(loaded, pixels, batch_sizes, sites, prompt, intervention)
+            condition: _capture_batch(
+                loaded, pixels, maps, batch_sizes, sites, prompt, intervention
+            )
             for condition, intervention in interventions.items()
         }
         return found, pixels, maps
@@ -243,6 +247,7 @@ def capture_set(
     conditions = list(dict.fromkeys([BASELINE, *(as_names(conditions, "conditions") or [])]))
     interventions = {c: make_intervention(c, seed=seed) for c in conditions}
     prompt = prompt if prompt is not None else adapter.default_prompt(DEFAULT_QUESTION)
+    prepare(interventions, loaded, data, prompt, batch_size)
     n = len(data)
     sizes = data.sizes  # (n, 2)
     by_size = {hw: {s: adapter.token_layout(s, hw) for s in sites} for hw in data.distinct_sizes}
@@ -252,7 +257,13 @@ def capture_set(
         stop = min(n, start + batch_size)
         for condition, intervention in interventions.items():
             acts, _ = _capture_batch(
-                loaded, images[start:stop], sizes[start:stop], sites, prompt, intervention
+                loaded,
+                images[start:stop],
+                maps[start:stop],
+                sizes[start:stop],
+                sites,
+                prompt,
+                intervention,
             )
             for site, found in acts.items():
                 parts = values.setdefault((site, condition), [])
@@ -348,13 +359,15 @@ def _size_key(size: tuple[int, int]) -> str:
 def _capture_batch(
     loaded: LoadedModel,
     pixels: np.ndarray,
+    maps: np.ndarray,
     sizes: np.ndarray,
     sites: list[str],
     prompt: str,
     intervention: Intervention | None,
 ) -> tuple[dict[str, SiteValues], dict[str, SiteValues]]:
     """A batch's images ``pixels`` ``(batch, *canvas, 3)``, of ``sizes`` ``(batch, 2)``
-    (height, width; each image in its top-left corner), captured at ``sites``: one
+    (height, width; each image in its top-left corner; ``maps`` ``(batch, *canvas)``
+    their object maps, for the interventions that need them), captured at ``sites``: one
     forward pass per group of images the adapter can batch together (all of them where
     every image becomes one input shape; else those of one size). Returns ``site ->
     (batch, tokens, d)`` (one size) or one ``(tokens_i, d)`` per image."""
@@ -365,7 +378,12 @@ def _capture_batch(
     if len(set(shapes)) == 1:
         height, width = shapes[0]
         captured = capture_tokens(
-            loaded, pixels[:, :height, :width], sites, prompt=prompt, intervention=intervention
+            loaded,
+            pixels[:, :height, :width],
+            sites,
+            prompt=prompt,
+            intervention=intervention,
+            context=BatchContext(object_maps=list(maps[:, :height, :width])),
         )
         return captured.acts, captured.extra
     acts: dict[str, list] = {site: [None] * len(sizes) for site in sites}
@@ -374,7 +392,11 @@ def _capture_batch(
         images = [pixels[i, : shapes[i][0], : shapes[i][1]] for i in members]  # (h_i, w_i, 3)
         if len({shapes[i] for i in members}) == 1:
             images = np.stack(images)  # (group, height, width, 3)
-        captured = capture_tokens(loaded, images, sites, prompt=prompt, intervention=intervention)
+        crops = [maps[i, : shapes[i][0], : shapes[i][1]] for i in members]  # (h_i, w_i)
+        context = BatchContext(object_maps=crops)
+        captured = capture_tokens(
+            loaded, images, sites, prompt=prompt, intervention=intervention, context=context
+        )
         for tree, found in ((acts, captured.acts), (extra, captured.extra)):
             for site, values in found.items():
                 slots = tree.setdefault(site, [None] * len(sizes))

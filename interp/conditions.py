@@ -5,7 +5,13 @@ colon:
 - ``baseline``: the model as it is;
 - ``shuffle`` / ``shuffle:SEED``: the patch tokens entering the LLM permuted (seeded);
 - ``lower_mask``: no position attends to the image tokens in the lower 25% of LM layers;
-- ``mask:A-B``: the same in LM layers ``A`` to ``B`` (inclusive).
+- ``mask:A-B``: the same in LM layers ``A`` to ``B`` (inclusive); ``mask:A-B:text``:
+  only the text positions lose the image (image tokens still attend to each other);
+- ``drop:POLICY:K``: only ``K`` image tokens stay in the LLM's input, chosen by ``POLICY``
+  (``random``, ``on_object``, ``off_object``, ``norm``: largest norm); the others are
+  removed (no position attends to them) and the kept ones keep their positions;
+- ``mean:SITE``: every image token at ``SITE`` replaced by that token position's mean
+  over the data set.
 
 :mod:`interp.interventions` makes the intervention of each kind (a registry).
 """
@@ -16,8 +22,9 @@ import re
 from dataclasses import dataclass
 
 from interp.errors import ConfigError
+from interp.sites import parse_site
 
-__all__ = ["CONDITIONS", "CONDITION_SYNTAX", "Condition", "parse_condition"]
+__all__ = ["CONDITIONS", "CONDITION_SYNTAX", "DROP_POLICIES", "Condition", "parse_condition"]
 
 # The conditions a VLM runs when none are named.
 CONDITIONS: tuple[str, ...] = ("baseline", "shuffle", "lower_mask")
@@ -26,9 +33,18 @@ CONDITION_SYNTAX: dict[str, str] = {
     "baseline": "baseline",
     "shuffle": "shuffle or shuffle:SEED",
     "lower_mask": "lower_mask",
-    "mask": "mask:A-B (LM layers A to B)",
+    "mask": "mask:A-B or mask:A-B:text (LM layers A to B)",
+    "drop": "drop:POLICY:K (K image tokens kept; POLICY random, on_object, off_object or norm)",
+    "mean": "mean:SITE (e.g. mean:projector)",
 }
-_ARGUMENT = {"shuffle": re.compile(r"^\d+$"), "mask": re.compile(r"^(\d+)-(\d+)$")}
+DROP_POLICIES: tuple[str, ...] = ("random", "on_object", "off_object", "norm")
+_ARGUMENT = {
+    "shuffle": re.compile(r"^\d+$"),
+    "mask": re.compile(r"^(\d+)-(\d+)(:text)?$"),
+    "drop": re.compile(r"^([a-z_]+):(\d+)$"),
+    "mean": re.compile(r"^(.+)$"),
+}
+_NEEDS_ARGUMENT = {"mask": "mask:0-1", "drop": "drop:random:8", "mean": "mean:projector"}
 
 
 @dataclass(frozen=True)
@@ -51,16 +67,34 @@ def parse_condition(name: str) -> Condition:
     pattern = _ARGUMENT.get(kind)
     if pattern is None and argument:
         raise ConfigError(f"condition {kind!r} takes no argument, got {name!r}")
-    if kind == "mask" and not argument:
-        raise ConfigError(f"condition 'mask' needs its layers, e.g. mask:0-1; got {name!r}")
+    if kind in _NEEDS_ARGUMENT and not argument:
+        raise ConfigError(
+            f"condition {kind!r} needs its argument, e.g. {_NEEDS_ARGUMENT[kind]}; got {name!r}"
+        )
     found = pattern.match(argument) if pattern is not None and argument else None
     if argument and found is None:
         raise ConfigError(f"condition {name!r} is malformed; write {CONDITION_SYNTAX[kind]}")
-    if kind == "mask" and int(found.group(1)) > int(found.group(2)):
-        raise ConfigError(f"condition {name!r}: the first layer must not exceed the last")
     if found is not None:  # one spelling per condition: shuffle:07 is shuffle:7
-        argument = (
-            "-".join(str(int(v)) for v in found.groups()) if kind == "mask" else str(int(argument))
-        )
+        argument = _canonical_argument(kind, name, found)
     canonical = f"{kind}:{argument}" if argument else kind
     return Condition(name=canonical, kind=kind, argument=argument or None)
+
+
+def _canonical_argument(kind: str, name: str, found: re.Match) -> str:
+    """The one spelling of a condition's argument, checked."""
+    if kind == "shuffle":
+        return str(int(found.group(0)))
+    if kind == "mask":
+        first, last = int(found.group(1)), int(found.group(2))
+        if first > last:
+            raise ConfigError(f"condition {name!r}: the first layer must not exceed the last")
+        return f"{first}-{last}{found.group(3) or ''}"
+    if kind == "drop":
+        policy, k = found.group(1), int(found.group(2))
+        if policy not in DROP_POLICIES:
+            policies = ", ".join(DROP_POLICIES)
+            raise ConfigError(f"condition {name!r}: unknown policy {policy!r}; use {policies}")
+        if k < 1:
+            raise ConfigError(f"condition {name!r} keeps no image token; K must be at least 1")
+        return f"{policy}:{k}"
+    return parse_site(found.group(1)).name  # mean:SITE

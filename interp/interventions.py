@@ -1,25 +1,38 @@
-"""Ablations of the visual tokens: patch shuffling and attention knockout in a window of
-LM layers, one registered class per kind of condition (:mod:`interp.conditions`).
+"""Interventions on the visual tokens, one registered class per kind of condition
+(:mod:`interp.conditions`): patch shuffling, attention knockout in a window of LM layers,
+token dropping, mean ablation at a site.
 
 Each intervention yields :class:`~interp.tracing.Action` s that the capture engine runs
 inside the same nnsight trace as the recordings, so nothing stays attached afterwards.
+Some need more than the batch's processor inputs: the object maps of its images
+(:class:`BatchContext`, ``drop:on_object:K``) or statistics over the whole data set
+(:meth:`Intervention.prepare`, ``mean:SITE``).
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from interp.adapters import Adapter
-from interp.conditions import CONDITIONS, Condition, parse_condition
+from interp.adapters.base import TokenPositions
+from interp.conditions import CONDITIONS, DROP_POLICIES, Condition, parse_condition
 from interp.errors import ConfigError, InterventionError
+from interp.layout import PADDING, box_label_map, image_hw
+from interp.sites import parse_site
 from interp.tracing import Action
 
 __all__ = [
+    "BatchContext",
+    "DropTokens",
     "Intervention",
+    "MeanAblation",
     "ShufflePatches",
     "LayerWindowMask",
     "LowerLayerMask",
@@ -38,10 +51,28 @@ def register_intervention(cls: type[Intervention]) -> type[Intervention]:
     return cls
 
 
+@dataclass(frozen=True)
+class BatchContext:
+    """What an intervention may need to know of a batch beyond its processor inputs:
+    ``object_maps``, one ``(H_i, W_i)`` int map per image (object index per pixel, -1
+    background), in the batch's order."""
+
+    object_maps: Sequence[np.ndarray] | None = None
+
+
+# Batches of images ``(batch, H, W, 3)`` uint8 over a whole data set, made on demand.
+ImageBatches = Callable[[], Iterable[np.ndarray]]
+
+
 class Intervention(ABC):
     """Something done to the forward pass, named by its experimental condition."""
 
     kind: ClassVar[str]  # the condition kind it implements (interp.conditions)
+
+    def prepare(self, loaded: Any, batches: ImageBatches, prompt: str) -> None:
+        """Fit what the intervention needs from the whole data set before any batch runs
+        (``batches()`` yields its images; most kinds need nothing)."""
+        return None
 
     @classmethod
     @abstractmethod
@@ -54,7 +85,12 @@ class Intervention(ABC):
         """Its condition name, as the cache and the tables write it."""
 
     @abstractmethod
-    def actions(self, adapter: Adapter, inputs: dict[str, torch.Tensor]) -> list[Action]:
+    def actions(
+        self,
+        adapter: Adapter,
+        inputs: dict[str, torch.Tensor],
+        context: BatchContext | None = None,
+    ) -> list[Action]:
         """What to do to the forward pass of one batch (its processor ``inputs``)."""
 
     @abstractmethod
@@ -91,7 +127,12 @@ class ShufflePatches(Intervention):
         generator = torch.Generator().manual_seed(self.seed)
         return torch.randperm(n_tokens, generator=generator)
 
-    def actions(self, adapter: Adapter, inputs: dict[str, torch.Tensor]) -> list[Action]:
+    def actions(
+        self,
+        adapter: Adapter,
+        inputs: dict[str, torch.Tensor],
+        context: BatchContext | None = None,
+    ) -> list[Action]:
         positions = adapter.token_positions(inputs)
         if positions is None:
             raise InterventionError(f"a {adapter.family} model has no LLM input to shuffle")
@@ -119,15 +160,19 @@ class ShufflePatches(Intervention):
         return {"seed": self.seed, "permutation": self.permutation(n).tolist()}
 
 
-def knockout_mask(incoming: torch.Tensor | None, image_keys: torch.Tensor) -> torch.Tensor:
-    """An attention mask like ``incoming`` in which no query attends to an image key.
+def knockout_mask(
+    incoming: torch.Tensor | None, keys: torch.Tensor, queries: torch.Tensor | None = None
+) -> torch.Tensor:
+    """An attention mask like ``incoming`` in which no query attends to the ``keys``
+    ``(batch, seq)`` bool (the image tokens); with ``queries`` ``(batch, seq)`` bool, only
+    those queries lose them.
 
-    ``image_keys`` is ``(batch, seq)`` bool. Each position may still attend to itself, so
-    no row is left empty. ``incoming`` is the layer's own mask: None (causal, no padding),
-    boolean (True = attend) or additive float (0 = attend); the result has the same kind.
+    Each position may still attend to itself, so no row is left empty. ``incoming`` is
+    the layer's own mask: None (causal, no padding), boolean (True = attend) or additive
+    float (0 = attend); the result has the same kind.
     """
-    batch, seq = image_keys.shape
-    device = image_keys.device
+    batch, seq = keys.shape
+    device = keys.device
     if incoming is None:
         allowed = torch.ones(seq, seq, dtype=torch.bool, device=device).tril()
         allowed = allowed[None, None].expand(batch, 1, seq, seq)  # (batch, 1, q, k)
@@ -141,47 +186,78 @@ def knockout_mask(incoming: torch.Tensor | None, image_keys: torch.Tensor) -> to
             f"forward pass without a KV cache, found shape {tuple(allowed.shape)}"
         )
     eye = torch.eye(seq, dtype=torch.bool, device=device)
-    blocked = image_keys[:, None, None, :] & ~eye  # (batch, 1, q, k)
+    blocked = keys[:, None, None, :] & ~eye  # (batch, 1, q, k)
+    if queries is not None:
+        blocked = blocked & queries[:, None, :, None]
     allowed = allowed & ~blocked
     if incoming is not None and incoming.dtype != torch.bool:
         return torch.zeros_like(incoming).masked_fill(~allowed, torch.finfo(incoming.dtype).min)
     return allowed
 
 
-class AttentionKnockout(Intervention):
-    """In some LM layers (:meth:`layers`), no position attends to the image tokens (each
-    still attends to itself)."""
+def knockout_action(
+    adapter: Adapter,
+    layer: int,
+    keys: Callable[[], torch.Tensor],
+    queries: torch.Tensor | None = None,
+) -> Action:
+    """The action that makes the attention of LM ``layer`` ignore the keys ``keys()``
+    returns (``(batch, seq)`` bool; read when the layer runs, so an earlier edit of the
+    same pass may decide them)."""
 
-    _IMPLEMENTATIONS: ClassVar[tuple[str, ...]] = ("eager", "sdpa")
+    def knock(inputs: tuple[tuple, dict]) -> tuple[tuple, dict]:
+        args, kwargs = inputs
+        if "attention_mask" not in kwargs:
+            raise InterventionError(
+                "the attention module was not given attention_mask as a keyword; "
+                "this family's adapter must provide its own knockout"
+            )
+        incoming = kwargs["attention_mask"]
+        cut = keys()
+        device = incoming.device if incoming is not None else cut.device
+        chosen = None if queries is None else queries.to(device)
+        mask = knockout_mask(incoming, cut.to(device), chosen)
+        return args, {**kwargs, "attention_mask": mask}
+
+    return Action(adapter.attention_path(layer), "inputs", edit=knock)
+
+
+_KNOCKOUT_IMPLEMENTATIONS: tuple[str, ...] = ("eager", "sdpa")
+
+
+def check_knockout(adapter: Adapter, inputs: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    """The batch's image tokens ``(batch, seq)`` bool, once the model is known to take an
+    attention knockout (an attention implementation that reads the mask, an LLM)."""
+    implementation = adapter.attention_implementation
+    if implementation not in _KNOCKOUT_IMPLEMENTATIONS:
+        raise InterventionError(
+            f"attention knockout needs attn_implementation in {_KNOCKOUT_IMPLEMENTATIONS}, "
+            f"this model uses {implementation!r}; load it with attn_implementation='sdpa'"
+        )
+    if inputs is None or "input_ids" not in inputs:
+        raise InterventionError(f"a {adapter.family} encoder has no image tokens to mask")
+    return adapter.image_token_mask(inputs["input_ids"])  # (batch, seq)
+
+
+class AttentionKnockout(Intervention):
+    """In some LM layers (:meth:`layers`), no position (or, with ``text_only``, no text
+    position) attends to the image tokens (each still attends to itself)."""
+
+    text_only: bool = False
 
     @abstractmethod
     def layers(self, adapter: Adapter) -> list[int]: ...
 
-    def actions(self, adapter: Adapter, inputs: dict[str, torch.Tensor]) -> list[Action]:
-        implementation = adapter.attention_implementation
-        if implementation not in self._IMPLEMENTATIONS:
-            raise InterventionError(
-                f"attention knockout needs attn_implementation in {self._IMPLEMENTATIONS}, "
-                f"this model uses {implementation!r}; load it with attn_implementation='sdpa'"
-            )
-        if inputs is None or "input_ids" not in inputs:
-            raise InterventionError(f"a {adapter.family} encoder has no image tokens to mask")
-        image_keys = adapter.image_token_mask(inputs["input_ids"])  # (batch, seq)
-
-        def knock(inputs: tuple[tuple, dict]) -> tuple[tuple, dict]:
-            args, kwargs = inputs
-            if "attention_mask" not in kwargs:
-                raise InterventionError(
-                    "the attention module was not given attention_mask as a keyword; "
-                    "this family's adapter must provide its own knockout"
-                )
-            incoming = kwargs["attention_mask"]
-            device = incoming.device if incoming is not None else image_keys.device
-            mask = knockout_mask(incoming, image_keys.to(device))
-            return args, {**kwargs, "attention_mask": mask}
-
+    def actions(
+        self,
+        adapter: Adapter,
+        inputs: dict[str, torch.Tensor],
+        context: BatchContext | None = None,
+    ) -> list[Action]:
+        image_keys = check_knockout(adapter, inputs)
+        queries = ~image_keys if self.text_only else None
         return [
-            Action(adapter.attention_path(i), "inputs", edit=knock) for i in self.layers(adapter)
+            knockout_action(adapter, i, lambda: image_keys, queries) for i in self.layers(adapter)
         ]
 
 
@@ -219,19 +295,21 @@ class LayerWindowMask(AttentionKnockout):
 
     kind = "mask"
 
-    def __init__(self, first: int, last: int) -> None:
+    def __init__(self, first: int, last: int, *, text_only: bool = False) -> None:
         if not 0 <= first <= last:
             raise ConfigError(f"mask layers must satisfy 0 <= first <= last, got {first}-{last}")
         self.first, self.last = first, last
+        self.text_only = text_only
 
     @classmethod
     def from_condition(cls, condition: Condition, seed: int) -> LayerWindowMask:
-        first, last = (int(v) for v in str(condition.argument).split("-"))
-        return cls(first, last)
+        window, _, text = str(condition.argument).partition(":")
+        first, last = (int(v) for v in window.split("-"))
+        return cls(first, last, text_only=bool(text))
 
     @property
     def condition(self) -> str:
-        return f"mask:{self.first}-{self.last}"
+        return f"mask:{self.first}-{self.last}" + (":text" if self.text_only else "")
 
     def layers(self, adapter: Adapter) -> list[int]:
         if self.last >= adapter.n_lm_layers:
@@ -242,7 +320,213 @@ class LayerWindowMask(AttentionKnockout):
         return list(range(self.first, self.last + 1))
 
     def describe(self, adapter: Adapter, image_size: int | tuple[int, int]) -> dict[str, Any]:
-        return {"layers": self.layers(adapter)}
+        return {"layers": self.layers(adapter), "text_only": self.text_only}
+
+
+@register_intervention
+class DropTokens(Intervention):
+    """Only ``k`` image tokens stay in the LLM's input: ``drop:POLICY:K``.
+
+    The others (patch tokens not chosen, and the image tokens that carry no patch: CLS,
+    newlines) are removed: in every LM layer no position attends to them (each still
+    attends to itself, and its own hidden states stay in the cache, meaningless), which
+    equals running the LLM on the shortened sequence with the kept tokens at their
+    original positions (a test checks it). Which ``k`` patch tokens stay:
+
+    - ``random``: one seeded random set of token positions, the same for every image;
+    - ``on_object`` / ``off_object``: per image, tokens over an object (over the
+      background) first, in a seeded random order, then the others (the batch's
+      :class:`BatchContext` gives the object maps);
+    - ``norm``: per image, the tokens whose LLM input embedding has the largest norm.
+
+    Padding tokens (over no pixel of the image) are the last choice of every policy but
+    ``random``. A layout with fewer than ``k`` patch tokens keeps them all.
+    """
+
+    kind = "drop"
+
+    def __init__(self, policy: str, k: int, seed: int = 0) -> None:
+        if policy not in DROP_POLICIES:
+            raise ConfigError(f"policy must be one of {DROP_POLICIES}, got {policy!r}")
+        if k < 1:
+            raise ConfigError(f"k (image tokens kept) must be at least 1, got {k}")
+        self.policy, self.k, self.seed = policy, k, seed
+
+    @classmethod
+    def from_condition(cls, condition: Condition, seed: int) -> DropTokens:
+        policy, k = str(condition.argument).split(":")
+        return cls(policy, int(k), seed=seed)
+
+    @property
+    def condition(self) -> str:
+        return f"drop:{self.policy}:{self.k}"
+
+    def _priority(self, n_tokens: int, batch: int) -> torch.Tensor:
+        """``(batch, n_tokens)`` seeded random priorities in [0, 1)."""
+        generator = torch.Generator().manual_seed(self.seed)
+        return torch.rand(n_tokens, generator=generator).expand(batch, n_tokens)
+
+    def _labels(self, adapter: Adapter, context: BatchContext | None, batch: int) -> torch.Tensor:
+        """``(batch, tokens)`` object index under each patch token (-1 background, -2
+        padding), from the batch's object maps."""
+        if context is None or context.object_maps is None:
+            raise InterventionError(
+                f"{self.condition} needs the object maps of the batch's images; pass "
+                f"context=BatchContext(object_maps=...) (extraction and answer scoring do)"
+            )
+        rows = []
+        for object_map in context.object_maps:
+            layout = adapter.token_layout("lm.0", image_hw(object_map.shape))
+            rows.append(box_label_map(np.asarray(object_map), layout.boxes)[0])
+        if len(rows) != batch:
+            raise InterventionError(
+                f"{self.condition}: {len(rows)} object maps for a batch of {batch} images"
+            )
+        return torch.as_tensor(np.stack(rows).astype(np.int64))
+
+    def kept(
+        self,
+        adapter: Adapter,
+        positions: TokenPositions,
+        context: BatchContext | None,
+        embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``(batch, tokens)`` bool: the patch tokens kept (``embeds``: the LLM's input,
+        ``(batch, seq, d)``, for ``norm``)."""
+        batch, n_tokens = positions.patch.shape
+        score = self._priority(n_tokens, batch).clone()  # higher = kept first
+        if self.policy in ("on_object", "off_object"):
+            labels = self._labels(adapter, context, batch)
+            wanted = labels >= 0 if self.policy == "on_object" else labels == -1
+            score = score + 2.0 * wanted - 4.0 * (labels == PADDING)
+        elif self.policy == "norm":
+            assert embeds is not None
+            rows = torch.arange(batch, device=embeds.device)[:, None]
+            norms = embeds[rows, positions.patch.to(embeds.device)].float().norm(dim=-1)
+            score = norms.cpu()
+            if context is not None and context.object_maps is not None:
+                score = score.masked_fill(self._labels(adapter, context, batch) == PADDING, -1)
+        order = score.argsort(dim=1, descending=True, stable=True)
+        keep = torch.zeros(batch, n_tokens, dtype=torch.bool)
+        keep.scatter_(1, order[:, : self.k], True)
+        return keep
+
+    def actions(
+        self,
+        adapter: Adapter,
+        inputs: dict[str, torch.Tensor],
+        context: BatchContext | None = None,
+    ) -> list[Action]:
+        image_keys = check_knockout(adapter, inputs)  # (batch, seq)
+        positions = adapter.token_positions(inputs)
+        assert positions is not None
+        state: dict[str, torch.Tensor] = {}
+
+        def removed(embeds: torch.Tensor | None = None) -> torch.Tensor:
+            keep = self.kept(adapter, positions, context, embeds)  # (batch, tokens)
+            cut = image_keys.clone()
+            rows = torch.arange(len(cut), device=cut.device)[:, None]
+            cut[rows, positions.patch.to(cut.device)] = ~keep.to(cut.device)
+            return cut  # (batch, seq): image tokens not kept
+
+        actions = []
+        if self.policy == "norm":  # decided on the LLM's input, as the pass reaches it
+
+            def look(value: tuple[tuple, dict]) -> tuple[tuple, dict]:
+                embeds = value[1].get("inputs_embeds")
+                if embeds is None:
+                    raise InterventionError(
+                        "the language model was not given inputs_embeds as a keyword; "
+                        f"{self.condition} cannot rank the image tokens by norm"
+                    )
+                state["cut"] = removed(embeds)
+                return value
+
+            actions.append(Action(adapter.lm_input_path(), "inputs", edit=look))
+        else:
+            state["cut"] = removed()
+        layers = range(adapter.n_lm_layers)
+        return actions + [knockout_action(adapter, i, lambda: state["cut"]) for i in layers]
+
+    def describe(self, adapter: Adapter, image_size: int | tuple[int, int]) -> dict[str, Any]:
+        out: dict[str, Any] = {"policy": self.policy, "k": self.k, "seed": self.seed}
+        if self.policy == "random":
+            n = len(adapter.token_layout("lm.0", image_size))
+            keep = self._priority(n, 1)[0].argsort(descending=True, stable=True)[: self.k]
+            out["kept_tokens"] = sorted(keep.tolist())
+        return out
+
+
+@register_intervention
+class MeanAblation(Intervention):
+    """Every image token at ``site`` replaced by that token position's mean over the data
+    set: ``mean:SITE``. :meth:`prepare` computes the means (a baseline pass over the data
+    set's images at ``site``); every image must give the site the same number of tokens.
+    """
+
+    kind = "mean"
+
+    def __init__(self, site: str, mean: torch.Tensor | None = None) -> None:
+        self.site = parse_site(site).name
+        self.mean = mean  # (tokens, d)
+        self.n_images = 0
+
+    @classmethod
+    def from_condition(cls, condition: Condition, seed: int) -> MeanAblation:
+        return cls(str(condition.argument))
+
+    @property
+    def condition(self) -> str:
+        return f"mean:{self.site}"
+
+    def prepare(self, loaded: Any, batches: ImageBatches, prompt: str) -> None:
+        from interp.tracing import capture_tokens
+
+        total, count = None, 0
+        for images in batches():
+            acts = capture_tokens(loaded, images, [self.site], prompt=prompt, extra=False)
+            found = acts.acts[self.site].double()  # (batch, tokens, d)
+            if total is not None and found.shape[1:] != total.shape:
+                raise InterventionError(
+                    f"{self.condition} needs every image to give {self.site} the same number "
+                    f"of tokens, found {total.shape[0]} and {found.shape[1]}; use images of "
+                    f"one size"
+                )
+            total = found.sum(0) if total is None else total + found.sum(0)
+            count += len(found)
+        if total is None:
+            raise InterventionError(f"{self.condition} needs at least one image to average")
+        self.mean, self.n_images = (total / count).float(), count
+
+    def actions(
+        self,
+        adapter: Adapter,
+        inputs: dict[str, torch.Tensor],
+        context: BatchContext | None = None,
+    ) -> list[Action]:
+        if self.mean is None:
+            raise InterventionError(
+                f"{self.condition} has no means yet; call prepare(loaded, batches, prompt) "
+                f"with the data set's images first"
+            )
+        site = adapter.check_site(self.site)
+        positions = adapter.token_positions(inputs)
+        mean = self.mean
+
+        def replace(value: Any) -> Any:
+            found = adapter.select(site, value, positions)  # (batch, tokens, d)
+            if found.shape[1:] != mean.shape:
+                raise InterventionError(
+                    f"{self.condition}: this batch gives {site} {tuple(found.shape[1:])} "
+                    f"tokens x width, the means were taken over {tuple(mean.shape)}"
+                )
+            new = mean.to(found.device, found.dtype).expand_as(found)
+            return adapter.write_tokens(site, value, positions, new)
+
+        return [Action(adapter.module_path(site), "output", edit=replace)]
+
+    def describe(self, adapter: Adapter, image_size: int | tuple[int, int]) -> dict[str, Any]:
+        return {"site": self.site, "n_images": self.n_images}
 
 
 def make_intervention(condition: str, *, seed: int = 0) -> Intervention | None:

@@ -20,7 +20,7 @@ import numpy as np
 from einops import rearrange
 
 from interp.errors import ConfigError
-from interp.sources.base import ImageSet
+from interp.sources.base import ImageSet, Question
 
 __all__ = [
     "SHAPES",
@@ -172,6 +172,14 @@ class Stimuli(ImageSet):
 
     def describe(self) -> dict:
         return {"source": "stimuli", "spec": self.spec.to_dict()}
+
+    def questions(self) -> list[Question]:
+        """One question of each type the built-in model was trained on per image where one
+        can be asked (about a random object; seeded by the set's seed)."""
+        from interp.organism.questions import ANSWERS, questions_for
+
+        qas = questions_for(self, np.random.default_rng(self.spec.seed))
+        return [Question(qa.image, qa.kind, qa.question, qa.answer, ANSWERS[qa.kind]) for qa in qas]
 
     @property
     def label_classes(self) -> dict[str, tuple[str, ...]]:

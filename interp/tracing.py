@@ -77,11 +77,13 @@ def _envoy(root: Any, path: str) -> Any:
 class Captured:
     """One batch's recordings: ``acts`` maps a site to its patch tokens ``(batch, tokens,
     d)`` (in the order of ``adapter.token_layout``); ``extra`` maps the sites that have
-    them to the tokens that carry no patch (CLS, registers, newlines), ``(batch, k, d)``.
-    All float32 on the CPU."""
+    them to the tokens that carry no patch (CLS, registers, newlines), ``(batch, k, d)``;
+    ``logits``, when asked for, the model's next-token logits ``(batch, vocab)`` after
+    each prompt. All float32 on the CPU."""
 
     acts: dict[str, torch.Tensor]
     extra: dict[str, torch.Tensor]
+    logits: torch.Tensor | None = None
 
 
 def check_images(images: Any) -> None:
@@ -140,7 +142,7 @@ def capture(
 
     ``images`` is ``(batch, H, W, 3)`` uint8; ``prompt`` the exact text for a VLM (see
     ``adapter.default_prompt``), empty for a vision encoder. ``intervention`` is an object
-    with an ``actions(adapter, inputs)`` method (see :mod:`interp.interventions`); the
+    with an ``actions(adapter, inputs, context)`` method (see :mod:`interp.interventions`); the
     recorded values are those of the intervened forward pass.
     """
     return capture_tokens(
@@ -153,48 +155,80 @@ def capture_tokens(
     images: np.ndarray | Sequence[np.ndarray],
     sites: Sequence[str],
     *,
-    prompt: str = "",
+    prompt: str | Sequence[str] = "",
     intervention: Any | None = None,
     extra: bool = True,
+    context: Any | None = None,
+    logits: bool = False,
 ) -> Captured:
-    """As :func:`capture`, and (with ``extra``) the non-patch tokens of each site."""
+    """As :func:`capture`, and (with ``extra``) the non-patch tokens of each site; with
+    ``logits``, the next-token logits after each prompt (``prompt`` may then be one text
+    per image, padded by the processor). ``context`` (an
+    :class:`interp.interventions.BatchContext`) reaches the intervention."""
     adapter = loaded.adapter
     check_images(images)
     sites = [adapter.check_site(s) for s in as_names(sites, "sites")]
     inputs = loaded.move_inputs(adapter.build_inputs(images, prompt))
     positions = adapter.token_positions(inputs)  # None without an LLM
+    if logits and not adapter.has_language_model:
+        raise ConfigError(f"a {adapter.family} encoder has no next-token logits")
 
     actions = [Action(adapter.module_path(s), "output", site=s) for s in sites]
     if intervention is not None:
-        actions += intervention.actions(adapter, inputs)
+        actions += intervention.actions(adapter, inputs, context)
     if loaded.model not in _RANKS:
         _RANKS[loaded.model] = event_ranks(loaded.model)
     ranks = _RANKS[loaded.model]
-    # Edits before records at the same event; stable otherwise.
-    actions.sort(key=lambda a: (ranks[(a.path, a.port)], a.site is not None))
+    # One visit per module event (nnsight meets each once), in forward-pass order; at
+    # each, edits run before the value is recorded.
+    events: dict[tuple[str, Port], list[Action]] = {}
+    for action in sorted(actions, key=lambda a: (ranks[(a.path, a.port)], a.site is not None)):
+        events.setdefault((action.path, action.port), []).append(action)
 
     traced = loaded.traced
     with torch.no_grad(), traced.trace(**inputs):
         store = nnsight.save({})
         extras = nnsight.save({})
-        for action in actions:
-            envoy = _envoy(traced, action.path)
-            if action.port == "inputs":
-                if action.edit is not None:
-                    envoy.inputs = action.edit(envoy.inputs)
+        for (path, port), group in events.items():
+            envoy = _envoy(traced, path)
+            edits = [a.edit for a in group if a.edit is not None]
+            if port == "inputs":
+                value = envoy.inputs
+                for edit in edits:
+                    value = edit(value)
+                envoy.inputs = value
                 continue
             value = envoy.output
-            if action.edit is not None:
-                value = action.edit(value)
+            if edits:
+                for edit in edits:
+                    value = edit(value)
                 envoy.output = value
-            if action.site is not None:
+            for action in group:
+                if action.site is None:
+                    continue
                 selected = adapter.select(action.site, value, positions)
                 store[action.site] = selected.detach().to("cpu", torch.float32, copy=True)
                 if extra:
                     others = adapter.select_extra(action.site, value, positions)
                     if others is not None:
                         extras[action.site] = others.detach().to("cpu", torch.float32, copy=True)
+        if logits:
+            final = nnsight.save(_last_logits(traced.output.logits, inputs))
     return Captured(
         acts={site: store[site] for site in sites},
         extra={site: extras[site] for site in sites if site in extras},
+        logits=final if logits else None,
     )
+
+
+def _last_logits(logits: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``(batch, vocab)`` float32 CPU: the logits ``(batch, seq, vocab)`` at each row's last
+    real position (the end, with left padding; the last unmasked one otherwise)."""
+    mask = inputs.get("attention_mask")
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    if mask is None:
+        last = torch.full_like(rows, logits.shape[1] - 1)
+    else:  # the last position whose mask is 1, whichever side the padding is on
+        seq = torch.arange(mask.shape[1], device=mask.device)
+        last = (seq * (mask != 0)).amax(1).to(logits.device)
+    return logits[rows, last].detach().to("cpu", torch.float32, copy=True)

@@ -127,4 +127,83 @@ def masked_reference(
     finally:
         for h in handles:
             h.remove()
-    return out.hidden_states
+    return out
+
+
+def mean_projector_reference(folder: str, inputs: dict, batch: int) -> tuple:
+    """A fresh copy of ``folder`` run on ``inputs`` with a plain forward hook that
+    replaces the projector's output by its mean over the ``batch`` images (each token
+    position its own mean); returns the output (``output_hidden_states``)."""
+    model = AutoModelForImageTextToText.from_pretrained(folder).eval()
+    modules = dict(model.named_modules())
+    path = next(n for n in modules if n.endswith(("multi_modal_projector", "merger", "connector")))
+
+    def hook(_module, _args, out):
+        tensor = out[0] if isinstance(out, tuple) else out
+        per_image = tensor.reshape(batch, -1, tensor.shape[-1])  # (batch, tokens, d)
+        mean = per_image.mean(0, keepdim=True).expand_as(per_image).reshape(tensor.shape)
+        return (mean, *out[1:]) if isinstance(out, tuple) else mean
+
+    handle = modules[path].register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            return model(**inputs, output_hidden_states=True)
+    finally:
+        handle.remove()
+
+
+def _lm_hidden_at(out, positions: torch.Tensor, n_layers: int) -> dict[str, torch.Tensor]:
+    """``lm.<i>`` -> hidden states at ``positions`` ``(batch, tokens)`` from a model output
+    with ``hidden_states`` (the last layer's is after the final norm: left out)."""
+    rows = torch.arange(len(positions))[:, None]
+    states = getattr(out, "hidden_states", None) or out.language_model_outputs.hidden_states
+    return {f"lm.{i}": states[i + 1][rows, positions] for i in range(n_layers - 1)}
+
+
+def assert_new_interventions_match_references(
+    loaded, folder: str, images: np.ndarray, prompt: str
+) -> None:
+    """On two different images of one size:
+
+    - ``mask`` over every LM layer makes the answer independent of the image: the same
+      next-token logits for both;
+    - ``drop:random:K`` equals a fresh copy whose attention, in every LM layer, lets no
+      query see the image tokens that are not kept (plain pre-hooks);
+    - ``mean:projector`` equals a fresh copy whose projector output is replaced by its
+      per-position mean over the images (a plain forward hook), and records that mean.
+    """
+    from interp import make_intervention
+
+    adapter = loaded.adapter
+    n = adapter.n_lm_layers
+    last = f"lm.{n - 1}"
+    blind = make_intervention(f"mask:0-{n - 1}")
+    both = capture_tokens(loaded, images, [last], prompt=prompt, intervention=blind, logits=True)
+    torch.testing.assert_close(both.logits[0], both.logits[1], rtol=1e-5, atol=1e-5)
+    seen = capture_tokens(loaded, images, [last], prompt=prompt, logits=True)
+    assert (seen.logits[0] - seen.logits[1]).abs().max() > 1e-4  # without it they differ
+
+    inputs = adapter.build_inputs(images, prompt)
+    positions = adapter.token_positions(inputs).patch  # (batch, tokens)
+    sites = [f"lm.{i}" for i in range(n)]
+    k = max(1, positions.shape[1] // 3)
+    drop = make_intervention(f"drop:random:{k}", seed=3)
+    kept = torch.tensor(drop.describe(adapter, images.shape[1:3])["kept_tokens"])
+    got = capture_tokens(loaded, images, sites, prompt=prompt, intervention=drop, logits=True)
+    image_keys = adapter.image_token_mask(inputs["input_ids"]).clone()  # every image token
+    image_keys[:, positions[:, kept]] = False  # ...but those kept
+    attention = adapter.attention_path(0).replace(".0.", ".{}.", 1)
+    out = masked_reference(folder, inputs, image_keys, list(range(n)), attention)
+    for site, expected in _lm_hidden_at(out, positions, n).items():
+        torch.testing.assert_close(got.acts[site], expected, rtol=1e-4, atol=1e-4, msg=site)
+    torch.testing.assert_close(got.logits, out.logits[:, -1], rtol=1e-4, atol=1e-4)
+
+    mean = make_intervention("mean:projector")
+    mean.prepare(loaded, lambda: [images], prompt)
+    got = capture_tokens(loaded, images, ["projector", *sites], prompt=prompt, intervention=mean)
+    base = capture_tokens(loaded, images, ["projector"], prompt=prompt).acts["projector"]
+    expected_mean = base.mean(0, keepdim=True).expand_as(base)
+    torch.testing.assert_close(got.acts["projector"], expected_mean, rtol=1e-5, atol=1e-5)
+    out = mean_projector_reference(folder, inputs, len(images))
+    for site, expected in _lm_hidden_at(out, positions, n).items():
+        torch.testing.assert_close(got.acts[site], expected, rtol=1e-4, atol=1e-4, msg=site)

@@ -87,7 +87,7 @@ def test_a_raising_trace_leaves_nothing_attached(loaded, stimuli, prompt) -> Non
     before_hooks = hook_state(loaded.model)
 
     class Boom:
-        def actions(self, adapter, inputs):
+        def actions(self, adapter, inputs, context=None):
             def explode(value):
                 raise RuntimeError("boom inside the trace")
 

@@ -7,7 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from references import assert_interventions_touch_the_llm_only, capture_beside_hooks, token_change
+from references import (
+    assert_interventions_touch_the_llm_only,
+    assert_new_interventions_match_references,
+    capture_beside_hooks,
+    token_change,
+)
 from tiny_vlms import build_idefics3
 
 from analyses import RunConfig, run
@@ -71,6 +76,7 @@ def test_interventions_and_the_whole_run(family, images, tmp_path) -> None:
     adapter = loaded.adapter
     prompt = adapter.default_prompt("Describe the image.")
     assert_interventions_touch_the_llm_only(loaded, images, prompt)
+    assert_new_interventions_match_references(loaded, folder, images, prompt)
     result = run(
         RunConfig(
             out=str(tmp_path / "r"), model=folder, n_images=20, image_size=SIZE, n_splits=2,

@@ -11,8 +11,10 @@ from interp import (
     InterventionError,
     LowerLayerMask,
     ShufflePatches,
+    SiteError,
     StimulusSpec,
     capture,
+    capture_tokens,
     generate,
     load_model,
     make_intervention,
@@ -188,9 +190,17 @@ def test_condition_names_parse_to_one_spelling() -> None:
     assert parse_condition("shuffle:07").name == "shuffle:7"
     assert parse_condition("mask:0-03") == parse_condition("mask:0-3")
     assert parse_condition("mask:2-5").kind == "mask"
+    assert parse_condition("mask:02-5:text").name == "mask:2-5:text"
+    assert parse_condition("drop:on_object:008").name == "drop:on_object:8"
+    assert parse_condition("mean:lm.03").name == "mean:lm.3"
     for bad, message in [
         ("dropout", "unknown condition 'dropout'; conditions are written baseline"),
-        ("mask", "needs its layers, e.g. mask:0-1"),
+        ("mask", "needs its argument, e.g. mask:0-1"),
+        ("drop:random", "malformed; write drop:POLICY:K"),
+        ("drop:nearest:4", "unknown policy 'nearest'; use random, on_object, off_object, norm"),
+        ("drop:norm:0", "keeps no image token"),
+        ("mean", "needs its argument, e.g. mean:projector"),
+        ("mask:1-2:image", "malformed"),
         ("mask:3-1", "first layer must not exceed the last"),
         ("mask:a-b", "malformed; write mask:A-B"),
         ("lower_mask:2", "takes no argument"),
@@ -201,6 +211,11 @@ def test_condition_names_parse_to_one_spelling() -> None:
     assert make_intervention("shuffle:9").seed == 9
     assert make_intervention("shuffle", seed=4).condition == "shuffle"
     assert make_intervention("mask:1-2").condition == "mask:1-2"
+    assert make_intervention("mask:1-2:text").text_only
+    assert make_intervention("drop:norm:3").condition == "drop:norm:3"
+    assert make_intervention("mean:vision.1").condition == "mean:vision.1"
+    with pytest.raises(SiteError, match="malformed site name .retina."):
+        parse_condition("mean:retina")  # the site is named as sites are
 
 
 def test_a_layer_window_mask_equals_its_plain_hook_reference(tiny_dir, stimuli, prompt) -> None:
@@ -220,7 +235,7 @@ def test_a_layer_window_mask_equals_its_plain_hook_reference(tiny_dir, stimuli, 
     inputs = adapter.build_inputs(stimuli.images, prompt)
     image_keys = adapter.image_token_mask(inputs["input_ids"])
     attention = adapter.attention_path(0).replace(".0.", ".{}.", 1)
-    hidden = masked_reference(tiny_dir, inputs, image_keys, [2, 3], attention)
+    hidden = masked_reference(tiny_dir, inputs, image_keys, [2, 3], attention).hidden_states
     positions = adapter.image_token_positions(inputs["input_ids"])  # (batch, tokens)
     rows = torch.arange(len(positions))[:, None]
     # hidden_states[0] is the embeddings, [i + 1] layer i's output; the last one is after
@@ -261,3 +276,81 @@ def test_logit_lens_at_the_last_layer_is_the_models_own_logits(loaded, stimuli, 
     assert int(ranks[0, 0, 1]) == int((lens[0, 0] > lens[0, 0, 0]).sum())
     with pytest.raises(ConfigError, match="reads LM sites"):
         lens_logits(loaded, stimuli.images[:2], "vision.0", prompt=prompt)
+
+
+@pytest.mark.parametrize("policy", ["on_object", "norm"])
+def test_dropping_tokens_equals_the_shortened_sequence(tiny_dir, loaded, stimuli, prompt, policy):
+    """drop:POLICY:K against a fresh copy whose language model is run (plain call) on the
+    LLM input with only the kept image tokens, at their original positions: the same
+    next-token logits. on_object keeps tokens over objects (by a hand count of each
+    token's 8x8 pixels); norm the tokens whose LLM input is largest."""
+    from references import hooked_forward
+
+    from interp import box_label_map
+    from interp.interventions import BatchContext, DropTokens
+
+    adapter = loaded.adapter
+    k = 5
+    drop = make_intervention(f"drop:{policy}:{k}")
+    assert isinstance(drop, DropTokens)
+    lm_path = adapter.module_path("lm.0")
+    for i in range(3):
+        image, object_map = stimuli.images[i : i + 1], stimuli.object_map[i]
+        context = BatchContext(object_maps=[object_map])
+        got = capture_tokens(
+            loaded, image, [], prompt=prompt, intervention=drop, context=context, logits=True
+        ).logits[0]
+        inputs = adapter.build_inputs(image, prompt)
+        model, seen = hooked_forward(tiny_dir, inputs, {}, lm_input=lm_path)
+        embeds = seen["lm_input"][0]  # (seq, d): what the LLM receives
+        image_at = (inputs["input_ids"][0] == model.config.image_token_id).nonzero()[:, 0]
+        if policy == "on_object":  # pixels under each 8 px patch, counted by hand
+            cells = object_map.reshape(8, 8, 8, 8).transpose(0, 2, 1, 3).reshape(64, 64)
+            on = torch.as_tensor((cells >= 0).any(1))
+            assert int(on.sum()) >= k
+            layout = adapter.token_layout("lm.0", 64)
+            assert (box_label_map(object_map, layout.boxes)[0] >= 0).tolist() == on.tolist()
+            chosen = None
+        else:
+            norms = embeds[image_at].norm(dim=-1)
+            chosen = norms.argsort(descending=True)[:k]
+        keep_mask = drop.kept(adapter, adapter.token_positions(inputs), context, seen["lm_input"])
+        kept = keep_mask[0].nonzero()[:, 0]
+        assert len(kept) == k
+        if chosen is None:
+            assert bool(on[kept].all())
+        else:
+            assert sorted(kept.tolist()) == sorted(chosen.tolist())
+        keep = torch.ones(len(embeds), dtype=torch.bool)
+        keep[image_at] = False
+        keep[image_at[kept]] = True
+        position = torch.arange(len(embeds))[keep][None]  # original positions
+        with torch.no_grad():
+            hidden = model.model.language_model(
+                inputs_embeds=embeds[keep][None], position_ids=position
+            ).last_hidden_state
+            expected = model.lm_head(hidden[0, -1])
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+        full = capture_tokens(loaded, image, [], prompt=prompt, logits=True).logits[0]
+        assert (full - got).abs().max() > 1e-3  # dropping changed the answer's logits
+
+
+def test_drop_on_object_needs_the_object_maps(loaded, stimuli, prompt) -> None:
+    before = hook_state(loaded.model)
+    with pytest.raises(InterventionError, match="needs the object maps"):
+        capture(
+            loaded,
+            stimuli.images[:2],
+            ["lm.0"],
+            prompt=prompt,
+            intervention=make_intervention("drop:on_object:4"),
+        )
+    assert hook_state(loaded.model) == before
+    with pytest.raises(InterventionError, match="no means yet; call prepare"):
+        capture(
+            loaded,
+            stimuli.images[:2],
+            ["lm.0"],
+            prompt=prompt,
+            intervention=make_intervention("mean:lm.1"),
+        )

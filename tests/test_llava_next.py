@@ -6,7 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from references import assert_interventions_touch_the_llm_only, capture_beside_hooks, token_change
+from references import (
+    assert_interventions_touch_the_llm_only,
+    assert_new_interventions_match_references,
+    capture_beside_hooks,
+    token_change,
+)
 from tiny_vlms import build_llava_next
 
 from analyses import RunConfig, run
@@ -119,6 +124,7 @@ def test_interventions_act_on_the_llm_only(loaded, folder) -> None:
     assert_interventions_touch_the_llm_only(loaded, images, prompt)
     shuffled = ShufflePatches(seed=3).describe(adapter, 32)["permutation"]
     assert sorted(shuffled) == list(range(80))
+    assert_new_interventions_match_references(loaded, folder, images, prompt)
 
 
 def test_run_on_llava_next(folder, tmp_path) -> None:

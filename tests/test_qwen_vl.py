@@ -7,7 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from references import assert_interventions_touch_the_llm_only, capture_beside_hooks, token_change
+from references import (
+    assert_interventions_touch_the_llm_only,
+    assert_new_interventions_match_references,
+    capture_beside_hooks,
+    token_change,
+)
 from tiny_vlms import build_qwen2_vl
 
 from analyses import RunConfig, run
@@ -78,6 +83,13 @@ def test_interventions_change_the_llm_only(qwen) -> None:
     adapter = loaded.adapter
     images = generate(StimulusSpec(n_images=2, image_size=SIZE[version], seed=2)).images
     assert_interventions_touch_the_llm_only(loaded, images, adapter.default_prompt("Hi."))
+
+
+def test_new_interventions_equal_their_references(qwen) -> None:
+    version, folder, loaded = qwen
+    adapter = loaded.adapter
+    images = generate(StimulusSpec(n_images=2, image_size=SIZE[version], seed=2)).images
+    assert_new_interventions_match_references(loaded, folder, images, adapter.default_prompt("Hi."))
 
 
 def test_the_whole_run_and_sizes_the_processor_would_resize(qwen, tmp_path) -> None:

@@ -8,7 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from references import assert_interventions_touch_the_llm_only, capture_beside_hooks, token_change
+from references import (
+    assert_interventions_touch_the_llm_only,
+    assert_new_interventions_match_references,
+    capture_beside_hooks,
+    token_change,
+)
 from tiny_vlms import build_gemma3, build_paligemma
 
 from analyses import RunConfig, run
@@ -72,6 +77,12 @@ def test_interventions_change_the_llm_only(family, images) -> None:
     _, _, loaded = family
     adapter = loaded.adapter
     assert_interventions_touch_the_llm_only(loaded, images, adapter.default_prompt("Hi."))
+
+
+def test_new_interventions_equal_their_references(family, images) -> None:
+    _, folder, loaded = family
+    prompt = loaded.adapter.default_prompt("Hi.")
+    assert_new_interventions_match_references(loaded, folder, images, prompt)
 
 
 def test_the_whole_run(family, tmp_path) -> None:

@@ -9,6 +9,7 @@ never to model-specific attribute names.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -128,7 +129,14 @@ class Adapter(ABC):
     # The conditions a run of this family uses when none are named, and the kinds of
     # condition it supports (interp.conditions, interp.interventions).
     conditions: ClassVar[tuple[str, ...]] = ("baseline", "shuffle", "lower_mask")
-    condition_kinds: ClassVar[tuple[str, ...]] = ("baseline", "shuffle", "lower_mask", "mask")
+    condition_kinds: ClassVar[tuple[str, ...]] = (
+        "baseline",
+        "shuffle",
+        "lower_mask",
+        "mask",
+        "drop",
+        "mean",
+    )
     # Whether the model has a projector and a language model (False: a vision encoder).
     has_language_model: ClassVar[bool] = True
     # How a cache stores this family's activations unless told otherwise: float16 halves
@@ -197,8 +205,11 @@ class Adapter(ABC):
         """The exact text given to the processor for one image and ``question``."""
 
     @abstractmethod
-    def build_inputs(self, images: np.ndarray, prompt: str) -> dict[str, torch.Tensor]:
-        """Processor outputs for a batch of uint8 images ``(batch, H, W, 3)``."""
+    def build_inputs(
+        self, images: np.ndarray, prompt: str | Sequence[str]
+    ) -> dict[str, torch.Tensor]:
+        """Processor outputs for a batch of uint8 images ``(batch, H, W, 3)`` and one
+        prompt for all, or one per image (padded)."""
 
     @abstractmethod
     def image_token_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -235,6 +246,32 @@ class Adapter(ABC):
             raise NotImplementedError(f"{type(self).__name__} must cut projector extras")
         rows = torch.arange(hidden.shape[0], device=hidden.device)[:, None]
         return hidden[rows, positions.extra.to(hidden.device)]  # (batch, k, d)
+
+    def write_tokens(
+        self, site: str, value: Any, positions: TokenPositions | None, tokens: torch.Tensor
+    ) -> Any:
+        """``value`` (a module output of ``site``) with the patch tokens :meth:`select`
+        cuts from it replaced by ``tokens`` ``(batch, tokens, d)``; the rest unchanged.
+
+        Every family's :meth:`select` is a gather (slices, reshapes, index lists), so
+        selecting from a tensor of flat element indices says where each selected value
+        lives: one inverse for every family."""
+        hidden = first_tensor(value)
+        index = torch.arange(hidden.numel(), device=hidden.device).reshape(hidden.shape)
+        where = self.select(site, index, positions).reshape(-1)  # flat element indices
+        if where.numel() != tokens.numel():
+            raise ConfigError(
+                f"tokens for {site} must have the shape select gives, "
+                f"{tuple(self.select(site, index, positions).shape)}, got {tuple(tokens.shape)}"
+            )
+        out = hidden.reshape(-1).clone()
+        out[where] = tokens.reshape(-1).to(out.device, out.dtype)
+        out = out.reshape(hidden.shape)
+        if isinstance(value, tuple):
+            return (out, *value[1:])
+        if isinstance(value, list):
+            return [out, *value[1:]]
+        return out
 
     # ----- token layout ----------------------------------------------------------------
     @property

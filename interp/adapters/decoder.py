@@ -10,13 +10,14 @@ outputs become ``(batch, tokens, d)``, the processor's call.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from interp.adapters.base import Adapter, TokenPositions, find_first_module, first_tensor
-from interp.errors import InterventionError
+from interp.errors import ConfigError, InterventionError
 from interp.sites import parse_site
 
 __all__ = ["DecoderVLMAdapter"]
@@ -92,12 +93,23 @@ class DecoderVLMAdapter(Adapter):
         """The ``images`` argument of the processor for a batch, one image per sample."""
         return list(images)
 
-    def build_inputs(self, images: np.ndarray, prompt: str) -> dict[str, torch.Tensor]:
-        self.check_prompt(prompt)
+    def build_inputs(
+        self, images: np.ndarray, prompt: str | Sequence[str]
+    ) -> dict[str, torch.Tensor]:
+        prompts = [prompt] * len(images) if isinstance(prompt, str) else list(prompt)
+        if len(prompts) != len(images):
+            raise ConfigError(
+                f"prompt must be one text or one per image, got {len(prompts)} prompts for "
+                f"{len(images)} images"
+            )
+        for text in dict.fromkeys(prompts):
+            self.check_prompt(text)
+        different = len(set(prompts)) > 1  # then of different lengths: padded
         batch = self.processor(
             images=self.processor_images(images),
-            text=[prompt] * len(images),
+            text=prompts,
             return_tensors="pt",
+            **({"padding": True} if different else {}),
             **self.processor_kwargs(),
         )
         return {k: v for k, v in batch.items() if k != "labels"}  # no loss to compute

@@ -2,7 +2,7 @@
 Face ``datasets`` dataset, and the registry that opens a path as one of them
 (:func:`open_source`)."""
 
-from interp.sources.base import ImageSet, open_source, register_source, registered_sources
+from interp.sources.base import ImageSet, Question, open_source, register_source, registered_sources
 from interp.sources.export import write_label_folder
 from interp.sources.hf import HuggingFaceImages
 from interp.sources.table import TABLE_NAMES, LabelTable
@@ -11,6 +11,7 @@ __all__ = [
     "TABLE_NAMES",
     "HuggingFaceImages",
     "ImageSet",
+    "Question",
     "LabelTable",
     "open_source",
     "register_source",

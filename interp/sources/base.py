@@ -13,6 +13,8 @@ that recognises a path, as adapters are picked from a model's config.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,7 +22,19 @@ import numpy as np
 
 from interp.errors import ConfigError
 
-__all__ = ["ImageSet", "register_source", "registered_sources", "open_source"]
+__all__ = ["ImageSet", "Question", "register_source", "registered_sources", "open_source"]
+
+
+@dataclass(frozen=True)
+class Question:
+    """A question about image ``image`` of a set, with its right ``answer`` among
+    ``options`` (the candidate answers of its ``kind``, scored for the margin)."""
+
+    image: int
+    kind: str
+    question: str
+    answer: str
+    options: tuple[str, ...]
 
 
 class ImageSet(ABC):
@@ -67,6 +81,25 @@ class ImageSet(ABC):
 
     @abstractmethod
     def object_labels(self) -> dict[str, np.ndarray]: ...
+
+    def crops(self, indices: Sequence[int] | np.ndarray) -> np.ndarray | list[np.ndarray]:
+        """Images ``indices`` without their padding: ``(k, H, W, 3)`` uint8 where they are
+        of one size, a list of ``(H_i, W_i, 3)`` otherwise (as a capture takes them)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        sizes = self.sizes[indices]  # (k, 2)
+        pixels = self.pixels(indices)  # (k, *canvas, 3)
+        crops = [pixels[j, :h, :w] for j, (h, w) in enumerate(sizes.tolist())]
+        return np.stack(crops) if len({tuple(x) for x in sizes.tolist()}) == 1 else crops
+
+    def crop_maps(self, indices: Sequence[int] | np.ndarray) -> list[np.ndarray]:
+        """The object maps of images ``indices`` without their padding, ``(H_i, W_i)``."""
+        indices = np.asarray(indices, dtype=np.int64)
+        maps = self.maps(indices)  # (k, *canvas)
+        return [maps[j, :h, :w] for j, (h, w) in enumerate(self.sizes[indices].tolist())]
+
+    def questions(self) -> list[Question]:
+        """The set's questions with their answers (none unless the source has them)."""
+        return []
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:

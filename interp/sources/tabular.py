@@ -2,12 +2,13 @@
 the Hugging Face ``datasets`` sources.
 
 Every column but the reserved ones (``image``, ``objects``, ``mask``, ``question``,
-``answer``) is an attribute: categorical when its values are strings or booleans (or it
-is named in ``categorical``, or has a class order), numeric otherwise. ``objects`` holds,
-per row, a JSON list (or a list) of ``{"box": [x0, y0, x1, y1], "<attribute>": value,
-...}`` in the image's pixels; ``mask``, an image of object indices (0 = background, k =
-object k - 1), which then draws the objects instead of their boxes. A subclass says how
-image ``i`` (and its mask) is opened, and how a row is named in messages.
+``answer``, ``question_type``) is an attribute: categorical when its values are strings or
+booleans (or it is named in ``categorical``, or has a class order), numeric otherwise.
+``objects`` holds, per row, a JSON list (or a list) of ``{"box": [x0, y0, x1, y1],
+"<attribute>": value, ...}`` in the image's pixels; ``mask``, an image of object indices
+(0 = background, k = object k - 1), which then draws the objects instead of their boxes.
+A subclass says how image ``i`` (and its mask) is opened, and how a row is named in
+messages.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ from PIL import Image, UnidentifiedImageError
 
 from interp.errors import ConfigError
 from interp.names import as_names
-from interp.sources.base import ImageSet
+from interp.sources.base import ImageSet, Question
 
 __all__ = ["TabularImages", "RESERVED_COLUMNS"]
 
-RESERVED_COLUMNS = ("image", "objects", "mask", "question", "answer")
+RESERVED_COLUMNS = ("image", "objects", "mask", "question", "answer", "question_type")
 
 
 class TabularImages(ImageSet):
@@ -72,11 +73,6 @@ class TabularImages(ImageSet):
         self._objects = self._parse_objects()
         self._labels, self._classes = self._parse_labels(chosen, forced)
         self._warned_modes: set[str] = set()
-        self.questions = (
-            self.frame[["question", "answer"]].astype(str).to_dict("records")
-            if {"question", "answer"} <= set(self.frame.columns)
-            else []
-        )
 
     @abstractmethod
     def _open_image(self, i: int) -> Image.Image:
@@ -227,6 +223,33 @@ class TabularImages(ImageSet):
                         values[i, k] = index[str(obj[name])]
             out[name] = values
         return out
+
+    def questions(self) -> list[Question]:
+        """The rows' ``question`` / ``answer`` (rows without both are skipped); the type is
+        the ``question_type`` column where there is one (else ``"question"``), and each
+        type's options are the distinct answers of its rows."""
+        frame = self.frame
+        if not {"question", "answer"} <= set(frame.columns):
+            return []
+        kinds = (
+            frame["question_type"].astype(str)
+            if "question_type" in frame.columns
+            else pd.Series("question", index=frame.index)
+        )
+        asked = frame["question"].notna() & frame["answer"].notna()
+        rows = [
+            (i, str(kind), str(q).strip(), str(a).strip())
+            for i, (ok, kind, q, a) in enumerate(
+                zip(asked, kinds, frame["question"], frame["answer"], strict=True)
+            )
+            if ok and str(q).strip() and str(a).strip()
+        ]
+        options: dict[str, list[str]] = {}
+        for _, kind, _, answer in rows:
+            options.setdefault(kind, [])
+            if answer not in options[kind]:
+                options[kind].append(answer)
+        return [Question(i, kind, q, a, tuple(options[kind])) for i, kind, q, a in rows]
 
     def pixels(self, indices: np.ndarray) -> np.ndarray:
         out = np.zeros((len(indices), *self.canvas, 3), dtype=np.uint8)

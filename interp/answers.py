@@ -1,0 +1,189 @@
+"""The model's answers under experimental conditions: what it *uses*, beside what the
+probes say is decodable.
+
+Each question of a data set (:meth:`interp.sources.ImageSet.questions`: the built-in
+model's question types on the stimuli, the ``question`` / ``answer`` columns of a label
+table) is put to the model with its image, under every condition, in one forward pass
+per batch; the next-token logits after the prompt give the model's answer (greedy, over
+the whole vocabulary), the log-probability of the right answer and its margin over the
+best wrong option of the same question type. An answer is scored by its first token
+(every answer of the built-in model is one token; for a real model, options whose first
+tokens coincide are refused).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from interp.conditions import parse_condition
+from interp.errors import ConfigError
+from interp.interventions import BatchContext, Intervention, make_intervention
+from interp.loading import LoadedModel
+from interp.names import as_names
+from interp.sources import ImageSet, Question
+from interp.tracing import capture_tokens
+
+__all__ = ["ANSWER_COLUMNS", "answer_token_ids", "image_batches", "prepare", "score_answers"]
+
+# One row per question and condition.
+ANSWER_COLUMNS: tuple[str, ...] = (
+    "condition",
+    "image",
+    "question_type",
+    "question",
+    "answer",
+    "predicted",
+    "correct",
+    "logprob",
+    "margin",
+)
+
+
+def answer_token_ids(tokenizer, words: Sequence[str]) -> dict[str, int]:
+    """The first token id of each answer word, as the model would write it after the
+    prompt; a ConfigError when two words start with the same token (no margin between
+    them could be read off one next-token distribution)."""
+    ids: dict[str, int] = {}
+    for word in dict.fromkeys(words):
+        found = tokenizer(word, add_special_tokens=False)["input_ids"]
+        if not found:
+            raise ConfigError(f"the answer {word!r} is no token of this model's tokenizer")
+        ids[word] = int(found[0])
+    first: dict[int, str] = {}
+    for word, token in ids.items():
+        if token in first:
+            raise ConfigError(
+                f"the answers {first[token]!r} and {word!r} start with the same token "
+                f"({token}); answers are scored by their first token, so give each question "
+                f"type answers that differ in their first word piece"
+            )
+        first[token] = word
+    return ids
+
+
+def image_batches(data: ImageSet, batch_size: int) -> Iterator[np.ndarray | list[np.ndarray]]:
+    """The set's images, ``batch_size`` at a time, without their padding."""
+    for start in range(0, len(data), batch_size):
+        yield data.crops(np.arange(start, min(len(data), start + batch_size)))
+
+
+def prepare(
+    interventions: dict[str, Intervention | None],
+    loaded: LoadedModel,
+    data: ImageSet,
+    prompt: str,
+    batch_size: int,
+) -> None:
+    """Let each intervention fit what it needs from the whole set (``mean:SITE``)."""
+    for intervention in interventions.values():
+        if intervention is not None:
+            intervention.prepare(loaded, lambda: image_batches(data, batch_size), prompt)
+
+
+def score_answers(
+    loaded: LoadedModel,
+    data: ImageSet,
+    *,
+    conditions: str | Sequence[str] | None = None,
+    questions: Sequence[Question] | None = None,
+    batch_size: int = 32,
+    seed: int = 0,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Every question of ``data`` (or ``questions``) answered under every condition
+    (default: the baseline only): one row per question and condition, columns
+    :data:`ANSWER_COLUMNS`. ``logprob`` is the log-probability of the right answer's
+    first token; ``margin`` its logit minus the largest logit of the type's other
+    options (NaN where a type has one option); ``correct``, whether the most likely next
+    token of the whole vocabulary is the right answer's."""
+    adapter = loaded.adapter
+    if not adapter.has_language_model:
+        raise ConfigError(f"a {adapter.family} encoder gives no answers; use a VLM")
+    questions = list(questions) if questions is not None else data.questions()
+    if not questions:
+        raise ConfigError(
+            "the data set has no questions: the built-in stimuli have the organism's "
+            "question types; a label table needs 'question' and 'answer' columns"
+        )
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    names = [parse_condition(c).name for c in as_names(conditions, "conditions") or []]
+    names = list(dict.fromkeys(["baseline", *names]))
+    unsupported = [c for c in names if parse_condition(c).kind not in adapter.condition_kinds]
+    if unsupported:
+        raise ConfigError(
+            f"a {adapter.family} model supports the conditions {list(adapter.condition_kinds)}"
+            f", not {unsupported}"
+        )
+    tokenizer = loaded.processor.tokenizer
+    ids = answer_token_ids(tokenizer, [w for q in questions for w in (q.answer, *q.options)])
+    options = {q.kind: [ids[w] for w in q.options] for q in questions}
+    interventions = {c: make_intervention(c, seed=seed) for c in names}
+    prepare(interventions, loaded, data, adapter.default_prompt(questions[0].question), batch_size)
+
+    order = sorted(range(len(questions)), key=lambda k: questions[k].image)
+    sizes = data.sizes
+    rows: list[dict] = []
+    bar = tqdm(total=len(order) * len(names), unit="answer", disable=not progress)
+    with bar:
+        for start in range(0, len(order), batch_size):
+            chunk = [questions[k] for k in order[start : start + batch_size]]
+            groups: dict = {}
+            for q in chunk:  # one pass per group of images the adapter batches together
+                key = adapter.batch_key(tuple(int(v) for v in sizes[q.image]))
+                groups.setdefault(key, []).append(q)
+            for group in groups.values():
+                index = [q.image for q in group]
+                images = data.crops(index)
+                context = BatchContext(object_maps=data.crop_maps(index))
+                prompts = [adapter.default_prompt(q.question) for q in group]
+                for name, intervention in interventions.items():
+                    logits = capture_tokens(
+                        loaded,
+                        images,
+                        [],
+                        prompt=prompts,
+                        intervention=intervention,
+                        context=context,
+                        logits=True,
+                    ).logits  # (group, vocab)
+                    rows += _scored(name, group, logits, ids, options, tokenizer)
+                    bar.update(len(group))
+    return pd.DataFrame(rows, columns=list(ANSWER_COLUMNS))
+
+
+def _scored(
+    condition: str,
+    group: list[Question],
+    logits: torch.Tensor,
+    ids: dict[str, int],
+    options: dict[str, list[int]],
+    tokenizer,
+) -> list[dict]:
+    """The rows of one batch's answers: ``logits`` ``(batch, vocab)``."""
+    logprobs = torch.log_softmax(logits.double(), dim=-1)  # (batch, vocab)
+    best = logits.argmax(-1).tolist()
+    out = []
+    for row, (q, top) in enumerate(zip(group, best, strict=True)):
+        right = ids[q.answer]
+        wrong = [t for t in options[q.kind] if t != right]
+        margin = float(logits[row, right] - logits[row, wrong].max()) if wrong else float("nan")
+        out.append(
+            {
+                "condition": condition,
+                "image": q.image,
+                "question_type": q.kind,
+                "question": q.question,
+                "answer": q.answer,
+                "predicted": tokenizer.decode([top]).strip(),
+                "correct": top == right,
+                "logprob": float(logprobs[row, right]),
+                "margin": margin,
+            }
+        )
+    return out
