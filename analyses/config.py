@@ -9,6 +9,8 @@ in a small base class, and the steps combine them:
 - :class:`PixelConfig` (``interp pixels``): cache -> pixel-probe table and pictures.
 - :class:`PlotConfig` (``interp plot``): table -> figures (HTML, PDF, SVG, PNG).
 - :class:`ReportConfig` (``interp report``): a run's folder -> one HTML page.
+- :class:`AnswersConfig` (``interp answers``): data (or a cache's data) -> the model's
+  answers under every condition.
 - :class:`RunConfig` (``interp run``): all of them, in one output folder.
 
 Errors name the parameters (``n_splits``); only the command line speaks of flags.
@@ -34,6 +36,7 @@ from probes.selections import check_selection
 from probes.sweep import ProbeSettings
 
 __all__ = [
+    "AnswersConfig",
     "DEFAULT_QUESTION",
     "FAST_DEFAULTS",
     "FULL_DEFAULTS",
@@ -129,7 +132,52 @@ class _Attributes:
 
 
 @dataclass
-class _ExtractOptions(_Common, _Attributes):
+class _ConditionSweeps:
+    """Families of conditions added to the named ones, once the model's depth is known."""
+
+    windows: int | None = option(
+        "also the layer-window sweep: mask:A-B windows of this many LM layers sliding over "
+        "the depth (step 1)",
+        default=None,
+    )
+    drop_ks: list[int] | None = option(
+        "also token dropping: drop:POLICY:K for each of these K (image tokens kept)",
+        default=None,
+    )
+    drop_policies: list[str] | None = option(
+        "the policies of --drop-ks: some of random on_object off_object norm (default: all)",
+        default=None,
+    )
+
+    def _check_sweeps(self) -> None:
+        if isinstance(self.drop_ks, int):
+            self.drop_ks = [self.drop_ks]
+        _names(self, ("drop_policies",))
+        if self.windows is not None and self.windows < 1:
+            raise ConfigError(f"windows must be >= 1 LM layer, got {self.windows}")
+        if self.drop_policies and not self.drop_ks:
+            raise ConfigError("drop_policies choose the policies of drop_ks: give drop_ks too")
+        if self.drop_ks:
+            from analyses.answers import drop_conditions
+
+            drop_conditions(self.drop_ks, self.drop_policies)  # a bad K or policy says so
+
+    def expanded_conditions(self, conditions: list[str] | None, adapter: Any) -> list[str] | None:
+        """``conditions`` (None: the model's defaults) with the windows and drops added."""
+        from analyses.answers import drop_conditions, window_conditions
+
+        if self.windows is None and not self.drop_ks:
+            return conditions
+        out = list(conditions or adapter.conditions)
+        if self.windows is not None:
+            out += window_conditions(adapter.n_lm_layers, self.windows)
+        if self.drop_ks:
+            out += drop_conditions(self.drop_ks, self.drop_policies)
+        return list(dict.fromkeys(out))
+
+
+@dataclass
+class _ExtractOptions(_Common, _Attributes, _ConditionSweeps):
     """Data -> model -> cache."""
 
     model: str = option(
@@ -189,6 +237,7 @@ class _ExtractOptions(_Common, _Attributes):
 
     def _check_extract(self) -> None:
         self._check_common()
+        self._check_sweeps()
         _names(self, ("attributes", "categorical"))
         if isinstance(self.image_sizes, int):
             self.image_sizes = [self.image_sizes]
@@ -387,6 +436,39 @@ class ReportConfig:
     def __post_init__(self) -> None:
         if not str(self.run).strip():
             raise ConfigError("run must name a run's output folder (interp run writes one)")
+
+
+@dataclass
+class AnswersConfig(_ExtractOptions):
+    """``interp answers``: the model's answers to the questions of the data (the built-in
+    stimuli's question types, or a label table's question / answer columns), under every
+    condition, into the folder ``out`` (``answers.csv``: per condition and question type;
+    ``answer_rows.csv``: per question)."""
+
+    source: str | None = option(
+        "a cache (its model and images are used again) or your own data (as --data); "
+        "default: --data, or the built-in stimuli",
+        default=None,
+        positional=True,
+    )
+    model: str | None = option(
+        "built-in name, local save_pretrained folder, or hub id (default: the cache's "
+        "model, else the built-in one)",
+        default=None,
+    )
+    n_boot: int = option("bootstrap resamples of images for 95% intervals", default=1000)
+    out: str = option("output folder", default="answers")
+
+    def __post_init__(self) -> None:
+        if not str(self.out).strip():
+            raise ConfigError("out must name an output folder, got an empty string")
+        if self.source is not None and self.data is not None:
+            raise ConfigError(
+                f"give the images once: source ({self.source!r}) or data ({self.data!r})"
+            )
+        if self.n_boot < 1:
+            raise ConfigError(f"n_boot must be >= 1, got {self.n_boot}")
+        self._check_extract()
 
 
 @dataclass

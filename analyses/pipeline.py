@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from analyses.config import ExtractConfig, PixelConfig, ProbeConfig, ReportConfig, RunConfig
+from analyses.config import (
+    AnswersConfig,
+    ExtractConfig,
+    PixelConfig,
+    ProbeConfig,
+    ReportConfig,
+    RunConfig,
+)
 from analyses.outputs import (
     check_output_folder,
     check_writable,
@@ -24,10 +31,14 @@ from analyses.outputs import (
 )
 from analyses.report import report_step, versions
 from analyses.steps import (
+    ANSWER_FILES,
     FIGURE_NAMES,
     PIXEL_FILES,
+    answer_figures_of,
+    answers_step,
     extract_step,
     figures_of,
+    load_step_model,
     pixel_step,
     probe_step,
     settings_path,
@@ -47,6 +58,10 @@ OUTPUT_FILES = {
     "pixels": PIXEL_FILES["pixels"],
     "pixel_grid": PIXEL_FILES["pixel_grid"],
     "pixel_figure": f"{FIGURE_NAMES['pixels']}.html",
+    **ANSWER_FILES,
+    "used_figure": f"{FIGURE_NAMES['used']}.html",
+    "window_figure": f"{FIGURE_NAMES['windows']}.html",
+    "drop_figure": f"{FIGURE_NAMES['drops']}.html",
     "settings": "run.json",
     "report": "report.html",
 }
@@ -57,6 +72,7 @@ class RunResult:
     paths: dict[str, Path]
     table: pd.DataFrame  # the probe table (probes.csv)
     pixel_table: pd.DataFrame | None  # reconstruction error by depth; None without pixels
+    answers: pd.DataFrame | None = None  # answers.csv; None without questions or an LLM
 
 
 def run(config: RunConfig) -> RunResult:
@@ -105,7 +121,8 @@ def run(config: RunConfig) -> RunResult:
     extraction = config.step(ExtractConfig, out=str(paths["cache"]))
     if data is not None:
         extraction.data = data
-    cache = timed(lambda: extract_step(extraction, check=fits), timings, "extract")
+    loaded = load_step_model(extraction)
+    cache = timed(lambda: extract_step(extraction, check=fits, loaded=loaded), timings, "extract")
     table = timed(
         lambda: probe_step(
             config.step(ProbeConfig, cache=str(cache), out=str(paths["probes"]), overwrite=False)
@@ -114,6 +131,11 @@ def run(config: RunConfig) -> RunResult:
         "probe",
     )
     staging.mkdir(parents=True, exist_ok=True)
+    answers = None
+    if loaded.adapter.has_language_model and _asks_questions(extraction):
+        settings = config.step(AnswersConfig, out=str(staging), overwrite=True)
+        settings.data = extraction.data
+        answers = timed(lambda: answers_step(settings, loaded=loaded), timings, "answers")
     pixel_table = None
     with CacheReader(cache) as reader:
         has_pixels = reader.has_pixels
@@ -134,6 +156,8 @@ def run(config: RunConfig) -> RunResult:
         figures = figures_of(table, score=config.score)
         if pixel_table is not None:
             figures.update(figures_of(pixel_table))
+        if answers is not None:
+            figures.update(answer_figures_of(answers.summary, table))
         for name, figure in figures.items():
             for fmt in dict.fromkeys(["html", *(config.formats or [])]):
                 write_figure(figure, staging / f"{FIGURE_NAMES[name]}.{fmt}")
@@ -146,7 +170,15 @@ def run(config: RunConfig) -> RunResult:
     written = {key: path for key, path in paths.items() if path.exists()}
     static = [p for p in sorted(folder.iterdir()) if p.suffix in (".pdf", ".svg", ".png")]
     written.update({p.name: p for p in static if p not in written.values()})
-    return RunResult(paths=written, table=table, pixel_table=pixel_table)
+    summary = answers.summary if answers is not None else None
+    return RunResult(paths=written, table=table, pixel_table=pixel_table, answers=summary)
+
+
+def _asks_questions(config: ExtractConfig) -> bool:
+    """Whether the run's images come with questions (the built-in stimuli do; own data
+    with question and answer columns)."""
+    data = config.data  # None (the stimuli) or the source the run opened
+    return data is None or bool(data.questions())
 
 
 def run_record(config: RunConfig, timings: dict[str, float], started: float) -> str:

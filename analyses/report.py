@@ -17,7 +17,13 @@ import pandas as pd
 from analyses.config import ReportConfig
 from analyses.figures import headline_selection, scored
 from analyses.outputs import write_atomic
-from analyses.steps import FIGURE_NAMES, PIXEL_FILES, figures_of
+from analyses.steps import (
+    ANSWER_FILES,
+    FIGURE_NAMES,
+    PIXEL_FILES,
+    answer_figures_of,
+    figures_of,
+)
 from caches.info import cache_info
 from interp.errors import ConfigError
 
@@ -60,6 +66,10 @@ def render_report(folder: Path) -> str:
     figures = figures_of(table, score=score)
     if pixel_table is not None:
         figures.update(figures_of(pixel_table))
+    answers_path = folder / ANSWER_FILES["answers"]
+    answers = pd.read_csv(answers_path) if answers_path.is_file() else None
+    if answers is not None:
+        figures.update(answer_figures_of(answers, table))
     parts = [f"<h1>vlm-interp run: {html.escape(str(folder.resolve().name))}</h1>"]
     cache = folder / "cache.h5"
     if cache.exists():
@@ -97,6 +107,16 @@ def render_report(folder: Path) -> str:
             pivot.round(2).to_html(border=0, na_rep=""),
         )
     )
+    if answers is not None:
+        accuracy = answers.pivot_table(
+            index="condition", columns="question_type", values="accuracy", sort=False
+        )
+        parts.append(
+            _section(
+                "answers: accuracy per condition and question type (answers.csv)",
+                accuracy.round(2).to_html(border=0, na_rep="") + _collapsed(answers),
+            )
+        )
     parts.append(_section("probe table (probes.csv)", _collapsed(table)))
     if pixel_table is not None:
         parts.append(_section("pixel table", _collapsed(pixel_table)))

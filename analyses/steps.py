@@ -9,6 +9,7 @@ what it made (tables as ``pandas.DataFrame``, figures as ``plotly`` figures, pat
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -20,7 +21,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from analyses.config import ExtractConfig, PixelConfig, PlotConfig, ProbeConfig
+from analyses.config import AnswersConfig, ExtractConfig, PixelConfig, PlotConfig, ProbeConfig
 from analyses.figures import (
     headline_selection,
     layer_attribute_heatmap,
@@ -39,13 +40,20 @@ from analyses.pictures import reconstruction_grid
 from caches import CacheReader, extract
 from caches.schema import partial_path
 from interp.errors import ConfigError, OutputExistsError
+from interp.sources import ImageSet
 from probes import pixel_sweep, sweep
 from probes.sweep import TABLE_COLUMNS
 
 __all__ = [
+    "ANSWER_FILES",
+    "AnswersResult",
     "PixelResult",
+    "answers_step",
     "extract_step",
+    "answer_figures_of",
     "figures_of",
+    "is_answer_table",
+    "load_step_model",
     "pixel_step",
     "plot_step",
     "probe_step",
@@ -54,25 +62,27 @@ __all__ = [
 
 
 # ----- extract --------------------------------------------------------------------------
-def extract_step(
-    config: ExtractConfig, *, check: Callable[[Any, list], None] | None = None
-) -> Path:
-    """Load the model, draw the stimuli or open the data, and write the cache
-    ``config.out`` (resumed where unfinished, reused where finished with the same
-    settings). ``check(loaded, sizes)``, if given, runs once the model is loaded and
-    before anything is written (``interp run`` checks its probe settings there)."""
+def load_step_model(config: ExtractConfig | AnswersConfig) -> Any:
+    """The model a step's settings name, loaded (``model``, ``dtype``, ``device_map``)."""
     from interp.loading import load_model
-    from interp.stimuli import StimulusSpec, generate
+    from interp.organism import ORGANISM_NAME
 
-    path = Path(config.out)
-    check_output_folder(path.parent if str(path.parent) else Path("."))
-    data = config.open_data()  # a label table is read and checked before the model loads
-    loaded = load_model(
-        config.model,
+    return load_model(
+        config.model or ORGANISM_NAME,
         dtype=config.dtype,
         device_map=config.device_map,
         local_files_only=config.local_files_only,
     )
+
+
+def step_images(
+    config: ExtractConfig | AnswersConfig, loaded: Any, data: ImageSet | None
+) -> tuple[ImageSet, list[tuple[int, int]]]:
+    """The images a step's settings name: ``data`` (the user's, opened) or the built-in
+    stimuli drawn for this model (each side checked against its patch grid); and their
+    distinct sizes. The attributes asked for must be labels of them."""
+    from interp.stimuli import StimulusSpec, generate
+
     adapter = loaded.adapter
     if data is None:
         n_images = config.n_images or 256
@@ -85,9 +95,30 @@ def extract_step(
             spec = StimulusSpec(n_images=n_images, image_size=side, seed=config.seed)
         for side in spec.sizes:  # stimuli are drawn so that every patch is whole pixels
             adapter.check_image_size(side)
-        sizes = [(side, side) for side in spec.sizes]
-    else:
-        sizes = list(data.distinct_sizes)
+        data = generate(spec)
+    unknown = [a for a in config.attributes or () if a not in data.labels]
+    if unknown:
+        raise ConfigError(
+            f"attributes {unknown} are not labels of the data; its labels: {', '.join(data.labels)}"
+        )
+    return data, list(data.distinct_sizes)
+
+
+def extract_step(
+    config: ExtractConfig,
+    *,
+    check: Callable[[Any, list], None] | None = None,
+    loaded: Any | None = None,
+) -> Path:
+    """Load the model (unless ``loaded``), draw the stimuli or open the data, and write
+    the cache ``config.out`` (resumed where unfinished, reused where finished with the
+    same settings). ``check(loaded, sizes)``, if given, runs once the model is loaded and
+    before anything is written (``interp run`` checks its probe settings there)."""
+    path = Path(config.out)
+    check_output_folder(path.parent if str(path.parent) else Path("."))
+    data = config.open_data()  # a label table is read and checked before the model loads
+    loaded = loaded if loaded is not None else load_step_model(config)
+    adapter = loaded.adapter
     for site in config.sites or ():
         adapter.check_site(site)
     if adapter.has_language_model and adapter.prompt_image_token in config.question:
@@ -98,20 +129,16 @@ def extract_step(
         )
     prompt = adapter.default_prompt(config.question)
     adapter.check_prompt(prompt)
+    conditions = config.expanded_conditions(config.conditions, adapter)
+    data, sizes = step_images(config, loaded, data)
     if check is not None:
         check(loaded, sizes)
-    data = data if data is not None else generate(spec)
-    unknown = [a for a in config.attributes or () if a not in data.labels]
-    if unknown:
-        raise ConfigError(
-            f"attributes {unknown} are not labels of the data; its labels: {', '.join(data.labels)}"
-        )
     return extract(
         loaded,
         data,
         path,
         sites=config.sites,
-        conditions=config.conditions,
+        conditions=conditions,
         prompt=prompt,
         batch_size=config.batch_size,
         seed=config.seed,
@@ -122,6 +149,88 @@ def extract_step(
         workers=config.workers,
         store_pixels=config.keeps_pixels(),
     )
+
+
+# ----- answers --------------------------------------------------------------------------
+ANSWER_FILES = {"answers": "answers.csv", "answer_rows": "answer_rows.csv"}
+
+
+@dataclass
+class AnswersResult:
+    rows: pd.DataFrame  # one row per question and condition (interp.answers.ANSWER_COLUMNS)
+    summary: pd.DataFrame  # per condition and question type (analyses.answers)
+    paths: dict[str, Path]
+
+
+def _cache_source(config: AnswersConfig) -> AnswersConfig:
+    """Settings whose model and images are a cache's (``source`` names a cache), or whose
+    data is ``source`` (your own data)."""
+    import h5py
+
+    from interp.sources import open_source
+    from interp.stimuli import StimulusSpec, generate
+
+    source = Path(str(config.source))
+    if not source.exists():
+        raise ConfigError(
+            f"source {str(source)!r} does not exist; pass a cache (interp extract writes "
+            f"one) or a folder of your own images with a label table"
+        )
+    if not (source.is_file() and h5py.is_hdf5(source)):
+        return dataclasses.replace(config, source=None, data=str(source))
+    with CacheReader(source) as reader:
+        attrs = reader.attrs
+    origin = attrs.get("data") or {}
+    if origin.get("source") == "stimuli" or (not origin and attrs.get("stimuli")):
+        spec = dict(origin.get("spec") or attrs["stimuli"])
+        spec = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
+        data: ImageSet = generate(StimulusSpec(**spec))
+    elif "path" in origin:
+        data = open_source(origin["path"], attributes=origin.get("attributes"))
+    else:
+        raise ConfigError(
+            f"the cache {str(source)!r} does not say where its images came from; pass the "
+            f"data itself (data=...)"
+        )
+    return dataclasses.replace(
+        config, source=None, data=data, model=config.model or str(attrs["model"])
+    )
+
+
+def answers_step(config: AnswersConfig, *, loaded: Any | None = None) -> AnswersResult:
+    """The model's answers to the data's questions under every condition (the named
+    ones, or the model's defaults; with the windows and drops of the settings), written
+    into the folder ``config.out``: ``answers.csv`` (per condition and question type:
+    accuracy with its interval, chance, log-probability, margin) and ``answer_rows.csv``
+    (per question)."""
+    from analyses.answers import summarise_answers
+    from interp.answers import score_answers
+
+    if config.source is not None:
+        config = _cache_source(config)
+    folder = check_output_folder(config.out)
+    paths = {key: folder / name for key, name in ANSWER_FILES.items()}
+    check_writable(paths.values(), config.overwrite)
+    data = config.open_data()
+    loaded = loaded if loaded is not None else load_step_model(config)
+    adapter = loaded.adapter
+    conditions = config.expanded_conditions(config.conditions, adapter)
+    data, _ = step_images(config, loaded, data)
+    questions = data.questions()
+    rows = score_answers(
+        loaded,
+        data,
+        conditions=conditions if conditions is not None else adapter.conditions,
+        questions=questions,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        progress=config.progress,
+    )
+    attributes = {q.kind: q.attribute for q in questions}
+    summary = summarise_answers(rows, n_boot=config.n_boot, seed=config.seed, attributes=attributes)
+    write_table(rows, paths["answer_rows"])
+    write_table(summary, paths["answers"])
+    return AnswersResult(rows=rows, summary=summary, paths=paths)
 
 
 # ----- probe ----------------------------------------------------------------------------
@@ -279,7 +388,35 @@ FIGURE_NAMES = {
     "map": "layer_attribute_map",
     "redundancy": "redundancy_curves",
     "pixels": "pixel_error_by_depth",
+    "used": "decodable_vs_used",
+    "windows": "layer_window_sweep",
+    "drops": "token_dropping",
 }
+
+
+def is_answer_table(table: pd.DataFrame) -> bool:
+    """Whether a table is an answer summary (answers.csv)."""
+    return "question_type" in table.columns and "accuracy" in table.columns
+
+
+def answer_figures_of(
+    summary: pd.DataFrame, probes: pd.DataFrame | None = None, *, selection: str | None = None
+) -> dict[str, go.Figure]:
+    """Every figure an answer summary supports: with a probe table of the same model and
+    images, decodable vs used (where a question type names a probed attribute); with
+    ``mask:A-B`` rows the layer-window sweep; with ``drop:POLICY:K`` rows the
+    token-dropping curves."""
+    from analyses.answer_figures import decodable_vs_used, drop_curves, window_sweep
+    from analyses.answers import drop_table, window_table
+
+    figures = {}
+    if probes is not None and summary["attribute"].isin(set(probes["attribute"])).any():
+        figures["used"] = decodable_vs_used(probes, summary, selection=selection)
+    if not window_table(summary).empty:
+        figures["windows"] = window_sweep(summary)
+    if not drop_table(summary).empty:
+        figures["drops"] = drop_curves(summary)
+    return figures
 
 
 def figures_of(
@@ -300,17 +437,26 @@ def figures_of(
 def plot_step(config: PlotConfig) -> dict[str, Path]:
     """Every figure of each table of ``config.tables``, in each of ``config.formats``
     (default html), into the folder ``config.out``; returns ``"<figure>.<format>" ->
-    path``."""
+    path``. An answer table with a probe table gives decodable vs used as well."""
     figures: dict[str, go.Figure] = {}
+    answers, probes = [], None
     for path in config.tables:
         try:
             table = pd.read_csv(path)
         except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
             raise ConfigError(
                 f"tables: {str(path)!r} cannot be read as a CSV table ({err}); pass a probe "
-                f"table (interp probe) or pixel table (interp pixels)"
+                f"table (interp probe), pixel table (interp pixels) or answer table "
+                f"(interp answers)"
             ) from err
+        if is_answer_table(table):
+            answers.append(table)
+            continue
         figures.update(figures_of(table, score=config.score, selection=config.selection))
+        if "selection" in table.columns and "pixels" not in set(table.get("attribute", ())):
+            probes = table
+    for summary in answers:
+        figures.update(answer_figures_of(summary, probes, selection=config.selection))
     folder = check_output_folder(config.out)
     formats = config.formats or ["html"]
     paths = {

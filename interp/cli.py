@@ -41,6 +41,12 @@ STEPS = {
         "table -> every figure it supports, as HTML, PDF, SVG or PNG",
         "Writes OUT/<figure>.<format> for each figure and --formats.",
     ),
+    "answers": (
+        "AnswersConfig",
+        "data or a cache's images -> the model's answers under every condition",
+        "Writes OUT/answers.csv (accuracy per condition and question type, with intervals, "
+        "chance, log-probability and margin) and OUT/answer_rows.csv (per question).",
+    ),
     "report": (
         "ReportConfig",
         "a run's folder -> one self-contained HTML page of every figure, table and setting",
@@ -239,6 +245,14 @@ def _step(name: str, given: dict) -> int:
         print(f"probes: {Path(config.out).resolve()} ({len(table)} rows)")
     elif name == "pixels":
         for key, path in steps.pixel_step(config).paths.items():
+            print(f"{key}: {path.resolve()}")
+    elif name == "answers":
+        result = steps.answers_step(config)
+        shown = result.summary.pivot_table(
+            index="condition", columns="question_type", values="accuracy", sort=False
+        )
+        print(shown.to_string(float_format=lambda v: f"{v:.2f}"))
+        for key, path in result.paths.items():
             print(f"{key}: {path.resolve()}")
     elif name == "plot":
         for key, path in steps.plot_step(config).items():

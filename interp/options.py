@@ -45,9 +45,9 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
         help_text = f.metadata.get("help", "")
         if f.metadata.get("positional"):
             many = typing.get_origin(_base_type(hints[f.name])) is list
-            parser.add_argument(
-                f.name, help=help_text, metavar=f.name.upper(), nargs="+" if many else None
-            )
+            optional = f.default is None  # a positional the command may go without
+            nargs = ("*" if optional else "+") if many else ("?" if optional else None)
+            parser.add_argument(f.name, help=help_text, metavar=f.name.upper(), nargs=nargs)
             continue
         if "default" not in help_text:
             shown = " ".join(map(str, default)) if isinstance(default, list) else default

@@ -176,10 +176,15 @@ class Stimuli(ImageSet):
     def questions(self) -> list[Question]:
         """One question of each type the built-in model was trained on per image where one
         can be asked (about a random object; seeded by the set's seed)."""
-        from interp.organism.questions import ANSWERS, questions_for
+        from interp.organism.questions import ANSWERS, PROBED_AS, questions_for
 
         qas = questions_for(self, np.random.default_rng(self.spec.seed))
-        return [Question(qa.image, qa.kind, qa.question, qa.answer, ANSWERS[qa.kind]) for qa in qas]
+        return [
+            Question(
+                qa.image, qa.kind, qa.question, qa.answer, ANSWERS[qa.kind], PROBED_AS[qa.kind]
+            )
+            for qa in qas
+        ]
 
     @property
     def label_classes(self) -> dict[str, tuple[str, ...]]:

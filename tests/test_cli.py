@@ -61,8 +61,21 @@ def test_run_writes_every_output(tiny_dir, tmp_path, capsys) -> None:
     )
     assert code == 0
     printed = capsys.readouterr().out
-    for name in OUTPUT_FILES.values():
+    for key, name in OUTPUT_FILES.items():
+        if key in ("window_figure", "drop_figure"):  # only with --windows / --drop-ks
+            assert not (out / name).exists()
+            continue
         assert (out / name).is_file() and str(out / name) in printed
+    answers = pd.read_csv(out / "answers.csv")
+    assert set(answers.condition) == {"baseline", "shuffle", "lower_mask"}
+    assert set(answers.question_type) == {
+        "color",
+        "shape",
+        "size",
+        "count",
+        "left_right",
+        "top_bottom",
+    }
     table = pd.read_csv(out / "probes.csv")
     assert list(table.columns) == TABLE_COLUMNS
     assert set(table.condition) == {"baseline", "shuffle", "lower_mask"}
@@ -168,7 +181,9 @@ def test_an_interrupted_run_never_mixes_outputs_and_resumes(
     assert main([*argv, "--seed", "1"]) == 0  # the same command, without --overwrite
     assert "reusing the finished cache" in capsys.readouterr().err
     assert {p.name for p in out.iterdir()} >= set(OUTPUT_FILES.values()) - {
-        "redundancy_curves.html"
+        "redundancy_curves.html",
+        "layer_window_sweep.html",
+        "token_dropping.html",
     }
     assert (out / "probes.csv").read_bytes() != first
     # a cache of other settings is named as such, not silently reused

@@ -227,7 +227,7 @@ def test_parameterised_conditions_through_extract_and_probe(tiny_dir, tmp_path, 
     from caches import CacheReader
 
     with CacheReader(cache) as reader:
-        assert reader.intervention("mask:1-2") == {"layers": [1, 2]}
+        assert reader.intervention("mask:1-2") == {"layers": [1, 2], "text_only": False}
         assert reader.intervention("shuffle:3")["seed"] == 3
         assert reader.same_as_baseline("lm.0", "mask:1-2")  # below the window
         assert not reader.same_as_baseline("lm.3", "mask:1-2")

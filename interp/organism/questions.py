@@ -16,6 +16,7 @@ from interp.stimuli import COLORS, COUNT_NAMES, SHAPES, SIZES, Stimuli
 __all__ = [
     "QUESTION_TYPES",
     "ANSWERS",
+    "PROBED_AS",
     "POSITION_MARGIN",
     "QA",
     "caption",
@@ -38,6 +39,15 @@ ANSWERS: dict[str, tuple[str, ...]] = {
     "count": COUNT_NAMES,
     "left_right": ("left", "right"),
     "top_bottom": ("top", "bottom"),
+}
+# The stimulus label a probe reads for the fact each question type asks about.
+PROBED_AS: dict[str, str] = {
+    "color": "color",
+    "shape": "shape",
+    "size": "size",
+    "count": "count",
+    "left_right": "x",
+    "top_bottom": "y",
 }
 POSITION_MARGIN = 1 / 16  # of the image side: 4 px at 64 px
 

@@ -28,13 +28,15 @@ __all__ = ["ImageSet", "Question", "register_source", "registered_sources", "ope
 @dataclass(frozen=True)
 class Question:
     """A question about image ``image`` of a set, with its right ``answer`` among
-    ``options`` (the candidate answers of its ``kind``, scored for the margin)."""
+    ``options`` (the candidate answers of its ``kind``, scored for the margin);
+    ``attribute``, the label a probe reads for the same fact (None if none)."""
 
     image: int
     kind: str
     question: str
     answer: str
     options: tuple[str, ...]
+    attribute: str | None = None
 
 
 class ImageSet(ABC):

@@ -249,7 +249,11 @@ class TabularImages(ImageSet):
             options.setdefault(kind, [])
             if answer not in options[kind]:
                 options[kind].append(answer)
-        return [Question(i, kind, q, a, tuple(options[kind])) for i, kind, q, a in rows]
+        probed = set(self.labels)  # a type named as an attribute column asks about it
+        return [
+            Question(i, kind, q, a, tuple(options[kind]), kind if kind in probed else None)
+            for i, kind, q, a in rows
+        ]
 
     def pixels(self, indices: np.ndarray) -> np.ndarray:
         out = np.zeros((len(indices), *self.canvas, 3), dtype=np.uint8)
