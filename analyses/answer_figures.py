@@ -49,8 +49,9 @@ def decodable_vs_used(
     """Per question type whose fact a probe reads (the summary's ``attribute``): the
     probe score at each LM depth (of ``selection``, default ``mean``: what all the image
     tokens hold together, probed under every condition), one line per condition, and at
-    the right end the model's answer accuracy under the same condition. Both chance-normalised ((score - chance) / (1 - chance);
-    R² as it is): a fact can stay decodable where the answer no longer uses it."""
+    the right end the model's answer accuracy under the same condition. Both
+    chance-normalised ((score - chance) / (1 - chance); R² as it is): a fact can stay
+    decodable where the answer no longer uses it."""
     _check_summary(summary)
     paired = summary.dropna(subset=["attribute"])
     paired = paired[paired["attribute"].isin(set(probes["attribute"]))]
