@@ -16,7 +16,7 @@ from analyses.theme import PALETTE, apply_theme
 from interp.errors import ConfigError
 from interp.sites import sort_sites
 
-__all__ = ["decodable_vs_used", "drop_curves", "window_sweep"]
+__all__ = ["decodable_vs_used", "drop_curves", "patching_map", "window_sweep"]
 
 
 def _check_summary(summary: pd.DataFrame) -> None:
@@ -182,4 +182,46 @@ def drop_curves(summary: pd.DataFrame) -> go.Figure:
     fig.update_yaxes(title_text="accuracy", col=1)
     apply_theme(fig, columns=2, height_pt=170 * n_rows)
     fig.update_layout(title="Answers from K image tokens (dashed: every token; dotted: chance)")
+    return fig
+
+
+def patching_map(table: pd.DataFrame, *, method: str = "exact") -> go.Figure:
+    """Activation patching on the patch grid: one panel per site (forward-pass order),
+    each token's cell coloured by the share of the clean answer's margin that restoring
+    it alone brings back, relative to the panel's largest (its title gives it; depths
+    differ tenfold), from ``interp.patching``'s table (the first crop of a multi-crop
+    layout)."""
+    needed = {"pair", "method", "site", "token", "crop", "row", "col", "restored"}
+    missing = needed - set(table.columns)
+    if missing:
+        raise ConfigError(
+            f"patching table lacks columns {sorted(missing)}; pass patching.csv (interp patch)"
+        )
+    part = table[(table["method"] == method) & (table["token"] >= 0)]
+    if part.empty:
+        raise ConfigError(f"the patching table has no single-token rows of method {method!r}")
+    part = part[part["crop"] == part.groupby("site")["crop"].transform("min")]
+    sites = sort_sites(list(dict.fromkeys(part["site"])))
+    peaks = {site: float(part.loc[part["site"] == site, "restored"].abs().max()) for site in sites}
+    n_rows, n_cols = _grid(len(sites))
+    titles = [f"{site} (max {peaks[site]:.3g})" for site in sites]
+    fig = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=titles)
+    for index, site in enumerate(sites):
+        rows = part[part["site"] == site]
+        grid = rows.pivot_table(index="row", columns="col", values="restored")
+        peak = peaks[site] or 1.0  # each panel on its own scale: depths differ tenfold
+        fig.add_trace(
+            go.Heatmap(
+                z=grid.to_numpy() / peak, x=grid.columns, y=grid.index, zmin=-1, zmax=1,
+                colorscale="RdBu", reversescale=True, showscale=index == 0,
+                colorbar={"title": "restored / panel max"},
+                customdata=grid.to_numpy(), hovertemplate="restored %{customdata:.4f}",
+            ),
+            row=index // n_cols + 1, col=index % n_cols + 1,
+        )  # fmt: skip
+    fig.update_yaxes(autorange="reversed", showticklabels=False)
+    fig.update_xaxes(showticklabels=False)
+    apply_theme(fig, columns=2, height_pt=180 * n_rows)
+    pair = str(part["pair"].iloc[0])
+    fig.update_layout(title=f"Share of the clean margin restored by one token ({method}; {pair})")
     return fig

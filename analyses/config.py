@@ -9,6 +9,8 @@ in a small base class, and the steps combine them:
 - :class:`PixelConfig` (``interp pixels``): cache -> pixel-probe table and pictures.
 - :class:`PlotConfig` (``interp plot``): table -> figures (HTML, PDF, SVG, PNG).
 - :class:`ReportConfig` (``interp report``): a run's folder -> one HTML page.
+- :class:`PatchConfig` (``interp patch``): a clean / corrupted pair -> activation
+  patching on the patch grid.
 - :class:`AnswersConfig` (``interp answers``): data (or a cache's data) -> the model's
   answers under every condition.
 - :class:`RunConfig` (``interp run``): all of them, in one output folder.
@@ -41,6 +43,7 @@ __all__ = [
     "FAST_DEFAULTS",
     "FULL_DEFAULTS",
     "ExtractConfig",
+    "PatchConfig",
     "PixelConfig",
     "PlotConfig",
     "ProbeConfig",
@@ -177,12 +180,23 @@ class _ConditionSweeps:
 
 
 @dataclass
-class _ExtractOptions(_Common, _Attributes, _ConditionSweeps):
-    """Data -> model -> cache."""
+class _Model:
+    """Which model, and how it is loaded."""
 
     model: str = option(
         "built-in name, local save_pretrained folder, or hub id", default=ORGANISM_NAME
     )
+    dtype: str | None = option(
+        "float32, float16 or bfloat16 (default: the checkpoint's)", default=None
+    )
+    device_map: str | None = option("e.g. cuda, auto (default: CPU)", default=None)
+    local_files_only: bool = option("never reach the hub", default=False)
+
+
+@dataclass
+class _ExtractOptions(_Model, _Common, _Attributes, _ConditionSweeps):
+    """Data -> model -> cache."""
+
     data: str | ImageSet | None = option(
         "your own images: a folder holding labels.csv, labels.jsonl or labels.parquet (or "
         "the table's path), a datasets save_to_disk folder or an imagefolder with "
@@ -214,10 +228,6 @@ class _ExtractOptions(_Common, _Attributes, _ConditionSweeps):
         default=0,
     )
     question: str = option("question put in the prompt", default=DEFAULT_QUESTION)
-    dtype: str | None = option(
-        "float32, float16 or bfloat16 (default: the checkpoint's)", default=None
-    )
-    device_map: str | None = option("e.g. cuda, auto (default: CPU)", default=None)
     store_dtype: str | None = option(
         "how activations are stored: float16 (half the disk) or float32 (activations beyond "
         "float16's range) (default: the family's: float16, float32 for Gemma 3)",
@@ -233,7 +243,6 @@ class _ExtractOptions(_Common, _Attributes, _ConditionSweeps):
         "refuse them",
         default=False,
     )
-    local_files_only: bool = option("never reach the hub", default=False)
 
     def _check_extract(self) -> None:
         self._check_common()
@@ -469,6 +478,59 @@ class AnswersConfig(_ExtractOptions):
         if self.n_boot < 1:
             raise ConfigError(f"n_boot must be >= 1, got {self.n_boot}")
         self._check_extract()
+
+
+PATCH_METHODS = ("exact", "attribution", "both")
+
+
+@dataclass
+class PatchConfig(_Model, _Figures):
+    """``interp patch``: activation patching of a clean / corrupted pair on the patch
+    grid, into the folder ``out`` (``patching.csv``, the map, the pair's picture)."""
+
+    clean: str | None = option(
+        "the clean image (a file); with --corrupt, --question, --answer and --wrong "
+        "(default: a built-in twin pair, --twin)",
+        default=None,
+    )
+    corrupt: str | None = option("the corrupted image (a file of the same size)", default=None)
+    question: str | None = option("the question put to both images", default=None)
+    answer: str | None = option("the clean image's answer", default=None)
+    wrong: str | None = option("the corrupted image's answer", default=None)
+    twin: str = option(
+        "the built-in pair: a stimulus and its twin whose one object changes color or shape",
+        default="color",
+    )
+    seed: int = option("seed of the built-in pair", default=0)
+    sites: list[str] | None = option(
+        "sites to patch (default: the projector and every LM layer)", default=None
+    )
+    method: str = option(
+        "exact (a forward pass per token), attribution (one backward pass, first order) or both",
+        default="both",
+    )
+    batch_size: int = option("patched copies per forward pass", default=64)
+    out: str = option("output folder", default="patching")
+    overwrite: bool = option("replace existing outputs", default=False)
+
+    def __post_init__(self) -> None:
+        if not str(self.out).strip():
+            raise ConfigError("out must name an output folder, got an empty string")
+        _names(self, ("sites",))
+        self._check_figures()
+        own = {k: getattr(self, k) for k in ("clean", "corrupt", "question", "answer", "wrong")}
+        if any(v is not None for v in own.values()) and not all(own.values()):
+            missing = [k for k, v in own.items() if not v]
+            raise ConfigError(
+                f"a pair of your own needs clean, corrupt, question, answer and wrong; "
+                f"missing {missing}"
+            )
+        if self.twin not in ("color", "shape"):
+            raise ConfigError(f"twin must be color or shape, got {self.twin!r}")
+        if self.method not in PATCH_METHODS:
+            raise ConfigError(f"method must be one of {PATCH_METHODS}, got {self.method!r}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
 @dataclass

@@ -21,7 +21,14 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from analyses.config import AnswersConfig, ExtractConfig, PixelConfig, PlotConfig, ProbeConfig
+from analyses.config import (
+    AnswersConfig,
+    ExtractConfig,
+    PatchConfig,
+    PixelConfig,
+    PlotConfig,
+    ProbeConfig,
+)
 from analyses.figures import (
     headline_selection,
     layer_attribute_heatmap,
@@ -47,7 +54,10 @@ from probes.sweep import TABLE_COLUMNS
 __all__ = [
     "ANSWER_FILES",
     "AnswersResult",
+    "PATCH_FILES",
+    "PatchResult",
     "PixelResult",
+    "patch_step",
     "answers_step",
     "extract_step",
     "answer_figures_of",
@@ -233,6 +243,83 @@ def answers_step(config: AnswersConfig, *, loaded: Any | None = None) -> Answers
     return AnswersResult(rows=rows, summary=summary, paths=paths)
 
 
+# ----- patching -------------------------------------------------------------------------
+PATCH_FILES = {"patching": "patching.csv", "patch_pair": "patching_pair.png"}
+
+
+@dataclass
+class PatchResult:
+    table: pd.DataFrame  # interp.patching.PATCH_COLUMNS
+    figures: dict[str, go.Figure]
+    paths: dict[str, Path]
+
+
+def _read_image(path: str, what: str) -> Any:
+    """An image file as ``(H, W, 3)`` uint8; a ConfigError naming ``what`` otherwise."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError as err:
+        raise ConfigError(f"{what}: no image at {path!r}; pass an image file") from err
+    except (OSError, UnidentifiedImageError) as err:
+        raise ConfigError(f"{what}: {path!r} cannot be read as an image ({err})") from err
+
+
+def patch_step(config: PatchConfig) -> PatchResult:
+    """Activation patching of ``config``'s pair (your own, or a built-in twin pair) at its
+    sites, exact and/or by attribution, into the folder ``config.out``: the table, the
+    map of each method and a picture of the pair."""
+    import numpy as np
+    from PIL import Image
+
+    from analyses.answer_figures import patching_map
+    from interp.patching import PatchPair, attribution_margins, patch_margins
+
+    folder = check_output_folder(config.out)
+    methods = ["exact", "attribution"] if config.method == "both" else [config.method]
+    names = {f"patching_{m}": FIGURE_NAMES["patching"] + f"_{m}" for m in methods}
+    formats = config.formats or ["html"]
+    paths = {key: folder / name for key, name in PATCH_FILES.items()}
+    paths.update({f"{k}.{f}": folder / f"{name}.{f}" for k, name in names.items() for f in formats})
+    check_writable(paths.values(), config.overwrite)
+    if config.clean is not None:
+        pair = PatchPair(
+            clean=_read_image(config.clean, "clean"),
+            corrupt=_read_image(config.corrupt, "corrupt"),
+            question=str(config.question),
+            answer=str(config.answer),
+            wrong=str(config.wrong),
+            name=f"{Path(config.clean).name} vs {Path(config.corrupt).name}",
+        )
+    loaded = load_step_model(config)
+    adapter = loaded.adapter
+    if config.clean is None:
+        from interp.organism.twins import twin_pair
+
+        side = adapter.native_image_size
+        pair = twin_pair(config.twin, side, seed=config.seed)
+    sites = config.sites or ["projector", *(f"lm.{i}" for i in range(adapter.n_lm_layers))]
+    tables = []
+    if "exact" in methods:
+        tables.append(patch_margins(loaded, pair, sites, batch_size=config.batch_size))
+    if "attribution" in methods:
+        tables.append(attribution_margins(loaded, pair, sites))
+    table = pd.concat(tables, ignore_index=True)
+    figures = {f"patching_{m}": patching_map(table, method=m) for m in methods}
+    write_table(table, paths["patching"])
+    gap = np.full((pair.clean.shape[0], 4, 3), 255, dtype=np.uint8)
+    write_picture(
+        Image.fromarray(np.concatenate([pair.clean, gap, pair.corrupt], 1)), paths["patch_pair"]
+    )
+    for key, path in paths.items():
+        if key.startswith("patching_"):
+            write_figure(figures[key.split(".")[0]], path)
+    return PatchResult(table=table, figures=figures, paths=paths)
+
+
 # ----- probe ----------------------------------------------------------------------------
 _KEY = ["site", "condition", "selection", "attribute"]
 # The cache attributes a probe table's rows depend on (another cache: other rows).
@@ -391,6 +478,7 @@ FIGURE_NAMES = {
     "used": "decodable_vs_used",
     "windows": "layer_window_sweep",
     "drops": "token_dropping",
+    "patching": "patching_map",
 }
 
 

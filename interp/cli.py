@@ -47,6 +47,13 @@ STEPS = {
         "Writes OUT/answers.csv (accuracy per condition and question type, with intervals, "
         "chance, log-probability and margin) and OUT/answer_rows.csv (per question).",
     ),
+    "patch": (
+        "PatchConfig",
+        "a clean / corrupted pair -> activation patching on the patch grid, per depth",
+        "Writes OUT/patching.csv (per site and token: the share of the clean answer's margin "
+        "that restoring it brings back), OUT/patching_map_<method>.html and "
+        "OUT/patching_pair.png.",
+    ),
     "report": (
         "ReportConfig",
         "a run's folder -> one self-contained HTML page of every figure, table and setting",
@@ -252,6 +259,13 @@ def _step(name: str, given: dict) -> int:
             index="condition", columns="question_type", values="accuracy", sort=False
         )
         print(shown.to_string(float_format=lambda v: f"{v:.2f}"))
+        for key, path in result.paths.items():
+            print(f"{key}: {path.resolve()}")
+    elif name == "patch":
+        result = steps.patch_step(config)
+        restored = result.table.groupby(["method", "site"], sort=False)["restored"]
+        print("share of the clean margin restored by one token (max) and by all (sum):")
+        print(restored.agg(["max", "sum"]).round(3).to_string())
         for key, path in result.paths.items():
             print(f"{key}: {path.resolve()}")
     elif name == "plot":

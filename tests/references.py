@@ -169,6 +169,8 @@ def assert_new_interventions_match_references(
       next-token logits for both;
     - ``drop:random:K`` equals a fresh copy whose attention, in every LM layer, lets no
       query see the image tokens that are not kept (plain pre-hooks);
+    - patching every image token of the second image at the projector with the first's
+      gives the first's logits exactly;
     - ``mean:projector`` equals a fresh copy whose projector output is replaced by its
       per-position mean over the images (a plain forward hook), and records that mean.
     """
@@ -197,6 +199,19 @@ def assert_new_interventions_match_references(
     for site, expected in _lm_hidden_at(out, positions, n).items():
         torch.testing.assert_close(got.acts[site], expected, rtol=1e-4, atol=1e-4, msg=site)
     torch.testing.assert_close(got.logits, out.logits[:, -1], rtol=1e-4, atol=1e-4)
+
+    # Patching every image token at the projector restores the clean run exactly.
+    from interp.patching import PatchTokens
+
+    clean = capture_tokens(loaded, images[:1], ["projector"], prompt=prompt, logits=True)
+    every = torch.ones(1, clean.acts["projector"].shape[1], dtype=torch.bool)
+    patch = PatchTokens("projector", clean.acts["projector"][0], every)
+    restored = capture_tokens(
+        loaded, images[1:], [], prompt=prompt, intervention=patch, logits=True
+    )
+    torch.testing.assert_close(restored.logits, clean.logits, rtol=1e-5, atol=1e-5)
+    corrupted = capture_tokens(loaded, images[1:], [], prompt=prompt, logits=True).logits
+    assert (corrupted - clean.logits).abs().max() > 1e-4
 
     mean = make_intervention("mean:projector")
     mean.prepare(loaded, lambda: [images], prompt)

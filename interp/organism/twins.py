@@ -16,7 +16,7 @@ import numpy as np
 
 from interp.stimuli import SHAPES, StimulusSpec, generate, render
 
-__all__ = ["TWIN_KINDS", "TWIN_WEIGHTS", "twin", "contrastive_batch"]
+__all__ = ["PAIR_KINDS", "TWIN_KINDS", "TWIN_WEIGHTS", "contrastive_batch", "twin", "twin_pair"]
 
 TWIN_KINDS: tuple[str, ...] = ("shape", "mirror", "swap")
 # Shape is the hardest fact to see at 8 px patches, so half of the twins are shape twins.
@@ -74,3 +74,45 @@ def contrastive_batch(
             objects.append(twin(base.objects[k // 2], kind, image_size, rng))
             images[k] = render(objects[-1], image_size)[0]
     return images, objects
+
+
+# The facts a patching pair may change, and the question type that asks about each.
+PAIR_KINDS: dict[str, str] = {"color": "color", "shape": "shape"}
+
+
+def twin_pair(kind: str, image_size: int = 64, seed: int = 0, max_objects: int = 3):
+    """A clean / corrupted pair for activation patching: a stimulus and its twin in which
+    one object's ``kind`` (``color`` or ``shape``) is another, the question about that
+    object worded the same for both (its description names neither fact), the clean
+    answer and the corrupted one. Seeded; the first image of seeds ``seed``, ``seed +
+    1``, ... where such a question can be asked."""
+    from interp.organism.questions import ask
+    from interp.patching import PatchPair
+    from interp.stimuli import COLORS
+
+    if kind not in PAIR_KINDS:
+        raise ValueError(f"kind must be one of {tuple(PAIR_KINDS)}, got {kind!r}")
+    names = list(COLORS) if kind == "color" else list(SHAPES)
+    for attempt in range(1000):
+        spec = StimulusSpec(
+            n_images=1, image_size=image_size, seed=seed + attempt, max_objects=max_objects
+        )
+        objects = generate(spec).objects[0]
+        rng = np.random.default_rng([seed, attempt])
+        target = int(rng.integers(len(objects)))
+        changed = [dict(obj) for obj in objects]
+        others = [v for v in range(len(names)) if v != int(objects[target][kind])]
+        changed[target][kind] = int(rng.choice(others))
+        clean = ask(objects, target, PAIR_KINDS[kind], image_size)
+        corrupt = ask(changed, target, PAIR_KINDS[kind], image_size)
+        if clean is None or corrupt is None or clean.question != corrupt.question:
+            continue
+        return PatchPair(
+            clean=render(objects, image_size)[0],
+            corrupt=render(changed, image_size)[0],
+            question=clean.question,
+            answer=clean.answer,
+            wrong=corrupt.answer,
+            name=f"{kind} twin (seed {seed + attempt})",
+        )
+    raise ValueError(f"no {kind} pair found from seed {seed}")
