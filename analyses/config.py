@@ -11,6 +11,8 @@ in a small base class, and the steps combine them:
 - :class:`ReportConfig` (``interp report``): a run's folder -> one HTML page.
 - :class:`PatchConfig` (``interp patch``): a clean / corrupted pair -> activation
   patching on the patch grid.
+- :class:`LensConfig` (``interp lens``), :class:`AttentionConfig` (``interp
+  attention``): what the LM reads off the image tokens.
 - :class:`AnswersConfig` (``interp answers``): data (or a cache's data) -> the model's
   answers under every condition.
 - :class:`RunConfig` (``interp run``): all of them, in one output folder.
@@ -39,6 +41,8 @@ from probes.sweep import ProbeSettings
 
 __all__ = [
     "AnswersConfig",
+    "AttentionConfig",
+    "LensConfig",
     "DEFAULT_QUESTION",
     "FAST_DEFAULTS",
     "FULL_DEFAULTS",
@@ -477,6 +481,43 @@ class AnswersConfig(_ExtractOptions):
             )
         if self.n_boot < 1:
             raise ConfigError(f"n_boot must be >= 1, got {self.n_boot}")
+        self._check_extract()
+
+
+@dataclass
+class LensConfig(_ExtractOptions):
+    """``interp lens``: the logit lens on the image tokens over each image's first
+    object, per LM depth and categorical attribute, into the folder ``out``."""
+
+    out: str = option("output folder", default="lens")
+
+    def __post_init__(self) -> None:
+        if not str(self.out).strip():
+            raise ConfigError("out must name an output folder, got an empty string")
+        self._check_extract()
+
+
+@dataclass
+class AttentionConfig(_ExtractOptions):
+    """``interp attention``: attention from the answer position (or ``query``) to each
+    patch token, per LM layer and head, under each condition, into the folder ``out``
+    (the model is loaded with eager attention: only it forms the weights)."""
+
+    layers: list[int] | None = option("LM layers (default: all)", default=None)
+    query: int | None = option(
+        "the text position attending: an index into the prompt's tokens, negative from its "
+        "end (default: its last token, where the answer is read)",
+        default=None,
+    )
+    out: str = option("output folder", default="attention")
+
+    def __post_init__(self) -> None:
+        if not str(self.out).strip():
+            raise ConfigError("out must name an output folder, got an empty string")
+        if isinstance(self.layers, int):
+            self.layers = [self.layers]
+        if self.n_images is None and self.data is None:
+            self.n_images = 16  # a table per token, layer and head: a few images suffice
         self._check_extract()
 
 

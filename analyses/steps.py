@@ -18,12 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
 from analyses.config import (
     AnswersConfig,
+    AttentionConfig,
     ExtractConfig,
+    LensConfig,
     PatchConfig,
     PixelConfig,
     PlotConfig,
@@ -59,6 +62,8 @@ __all__ = [
     "PixelResult",
     "patch_step",
     "answers_step",
+    "attention_step",
+    "lens_step",
     "extract_step",
     "answer_figures_of",
     "figures_of",
@@ -72,8 +77,9 @@ __all__ = [
 
 
 # ----- extract --------------------------------------------------------------------------
-def load_step_model(config: ExtractConfig | AnswersConfig) -> Any:
-    """The model a step's settings name, loaded (``model``, ``dtype``, ``device_map``)."""
+def load_step_model(config: Any, **options: Any) -> Any:
+    """The model a step's settings name, loaded (``model``, ``dtype``, ``device_map``,
+    ``local_files_only``; ``options`` go to :func:`interp.load_model`)."""
     from interp.loading import load_model
     from interp.organism import ORGANISM_NAME
 
@@ -82,6 +88,7 @@ def load_step_model(config: ExtractConfig | AnswersConfig) -> Any:
         dtype=config.dtype,
         device_map=config.device_map,
         local_files_only=config.local_files_only,
+        **options,
     )
 
 
@@ -256,7 +263,6 @@ class PatchResult:
 
 def _read_image(path: str, what: str) -> Any:
     """An image file as ``(H, W, 3)`` uint8; a ConfigError naming ``what`` otherwise."""
-    import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -272,7 +278,6 @@ def patch_step(config: PatchConfig) -> PatchResult:
     """Activation patching of ``config``'s pair (your own, or a built-in twin pair) at its
     sites, exact and/or by attribution, into the folder ``config.out``: the table, the
     map of each method and a picture of the pair."""
-    import numpy as np
     from PIL import Image
 
     from analyses.answer_figures import patching_map
@@ -318,6 +323,83 @@ def patch_step(config: PatchConfig) -> PatchResult:
         if key.startswith("patching_"):
             write_figure(figures[key.split(".")[0]], path)
     return PatchResult(table=table, figures=figures, paths=paths)
+
+
+# ----- lens and attention ---------------------------------------------------------------
+def lens_step(config: LensConfig) -> tuple[pd.DataFrame, dict[str, Path]]:
+    """The logit-lens table of ``config``'s images (``lens.csv``) and its figure, in the
+    folder ``config.out``. Attributes: those named, else every categorical label whose
+    class words are distinct tokens."""
+    from analyses.lens_figures import lens_rank_curve
+    from interp.lens import lens_table
+
+    folder = check_output_folder(config.out)
+    paths = {"lens": folder / "lens.csv", "lens.html": folder / f"{FIGURE_NAMES['lens']}.html"}
+    check_writable(paths.values(), config.overwrite)
+    data = config.open_data()
+    loaded = load_step_model(config)
+    data, _ = step_images(config, loaded, data)
+    table = lens_table(
+        loaded,
+        data,
+        attributes=config.attributes,
+        sites=config.sites,
+        prompt=loaded.adapter.default_prompt(config.question),
+        batch_size=config.batch_size,
+    )
+    write_table(table, paths["lens"])
+    figure = lens_rank_curve(table)
+    for key, path in paths.items():
+        if key.startswith("lens."):
+            write_figure(figure, path)
+    return table, paths
+
+
+def attention_step(config: AttentionConfig) -> tuple[pd.DataFrame, dict[str, Path]]:
+    """Attention to the image of ``config``'s images under each condition
+    (``attention.csv``), its map of the first image and its total by layer, in the folder
+    ``config.out``."""
+    from analyses.lens_figures import attention_map, attention_mass
+    from interp.attention import attention_table, attention_to_image
+    from interp.interventions import make_intervention
+
+    folder = check_output_folder(config.out)
+    paths = {
+        "attention": folder / "attention.csv",
+        "attention_map": folder / f"{FIGURE_NAMES['attention']}.html",
+        "attention_mass": folder / f"{FIGURE_NAMES['attention_mass']}.html",
+    }
+    check_writable(paths.values(), config.overwrite)
+    data = config.open_data()
+    loaded = load_step_model(config, attn_implementation="eager")
+    data, sizes = step_images(config, loaded, data)
+    prompt = loaded.adapter.default_prompt(config.question)
+    conditions = config.expanded_conditions(config.conditions, loaded.adapter) or ["baseline"]
+    tables = []
+    for condition in conditions:
+        intervention = make_intervention(condition, seed=config.seed)
+        for size in sizes:
+            members = np.flatnonzero((data.sizes == np.asarray(size)).all(1))
+            for start in range(0, len(members), config.batch_size):
+                index = members[start : start + config.batch_size]
+                weights = attention_to_image(
+                    loaded,
+                    data.crops(index),
+                    prompt=prompt,
+                    layers=config.layers,
+                    query=config.query,
+                    intervention=intervention,
+                )
+                part = attention_table(
+                    loaded, weights, size, layers=config.layers, condition=condition
+                )
+                part["image"] = index[part["image"].to_numpy()]
+                tables.append(part)
+    table = pd.concat(tables, ignore_index=True)
+    write_table(table, paths["attention"])
+    write_figure(attention_map(table, image=int(table["image"].min())), paths["attention_map"])
+    write_figure(attention_mass(table), paths["attention_mass"])
+    return table, paths
 
 
 # ----- probe ----------------------------------------------------------------------------
@@ -479,6 +561,9 @@ FIGURE_NAMES = {
     "windows": "layer_window_sweep",
     "drops": "token_dropping",
     "patching": "patching_map",
+    "lens": "lens_ranks",
+    "attention": "attention_map",
+    "attention_mass": "attention_by_layer",
 }
 
 

@@ -44,23 +44,24 @@ ANSWER_COLUMNS: tuple[str, ...] = (
 )
 
 
-def answer_token_ids(tokenizer, words: Sequence[str]) -> dict[str, int]:
+def answer_token_ids(tokenizer, words: Sequence[str], what: str = "answers") -> dict[str, int]:
     """The first token id of each answer word, as the model would write it after the
     prompt; a ConfigError when two words start with the same token (no margin between
-    them could be read off one next-token distribution)."""
+    them could be read off one next-token distribution). ``what`` names the words in
+    messages."""
     ids: dict[str, int] = {}
     for word in dict.fromkeys(words):
         found = tokenizer(word, add_special_tokens=False)["input_ids"]
         if not found:
-            raise ConfigError(f"the answer {word!r} is no token of this model's tokenizer")
+            raise ConfigError(f"{what}: {word!r} is no token of this model's tokenizer")
         ids[word] = int(found[0])
     first: dict[int, str] = {}
     for word, token in ids.items():
         if token in first:
             raise ConfigError(
-                f"the answers {first[token]!r} and {word!r} start with the same token "
-                f"({token}); answers are scored by their first token, so give each question "
-                f"type answers that differ in their first word piece"
+                f"the {what} {first[token]!r} and {word!r} start with the same token "
+                f"({token}); they are scored by their first token, so they must differ in "
+                f"their first word piece"
             )
         first[token] = word
     return ids

@@ -54,6 +54,18 @@ STEPS = {
         "that restoring it brings back), OUT/patching_map_<method>.html and "
         "OUT/patching_pair.png.",
     ),
+    "lens": (
+        "LensConfig",
+        "the logit lens: does each LM depth's image token already name its object's class?",
+        "Writes OUT/lens.csv (per LM site and attribute: the class word's rank at the "
+        "tokens over the object and over the background) and OUT/lens_ranks.html.",
+    ),
+    "attention": (
+        "AttentionConfig",
+        "attention from the answer position to each patch token, per LM layer and head",
+        "Writes OUT/attention.csv, OUT/attention_map.html (the first image, per layer) and "
+        "OUT/attention_by_layer.html; loads the model with eager attention.",
+    ),
     "report": (
         "ReportConfig",
         "a run's folder -> one self-contained HTML page of every figure, table and setting",
@@ -267,6 +279,16 @@ def _step(name: str, given: dict) -> int:
         print("share of the clean margin restored by one token (max) and by all (sum):")
         print(restored.agg(["max", "sum"]).round(3).to_string())
         for key, path in result.paths.items():
+            print(f"{key}: {path.resolve()}")
+    elif name in ("lens", "attention"):
+        table, paths = getattr(steps, f"{name}_step")(config)
+        if name == "lens":
+            shown = table[table.tokens == "on_object"].pivot_table(
+                index="site", columns="attribute", values="median_rank", sort=False
+            )
+            print("median rank of the class word at the tokens over the object:")
+            print(shown.to_string(float_format=lambda v: f"{v:.0f}"))
+        for key, path in paths.items():
             print(f"{key}: {path.resolve()}")
     elif name == "plot":
         for key, path in steps.plot_step(config).items():

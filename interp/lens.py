@@ -8,18 +8,22 @@ already points at that word (e.g. the object's colour name at the tokens on the 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
 from interp.adapters.base import find_first_module
 from interp.errors import ConfigError
+from interp.layout import box_label_map
 from interp.loading import LoadedModel
 from interp.sites import parse_site
+from interp.sources import ImageSet
 from interp.tracing import capture_tokens
 
-__all__ = ["lens_logits", "word_ranks"]
+__all__ = ["LENS_COLUMNS", "lens_logits", "lens_table", "word_ranks"]
 
 
 def _readout(loaded: LoadedModel) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -55,3 +59,87 @@ def word_ranks(logits: torch.Tensor, token_ids: Sequence[int]) -> torch.Tensor:
     ids = torch.as_tensor(list(token_ids), dtype=torch.long)
     chosen = logits[..., ids]  # (..., words)
     return (logits[..., None, :] > chosen[..., None]).sum(-1)
+
+
+LENS_COLUMNS: tuple[str, ...] = (
+    "site", "attribute", "tokens", "median_rank", "mean_log_rank", "top1", "top10", "n",
+)  # fmt: skip
+
+
+def lens_table(
+    loaded: LoadedModel,
+    data: ImageSet,
+    *,
+    attributes: Sequence[str] | None = None,
+    sites: Sequence[str] | None = None,
+    prompt: str,
+    batch_size: int = 32,
+) -> pd.DataFrame:
+    """The logit lens on the tokens over the first object: per LM site and categorical
+    attribute, the rank of the image's class word (e.g. the first object's colour name)
+    among the vocabulary at the tokens over that object (``tokens`` ``on_object``) and,
+    as a control, at the background tokens (``off_object``): median rank, mean log10(1 +
+    rank), the share ranked first and in the top ten, and the number of tokens.
+
+    Class words are scored by their first token (:func:`interp.answers.answer_token_ids`);
+    an attribute whose class words share first tokens is refused when named, and left out
+    (with a warning) when ``attributes`` is None (every categorical label)."""
+    from interp.answers import answer_token_ids
+
+    adapter = loaded.adapter
+    sites = [adapter.check_site(s) for s in sites or adapter.sites() if s.startswith("lm.")]
+    if not sites:
+        raise ConfigError("the logit lens reads LM sites (lm.<i>); name at least one")
+    tokenizer = loaded.processor.tokenizer
+    words: dict[str, list[int]] = {}
+    for attribute in attributes or data.label_classes:
+        classes = data.label_classes.get(attribute)
+        if classes is None:
+            raise ConfigError(
+                f"attribute {attribute!r} is not a categorical label of the data; its "
+                f"categorical labels: {', '.join(data.label_classes)}"
+            )
+        try:
+            ids = answer_token_ids(tokenizer, list(classes), f"class words of {attribute!r}")
+        except ConfigError as err:
+            if attributes is not None:
+                raise
+            warnings.warn(f"logit lens: {attribute!r} left out: {err}", stacklevel=2)
+            continue
+        words[attribute] = [ids[c] for c in classes]
+    attributes = list(words)
+    if not attributes:
+        raise ConfigError("no attribute's class words are distinct tokens of this model")
+    ranks: dict[tuple[str, str, str], list[np.ndarray]] = {}
+    for start in range(0, len(data), batch_size):
+        index = np.arange(start, min(len(data), start + batch_size))
+        for size in {tuple(int(v) for v in data.sizes[i]) for i in index}:
+            members = [i for i in index if tuple(int(v) for v in data.sizes[i]) == size]
+            images = data.crops(members)  # one size: (k, H, W, 3)
+            layout = adapter.token_layout(sites[0], size)
+            over = box_label_map(np.stack(data.crop_maps(members)), layout.boxes)  # (k, tokens)
+            for site in sites:
+                logits = lens_logits(loaded, images, site, prompt=prompt)  # (k, tokens, vocab)
+                for attribute in attributes:
+                    label = data.labels[attribute][members]  # (k,) class index, -1 missing
+                    known = label >= 0
+                    target = torch.as_tensor(np.asarray(words[attribute])[label.clip(0)])
+                    chosen = logits.gather(2, target[:, None, None].expand(-1, logits.shape[1], 1))
+                    rank = (logits > chosen).sum(-1).numpy()  # (k, tokens)
+                    for where, mask in (("on_object", over == 0), ("off_object", over == -1)):
+                        values = rank[known[:, None] & mask]
+                        ranks.setdefault((site, attribute, where), []).append(values)
+    rows = []
+    for (site, attribute, where), parts in ranks.items():
+        values = np.concatenate(parts)
+        rows.append(
+            {
+                "site": site, "attribute": attribute, "tokens": where,
+                "median_rank": float(np.median(values)) if len(values) else np.nan,
+                "mean_log_rank": float(np.log10(1 + values).mean()) if len(values) else np.nan,
+                "top1": float((values == 0).mean()) if len(values) else np.nan,
+                "top10": float((values < 10).mean()) if len(values) else np.nan,
+                "n": len(values),
+            }
+        )  # fmt: skip
+    return pd.DataFrame(rows, columns=list(LENS_COLUMNS))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import nnsight
@@ -34,13 +34,16 @@ class Action:
     """Edit and/or record the ``port`` of the module at ``path``.
 
     ``edit`` maps the current value (``(args, kwargs)`` for inputs, the module's return
-    value for output) to its replacement. ``site`` names the recording, if any.
+    value for output) to its replacement. ``site`` names the recording, if any: a site's
+    patch tokens, or with ``read`` whatever ``read(value)`` returns (a tensor), kept in
+    :attr:`Captured.records`.
     """
 
     path: str
     port: Port
     edit: Callable[[Any], Any] | None = None
     site: str | None = None
+    read: Callable[[Any], torch.Tensor] | None = None
 
 
 def event_ranks(model: nn.Module) -> dict[tuple[str, Port], int]:
@@ -79,11 +82,13 @@ class Captured:
     d)`` (in the order of ``adapter.token_layout``); ``extra`` maps the sites that have
     them to the tokens that carry no patch (CLS, registers, newlines), ``(batch, k, d)``;
     ``logits``, when asked for, the model's next-token logits ``(batch, vocab)`` after
-    each prompt. All float32 on the CPU."""
+    each prompt; ``records``, what the ``read`` of recording actions returned. All
+    float32 on the CPU."""
 
     acts: dict[str, torch.Tensor]
     extra: dict[str, torch.Tensor]
     logits: torch.Tensor | None = None
+    records: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def check_images(images: Any) -> None:
@@ -160,11 +165,13 @@ def capture_tokens(
     extra: bool = True,
     context: Any | None = None,
     logits: bool = False,
+    records: Sequence[Action] = (),
 ) -> Captured:
     """As :func:`capture`, and (with ``extra``) the non-patch tokens of each site; with
     ``logits``, the next-token logits after each prompt (``prompt`` may then be one text
     per image, padded by the processor). ``context`` (an
-    :class:`interp.interventions.BatchContext`) reaches the intervention."""
+    :class:`interp.interventions.BatchContext`) reaches the intervention; ``records``,
+    actions with a ``read``, record whatever it returns (:attr:`Captured.records`)."""
     adapter = loaded.adapter
     check_images(images)
     sites = [adapter.check_site(s) for s in as_names(sites, "sites")]
@@ -174,6 +181,7 @@ def capture_tokens(
         raise ConfigError(f"a {adapter.family} encoder has no next-token logits")
 
     actions = [Action(adapter.module_path(s), "output", site=s) for s in sites]
+    actions += list(records)
     if intervention is not None:
         actions += intervention.actions(adapter, inputs, context)
     if loaded.model not in _RANKS:
@@ -206,6 +214,10 @@ def capture_tokens(
             for action in group:
                 if action.site is None:
                     continue
+                if action.read is not None:
+                    kept = action.read(value).detach().to("cpu", torch.float32, copy=True)
+                    store[action.site] = kept
+                    continue
                 selected = adapter.select(action.site, value, positions)
                 store[action.site] = selected.detach().to("cpu", torch.float32, copy=True)
                 if extra:
@@ -218,6 +230,7 @@ def capture_tokens(
         acts={site: store[site] for site in sites},
         extra={site: extras[site] for site in sites if site in extras},
         logits=final if logits else None,
+        records={a.site: store[a.site] for a in records if a.site is not None},
     )
 
 
