@@ -162,7 +162,7 @@ def extract(
         batch_sizes = sizes[start : start + len(pixels)]
         found = {
             condition: _capture_batch(
-                loaded, pixels, maps, batch_sizes, sites, prompt, intervention
+                loaded, start, pixels, maps, batch_sizes, sites, prompt, intervention
             )
             for condition, intervention in interventions.items()
         }
@@ -258,6 +258,7 @@ def capture_set(
         for condition, intervention in interventions.items():
             acts, _ = _capture_batch(
                 loaded,
+                start,
                 images[start:stop],
                 maps[start:stop],
                 sizes[start:stop],
@@ -358,6 +359,7 @@ def _size_key(size: tuple[int, int]) -> str:
 
 def _capture_batch(
     loaded: LoadedModel,
+    start: int,
     pixels: np.ndarray,
     maps: np.ndarray,
     sizes: np.ndarray,
@@ -367,7 +369,8 @@ def _capture_batch(
 ) -> tuple[dict[str, SiteValues], dict[str, SiteValues]]:
     """A batch's images ``pixels`` ``(batch, *canvas, 3)``, of ``sizes`` ``(batch, 2)``
     (height, width; each image in its top-left corner; ``maps`` ``(batch, *canvas)``
-    their object maps, for the interventions that need them), captured at ``sites``: one
+    their object maps and ``start`` the data set's index of the first, for the
+    interventions that need them), captured at ``sites``: one
     forward pass per group of images the adapter can batch together (all of them where
     every image becomes one input shape; else those of one size). Returns ``site ->
     (batch, tokens, d)`` (one size) or one ``(tokens_i, d)`` per image."""
@@ -383,7 +386,11 @@ def _capture_batch(
             sites,
             prompt=prompt,
             intervention=intervention,
-            context=BatchContext(object_maps=list(maps[:, :height, :width])),
+            context=BatchContext(
+                object_maps=list(maps[:, :height, :width]),
+                indices=start + np.arange(len(pixels)),
+                prompt=prompt,
+            ),
         )
         return captured.acts, captured.extra
     acts: dict[str, list] = {site: [None] * len(sizes) for site in sites}
@@ -393,7 +400,9 @@ def _capture_batch(
         if len({shapes[i] for i in members}) == 1:
             images = np.stack(images)  # (group, height, width, 3)
         crops = [maps[i, : shapes[i][0], : shapes[i][1]] for i in members]  # (h_i, w_i)
-        context = BatchContext(object_maps=crops)
+        context = BatchContext(
+            object_maps=crops, indices=start + np.asarray(members), prompt=prompt
+        )
         captured = capture_tokens(
             loaded, images, sites, prompt=prompt, intervention=intervention, context=context
         )

@@ -13,7 +13,7 @@ tokens coincide are refused).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,7 @@ from interp.names import as_names
 from interp.sources import ImageSet, Question
 from interp.tracing import capture_tokens
 
-__all__ = ["ANSWER_COLUMNS", "answer_token_ids", "image_batches", "prepare", "score_answers"]
+__all__ = ["ANSWER_COLUMNS", "answer_token_ids", "prepare", "score_answers"]
 
 # One row per question and condition.
 ANSWER_COLUMNS: tuple[str, ...] = (
@@ -67,12 +67,6 @@ def answer_token_ids(tokenizer, words: Sequence[str], what: str = "answers") -> 
     return ids
 
 
-def image_batches(data: ImageSet, batch_size: int) -> Iterator[np.ndarray | list[np.ndarray]]:
-    """The set's images, ``batch_size`` at a time, without their padding."""
-    for start in range(0, len(data), batch_size):
-        yield data.crops(np.arange(start, min(len(data), start + batch_size)))
-
-
 def prepare(
     interventions: dict[str, Intervention | None],
     loaded: LoadedModel,
@@ -80,10 +74,11 @@ def prepare(
     prompt: str,
     batch_size: int,
 ) -> None:
-    """Let each intervention fit what it needs from the whole set (``mean:SITE``)."""
+    """Let each intervention fit what it needs from the whole set (``mean:SITE``,
+    ``patch:SITE``)."""
     for intervention in interventions.values():
         if intervention is not None:
-            intervention.prepare(loaded, lambda: image_batches(data, batch_size), prompt)
+            intervention.prepare(loaded, data, prompt, batch_size)
 
 
 def score_answers(
@@ -141,8 +136,10 @@ def score_answers(
             for group in groups.values():
                 index = [q.image for q in group]
                 images = data.crops(index)
-                context = BatchContext(object_maps=data.crop_maps(index))
                 prompts = [adapter.default_prompt(q.question) for q in group]
+                context = BatchContext(
+                    object_maps=data.crop_maps(index), indices=np.asarray(index), prompt=prompts
+                )
                 for name, intervention in interventions.items():
                     logits = capture_tokens(
                         loaded,

@@ -11,7 +11,9 @@ colon:
   (``random``, ``on_object``, ``off_object``, ``norm``: largest norm); the others are
   removed (no position attends to them) and the kept ones keep their positions;
 - ``mean:SITE``: every image token at ``SITE`` replaced by that token position's mean
-  over the data set.
+  over the data set;
+- ``patch:SITE``: every image token at ``SITE`` taken from a partner image of the data
+  set (a seeded pairing of the images of each size).
 
 :mod:`interp.interventions` makes the intervention of each kind (a registry).
 """
@@ -36,6 +38,7 @@ CONDITION_SYNTAX: dict[str, str] = {
     "mask": "mask:A-B or mask:A-B:text (LM layers A to B)",
     "drop": "drop:POLICY:K (K image tokens kept; POLICY random, on_object, off_object or norm)",
     "mean": "mean:SITE (e.g. mean:projector)",
+    "patch": "patch:SITE (tokens at SITE from a partner image)",
 }
 DROP_POLICIES: tuple[str, ...] = ("random", "on_object", "off_object", "norm")
 _ARGUMENT = {
@@ -43,8 +46,14 @@ _ARGUMENT = {
     "mask": re.compile(r"^(\d+)-(\d+)(:text)?$"),
     "drop": re.compile(r"^([a-z_]+):(\d+)$"),
     "mean": re.compile(r"^(.+)$"),
+    "patch": re.compile(r"^(.+)$"),
 }
-_NEEDS_ARGUMENT = {"mask": "mask:0-1", "drop": "drop:random:8", "mean": "mean:projector"}
+_NEEDS_ARGUMENT = {
+    "mask": "mask:0-1",
+    "drop": "drop:random:8",
+    "mean": "mean:projector",
+    "patch": "patch:projector",
+}
 
 
 @dataclass(frozen=True)
@@ -97,4 +106,4 @@ def _canonical_argument(kind: str, name: str, found: re.Match) -> str:
         if k < 1:
             raise ConfigError(f"condition {name!r} keeps no image token; K must be at least 1")
         return f"{policy}:{k}"
-    return parse_site(found.group(1)).name  # mean:SITE
+    return parse_site(found.group(1)).name  # mean:SITE, patch:SITE

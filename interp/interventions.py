@@ -1,19 +1,19 @@
 """Interventions on the visual tokens, one registered class per kind of condition
 (:mod:`interp.conditions`): patch shuffling, attention knockout in a window of LM layers,
-token dropping, mean ablation at a site.
+token dropping, mean ablation at a site, tokens from a partner image at a site.
 
 Each intervention yields :class:`~interp.tracing.Action` s that the capture engine runs
 inside the same nnsight trace as the recordings, so nothing stays attached afterwards.
 Some need more than the batch's processor inputs: the object maps of its images
-(:class:`BatchContext`, ``drop:on_object:K``) or statistics over the whole data set
-(:meth:`Intervention.prepare`, ``mean:SITE``).
+(:class:`BatchContext`, ``drop:on_object:K``) or the whole data set
+(:meth:`Intervention.prepare`, ``mean:SITE``, ``patch:SITE``).
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -26,6 +26,7 @@ from interp.conditions import CONDITIONS, DROP_POLICIES, Condition, parse_condit
 from interp.errors import ConfigError, InterventionError
 from interp.layout import PADDING, box_label_map, image_hw
 from interp.sites import parse_site
+from interp.sources import ImageSet
 from interp.tracing import Action
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "DropTokens",
     "Intervention",
     "MeanAblation",
+    "PatchFromPair",
     "ShufflePatches",
     "LayerWindowMask",
     "LowerLayerMask",
@@ -53,15 +55,14 @@ def register_intervention(cls: type[Intervention]) -> type[Intervention]:
 
 @dataclass(frozen=True)
 class BatchContext:
-    """What an intervention may need to know of a batch beyond its processor inputs:
-    ``object_maps``, one ``(H_i, W_i)`` int map per image (object index per pixel, -1
-    background), in the batch's order."""
+    """What an intervention may need to know of a batch beyond its processor inputs, in
+    the batch's order: ``object_maps``, one ``(H_i, W_i)`` int map per image (object
+    index per pixel, -1 background); ``indices``, each image's index in the data set;
+    ``prompt``, the batch's prompt (one, or one per image)."""
 
     object_maps: Sequence[np.ndarray] | None = None
-
-
-# Batches of images ``(batch, H, W, 3)`` uint8 over a whole data set, made on demand.
-ImageBatches = Callable[[], Iterable[np.ndarray]]
+    indices: np.ndarray | None = None
+    prompt: str | Sequence[str] | None = None
 
 
 class Intervention(ABC):
@@ -69,9 +70,9 @@ class Intervention(ABC):
 
     kind: ClassVar[str]  # the condition kind it implements (interp.conditions)
 
-    def prepare(self, loaded: Any, batches: ImageBatches, prompt: str) -> None:
-        """Fit what the intervention needs from the whole data set before any batch runs
-        (``batches()`` yields its images; most kinds need nothing)."""
+    def prepare(self, loaded: Any, data: ImageSet, prompt: str, batch_size: int = 32) -> None:
+        """Fit what the intervention needs from the whole data set ``data`` before any
+        batch runs (most kinds need nothing)."""
         return None
 
     @classmethod
@@ -479,11 +480,11 @@ class MeanAblation(Intervention):
     def condition(self) -> str:
         return f"mean:{self.site}"
 
-    def prepare(self, loaded: Any, batches: ImageBatches, prompt: str) -> None:
+    def prepare(self, loaded: Any, data: ImageSet, prompt: str, batch_size: int = 32) -> None:
         from interp.tracing import capture_tokens
 
         total, count = None, 0
-        for images in batches():
+        for images in data.batches(batch_size):
             acts = capture_tokens(loaded, images, [self.site], prompt=prompt, extra=False)
             found = acts.acts[self.site].double()  # (batch, tokens, d)
             if total is not None and found.shape[1:] != total.shape:
@@ -506,8 +507,8 @@ class MeanAblation(Intervention):
     ) -> list[Action]:
         if self.mean is None:
             raise InterventionError(
-                f"{self.condition} has no means yet; call prepare(loaded, batches, prompt) "
-                f"with the data set's images first"
+                f"{self.condition} has no means yet; call prepare(loaded, data, prompt) "
+                f"with the data set first"
             )
         site = adapter.check_site(self.site)
         positions = adapter.token_positions(inputs)
@@ -527,6 +528,79 @@ class MeanAblation(Intervention):
 
     def describe(self, adapter: Adapter, image_size: int | tuple[int, int]) -> dict[str, Any]:
         return {"site": self.site, "n_images": self.n_images}
+
+
+@register_intervention
+class PatchFromPair(Intervention):
+    """Every image's patch tokens at ``site`` replaced by those of its partner in the
+    data set (the partner's own baseline activations): ``patch:SITE``. Partners are a
+    seeded random pairing of the images of each size (a derangement: no image is its own
+    partner where its size has two or more), recorded in the cache. What the model does
+    from ``site`` on then comes from the partner's image there, and from the image itself
+    wherever the text read it below ``site``; the activation patching of one clean /
+    corrupted pair is :mod:`interp.patching`."""
+
+    kind = "patch"
+
+    def __init__(self, site: str, seed: int = 0) -> None:
+        self.site = parse_site(site).name
+        self.seed = seed
+        self.partners: np.ndarray | None = None  # (n,) the partner of each image
+        self._source: tuple[Any, ImageSet, str] | None = None
+
+    @classmethod
+    def from_condition(cls, condition: Condition, seed: int) -> PatchFromPair:
+        return cls(str(condition.argument), seed=seed)
+
+    @property
+    def condition(self) -> str:
+        return f"patch:{self.site}"
+
+    def prepare(self, loaded: Any, data: ImageSet, prompt: str, batch_size: int = 32) -> None:
+        rng = np.random.default_rng([self.seed, 7])
+        partners = np.arange(len(data))
+        sizes = data.sizes
+        for size in data.distinct_sizes:
+            group = np.flatnonzero((sizes == np.asarray(size)).all(1))
+            order = rng.permutation(group)
+            partners[order] = np.roll(order, -1)  # each takes the next one's tokens
+        self.partners = partners
+        self._source = (loaded, data, prompt)
+
+    def actions(
+        self,
+        adapter: Adapter,
+        inputs: dict[str, torch.Tensor],
+        context: BatchContext | None = None,
+    ) -> list[Action]:
+        from interp.tracing import capture_tokens
+
+        if self.partners is None or self._source is None:
+            raise InterventionError(
+                f"{self.condition} has no pairing yet; call prepare(loaded, data, prompt) "
+                f"with the data set first"
+            )
+        if context is None or context.indices is None:
+            raise InterventionError(
+                f"{self.condition} needs each image's index in the data set; pass "
+                f"context=BatchContext(indices=...) (extraction and answer scoring do)"
+            )
+        loaded, data, prompt = self._source
+        site = adapter.check_site(self.site)
+        partners = self.partners[np.asarray(context.indices)]
+        prompt = context.prompt if context.prompt is not None else prompt
+        donated = capture_tokens(loaded, data.crops(partners), [site], prompt=prompt, extra=False)
+        tokens = donated.acts[site]  # (batch, tokens, d)
+        positions = adapter.token_positions(inputs)
+
+        def replace(value: Any) -> Any:
+            return adapter.write_tokens(site, value, positions, tokens)
+
+        return [Action(adapter.module_path(site), "output", edit=replace)]
+
+    def describe(self, adapter: Adapter, image_size: int | tuple[int, int]) -> dict[str, Any]:
+        partners = [] if self.partners is None else self.partners.tolist()
+        return {"site": self.site, "seed": self.seed, "partners": partners}
 
 
 def make_intervention(condition: str, *, seed: int = 0) -> Intervention | None:

@@ -171,10 +171,13 @@ def assert_new_interventions_match_references(
       query see the image tokens that are not kept (plain pre-hooks);
     - patching every image token of the second image at the projector with the first's
       gives the first's logits exactly;
+    - ``patch:projector`` (two images, each the other's partner) gives each image the
+      other's logits;
     - ``mean:projector`` equals a fresh copy whose projector output is replaced by its
       per-position mean over the images (a plain forward hook), and records that mean.
     """
     from interp import make_intervention
+    from interp.sources import ArrayImages
 
     adapter = loaded.adapter
     n = adapter.n_lm_layers
@@ -213,8 +216,22 @@ def assert_new_interventions_match_references(
     corrupted = capture_tokens(loaded, images[1:], [], prompt=prompt, logits=True).logits
     assert (corrupted - clean.logits).abs().max() > 1e-4
 
+    # patch:projector on a set of two: each image's LLM gets the other's image tokens,
+    # which is the other image's own run (the prompt is the same).
+    swap = make_intervention("patch:projector")
+    swap.prepare(loaded, ArrayImages(images), prompt)
+    assert swap.partners.tolist() == [1, 0]
+    from interp.interventions import BatchContext
+
+    context = BatchContext(indices=np.arange(2), prompt=prompt)
+    swapped = capture_tokens(
+        loaded, images, [], prompt=prompt, intervention=swap, context=context, logits=True
+    )
+    both = capture_tokens(loaded, images, [], prompt=prompt, logits=True).logits
+    torch.testing.assert_close(swapped.logits, both.flip(0), rtol=1e-5, atol=1e-5)
+
     mean = make_intervention("mean:projector")
-    mean.prepare(loaded, lambda: [images], prompt)
+    mean.prepare(loaded, ArrayImages(images), prompt)
     got = capture_tokens(loaded, images, ["projector", *sites], prompt=prompt, intervention=mean)
     base = capture_tokens(loaded, images, ["projector"], prompt=prompt).acts["projector"]
     expected_mean = base.mean(0, keepdim=True).expand_as(base)

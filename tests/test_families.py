@@ -97,20 +97,25 @@ def test_llava_grid_maps_tokens_to_patches(loaded, stimuli, prompt) -> None:
         assert change[hit] > 2 * np.sort(change)[-2]
 
 
-def test_encoders_run_baseline_and_mean_ablation_only(encoder, tmp_path) -> None:
+def test_encoders_run_baseline_mean_and_patch_only(encoder, tmp_path) -> None:
     kind, folder, loaded = encoder
     stimuli = generate(StimulusSpec(n_images=4, image_size=SIDE))
-    with pytest.raises(ConfigError, match=r"supports the conditions \['baseline', 'mean'\]"):
+    with pytest.raises(ConfigError, match=r"conditions \['baseline', 'mean', 'patch'\]"):
         extract(loaded, stimuli, tmp_path / "c.h5", conditions=["shuffle"], progress=False)
     # mean:vision.0 puts each patch position's mean over the set at vision.0 (a plain
     # numpy mean of the baseline); the CLS / register tokens and nothing before it move.
-    path = extract(loaded, stimuli, tmp_path / "m.h5", conditions=["mean:vision.0"], progress=False)
+    conditions = ["mean:vision.0", "patch:vision.0"]
+    path = extract(loaded, stimuli, tmp_path / "m.h5", conditions=conditions, progress=False)
     with CacheReader(path) as reader:
         base = reader.acts("vision.0")[:].astype(np.float64)  # (n, tokens, d)
         ablated = reader.acts("vision.0", "mean:vision.0")[:]
         np.testing.assert_allclose(ablated, np.broadcast_to(base.mean(0), base.shape), atol=2e-3)
         later = reader.acts("vision.1", "mean:vision.0")[:] - reader.acts("vision.1")[:]
         assert np.abs(later).max() > 1e-3
+        # patch:vision.0: each image's vision.0 patch tokens are its partner's
+        partners = reader.intervention("patch:vision.0")["partners"]
+        patched = reader.acts("vision.0", "patch:vision.0")[:]
+        np.testing.assert_array_equal(patched, reader.acts("vision.0")[:][partners])
     if kind != "clip":
         return
     result = run(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import hook_state
+from transformers import AutoModelForImageTextToText
 
 from interp import (
     ConfigError,
@@ -193,6 +195,7 @@ def test_condition_names_parse_to_one_spelling() -> None:
     assert parse_condition("mask:02-5:text").name == "mask:2-5:text"
     assert parse_condition("drop:on_object:008").name == "drop:on_object:8"
     assert parse_condition("mean:lm.03").name == "mean:lm.3"
+    assert parse_condition("patch:projector").kind == "patch"
     for bad, message in [
         ("dropout", "unknown condition 'dropout'; conditions are written baseline"),
         ("mask", "needs its argument, e.g. mask:0-1"),
@@ -200,6 +203,7 @@ def test_condition_names_parse_to_one_spelling() -> None:
         ("drop:nearest:4", "unknown policy 'nearest'; use random, on_object, off_object, norm"),
         ("drop:norm:0", "keeps no image token"),
         ("mean", "needs its argument, e.g. mean:projector"),
+        ("patch", "needs its argument, e.g. patch:projector"),
         ("mask:1-2:image", "malformed"),
         ("mask:3-1", "first layer must not exceed the last"),
         ("mask:a-b", "malformed; write mask:A-B"),
@@ -354,3 +358,57 @@ def test_drop_on_object_needs_the_object_maps(loaded, stimuli, prompt) -> None:
             prompt=prompt,
             intervention=make_intervention("mean:lm.1"),
         )
+
+
+def test_patch_from_a_partner_equals_a_plain_hook_reference(tiny_dir, loaded, stimuli, prompt):
+    """patch:lm.2 on a set of three: each image's layer-2 image tokens are its partner's
+    (a derangement, recorded); against a fresh copy whose layer 2 gets the partner's
+    output at the image positions through a plain forward hook."""
+    from references import hooked_forward
+
+    from interp.interventions import BatchContext, PatchFromPair
+    from interp.sources import ArrayImages
+
+    images = stimuli.images[:3]
+    patch = make_intervention("patch:lm.2", seed=4)
+    assert isinstance(patch, PatchFromPair)
+    patch.prepare(loaded, ArrayImages(images), prompt)
+    partners = patch.partners
+    assert sorted(partners.tolist()) == [0, 1, 2] and (partners != np.arange(3)).all()
+    assert patch.describe(loaded.adapter, 64)["partners"] == partners.tolist()
+    context = BatchContext(indices=np.arange(3), prompt=prompt)
+    got = capture_tokens(
+        loaded, images, ["lm.2", "lm.5"], prompt=prompt, intervention=patch, context=context
+    )
+    adapter = loaded.adapter
+    inputs = adapter.build_inputs(images, prompt)
+    where = adapter.image_token_positions(inputs["input_ids"])[0]  # the same in every row
+    path = adapter.module_path("lm.2")
+    _, seen = hooked_forward(tiny_dir, inputs, {"lm.2": path})
+    donor = seen["lm.2"][torch.as_tensor(partners)][:, where]  # (3, tokens, d)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_dir).eval()
+    layer = model.get_submodule(path)
+    kept = {}
+
+    def put(_module, _args, out):
+        hidden = (out[0] if isinstance(out, tuple) else out).clone()
+        hidden[:, where] = donor
+        kept["lm.2"] = hidden
+        return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
+
+    handles = [layer.register_forward_hook(put)]
+    handles.append(
+        model.get_submodule(adapter.module_path("lm.5")).register_forward_hook(
+            lambda _m, _i, out: kept.__setitem__("lm.5", out[0] if isinstance(out, tuple) else out)
+        )
+    )
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for site in ("lm.2", "lm.5"):
+        torch.testing.assert_close(got.acts[site], kept[site][:, where], rtol=1e-4, atol=1e-5)
+    with pytest.raises(InterventionError, match="needs each image's index"):
+        capture(loaded, images, ["lm.0"], prompt=prompt, intervention=patch)

@@ -221,19 +221,24 @@ def test_parameterised_conditions_through_extract_and_probe(tiny_dir, tmp_path, 
     cache = tmp_path / "c.h5"
     argv = ["extract", "--model", tiny_dir, "--out", str(cache), "--n-images", "12"]
     argv += ["--sites", "lm.0", "lm.3", "--conditions", "baseline", "mask:1-02", "shuffle:3"]
+    argv += ["patch:lm.3", "drop:norm:8"]
     assert main([*argv, "--no-progress"]) == 0
     info = cache_info(cache)
-    assert info["conditions"] == ["baseline", "mask:1-2", "shuffle:3"]
+    assert info["conditions"] == ["baseline", "mask:1-2", "shuffle:3", "patch:lm.3", "drop:norm:8"]
     from caches import CacheReader
 
     with CacheReader(cache) as reader:
         assert reader.intervention("mask:1-2") == {"layers": [1, 2], "text_only": False}
         assert reader.intervention("shuffle:3")["seed"] == 3
+        partners = reader.intervention("patch:lm.3")["partners"]
+        assert sorted(partners) == list(range(12)) and all(p != i for i, p in enumerate(partners))
+        assert reader.same_as_baseline("lm.0", "patch:lm.3")  # below the patched site
+        assert reader.intervention("drop:norm:8") == {"policy": "norm", "k": 8, "seed": 0}
         assert reader.same_as_baseline("lm.0", "mask:1-2")  # below the window
         assert not reader.same_as_baseline("lm.3", "mask:1-2")
     out = tmp_path / "p.csv"
     assert main(["probe", str(cache), "--out", str(out), *FAST, "--selections", "mean"]) == 0
-    assert set(pd.read_csv(out).condition) == {"baseline", "mask:1-2", "shuffle:3"}
+    assert set(pd.read_csv(out).condition) == set(info["conditions"])
     capsys.readouterr()
     assert main([*argv[:-1], "mask:1-9", "--out", str(tmp_path / "d.h5")]) == 2
     assert "mask:1-9 reaches LM layer 9" in capsys.readouterr().err

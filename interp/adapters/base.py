@@ -136,6 +136,7 @@ class Adapter(ABC):
         "mask",
         "drop",
         "mean",
+        "patch",
     )
     # Whether the model has a projector and a language model (False: a vision encoder).
     has_language_model: ClassVar[bool] = True

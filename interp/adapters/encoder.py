@@ -24,7 +24,7 @@ class VisionEncoderAdapter(Adapter):
 
     auto_class = "AutoModel"
     conditions = ("baseline",)
-    condition_kinds = ("baseline", "mean")
+    condition_kinds = ("baseline", "mean", "patch")
     has_language_model = False
     # Module-name suffixes tried, in order, to find the encoder's layer list.
     layer_suffixes: ClassVar[tuple[str, ...]] = ("vision_model.encoder.layers", "encoder.layers")

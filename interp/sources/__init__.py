@@ -2,12 +2,14 @@
 Face ``datasets`` dataset, and the registry that opens a path as one of them
 (:func:`open_source`)."""
 
+from interp.sources.arrays import ArrayImages
 from interp.sources.base import ImageSet, Question, open_source, register_source, registered_sources
 from interp.sources.export import write_label_folder
 from interp.sources.hf import HuggingFaceImages
 from interp.sources.table import TABLE_NAMES, LabelTable
 
 __all__ = [
+    "ArrayImages",
     "TABLE_NAMES",
     "HuggingFaceImages",
     "ImageSet",

@@ -13,7 +13,7 @@ that recognises a path, as adapters are picked from a model's config.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -92,6 +92,11 @@ class ImageSet(ABC):
         pixels = self.pixels(indices)  # (k, *canvas, 3)
         crops = [pixels[j, :h, :w] for j, (h, w) in enumerate(sizes.tolist())]
         return np.stack(crops) if len({tuple(x) for x in sizes.tolist()}) == 1 else crops
+
+    def batches(self, batch_size: int) -> Iterator[np.ndarray | list[np.ndarray]]:
+        """The set's images, ``batch_size`` at a time, without their padding."""
+        for start in range(0, len(self), batch_size):
+            yield self.crops(np.arange(start, min(len(self), start + batch_size)))
 
     def crop_maps(self, indices: Sequence[int] | np.ndarray) -> list[np.ndarray]:
         """The object maps of images ``indices`` without their padding, ``(H_i, W_i)``."""
