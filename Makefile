@@ -26,7 +26,8 @@ $(STAMP): pyproject.toml constraints.txt
 # exhaustive one), then its figures as PDF and SVG through the staged plot command.
 demo: $(STAMP)
 	$(BIN)/interp run --out $(OUT) --overwrite
-	$(BIN)/interp plot $(OUT)/probes.csv $(OUT)/pixel_reconstruction.csv --out $(OUT)/figures \
+	$(BIN)/interp plot $(OUT)/probes.csv $(OUT)/pixel_reconstruction.csv $(OUT)/answers.csv \
+		--out $(OUT)/figures \
 		--formats pdf svg --overwrite
 
 # The transformers 4.57 series (other module paths and output types), installed beside

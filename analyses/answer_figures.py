@@ -112,12 +112,14 @@ def decodable_vs_used(
 def window_sweep(summary: pd.DataFrame) -> go.Figure:
     """The layer-window sweep: per question type, the drop in answer accuracy (the
     baseline's minus the window's) when no position attends to the image in LM layers
-    A..B, against the window's position."""
+    A..B, against the window's position (the windows of the width most of them have)."""
     _check_summary(summary)
     table = window_table(summary)
     if table.empty:
         raise ConfigError("the answer table has no mask:A-B rows; answer with windows first")
-    table = table.sort_values(["first", "last"])
+    widths = (table["last"] - table["first"] + 1).rename("width")
+    width = int(widths.value_counts().idxmax())  # the sweep: the width most windows have
+    table = table[widths == width].sort_values(["first", "last"])
     labels = list(dict.fromkeys(table["window"]))
     fig = go.Figure()
     groups = table.groupby("question_type", sort=False)
@@ -135,8 +137,10 @@ def window_sweep(summary: pd.DataFrame) -> go.Figure:
         title_text="LM layers whose attention to the image is cut", categoryarray=labels
     )
     fig.update_yaxes(title_text="accuracy drop vs baseline")
-    apply_theme(fig, columns=1, height_pt=200)
-    fig.update_layout(title="Which LM layers the answers need the image in")
+    apply_theme(fig, columns=2, height_pt=220)
+    fig.update_layout(
+        title=f"Which LM layers the answers need the image in ({width}-layer windows)"
+    )
     return fig
 
 

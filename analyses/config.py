@@ -553,6 +553,7 @@ class PatchConfig(_Model, _Figures):
     batch_size: int = option("patched copies per forward pass", default=64)
     out: str = option("output folder", default="patching")
     overwrite: bool = option("replace existing outputs", default=False)
+    progress: bool = option("show progress bars (loading the model)", default=True)
 
     def __post_init__(self) -> None:
         if not str(self.out).strip():

@@ -276,8 +276,9 @@ def _read_image(path: str, what: str) -> Any:
 
 def patch_step(config: PatchConfig) -> PatchResult:
     """Activation patching of ``config``'s pair (your own, or a built-in twin pair) at its
-    sites, exact and/or by attribution, into the folder ``config.out``: the table, the
-    map of each method and a picture of the pair."""
+    sites, exact and/or by attribution, into the folder ``config.out``: the table (exact
+    patching also restores every token of each site at once: the row whose ``token`` is
+    minus the token count), the map of each method and a picture of the pair."""
     from PIL import Image
 
     from analyses.answer_figures import patching_map
@@ -310,6 +311,9 @@ def patch_step(config: PatchConfig) -> PatchResult:
     tables = []
     if "exact" in methods:
         tables.append(patch_margins(loaded, pair, sites, batch_size=config.batch_size))
+        for site in sites:  # every token of the site at once: how much the site carries
+            every = [list(range(len(adapter.token_layout(site, pair.clean.shape[:2]))))]
+            tables.append(patch_margins(loaded, pair, site, groups=every))
     if "attribution" in methods:
         tables.append(attribution_margins(loaded, pair, sites))
     table = pd.concat(tables, ignore_index=True)

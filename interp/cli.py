@@ -275,9 +275,13 @@ def _step(name: str, given: dict) -> int:
             print(f"{key}: {path.resolve()}")
     elif name == "patch":
         result = steps.patch_step(config)
-        restored = result.table.groupby(["method", "site"], sort=False)["restored"]
-        print("share of the clean margin restored by one token (max) and by all (sum):")
-        print(restored.agg(["max", "sum"]).round(3).to_string())
+        table = result.table
+        single = table[table.token >= 0].groupby(["method", "site"], sort=False)["restored"]
+        shown = single.agg(best_token="max", sum_of_tokens="sum")
+        every = table[table.token < 0].set_index(["method", "site"])["restored"]
+        shown["every_token"] = every.reindex(shown.index)
+        print("share of the clean answer's margin restored:")
+        print(shown.round(3).to_string(na_rep="-"))
         for key, path in result.paths.items():
             print(f"{key}: {path.resolve()}")
     elif name in ("lens", "attention"):
