@@ -286,7 +286,7 @@ def patch_step(config: PatchConfig) -> PatchResult:
 
     folder = check_output_folder(config.out)
     methods = ["exact", "attribution"] if config.method == "both" else [config.method]
-    names = {f"patching_{m}": FIGURE_NAMES["patching"] + f"_{m}" for m in methods}
+    names = {f"patching_{m}": _file_of(f"patching_{m}") for m in methods}
     formats = config.formats or ["html"]
     paths = {key: folder / name for key, name in PATCH_FILES.items()}
     paths.update({f"{k}.{f}": folder / f"{name}.{f}" for k, name in names.items() for f in formats})
@@ -611,10 +611,31 @@ def figures_of(
     return figures
 
 
+def tool_figures_of(table: pd.DataFrame) -> dict[str, go.Figure] | None:
+    """The figures of a patching, lens or attention table (None for any other table)."""
+    from analyses.answer_figures import patching_map
+    from analyses.lens_figures import attention_map, attention_mass, lens_rank_curve
+
+    columns = set(table.columns)
+    if {"restored", "method", "token"} <= columns:
+        methods = list(dict.fromkeys(table["method"]))
+        return {f"patching_{m}": patching_map(table, method=m) for m in methods}
+    if {"median_rank", "tokens"} <= columns:
+        return {"lens": lens_rank_curve(table)}
+    if {"weight", "head", "layer"} <= columns:
+        first = int(table["image"].min())
+        return {
+            "attention": attention_map(table, image=first),
+            "attention_mass": attention_mass(table),
+        }
+    return None
+
+
 def plot_step(config: PlotConfig) -> dict[str, Path]:
     """Every figure of each table of ``config.tables``, in each of ``config.formats``
     (default html), into the folder ``config.out``; returns ``"<figure>.<format>" ->
-    path``. An answer table with a probe table gives decodable vs used as well."""
+    path``. An answer table with a probe table gives decodable vs used as well; patching,
+    lens and attention tables give their maps and curves."""
     figures: dict[str, go.Figure] = {}
     answers, probes = [], None
     for path in config.tables:
@@ -622,12 +643,15 @@ def plot_step(config: PlotConfig) -> dict[str, Path]:
             table = pd.read_csv(path)
         except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
             raise ConfigError(
-                f"tables: {str(path)!r} cannot be read as a CSV table ({err}); pass a probe "
-                f"table (interp probe), pixel table (interp pixels) or answer table "
-                f"(interp answers)"
+                f"tables: {str(path)!r} cannot be read as a CSV table ({err}); pass a table "
+                f"of interp probe, pixels, answers, patch, lens or attention"
             ) from err
         if is_answer_table(table):
             answers.append(table)
+            continue
+        tool = tool_figures_of(table)
+        if tool is not None:
+            figures.update(tool)
             continue
         figures.update(figures_of(table, score=config.score, selection=config.selection))
         if "selection" in table.columns and "pixels" not in set(table.get("attribute", ())):
@@ -637,14 +661,20 @@ def plot_step(config: PlotConfig) -> dict[str, Path]:
     folder = check_output_folder(config.out)
     formats = config.formats or ["html"]
     paths = {
-        f"{name}.{fmt}": folder / f"{FIGURE_NAMES[name]}.{fmt}"
-        for name in figures
-        for fmt in formats
+        f"{name}.{fmt}": folder / f"{_file_of(name)}.{fmt}" for name in figures for fmt in formats
     }
     check_writable(paths.values(), config.overwrite)
     for key, path in paths.items():
         write_figure(figures[key.split(".")[0]], path)
     return paths
+
+
+def _file_of(figure: str) -> str:
+    """The file name (without suffix) of a figure: ``patching_<method>`` ->
+    ``patching_map_<method>``; the others by :data:`FIGURE_NAMES`."""
+    if figure.startswith("patching_"):
+        return f"{FIGURE_NAMES['patching']}_{figure.removeprefix('patching_')}"
+    return FIGURE_NAMES[figure]
 
 
 def timed(step: Callable[[], Any], timings: dict[str, float], name: str) -> Any:

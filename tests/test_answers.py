@@ -158,3 +158,32 @@ def test_answers_command_from_a_cache_and_the_figures(organism, tmp_path, capsys
     assert main(["answers", "--out", str(out), "--no-progress", "--n-images", "4"]) == 2
     err = capsys.readouterr().err
     assert "answers.csv" in err and "--overwrite" in err  # never replaced silently
+
+
+def test_the_sweep_figures_read_the_condition_names() -> None:
+    """Windows and drops are parsed from the condition names; the window sweep shows the
+    windows of its width only (a whole-depth mask named beside it is not one of them)."""
+    from analyses.answer_figures import drop_curves, window_sweep
+    from analyses.answers import drop_table, window_table
+
+    conditions = ["baseline", "mask:0-1", "mask:1-2", "mask:2-3", "mask:0-3", "drop:norm:4"]
+    accuracy = [0.8, 0.5, 0.7, 0.8, 0.2, 0.6]
+    summary = pd.DataFrame(
+        {
+            "condition": conditions, "question_type": "color", "attribute": "color",
+            "accuracy": accuracy, "ci_low": 0.0, "ci_high": 1.0, "chance": 0.2,
+            "logprob": -1.0, "margin": 0.0, "n": 10,
+        }
+    )  # fmt: skip
+    windows = window_table(summary)
+    assert list(windows.window) == ["0-1", "1-2", "2-3", "0-3"]
+    assert list(windows["drop"].round(2)) == [0.3, 0.1, 0.0, 0.6]
+    figure = window_sweep(summary)
+    assert list(figure.data[0].x) == ["0-1", "1-2", "2-3"]
+    assert "2-layer windows" in figure.layout.title.text
+    drops = drop_table(summary)
+    assert drops[["policy", "k"]].values.tolist() == [["norm", 4]]
+    curves = drop_curves(summary)
+    assert [t.name for t in curves.data] == ["norm", "every token", "chance"]
+    with pytest.raises(ConfigError, match="no mask:A-B rows"):
+        window_sweep(summary[summary.condition == "baseline"])

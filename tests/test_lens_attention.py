@@ -94,3 +94,10 @@ def test_lens_and_attention_commands(tmp_path, capsys) -> None:
     table = pd.read_csv(out / "attention.csv")
     assert set(table.condition) == {"baseline", "shuffle"} and set(table.layer) == {0, 5}
     assert {"attention_map.html", "attention_by_layer.html"} <= {p.name for p in out.iterdir()}
+    # interp plot exports their figures like every other
+    figures = tmp_path / "figures"
+    argv = ["plot", str(out / "attention.csv"), str(tmp_path / "lens" / "lens.csv")]
+    assert main([*argv, "--out", str(figures), "--formats", "svg"]) == 0
+    made = {p.name for p in figures.iterdir()}
+    assert made == {"attention_map.svg", "attention_by_layer.svg", "lens_ranks.svg"}
+    assert (figures / "lens_ranks.svg").read_text().startswith("<svg")

@@ -142,7 +142,16 @@ def test_patch_command_with_a_pair_of_files(pair, tmp_path, capsys) -> None:
     assert {"patching_map_exact.html", "patching_map_attribution.html", "patching_pair.png"} <= {
         p.name for p in out.iterdir()
     }
-    capsys.readouterr()
+    printed = capsys.readouterr().out
+    assert "every_token" in printed and "1.0" in printed  # every token at the projector
+    every = table[(table.site == "projector") & (table.token == -64)]
+    assert float(every.restored.iloc[0]) == pytest.approx(1.0, abs=1e-5)
+    figures = tmp_path / "figures"
+    assert main(["plot", str(out / "patching.csv"), "--out", str(figures)]) == 0
+    assert {p.name for p in figures.iterdir()} == {
+        "patching_map_exact.html",
+        "patching_map_attribution.html",
+    }
     assert main(["patch", "--clean", str(tmp_path / "clean.png"), "--out", str(out)]) == 2
     assert "missing ['corrupt', 'question', 'answer', 'wrong']" in capsys.readouterr().err
     argv[4] = str(tmp_path / "nothing.png")
