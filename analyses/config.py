@@ -77,6 +77,11 @@ FIGURE_FORMATS = ("html", "pdf", "svg", "png")
 SCORES = ("chance_normalised", "accuracy", "selectivity")
 
 
+def _check_out(out: str, what: str = "an output folder") -> None:
+    if not str(out).strip():
+        raise ConfigError(f"out must name {what}, got an empty string")
+
+
 def _names(config: Any, fields: tuple[str, ...]) -> None:
     """A single name given for a list option becomes a list of one."""
     for name in fields:
@@ -381,8 +386,7 @@ class ExtractConfig(_ExtractOptions):
     out: str = option("the cache file to write (HDF5)", default="cache.h5")
 
     def __post_init__(self) -> None:
-        if not str(self.out).strip():
-            raise ConfigError("out must name a cache file, got an empty string")
+        _check_out(self.out, "a cache file")
         self._check_extract()
 
 
@@ -473,8 +477,7 @@ class AnswersConfig(_ExtractOptions):
     out: str = option("output folder", default="answers")
 
     def __post_init__(self) -> None:
-        if not str(self.out).strip():
-            raise ConfigError("out must name an output folder, got an empty string")
+        _check_out(self.out)
         if self.source is not None and self.data is not None:
             raise ConfigError(
                 f"give the images once: source ({self.source!r}) or data ({self.data!r})"
@@ -492,8 +495,7 @@ class LensConfig(_ExtractOptions):
     out: str = option("output folder", default="lens")
 
     def __post_init__(self) -> None:
-        if not str(self.out).strip():
-            raise ConfigError("out must name an output folder, got an empty string")
+        _check_out(self.out)
         self._check_extract()
 
 
@@ -512,8 +514,7 @@ class AttentionConfig(_ExtractOptions):
     out: str = option("output folder", default="attention")
 
     def __post_init__(self) -> None:
-        if not str(self.out).strip():
-            raise ConfigError("out must name an output folder, got an empty string")
+        _check_out(self.out)
         if isinstance(self.layers, int):
             self.layers = [self.layers]
         if self.n_images is None and self.data is None:
@@ -556,8 +557,7 @@ class PatchConfig(_Model, _Figures):
     progress: bool = option("show progress bars (loading the model)", default=True)
 
     def __post_init__(self) -> None:
-        if not str(self.out).strip():
-            raise ConfigError("out must name an output folder, got an empty string")
+        _check_out(self.out)
         _names(self, ("sites",))
         self._check_figures()
         own = {k: getattr(self, k) for k in ("clean", "corrupt", "question", "answer", "wrong")}
@@ -597,8 +597,7 @@ class RunConfig(_ExtractOptions, _ProbeOptions, _Figures):
     )
 
     def __post_init__(self) -> None:
-        if not str(self.out).strip():
-            raise ConfigError("out must name an output folder, got an empty string")
+        _check_out(self.out)
         self._check_extract()
         self._check_probe()
         self._check_figures()
