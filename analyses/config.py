@@ -540,7 +540,8 @@ class PatchConfig(_Model, _Figures):
     answer: str | None = option("the clean image's answer", default=None)
     wrong: str | None = option("the corrupted image's answer", default=None)
     twin: str = option(
-        "the built-in pair: a stimulus and its twin whose one object changes color or shape",
+        "the built-in pair: a stimulus and its twin whose one object changes color or "
+        "shape, or which is mirrored (color, shape or mirror)",
         default="color",
     )
     seed: int = option("seed of the built-in pair", default=0)
@@ -567,8 +568,8 @@ class PatchConfig(_Model, _Figures):
                 f"a pair of your own needs clean, corrupt, question, answer and wrong; "
                 f"missing {missing}"
             )
-        if self.twin not in ("color", "shape"):
-            raise ConfigError(f"twin must be color or shape, got {self.twin!r}")
+        if self.twin not in ("color", "shape", "mirror"):
+            raise ConfigError(f"twin must be color, shape or mirror, got {self.twin!r}")
         if self.method not in PATCH_METHODS:
             raise ConfigError(f"method must be one of {PATCH_METHODS}, got {self.method!r}")
         if self.batch_size < 1:

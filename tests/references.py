@@ -166,7 +166,9 @@ def assert_new_interventions_match_references(
     """On two different images of one size:
 
     - ``mask`` over every LM layer makes the answer independent of the image: the same
-      next-token logits for both;
+      next-token logits for both; ``mask:...:text`` too, leaving the image tokens as
+      they were;
+    - the logit lens at the last layer equals the model's logits at the image tokens;
     - ``drop:random:K`` equals a fresh copy whose attention, in every LM layer, lets no
       query see the image tokens that are not kept (plain pre-hooks);
     - patching every image token of the second image at the projector with the first's
@@ -188,9 +190,34 @@ def assert_new_interventions_match_references(
     seen = capture_tokens(loaded, images, [last], prompt=prompt, logits=True)
     assert (seen.logits[0] - seen.logits[1]).abs().max() > 1e-4  # without it they differ
 
+    # mask:A-B:text over every layer: the text never sees the image (blind logits), while
+    # the image tokens, which still attend to each other, are exactly the baseline's.
+    text_only = make_intervention(f"mask:0-{n - 1}:text")
+    sites = [f"lm.{i}" for i in range(n)]
+    cut = capture_tokens(loaded, images, sites, prompt=prompt, intervention=text_only, logits=True)
+    torch.testing.assert_close(cut.logits[0], cut.logits[1], rtol=1e-5, atol=1e-5)
+    full = capture_tokens(loaded, images, sites, prompt=prompt)
+    question = adapter.default_prompt("Which of these is it, then?")
+    other = capture_tokens(loaded, images, ["lm.0"], prompt=question)
+    at = adapter.image_token_mask(adapter.build_inputs(images, prompt)["input_ids"])[0]
+    where = at.nonzero()[:, 0]
+    one_run = int(where.max() - where.min()) + 1 == len(where)  # no text between image tokens
+    if one_run and torch.equal(other.acts["lm.0"], full.acts["lm.0"]):  # nor read after them
+        for site in sites:  # (Idefics3's tiles have text between them; PaliGemma's image
+            # tokens read the question: there the image tokens change through the text)
+            torch.testing.assert_close(cut.acts[site], full.acts[site], rtol=1e-5, atol=1e-5)
+
+    # The logit lens at the last LM layer is the model's own logits at the image tokens.
+    from interp.lens import lens_logits
+
     inputs = adapter.build_inputs(images, prompt)
     positions = adapter.token_positions(inputs).patch  # (batch, tokens)
-    sites = [f"lm.{i}" for i in range(n)]
+    with torch.no_grad():
+        logits = loaded.model(**loaded.move_inputs(inputs)).logits  # (batch, seq, vocab)
+    rows = torch.arange(len(images))[:, None]
+    lens = lens_logits(loaded, images, last, prompt=prompt)
+    torch.testing.assert_close(lens, logits[rows, positions].float(), rtol=1e-4, atol=1e-4)
+
     k = max(1, positions.shape[1] // 3)
     drop = make_intervention(f"drop:random:{k}", seed=3)
     kept = torch.tensor(drop.describe(adapter, images.shape[1:3])["kept_tokens"])

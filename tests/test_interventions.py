@@ -412,3 +412,9 @@ def test_patch_from_a_partner_equals_a_plain_hook_reference(tiny_dir, loaded, st
         torch.testing.assert_close(got.acts[site], kept[site][:, where], rtol=1e-4, atol=1e-5)
     with pytest.raises(InterventionError, match="needs each image's index"):
         capture(loaded, images, ["lm.0"], prompt=prompt, intervention=patch)
+
+
+def test_llava_passes_the_checks_every_family_passes(tiny_dir, loaded, stimuli, prompt) -> None:
+    from references import assert_new_interventions_match_references
+
+    assert_new_interventions_match_references(loaded, tiny_dir, stimuli.images[:2], prompt)

@@ -34,6 +34,9 @@ def test_a_twin_pair_changes_one_object_and_keeps_the_question(pair) -> None:
     assert 0 < changed.sum() < 0.1 * changed.size  # one object's pixels
     shape = twin_pair("shape", 64, seed=4)
     assert "shape" in shape.question and shape.answer != shape.wrong
+    mirror = twin_pair("mirror", 64, seed=2)
+    np.testing.assert_array_equal(mirror.corrupt, mirror.clean[:, ::-1])  # mirrored whole
+    assert {mirror.answer, mirror.wrong} == {"left", "right"}
 
 
 def test_restoring_every_token_at_the_projector_restores_the_clean_answer(organism, pair):

@@ -76,23 +76,25 @@ def contrastive_batch(
     return images, objects
 
 
-# The facts a patching pair may change, and the question type that asks about each.
-PAIR_KINDS: dict[str, str] = {"color": "color", "shape": "shape"}
+# The facts a patching pair may change, and the question type that asks about each
+# (``mirror``: the whole image mirrored left to right, asked left or right).
+PAIR_KINDS: dict[str, str] = {"color": "color", "shape": "shape", "mirror": "left_right"}
 
 
 def twin_pair(kind: str, image_size: int = 64, seed: int = 0, max_objects: int = 3):
     """A clean / corrupted pair for activation patching: a stimulus and its twin in which
-    one object's ``kind`` (``color`` or ``shape``) is another, the question about that
-    object worded the same for both (its description names neither fact), the clean
-    answer and the corrupted one. Seeded; the first image of seeds ``seed``, ``seed +
-    1``, ... where such a question can be asked."""
+    one object's ``kind`` (``color`` or ``shape``) is another, or which is mirrored
+    (``mirror``: asked whether an object is on the left or right), the question about
+    that object worded the same for both, the clean answer and the corrupted one.
+    Seeded; the first image of seeds ``seed``, ``seed + 1``, ... where such a question
+    can be asked and its answer differs."""
     from interp.organism.questions import ask
     from interp.patching import PatchPair
     from interp.stimuli import COLORS
 
     if kind not in PAIR_KINDS:
         raise ValueError(f"kind must be one of {tuple(PAIR_KINDS)}, got {kind!r}")
-    names = list(COLORS) if kind == "color" else list(SHAPES)
+    names = list(COLORS) if kind == "color" else list(SHAPES)  # (unused by mirror)
     for attempt in range(1000):
         spec = StimulusSpec(
             n_images=1, image_size=image_size, seed=seed + attempt, max_objects=max_objects
@@ -100,12 +102,17 @@ def twin_pair(kind: str, image_size: int = 64, seed: int = 0, max_objects: int =
         objects = generate(spec).objects[0]
         rng = np.random.default_rng([seed, attempt])
         target = int(rng.integers(len(objects)))
-        changed = [dict(obj) for obj in objects]
-        others = [v for v in range(len(names)) if v != int(objects[target][kind])]
-        changed[target][kind] = int(rng.choice(others))
+        if kind == "mirror":
+            changed = twin(objects, "mirror", image_size, rng)
+        else:
+            changed = [dict(obj) for obj in objects]
+            others = [v for v in range(len(names)) if v != int(objects[target][kind])]
+            changed[target][kind] = int(rng.choice(others))
         clean = ask(objects, target, PAIR_KINDS[kind], image_size)
         corrupt = ask(changed, target, PAIR_KINDS[kind], image_size)
         if clean is None or corrupt is None or clean.question != corrupt.question:
+            continue
+        if clean.answer == corrupt.answer:
             continue
         return PatchPair(
             clean=render(objects, image_size)[0],
