@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
@@ -12,6 +13,7 @@ from plotly.subplots import make_subplots
 
 from analyses.answers import SUMMARY_COLUMNS, drop_table, window_table
 from analyses.figures import headline_selection, scored
+from analyses.grid import grid_traces
 from analyses.theme import PALETTE, apply_theme
 from interp.errors import ConfigError
 from interp.sites import sort_sites
@@ -189,12 +191,14 @@ def drop_curves(summary: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def patching_map(table: pd.DataFrame, *, method: str = "exact") -> go.Figure:
+def patching_map(
+    table: pd.DataFrame, *, method: str = "exact", picture: np.ndarray | None = None
+) -> go.Figure:
     """Activation patching on the patch grid: one panel per site (forward-pass order),
     each token's cell coloured by the share of the clean answer's margin that restoring
     it alone brings back, relative to the panel's largest (its title gives it; depths
     differ tenfold), from ``interp.patching``'s table (the first crop of a multi-crop
-    layout)."""
+    layout), over the image when ``picture`` (the clean one, ``(H, W, 3)``) is given."""
     needed = {"pair", "method", "site", "token", "crop", "row", "col", "restored"}
     missing = needed - set(table.columns)
     if missing:
@@ -212,17 +216,13 @@ def patching_map(table: pd.DataFrame, *, method: str = "exact") -> go.Figure:
     fig = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=titles)
     for index, site in enumerate(sites):
         rows = part[part["site"] == site]
-        grid = rows.pivot_table(index="row", columns="col", values="restored")
-        peak = peaks[site] or 1.0  # each panel on its own scale: depths differ tenfold
-        fig.add_trace(
-            go.Heatmap(
-                z=grid.to_numpy() / peak, x=grid.columns, y=grid.index, zmin=-1, zmax=1,
-                colorscale="RdBu", reversescale=True, showscale=index == 0,
-                colorbar={"title": "restored / panel max"},
-                customdata=grid.to_numpy(), hovertemplate="restored %{customdata:.4f}",
-            ),
-            row=index // n_cols + 1, col=index % n_cols + 1,
-        )  # fmt: skip
+        rows = rows.assign(scaled=rows["restored"] / (peaks[site] or 1.0))  # depths differ
+        heat = {
+            "zmin": -1, "zmax": 1, "colorscale": "RdBu", "reversescale": True,
+            "showscale": index == 0, "colorbar": {"title": "restored / panel max"},
+        }  # fmt: skip
+        for trace in grid_traces(rows, "scaled", heat=heat, picture=picture):
+            fig.add_trace(trace, row=index // n_cols + 1, col=index % n_cols + 1)
     fig.update_yaxes(autorange="reversed", showticklabels=False)
     fig.update_xaxes(showticklabels=False)
     apply_theme(fig, columns=2, height_pt=180 * n_rows)

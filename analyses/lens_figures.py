@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from analyses.grid import grid_traces
 from analyses.theme import PALETTE, SEQUENTIAL, apply_theme
 from interp.errors import ConfigError
 from interp.sites import sort_sites
@@ -50,11 +52,16 @@ def lens_rank_curve(table: pd.DataFrame) -> go.Figure:
 
 
 def attention_map(
-    table: pd.DataFrame, *, image: int = 0, condition: str | None = None
+    table: pd.DataFrame,
+    *,
+    image: int = 0,
+    condition: str | None = None,
+    picture: np.ndarray | None = None,
 ) -> go.Figure:
     """Attention from the query position to each patch token of one image, averaged
-    over heads, one panel per LM layer on the patch grid (first crop), each panel with
-    the layer's total attention to the image in its title."""
+    over heads, one panel per LM layer on the patch grid (first crop), over the image
+    itself when ``picture`` ``(H, W, 3)`` is given; each panel with the layer's total
+    attention to the image in its title."""
     _need(table, {"condition", "image", "layer", "head", "row", "col", "weight", "crop"},
           "attention table (attention.csv)")  # fmt: skip
     condition = condition or str(table["condition"].iloc[0])
@@ -65,23 +72,22 @@ def attention_map(
     layers = sorted(part["layer"].unique())
     cols = min(4, len(layers))
     n_rows = math.ceil(len(layers) / cols)
-    heads = part.groupby(["layer", "row", "col"], as_index=False)["weight"].mean()
+    keys = ["layer", "row", "col", *(c for c in ("y0", "x0", "y1", "x1") if c in part)]
+    heads = part.groupby(keys, as_index=False)["weight"].mean()
     totals = heads.groupby("layer")["weight"].sum()
     fig = make_subplots(
         rows=n_rows, cols=cols, subplot_titles=[f"layer {i} (sum {totals[i]:.2f})" for i in layers]
     )
     top = float(heads["weight"].max()) or 1.0
     for index, layer in enumerate(layers):
-        grid = heads[heads["layer"] == layer].pivot_table(
-            index="row", columns="col", values="weight"
-        )
-        fig.add_trace(
-            go.Heatmap(
-                z=grid.to_numpy(), x=grid.columns, y=grid.index, zmin=0, zmax=top,
-                colorscale=SEQUENTIAL, showscale=index == 0, colorbar={"title": "weight"},
-            ),
-            row=index // cols + 1, col=index % cols + 1,
-        )  # fmt: skip
+        heat = {
+            "zmin": 0, "zmax": top, "colorscale": SEQUENTIAL, "showscale": index == 0,
+            "colorbar": {"title": "weight"},
+        }  # fmt: skip
+        for trace in grid_traces(
+            heads[heads["layer"] == layer], "weight", heat=heat, picture=picture
+        ):
+            fig.add_trace(trace, row=index // cols + 1, col=index % cols + 1)
     fig.update_yaxes(autorange="reversed", showticklabels=False)
     fig.update_xaxes(showticklabels=False)
     apply_theme(fig, columns=2, height_pt=150 * n_rows)

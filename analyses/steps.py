@@ -317,7 +317,7 @@ def patch_step(config: PatchConfig) -> PatchResult:
     if "attribution" in methods:
         tables.append(attribution_margins(loaded, pair, sites))
     table = pd.concat(tables, ignore_index=True)
-    figures = {f"patching_{m}": patching_map(table, method=m) for m in methods}
+    figures = {f"patching_{m}": patching_map(table, method=m, picture=pair.clean) for m in methods}
     write_table(table, paths["patching"])
     gap = np.full((pair.clean.shape[0], 4, 3), 255, dtype=np.uint8)
     write_picture(
@@ -401,7 +401,9 @@ def attention_step(config: AttentionConfig) -> tuple[pd.DataFrame, dict[str, Pat
                 tables.append(part)
     table = pd.concat(tables, ignore_index=True)
     write_table(table, paths["attention"])
-    write_figure(attention_map(table, image=int(table["image"].min())), paths["attention_map"])
+    first = int(table["image"].min())
+    picture = data.crops([first])[0]  # drawn under its attention
+    write_figure(attention_map(table, image=first, picture=picture), paths["attention_map"])
     write_figure(attention_mass(table), paths["attention_mass"])
     return table, paths
 

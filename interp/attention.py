@@ -23,7 +23,8 @@ from interp.tracing import Action, capture_tokens
 __all__ = ["ATTENTION_COLUMNS", "attention_table", "attention_to_image"]
 
 ATTENTION_COLUMNS: tuple[str, ...] = (
-    "condition", "image", "layer", "head", "token", "crop", "row", "col", "weight",
+    "condition", "image", "layer", "head", "token", "crop", "row", "col",
+    "y0", "x0", "y1", "x1", "weight",
 )  # fmt: skip
 
 
@@ -105,7 +106,7 @@ def attention_table(
     condition: str = "baseline",
 ) -> pd.DataFrame:
     """``weights`` ``(batch, layers, heads, tokens)`` as a tidy table (columns
-    :data:`ATTENTION_COLUMNS`), each token on its crop and grid cell."""
+    :data:`ATTENTION_COLUMNS`), each token on its crop, grid cell and pixel box."""
     layout = loaded.adapter.token_layout("lm.0", image_hw(image_size))
     n, n_layers, n_heads, n_tokens = weights.shape
     layers = list(range(n_layers)) if layers is None else list(layers)
@@ -123,6 +124,7 @@ def attention_table(
             "crop": layout.crops[token],
             "row": layout.grid[token, 0],
             "col": layout.grid[token, 1],
+            **{name: layout.boxes[token, k] for k, name in enumerate(("y0", "x0", "y1", "x1"))},
             "weight": weights.numpy().reshape(-1),
         },
         columns=list(ATTENTION_COLUMNS),
