@@ -105,11 +105,15 @@ def make_tiny_llava(
     vision_layers: int = 4,
     lm_layers: int = 8,
     hidden_size: int = 64,
+    lm_hidden_size: int | None = None,
     chat_template: bool = True,
     vision_feature_layer: int = -2,
     vision_feature_select_strategy: str = "default",
 ) -> Path:
-    """A seeded tiny LLaVA and its processor, in memory: ``(model, processor)``."""
+    """A seeded tiny LLaVA and its processor, in memory: ``(model, processor)``.
+    ``hidden_size`` is the vision tower's width, ``lm_hidden_size`` the LM's (default:
+    the same)."""
+    lm_hidden = lm_hidden_size or hidden_size
     from transformers import (
         CLIPVisionConfig,
         LlamaConfig,
@@ -130,11 +134,11 @@ def make_tiny_llava(
         projection_dim=hidden_size,
     )
     text = LlamaConfig(
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 4,
+        hidden_size=lm_hidden,
+        intermediate_size=lm_hidden * 4,
         num_hidden_layers=lm_layers,
-        num_attention_heads=max(1, hidden_size // 32),
-        num_key_value_heads=max(1, hidden_size // 32),
+        num_attention_heads=max(1, lm_hidden // 32),
+        num_key_value_heads=max(1, lm_hidden // 32),
         vocab_size=len(vocab),
         max_position_embeddings=512,
         pad_token_id=vocab["<pad>"],

@@ -194,7 +194,7 @@ def capture_tokens(
         events.setdefault((action.path, action.port), []).append(action)
 
     traced = loaded.traced
-    with torch.no_grad(), traced.trace(**inputs):
+    with torch.no_grad(), traced.trace(**inputs) as tracer:
         store = nnsight.save({})
         extras = nnsight.save({})
         for (path, port), group in events.items():
@@ -226,6 +226,8 @@ def capture_tokens(
                         extras[action.site] = others.detach().to("cpu", torch.float32, copy=True)
         if logits:
             final = nnsight.save(_last_logits(traced.output.logits, inputs))
+        else:  # nothing later is needed: the model stops after the last event used
+            tracer.stop()
     return Captured(
         acts={site: store[site] for site in sites},
         extra={site: extras[site] for site in sites if site in extras},

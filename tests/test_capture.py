@@ -121,3 +121,19 @@ def test_prompt_must_hold_the_image_token_once(loaded, stimuli) -> None:
     for prompt in ("<image> <image> two images", "no image token"):
         with pytest.raises(ConfigError, match="image token '<image>' exactly once"):
             capture(loaded, stimuli.images, ["lm.0"], prompt=prompt)
+
+
+def test_a_capture_stops_the_model_after_its_last_site(loaded, stimuli, prompt) -> None:
+    """Nothing after the last site it needs runs (a plain hook on a later layer is never
+    called), and what it records is what a full pass records."""
+    later = loaded.model.get_submodule(loaded.adapter.module_path("lm.4"))
+    calls = []
+    handle = later.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        early = capture(loaded, stimuli.images, ["vision.1", "lm.2"], prompt=prompt)
+    finally:
+        handle.remove()
+    assert calls == []
+    full = capture(loaded, stimuli.images, loaded.adapter.sites(), prompt=prompt)
+    for site in ("vision.1", "lm.2"):
+        torch.testing.assert_close(early[site], full[site], rtol=0, atol=0)

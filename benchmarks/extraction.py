@@ -1,0 +1,223 @@
+"""Extraction against the bare forward pass: the same model, images and batch size,
+side by side in one run.
+
+    python benchmarks/extraction.py [--models organism wide] [--n-images 128]
+        [--batch-size 32] [--repeats 3] [--memory-images 128 512]
+
+For each model, interleaved repetitions (medians reported) of:
+
+- ``forward``: the bare forward pass on preprocessed inputs (the limit; preprocessing,
+  the same for every method, is timed apart);
+- ``toolkit``: ``caches.extract`` of the same sites to HDF5, writing included
+  (preprocessing included too, so its ratio is conservative);
+- ``hidden_states``: Hugging Face ``output_hidden_states=True`` plus writing the
+  image-token slices with h5py;
+- ``hooks``: plain forward hooks on the sites' modules plus writing with h5py;
+- ``toolkit_all``: ``caches.extract`` of every site (vision layers, projector, LM).
+
+The sites compared are what ``output_hidden_states`` gives at the image tokens: every LM
+layer but the last (whose hidden state comes after the final norm).
+
+Prints images per second and each method's ratio to the bare forward pass. Then the
+peak host memory of ``caches.extract`` at each of ``--memory-images`` (one process each:
+flat, not growing with the images). Models: ``organism`` (the built-in one) and ``wide``
+(a tiny LLaVA built from configs: CLIP 6 x 256, Llama 8 x 512, 64 px, 8 px patches), on
+the GPU when there is one (``--device cuda``, ``--dtype float16``). Run by hand; not
+part of the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from caches import extract
+from interp import StimulusSpec, generate, load_model
+from interp.tiny_llava import build_tiny_llava
+
+WIDE = {"vision_layers": 6, "hidden_size": 256, "lm_layers": 8, "lm_hidden_size": 512}
+
+
+def _model_path(name: str, folder: Path) -> str:
+    if name == "wide":
+        return str(build_tiny_llava(folder / "wide", seed=0, **WIDE))
+    return name
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _batches(loaded, images: np.ndarray, prompt: str, batch_size: int) -> list[dict]:
+    return [
+        loaded.move_inputs(loaded.adapter.build_inputs(images[s : s + batch_size], prompt))
+        for s in range(0, len(images), batch_size)
+    ]
+
+
+def _bare(loaded, batches: list[dict]) -> None:
+    with torch.no_grad():
+        for inputs in batches:
+            loaded.model(**inputs)
+    _sync(loaded.device)
+
+
+def _writer(path: Path, loaded, n: int, shapes: dict[str, tuple[int, int]]) -> h5py.File:
+    handle = h5py.File(path, "w")
+    for site, (tokens, width) in shapes.items():
+        handle.create_dataset(
+            site, shape=(n, tokens, width), dtype="float16", chunks=(1, tokens, width)
+        )
+    return handle
+
+
+def _shapes(loaded, images: np.ndarray, prompt: str) -> dict[str, tuple[int, int]]:
+    from interp import capture
+
+    found = capture(loaded, images[:1], loaded.adapter.sites(), prompt=prompt)
+    return {site: tuple(v.shape[1:]) for site, v in found.items()}
+
+
+def _hidden_states(loaded, batches: list[dict], path: Path, shapes: dict) -> None:
+    """``output_hidden_states=True``: the LM's hidden states at the image tokens, every
+    layer's slice written with h5py."""
+    adapter = loaded.adapter
+    n = sum(len(b["input_ids"]) for b in batches)
+    with _writer(path, loaded, n, shapes) as handle, torch.no_grad():
+        start = 0
+        for inputs in batches:
+            out = loaded.model(**inputs, output_hidden_states=True)
+            positions = adapter.token_positions(inputs).patch  # (batch, tokens)
+            rows = torch.arange(len(positions), device=positions.device)[:, None]
+            k = len(positions)
+            for site in shapes:  # lm.<i>: hidden_states[i + 1]
+                value = out.hidden_states[int(site.split(".")[1]) + 1][rows, positions]
+                handle[site][start : start + k] = value.float().cpu().numpy()
+            start += k
+    _sync(loaded.device)
+
+
+def _hooks(loaded, batches: list[dict], path: Path, shapes: dict) -> None:
+    """Plain forward hooks on every site's module; slices written with h5py."""
+    adapter = loaded.adapter
+    modules = {site: loaded.model.get_submodule(adapter.module_path(site)) for site in shapes}
+    n = sum(len(b["input_ids"]) for b in batches)
+    seen: dict[str, torch.Tensor] = {}
+    handles = [
+        module.register_forward_hook(lambda _m, _i, out, site=site: seen.__setitem__(site, out))
+        for site, module in modules.items()
+    ]
+    try:
+        with _writer(path, loaded, n, shapes) as handle, torch.no_grad():
+            start = 0
+            for inputs in batches:
+                loaded.model(**inputs)
+                positions = adapter.token_positions(inputs)
+                k = len(inputs["input_ids"])
+                for site, value in seen.items():
+                    tokens = adapter.select(site, value, positions)
+                    handle[site][start : start + k] = tokens.float().cpu().numpy()
+                start += k
+    finally:
+        for h in handles:
+            h.remove()
+    _sync(loaded.device)
+
+
+def _peak_memory(model: str, n_images: int, batch_size: int, dtype: str | None) -> int:
+    """Peak resident memory (MiB) of a fresh process extracting ``n_images``."""
+    code = f"""
+import resource, tempfile, os
+from caches import extract
+from interp import StimulusSpec, generate, load_model
+loaded = load_model({model!r}, dtype={dtype!r})
+data = generate(StimulusSpec(n_images={n_images}, image_size=loaded.adapter.native_image_size))
+with tempfile.TemporaryDirectory() as tmp:
+    extract(loaded, data, os.path.join(tmp, "c.h5"), conditions=["baseline"],
+            batch_size={batch_size}, progress=False)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def bench(name: str, args: argparse.Namespace, folder: Path) -> None:
+    """Every method on one model, interleaved; then peak memory."""
+    source = _model_path(name, folder)
+    loaded = load_model(source, dtype=args.dtype, device_map=args.device)
+    adapter = loaded.adapter
+    data = generate(StimulusSpec(n_images=args.n_images, image_size=adapter.native_image_size))
+    prompt = adapter.default_prompt("Describe the image.")
+    start = time.perf_counter()
+    batches = _batches(loaded, data.images, prompt, args.batch_size)
+    preprocess = time.perf_counter() - start
+    shapes = _shapes(loaded, data.images, prompt)
+    compared = {s: v for s, v in shapes.items() if s.startswith("lm.")}
+    compared.pop(f"lm.{adapter.n_lm_layers - 1}")
+
+    def toolkit(sites: list[str], path: Path) -> None:
+        extract(
+            loaded, data, path, sites=sites, conditions=["baseline"],
+            batch_size=args.batch_size, overwrite=True, progress=False, store_pixels=False,
+        )  # fmt: skip
+        _sync(loaded.device)
+
+    methods = {
+        "forward": lambda: _bare(loaded, batches),
+        "toolkit": lambda: toolkit(list(compared), folder / "t.h5"),
+        "hidden_states": lambda: _hidden_states(loaded, batches, folder / "h.h5", compared),
+        "hooks": lambda: _hooks(loaded, batches, folder / "k.h5", compared),
+        "toolkit_all": lambda: toolkit(adapter.sites(), folder / "a.h5"),
+    }
+    _bare(loaded, batches[:1])  # warm-up
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for _ in range(args.repeats):  # interleaved
+        for method, run in methods.items():
+            start = time.perf_counter()
+            run()
+            times[method].append(time.perf_counter() - start)
+    base = statistics.median(times["forward"])
+    print(
+        f"\n{name}: {args.n_images} images of {adapter.native_image_size} px, batch "
+        f"{args.batch_size}; sites compared: lm.0 to lm.{adapter.n_lm_layers - 2} "
+        f"({len(shapes)} with toolkit_all); preprocessing {preprocess:.2f} s (outside "
+        f"'forward', inside 'toolkit')"
+    )
+    print(f"{'method':15s} {'median s':>9s} {'img/s':>8s} {'vs forward':>11s}")
+    for method, found in times.items():
+        median = statistics.median(found)
+        print(f"{method:15s} {median:9.3f} {args.n_images / median:8.1f} {base / median:10.2f}x")
+    for n in args.memory_images:
+        peak = _peak_memory(source, n, args.batch_size, args.dtype)
+        print(f"peak host memory extracting {n} images (every site): {peak} MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["organism", "wide"])
+    parser.add_argument("--n-images", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--memory-images", nargs="+", type=int, default=[128, 512])
+    parser.add_argument("--device", default=None, help="e.g. cuda (default: CPU)")
+    parser.add_argument("--dtype", default=None, help="e.g. float16")
+    args = parser.parse_args()
+    device = args.device or "cpu"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            bench(name, args, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
