@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from caches.schema import STORE_DTYPES
+from caches.schema import COMPRESSIONS, STORE_DTYPES
 from interp.conditions import CONDITION_SYNTAX, parse_condition
 from interp.errors import ConfigError
 from interp.names import as_names
@@ -242,6 +242,10 @@ class _ExtractOptions(_Model, _Common, _Attributes, _ConditionSweeps):
         "float16's range) (default: the family's: float16, float32 for Gemma 3)",
         default=None,
     )
+    compression: str = option(
+        "compress the stored activations: none, lzf (fast) or gzip (level 1, smaller)",
+        default="none",
+    )
     store_pixels: bool | None = option(
         "keep the images in the cache (the pixel probe needs them) (default: yes for the "
         "synthetic stimuli, no for --data, whose images stay where they are)",
@@ -284,6 +288,10 @@ class _ExtractOptions(_Model, _Common, _Attributes, _ConditionSweeps):
                     f"{name} must be positive sides in px, got {given}; leave it out for the "
                     f"model's native size"
                 )
+        if self.compression not in COMPRESSIONS:
+            raise ConfigError(
+                f"compression must be one of {', '.join(COMPRESSIONS)}, got {self.compression!r}"
+            )
         if self.store_dtype is not None and self.store_dtype not in STORE_DTYPES:
             raise ConfigError(
                 f"store_dtype must be one of {', '.join(STORE_DTYPES)}, got {self.store_dtype!r}"

@@ -165,6 +165,7 @@ def extract_step(
         allow_nonfinite=config.allow_nonfinite,
         workers=config.workers,
         store_pixels=config.keeps_pixels(),
+        compression=config.compression,
     )
 
 

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from caches.batches import Batch, decoded_batches
 from caches.memory import MemoryCache
 from caches.reader import CacheReader
-from caches.schema import BASELINE, STORE_DTYPES
+from caches.schema import BASELINE, COMPRESSIONS, STORE_DTYPES
 from caches.tokens import SiteTokens
 from caches.writer import (
     METADATA_ROOM,
@@ -70,6 +70,7 @@ def extract(
     allow_nonfinite: bool = False,
     store_pixels: bool = True,
     workers: int = 0,
+    compression: str = "none",
 ) -> Path:
     """Write ``path`` (HDF5) with the activations of the images of ``data`` (the built-in
     stimuli or any :class:`interp.sources.ImageSet`) at ``sites``.
@@ -87,7 +88,10 @@ def extract(
     count, unless ``allow_nonfinite`` (then each dataset counts them in its ``nonfinite``
     attribute, and probes still refuse them).
 
-    ``workers`` processes decode the next batches while the model runs (a folder of
+    ``compression`` compresses the activation datasets (``lzf``: fast; ``gzip``: level
+    1, smaller and slower; readers decompress without being told; README, "Extraction
+    speed", gives the measured sizes and times). ``workers`` processes decode the next
+    batches while the model runs (a folder of
     images; 0: decoded in this process). ``store_pixels=False`` keeps the images out of
     the cache (their object maps, sizes and labels stay; the pixel probe then has nothing
     to reconstruct).
@@ -109,6 +113,8 @@ def extract(
     store_dtype = store_dtype or adapter.store_dtype
     if store_dtype not in STORE_DTYPES:
         raise ConfigError(f"store_dtype must be one of {STORE_DTYPES}, got {store_dtype!r}")
+    if compression not in COMPRESSIONS:
+        raise ConfigError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
     conditions = as_names(conditions, "conditions")
     conditions = [parse_condition(c).name for c in conditions or adapter.conditions]
     conditions = list(dict.fromkeys([BASELINE, *conditions]))
@@ -145,6 +151,7 @@ def extract(
         "patch_grid": list(adapter.patch_grid),
         "store_dtype": store_dtype,
         "pixels": bool(store_pixels),
+        "compression": compression,
         "vision_tokens": (
             "acts/ holds the patch tokens of each site (layout/<site>); tokens that carry no "
             "patch (CLS, registers, newlines) are in extra/<condition>/<site>"
@@ -337,6 +344,7 @@ def _check_disk_space(
                 else:
                     tokens = sum(len(x) if kind == "patch" else len(x.extra) for x in layout)
                 needed += tokens * values[0].shape[-1] * itemsize
+    total = needed
     needed = needed * (n - start) // max(n, 1) + static + METADATA_ROOM
     folder = path.parent
     while not folder.exists():
@@ -348,6 +356,13 @@ def _check_disk_space(
             f"{folder} has {human_bytes(free)} free; free some space, choose another "
             f"out= path on a larger disk, or capture fewer sites or conditions"
         )
+    log.info(
+        "the cache's activations take about %s uncompressed (%d images; sites x tokens x "
+        "width x conditions x %d bytes)",
+        human_bytes(total),
+        n,
+        itemsize,
+    )
 
 
 def _size_key(size: tuple[int, int]) -> str:

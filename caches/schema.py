@@ -38,6 +38,7 @@ __all__ = [
     "ROOT_ATTRS",
     "MATCH_ATTRS",
     "STORE_DTYPES",
+    "COMPRESSIONS",
     "BASELINE",
     "acts_path",
     "extra_path",
@@ -94,8 +95,12 @@ MATCH_ATTRS = (
     "patch_grid",
     "store_dtype",
     "pixels",
+    "compression",
 )
 STORE_DTYPES = ("float16", "float32")
+# How activation datasets may be compressed (h5py filters; readers decompress unasked):
+# none, lzf (fast), gzip (level 1).
+COMPRESSIONS = ("none", "lzf", "gzip")
 
 
 def acts_path(site: str, condition: str = BASELINE) -> str:

@@ -25,6 +25,7 @@ import torch
 from caches.reader import locked_elsewhere
 from caches.schema import (
     ACT_DTYPE,
+    COMPRESSIONS,
     MATCH_ATTRS,
     SCHEMA_VERSION,
     STORE_DTYPES,
@@ -53,6 +54,13 @@ SiteValues = torch.Tensor | Sequence[torch.Tensor]
 
 
 METADATA_ROOM = 2**18  # free space kept beyond a batch's bytes for HDF5's own metadata
+# create_dataset's arguments for each compression (the byte shuffle first: it is what
+# lets float16 activations compress at all).
+_FILTERS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "lzf": {"compression": "lzf", "shuffle": True},
+    "gzip": {"compression": "gzip", "compression_opts": 1, "shuffle": True},
+}
 
 
 def _write_layouts(group: h5py.Group, layouts: Sequence[TokenLayout], chunk: int = 4096) -> None:
@@ -193,8 +201,14 @@ def storable(
 
 
 def with_defaults(attrs: dict[str, Any]) -> dict[str, Any]:
-    """Root attributes as the writer completes them (schema version, storage dtype)."""
-    return {"schema_version": SCHEMA_VERSION, "store_dtype": ACT_DTYPE, **attrs}
+    """Root attributes as the writer completes them (schema version, storage dtype,
+    compression)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "store_dtype": ACT_DTYPE,
+        "compression": "none",
+        **attrs,
+    }
 
 
 def first_difference(stored: Mapping[str, Any], attrs: dict[str, Any]) -> tuple | None:
@@ -251,6 +265,11 @@ class CacheWriter:
                 f"store_dtype must be one of {STORE_DTYPES}, got {attrs['store_dtype']!r}"
             )
         self.store_dtype = np.dtype(attrs["store_dtype"])
+        if attrs["compression"] not in COMPRESSIONS:
+            raise ConfigError(
+                f"compression must be one of {COMPRESSIONS}, got {attrs['compression']!r}"
+            )
+        self.compression = _FILTERS[attrs["compression"]]
         encoded = {k: encode_attr(v) for k, v in attrs.items()}
         above = next((p for p in self.path.parents if p.exists()), None)
         if above is not None and not above.is_dir():
@@ -487,7 +506,9 @@ class CacheWriter:
             else:
                 tokens = int(offsets[1] - offsets[0]) if n_images else 0
                 shape, chunks = (n_images, tokens, width), (1, tokens, width)
-            self._file.create_dataset(path, shape=shape, dtype=self.store_dtype, chunks=chunks)
+            self._file.create_dataset(
+                path, shape=shape, dtype=self.store_dtype, chunks=chunks, **self.compression
+            )
         return self._file[path]
 
     def finalize(self) -> Path:

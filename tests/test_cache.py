@@ -16,6 +16,7 @@ from caches import SCHEMA_VERSION, CacheReader, extract
 from caches.writer import partial_path
 from interp import (
     CacheError,
+    ConfigError,
     OutputExistsError,
     SiteError,
     StimulusSpec,
@@ -218,3 +219,29 @@ def test_standard_hdf5_tools_read_it(cache_path) -> None:
         ["h5dump", "-a", "/prompt", str(cache_path)], capture_output=True, text=True, check=True
     ).stdout
     assert "USER:" in dump
+
+
+@pytest.mark.parametrize("compression", ["lzf", "gzip"])
+def test_compressed_caches_read_back_the_same_values(
+    cache_path, loaded, small, tmp_path, compression, caplog
+) -> None:
+    """Compressed activation datasets (h5py's filters) read back bit for bit as the
+    uncompressed cache's; the expected size is said before writing; a cache of another
+    compression is another cache."""
+    import logging
+
+    path = tmp_path / f"{compression}.h5"
+    with caplog.at_level(logging.INFO, logger="interp"):
+        extract(loaded, small, path, sites=SITES, batch_size=4, progress=False,
+                compression=compression)  # fmt: skip
+    assert any("take about" in r.getMessage() for r in caplog.records)
+    with h5py.File(path) as compressed, h5py.File(cache_path) as plain:
+        assert compressed.attrs["compression"] == compression
+        for site in SITES:
+            assert compressed[f"acts/{site}"].compression == compression
+            assert plain[f"acts/{site}"].compression is None
+            np.testing.assert_array_equal(compressed[f"acts/{site}"][:], plain[f"acts/{site}"][:])
+    with pytest.raises(OutputExistsError, match="different 'compression'"):
+        extract(loaded, small, path, sites=SITES, batch_size=4, progress=False)
+    with pytest.raises(ConfigError, match="compression must be one of"):
+        extract(loaded, small, tmp_path / "x.h5", sites=SITES, compression="zstd")
