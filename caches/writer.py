@@ -54,6 +54,8 @@ SiteValues = torch.Tensor | Sequence[torch.Tensor]
 
 
 METADATA_ROOM = 2**18  # free space kept beyond a batch's bytes for HDF5's own metadata
+# Settings added after caches were first written, as a file without them was made.
+_PREDATED: dict[str, str] = {"compression": "none"}
 # create_dataset's arguments for each compression (the byte shuffle first: it is what
 # lets float16 activations compress at all).
 _FILTERS: dict[str, dict[str, Any]] = {
@@ -214,10 +216,12 @@ def with_defaults(attrs: dict[str, Any]) -> dict[str, Any]:
 def first_difference(stored: Mapping[str, Any], attrs: dict[str, Any]) -> tuple | None:
     """The first setting of :data:`MATCH_ATTRS` in which a file's stored root attributes
     differ from ``attrs`` (completed by :func:`with_defaults`): ``(key, found, now)`` as
-    stored, or None where the file was made with the same settings."""
+    stored, or None where the file was made with the same settings. A setting a file
+    predates reads as its default then (an uncompressed cache has no ``compression``)."""
     full = with_defaults(attrs)
     for key in MATCH_ATTRS:
-        found, now = stored.get(key), encode_attr(full[key]) if key in full else None
+        found = stored.get(key, _PREDATED.get(key))
+        now = encode_attr(full[key]) if key in full else None
         if found != now:
             return key, found, now
     return None

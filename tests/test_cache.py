@@ -245,3 +245,14 @@ def test_compressed_caches_read_back_the_same_values(
         extract(loaded, small, path, sites=SITES, batch_size=4, progress=False)
     with pytest.raises(ConfigError, match="compression must be one of"):
         extract(loaded, small, tmp_path / "x.h5", sites=SITES, compression="zstd")
+
+
+def test_a_cache_from_before_compression_is_reused(loaded, small, tmp_path) -> None:
+    """A finished cache whose file predates the compression setting reads as
+    uncompressed: the same extraction reuses it instead of refusing it."""
+    path = extract(loaded, small, tmp_path / "old.h5", sites=SITES, progress=False)
+    with h5py.File(path, "a") as handle:
+        del handle.attrs["compression"]
+    before = path.stat().st_mtime_ns
+    assert extract(loaded, small, path, sites=SITES, progress=False) == path
+    assert path.stat().st_mtime_ns == before
