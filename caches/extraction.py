@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from caches.background import BackgroundWriter
 from caches.batches import Batch, decoded_batches
 from caches.memory import MemoryCache
 from caches.reader import CacheReader
@@ -76,7 +77,9 @@ def extract(
     stimuli or any :class:`interp.sources.ImageSet`) at ``sites``.
 
     ``conditions`` default to all the model's family supports (baseline first).
-    Holds at most one batch of activations in memory. An unfinished ``<path>.partial``
+    Holds at most a few batches of activations in memory: each batch is written by a
+    background thread while the next one is captured (an error there stops the
+    extraction here, and the file stays resumable). An unfinished ``<path>.partial``
     made with the same settings is resumed; the cache appears at ``path`` only when done.
     A finished cache at ``path`` made with the same settings (data, model weights and
     processor, dtype, prompt, sites, conditions, storage) is reused as it is; one made
@@ -220,11 +223,11 @@ def extract(
             stream.close()
             stream, first = decoded_batches(data, writer.n_written, batch_size, workers), None
         bar = tqdm(total=n, initial=writer.n_written, unit="img", disable=not progress)
-        with bar, closing(stream):
+        with bar, closing(stream), BackgroundWriter(writer) as background:
             for start in range(writer.n_written, n, batch_size):
                 found, pixels, maps = first if first is not None else captured(next(stream))
                 first = None
-                writer.write_batch(
+                background.put(  # written while the next batch is captured
                     start,
                     {condition: values[0] for condition, values in found.items()},
                     {condition: values[1] for condition, values in found.items()},

@@ -256,3 +256,39 @@ def test_a_cache_from_before_compression_is_reused(loaded, small, tmp_path) -> N
     before = path.stat().st_mtime_ns
     assert extract(loaded, small, path, sites=SITES, progress=False) == path
     assert path.stat().st_mtime_ns == before
+
+
+def test_an_error_in_the_background_writer_stops_the_extraction(
+    loaded, small, tmp_path, monkeypatch
+) -> None:
+    """Batches are written by a background thread: its error is raised by extract itself,
+    no thread is left behind, the file keeps every batch written before, and a rerun
+    resumes from there to the same cache as an uninterrupted extraction."""
+    import threading
+
+    from caches.writer import CacheWriter
+
+    clean = extract(loaded, small, tmp_path / "clean.h5", sites=SITES, batch_size=4, progress=False)
+    real_write = CacheWriter.write_batch
+    seen = {"n": 0, "threads": set()}
+
+    def failing(self, *args, **kwargs):
+        seen["n"] += 1
+        seen["threads"].add(threading.current_thread().name)
+        if seen["n"] == 2:
+            raise RuntimeError("the disk controller said no")
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(CacheWriter, "write_batch", failing)
+    target = tmp_path / "out.h5"
+    with pytest.raises(RuntimeError, match="the disk controller said no"):
+        extract(loaded, small, target, sites=SITES, batch_size=4, progress=False)
+    assert seen["threads"] == {"cache-writer"}  # written off the caller's thread
+    assert not [t for t in threading.enumerate() if t.name == "cache-writer"]
+    with CacheReader(partial_path(target), allow_incomplete=True) as partial:
+        assert partial.n_written == 4
+    monkeypatch.setattr(CacheWriter, "write_batch", real_write)
+    extract(loaded, small, target, sites=SITES, batch_size=4, progress=False)
+    with CacheReader(target) as a, CacheReader(clean) as b:
+        for site in SITES:
+            np.testing.assert_array_equal(a.acts(site)[()], b.acts(site)[()])
