@@ -187,3 +187,29 @@ def test_the_sweep_figures_read_the_condition_names() -> None:
     assert [t.name for t in curves.data] == ["norm", "every token", "chance"]
     with pytest.raises(ConfigError, match="no mask:A-B rows"):
         window_sweep(summary[summary.condition == "baseline"])
+
+
+def test_the_new_settings_refuse_what_cannot_work(organism, tmp_path) -> None:
+    """Each refusal names the parameter and what to do."""
+    from analyses.config import AnswersConfig, PatchConfig, RunConfig
+    from interp import InterventionError, make_intervention
+    from interp.sources import ArrayImages
+
+    images = np.zeros((2, 64, 64, 3), dtype=np.uint8)
+    with pytest.raises(ConfigError, match="has no questions.*'question' and 'answer' columns"):
+        score_answers(organism, ArrayImages(images))
+    with pytest.raises(ConfigError, match="give the images once"):
+        AnswersConfig(source="c.h5", data="folder")
+    with pytest.raises(ConfigError, match="windows must be >= 1"):
+        RunConfig(windows=0)
+    with pytest.raises(ConfigError, match="give drop_ks too"):
+        AnswersConfig(drop_policies=["norm"])
+    with pytest.raises(ConfigError, match="unknown policy 'loud'"):
+        AnswersConfig(drop_ks=[4], drop_policies=["loud"])
+    with pytest.raises(ConfigError, match="twin must be color, shape or mirror"):
+        PatchConfig(twin="size")
+    with pytest.raises(ConfigError, match="method must be one of"):
+        PatchConfig(method="guess")
+    patch = make_intervention("patch:projector")
+    with pytest.raises(InterventionError, match="no pairing yet; call prepare"):
+        patch.actions(organism.adapter, organism.adapter.build_inputs(images, "<image>\nhi"))
