@@ -393,9 +393,6 @@ def _capture_batch(
     every image becomes one input shape; else those of one size). Returns ``site ->
     (batch, tokens, d)`` (one size) or one ``(tokens_i, d)`` per image."""
     shapes = [(int(h), int(w)) for h, w in sizes]
-    groups: dict = {}
-    for i, shape in enumerate(shapes):
-        groups.setdefault(loaded.adapter.batch_key(shape), []).append(i)
     if len(set(shapes)) == 1:
         height, width = shapes[0]
         captured = capture_tokens(
@@ -413,7 +410,7 @@ def _capture_batch(
         return captured.acts, captured.extra
     acts: dict[str, list] = {site: [None] * len(sizes) for site in sites}
     extra: dict[str, list] = {}
-    for members in groups.values():
+    for members in loaded.adapter.batch_groups(sizes):
         images = [pixels[i, : shapes[i][0], : shapes[i][1]] for i in members]  # (h_i, w_i, 3)
         if len({shapes[i] for i in members}) == 1:
             images = np.stack(images)  # (group, height, width, 3)

@@ -22,13 +22,13 @@ from tqdm.auto import tqdm
 
 from interp.conditions import parse_condition
 from interp.errors import ConfigError
-from interp.interventions import BatchContext, Intervention, make_intervention
+from interp.interventions import BatchContext, make_intervention, prepare
 from interp.loading import LoadedModel
 from interp.names import as_names
 from interp.sources import ImageSet, Question
 from interp.tracing import capture_tokens
 
-__all__ = ["ANSWER_COLUMNS", "answer_token_ids", "prepare", "score_answers"]
+__all__ = ["ANSWER_COLUMNS", "answer_token_ids", "score_answers"]
 
 # One row per question and condition.
 ANSWER_COLUMNS: tuple[str, ...] = (
@@ -65,20 +65,6 @@ def answer_token_ids(tokenizer, words: Sequence[str], what: str = "answers") -> 
             )
         first[token] = word
     return ids
-
-
-def prepare(
-    interventions: dict[str, Intervention | None],
-    loaded: LoadedModel,
-    data: ImageSet,
-    prompt: str,
-    batch_size: int,
-) -> None:
-    """Let each intervention fit what it needs from the whole set (``mean:SITE``,
-    ``patch:SITE``)."""
-    for intervention in interventions.values():
-        if intervention is not None:
-            intervention.prepare(loaded, data, prompt, batch_size)
 
 
 def score_answers(
@@ -129,11 +115,8 @@ def score_answers(
     with bar:
         for start in range(0, len(order), batch_size):
             chunk = [questions[k] for k in order[start : start + batch_size]]
-            groups: dict = {}
-            for q in chunk:  # one pass per group of images the adapter batches together
-                key = adapter.batch_key(tuple(int(v) for v in sizes[q.image]))
-                groups.setdefault(key, []).append(q)
-            for group in groups.values():
+            passes = adapter.batch_groups(sizes[[q.image for q in chunk]])
+            for group in ([chunk[k] for k in members] for members in passes):
                 index = [q.image for q in group]
                 images = data.crops(index)
                 prompts = [adapter.default_prompt(q.question) for q in group]

@@ -41,6 +41,7 @@ __all__ = [
     "CONDITIONS",
     "make_intervention",
     "knockout_mask",
+    "prepare",
     "register_intervention",
 ]
 
@@ -601,6 +602,20 @@ class PatchFromPair(Intervention):
     def describe(self, adapter: Adapter, image_size: int | tuple[int, int]) -> dict[str, Any]:
         partners = [] if self.partners is None else self.partners.tolist()
         return {"site": self.site, "seed": self.seed, "partners": partners}
+
+
+def prepare(
+    interventions: dict[str, Intervention | None],
+    loaded: Any,
+    data: ImageSet,
+    prompt: str,
+    batch_size: int,
+) -> None:
+    """Let each intervention fit what it needs from the whole set (``mean:SITE``,
+    ``patch:SITE``); None stands for the baseline."""
+    for intervention in interventions.values():
+        if intervention is not None:
+            intervention.prepare(loaded, data, prompt, batch_size)
 
 
 def make_intervention(condition: str, *, seed: int = 0) -> Intervention | None:

@@ -197,6 +197,14 @@ class Adapter(ABC):
         the image (tiles, canvases, dynamic resolution) takes one size at a time."""
         return None if self.one_input_shape else tuple(size)
 
+    def batch_groups(self, sizes: np.ndarray | Sequence[Sequence[int]]) -> list[list[int]]:
+        """Indices into ``sizes`` ``(n, 2)`` (height, width), grouped into the forward
+        passes :meth:`batch_key` allows, in order of first appearance."""
+        groups: dict = {}
+        for i, (height, width) in enumerate(np.asarray(sizes).tolist()):
+            groups.setdefault(self.batch_key((int(height), int(width))), []).append(i)
+        return list(groups.values())
+
     def processor_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of every processor call (they override its saved settings)."""
         return {}
