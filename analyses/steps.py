@@ -311,10 +311,7 @@ def patch_step(config: PatchConfig) -> PatchResult:
     sites = config.sites or ["projector", *(f"lm.{i}" for i in range(adapter.n_lm_layers))]
     tables = []
     if "exact" in methods:
-        tables.append(patch_margins(loaded, pair, sites, batch_size=config.batch_size))
-        for site in sites:  # every token of the site at once: how much the site carries
-            every = [list(range(len(adapter.token_layout(site, pair.clean.shape[:2]))))]
-            tables.append(patch_margins(loaded, pair, site, groups=every))
+        tables.append(patch_margins(loaded, pair, sites, batch_size=config.batch_size, every=True))
     if "attribution" in methods:
         tables.append(attribution_margins(loaded, pair, sites))
     table = pd.concat(tables, ignore_index=True)

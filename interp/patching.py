@@ -171,12 +171,14 @@ def patch_margins(
     *,
     groups: Sequence[Sequence[int]] | None = None,
     batch_size: int = 64,
+    every: bool = False,
 ) -> pd.DataFrame:
     """Exact activation patching: for every site and every token (or each of ``groups``,
     lists of token indices of the site's layout), the corrupted image with the clean
     activation restored there. One row per site and token or group (columns
     :data:`PATCH_COLUMNS`; a group's ``token`` is minus its size, its place its first
-    token's)."""
+    token's). With ``every``, each site also has every one of its tokens restored at
+    once (how much of the answer flows through the site's image tokens)."""
     names, prompt, ids = _setup(loaded, pair, sites)
     clean = capture_tokens(loaded, pair.clean[None], names, prompt=prompt, logits=True)
     corrupt = capture_tokens(loaded, pair.corrupt[None], [], prompt=prompt, logits=True)
@@ -188,6 +190,8 @@ def patch_margins(
         chosen_groups = [np.asarray(g, dtype=np.int64) for g in groups or []] or [
             np.array([t]) for t in range(n_tokens)
         ]
+        if every:
+            chosen_groups.append(np.arange(n_tokens))
         for group in chosen_groups:
             if len(group) == 0 or group.min() < 0 or group.max() >= n_tokens:
                 raise ConfigError(
