@@ -77,9 +77,14 @@ FIGURE_FORMATS = ("html", "pdf", "svg", "png")
 SCORES = ("chance_normalised", "accuracy", "selectivity")
 
 
+def _check_named(value: str, name: str, what: str) -> None:
+    """A path parameter must name something: a ConfigError naming ``name`` otherwise."""
+    if not str(value).strip():
+        raise ConfigError(f"{name} must name {what}, got an empty string")
+
+
 def _check_out(out: str, what: str = "an output folder") -> None:
-    if not str(out).strip():
-        raise ConfigError(f"out must name {what}, got an empty string")
+    _check_named(out, "out", what)
 
 
 def _names(config: Any, fields: tuple[str, ...]) -> None:
@@ -407,8 +412,7 @@ class ProbeConfig(_ProbeOptions):
     out: str = option("the probe table to write (CSV)", default="probes.csv")
 
     def __post_init__(self) -> None:
-        if not str(self.cache).strip():
-            raise ConfigError("cache must name a cache file (interp extract writes one)")
+        _check_named(self.cache, "cache", "a cache file (interp extract writes one)")
         self._check_probe()
 
 
@@ -421,8 +425,7 @@ class PixelConfig(_Common, _Folds):
     out: str = option("output folder", default="pixels")
 
     def __post_init__(self) -> None:
-        if not str(self.cache).strip():
-            raise ConfigError("cache must name a cache file (interp extract writes one)")
+        _check_named(self.cache, "cache", "a cache file (interp extract writes one)")
         self._check_common()
         self._check_folds()
 
