@@ -17,9 +17,10 @@ from tqdm.auto import tqdm
 
 from caches.background import BackgroundWriter
 from caches.batches import Batch, decoded_batches
+from caches.encoding import stored_dtype
 from caches.memory import MemoryCache
 from caches.reader import CacheReader
-from caches.schema import BASELINE, COMPRESSIONS, STORE_DTYPES
+from caches.schema import BASELINE, BFLOAT16, COMPRESSIONS, STORE_DTYPES
 from caches.tokens import SiteTokens
 from caches.writer import (
     METADATA_ROOM,
@@ -85,8 +86,11 @@ def extract(
     processor, dtype, prompt, sites, conditions, storage) is reused as it is; one made
     with others is refused unless ``overwrite``.
 
-    Activations are stored as ``store_dtype`` (float16 or float32; default: the family's,
-    ``adapter.store_dtype``, float16 but for Gemma 3); a value that is not
+    Activations are stored as ``store_dtype`` (float16, bfloat16 or float32; default:
+    the model's own where it is float16 or bfloat16, else the family's,
+    ``adapter.store_dtype``, float16 but for Gemma 3), converted once on the model's
+    device (no float32 detour; bfloat16 is stored as its raw bits and reads back as
+    float32 exactly, see :mod:`caches.encoding`); a value that is not
     finite there (NaN, inf, beyond float16's range) stops the extraction with the site and
     count, unless ``allow_nonfinite`` (then each dataset counts them in its ``nonfinite``
     attribute, and probes still refuse them).
@@ -113,9 +117,14 @@ def extract(
         raise ConfigError(
             f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}"
         )
-    store_dtype = store_dtype or adapter.store_dtype
+    store_dtype = store_dtype or default_store_dtype(loaded)
     if store_dtype not in STORE_DTYPES:
         raise ConfigError(f"store_dtype must be one of {STORE_DTYPES}, got {store_dtype!r}")
+    # Recordings are converted once: on the model's device where that cannot overflow
+    # (to as wide a range), else by the writer, which then tells overflow from NaN.
+    dtype: torch.dtype | None = getattr(torch, store_dtype)
+    if torch.finfo(dtype).max < torch.finfo(loaded.dtype).max:
+        dtype = None
     if compression not in COMPRESSIONS:
         raise ConfigError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
     conditions = as_names(conditions, "conditions")
@@ -172,7 +181,7 @@ def extract(
         batch_sizes = sizes[start : start + len(pixels)]
         found = {
             condition: _capture_batch(
-                loaded, start, pixels, maps, batch_sizes, sites, prompt, intervention
+                loaded, start, pixels, maps, batch_sizes, sites, prompt, intervention, dtype
             )
             for condition, intervention in interventions.items()
         }
@@ -188,7 +197,7 @@ def extract(
                 for site, values in tree.items():
                     storable(
                         values,
-                        np.dtype(store_dtype),
+                        store_dtype,
                         site,
                         condition,
                         first_start,
@@ -197,7 +206,7 @@ def extract(
         per_image = int(np.prod(data.canvas)) * (4 if store_pixels else 1)  # pixels, maps
         static = n * per_image if first_start == 0 else 0
         _check_disk_space(
-            path, first[0], layouts, n, first_start, np.dtype(store_dtype).itemsize, static
+            path, first[0], layouts, n, first_start, stored_dtype(store_dtype).itemsize, static
         )
     with CacheWriter(path, attrs, overwrite=overwrite, allow_nonfinite=allow_nonfinite) as writer:
         writer.write_static(
@@ -297,6 +306,14 @@ def capture_set(
     )
 
 
+def default_store_dtype(loaded: LoadedModel) -> str:
+    """How a model's activations are stored unless told: in its own dtype where that is
+    float16 or bfloat16 (no conversion, nothing lost), else the family's
+    (``adapter.store_dtype``: float16, float32 for Gemma 3's large activations)."""
+    own = loaded.dtype_name
+    return own if own in ("float16", BFLOAT16) else loaded.adapter.store_dtype
+
+
 def reusable(path: Path, attrs: dict) -> bool:
     """Whether the finished cache at ``path`` was made with ``attrs``' settings (then it
     is reused as it is); an OutputExistsError that names the first difference otherwise."""
@@ -384,6 +401,7 @@ def _capture_batch(
     sites: list[str],
     prompt: str,
     intervention: Intervention | None,
+    dtype: torch.dtype | None = torch.float32,
 ) -> tuple[dict[str, SiteValues], dict[str, SiteValues]]:
     """A batch's images ``pixels`` ``(batch, *canvas, 3)``, of ``sizes`` ``(batch, 2)``
     (height, width; each image in its top-left corner; ``maps`` ``(batch, *canvas)``
@@ -391,7 +409,8 @@ def _capture_batch(
     interventions that need them), captured at ``sites``: one
     forward pass per group of images the adapter can batch together (all of them where
     every image becomes one input shape; else those of one size). Returns ``site ->
-    (batch, tokens, d)`` (one size) or one ``(tokens_i, d)`` per image."""
+    (batch, tokens, d)`` (one size) or one ``(tokens_i, d)`` per image, as ``dtype``
+    (None: the model's)."""
     shapes = [(int(h), int(w)) for h, w in sizes]
     if len(set(shapes)) == 1:
         height, width = shapes[0]
@@ -406,6 +425,7 @@ def _capture_batch(
                 indices=start + np.arange(len(pixels)),
                 prompt=prompt,
             ),
+            dtype=dtype,
         )
         return captured.acts, captured.extra
     acts: dict[str, list] = {site: [None] * len(sizes) for site in sites}
@@ -419,7 +439,13 @@ def _capture_batch(
             object_maps=crops, indices=start + np.asarray(members), prompt=prompt
         )
         captured = capture_tokens(
-            loaded, images, sites, prompt=prompt, intervention=intervention, context=context
+            loaded,
+            images,
+            sites,
+            prompt=prompt,
+            intervention=intervention,
+            context=context,
+            dtype=dtype,
         )
         for tree, found in ((acts, captured.acts), (extra, captured.extra)):
             for site, values in found.items():
@@ -427,6 +453,7 @@ def _capture_batch(
                 for j, i in enumerate(members):
                     slots[i] = values[j]
     for site, slots in extra.items():  # a size whose images carry no extra token of a site
-        width = next(v for v in slots if v is not None).shape[-1]
-        extra[site] = [torch.zeros(0, width) if v is None else v for v in slots]
+        some = next(v for v in slots if v is not None)  # (k, d)
+        empty = some.new_zeros(0, some.shape[-1])
+        extra[site] = [empty if v is None else v for v in slots]
     return acts, extra

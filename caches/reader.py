@@ -11,6 +11,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from caches.encoding import BFloat16Dataset, decoded
 from caches.schema import BASELINE, SCHEMA_VERSION, acts_path, extra_path, layout_path
 from caches.tokens import SiteTokens
 from interp.errors import CacheError, SiteError
@@ -267,24 +268,28 @@ class CacheReader:
                 f"no condition {condition!r} in {self.path}; conditions: {self.conditions}"
             )
 
-    def acts(self, site: str, condition: str = BASELINE) -> h5py.Dataset:
-        """The lazy float16 dataset of ``site`` under ``condition``: its patch tokens, in
-        the order of :meth:`layout`; ``(n, tokens, d)``, or ``(all tokens, d)`` where the
-        site is ragged (:meth:`offsets` cuts it into images)."""
+    def acts(self, site: str, condition: str = BASELINE) -> h5py.Dataset | BFloat16Dataset:
+        """The lazy dataset of ``site`` under ``condition`` (float16 or float32 as stored;
+        bfloat16 reads as float32, exactly): its patch tokens, in the order of
+        :meth:`layout`; ``(n, tokens, d)``, or ``(all tokens, d)`` where the site is ragged
+        (:meth:`offsets` cuts it into images)."""
         self._check_site(site, condition)
-        return self._file[acts_path(site, condition)]
+        return decoded(self._file[acts_path(site, condition)])
 
-    def extra_acts(self, site: str, condition: str = BASELINE) -> h5py.Dataset | None:
-        """The lazy float16 tokens of ``site`` that carry no patch (``(n, k, d)``, or flat
-        where ragged; their kinds: ``layout(site).extra``), or None where there are none."""
+    def extra_acts(
+        self, site: str, condition: str = BASELINE
+    ) -> h5py.Dataset | BFloat16Dataset | None:
+        """The lazy tokens of ``site`` that carry no patch (``(n, k, d)``, or flat where
+        ragged; their kinds: ``layout(site).extra``), or None where there are none."""
         self._check_site(site, condition)
-        return self._file.get(extra_path(site, condition))
+        return decoded(self._file.get(extra_path(site, condition)))
 
     def same_as_baseline(self, site: str, condition: str, chunk: int = 256) -> bool:
         """Whether ``site``'s stored activations under ``condition`` equal the baseline's
         bit for bit (an intervention downstream of the site leaves it untouched), compared
         ``chunk`` rows at a time."""
         ours, base = self.acts(site, condition), self.acts(site, BASELINE)
+        ours, base = getattr(ours, "raw", ours), getattr(base, "raw", base)  # stored bits
         if ours.shape != base.shape or ours.dtype != base.dtype:
             return False
         rows = self.n_written if ours.ndim == 3 else int(self.offsets(site)[self.n_written])

@@ -38,6 +38,7 @@ __all__ = [
     "ROOT_ATTRS",
     "MATCH_ATTRS",
     "STORE_DTYPES",
+    "BFLOAT16",
     "COMPRESSIONS",
     "BASELINE",
     "acts_path",
@@ -70,7 +71,7 @@ ROOT_ATTRS = (
     "dtype",  # the model's parameter dtype during extraction, e.g. "float32"
     "weights_id",  # sha256 of the weight files' names, sizes, headers and config.json
     "processor_id",  # sha256 of the processor and tokenizer files
-    "store_dtype",  # "float16" or "float32": how activations are stored
+    "store_dtype",  # "float16", "bfloat16" or "float32": how activations are stored
     "pixels",  # bool: images/pixels holds the images (store_pixels)
     "vision_tokens",  # how sites were cut to patch tokens, and where the others went
     "n_images",  # int
@@ -97,7 +98,11 @@ MATCH_ATTRS = (
     "pixels",
     "compression",
 )
-STORE_DTYPES = ("float16", "float32")
+STORE_DTYPES = ("float16", "bfloat16", "float32")
+# HDF5 has no bfloat16: such activations are stored as their raw 16 bits (uint16) with the
+# dataset attribute ``encoding = "bfloat16"``; a value's float32 is those bits shifted
+# left by 16 (lossless), which is what CacheReader returns.
+BFLOAT16 = "bfloat16"
 # How activation datasets may be compressed (h5py filters; readers decompress unasked):
 # none, lzf (fast), gzip (level 1).
 COMPRESSIONS = ("none", "lzf", "gzip")

@@ -22,9 +22,11 @@ import h5py
 import numpy as np
 import torch
 
+from caches.encoding import ENCODING_ATTR, stored_dtype
 from caches.reader import locked_elsewhere
 from caches.schema import (
     ACT_DTYPE,
+    BFLOAT16,
     COMPRESSIONS,
     MATCH_ATTRS,
     SCHEMA_VERSION,
@@ -160,46 +162,70 @@ def _quiet_failed_writes(previous: Callable) -> Callable:
     return hook
 
 
+_TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+# The exponent bits of each storage dtype: all set means inf or NaN.
+_EXPONENT = {"float16": 0x7C00, "bfloat16": 0x7F80, "float32": 0x7F800000}
+
+
 def storable(
     values: SiteValues,
-    dtype: np.dtype,
+    dtype: str,
     site: str,
     condition: str,
     start: int,
     allow_nonfinite: bool = False,
 ) -> tuple[np.ndarray, int]:
     """One site's values for images ``start..`` (``(batch, tokens, d)`` or one ``(tokens_i,
-    d)`` per image) as flat ``(tokens, d)`` rows of ``dtype``, and how many of them are
-    not finite there (NaN, inf, or beyond the dtype's range): a CacheError that names the
-    site, the count, the first image and the fix, unless ``allow_nonfinite``."""
+    d)`` per image, in any float dtype) as flat ``(tokens, d)`` rows as the storage dtype
+    ``dtype`` (one of ``STORE_DTYPES``) lies in the file (bfloat16: its raw bits, see
+    :mod:`caches.encoding`), converted once, straight from the values' own dtype, and how
+    many of them are not finite there (NaN, inf, or beyond the dtype's range): a
+    CacheError that names the site, the count, the first image and the fix, unless
+    ``allow_nonfinite``."""
     dense = isinstance(values, torch.Tensor)
     counts = [values.shape[1]] * len(values) if dense else [len(v) for v in values]
     flat = values.reshape(-1, values.shape[-1]) if dense else torch.cat(list(values))
-    rows = flat.detach().to("cpu", torch.float32).numpy()  # (tokens, d)
-    finite = np.isfinite(rows)
-    limit = float(np.finfo(dtype).max)
-    beyond = finite & (np.abs(rows) > limit)
-    bad = int(rows.size - finite.sum() + beyond.sum())
+    stored = flat.detach().to("cpu", _TORCH_DTYPES[dtype])  # (tokens, d); no copy if so
+    raw = stored.view(torch.int16) if dtype == BFLOAT16 else stored  # numpy has no bfloat16
+    rows = raw.numpy().view(stored_dtype(dtype))
+    bits = rows.view(np.uint32 if rows.itemsize == 4 else np.uint16)
+    exponent = bits.dtype.type(_EXPONENT[dtype])
+    nonfinite = (bits & exponent) == exponent  # (tokens, d): inf or NaN once stored
+    bad = int(np.count_nonzero(nonfinite))
     if bad and not allow_nonfinite:
-        row = np.flatnonzero((~finite | beyond).any(axis=1))[0]
-        first = start + int(np.searchsorted(np.cumsum(counts), row, side="right"))
-        nan = int(np.isnan(rows).sum())
-        what = (
-            f"{nan} NaN, {int((~finite).sum()) - nan} infinite and {int(beyond.sum())} "
-            f"beyond {np.dtype(dtype).name}'s range (|x| > {limit:.6g})"
-        )
-        fix = (
-            "store them in float32 (store_dtype='float32')"
-            if beyond.any() and finite.all()
-            else "the model's weights or inputs are broken, or its dtype overflows: check "
-            "them, or load it in float32 (dtype='float32')"
-        )
-        raise CacheError(
-            f"site {site!r} under {condition!r} gave {bad} of {rows.size} values that are "
-            f"not finite in the cache ({what}) in images {start}..{start + len(counts) - 1}, "
-            f"first in image {first}; {fix}. Nothing of this batch was written"
-        )
-    return rows.astype(dtype), bad
+        raise _nonfinite_error(flat, nonfinite, dtype, site, condition, start, counts)
+    return rows, bad
+
+
+def _nonfinite_error(
+    flat: torch.Tensor,
+    nonfinite: np.ndarray,
+    dtype: str,
+    site: str,
+    condition: str,
+    start: int,
+    counts: list[int],
+) -> CacheError:
+    """Why a batch's values ``flat`` ``(tokens, d)`` cannot be stored as ``dtype``."""
+    given = flat.detach().to("cpu", torch.float32).numpy()  # (tokens, d)
+    nan, infinite = int(np.isnan(given).sum()), int(np.isinf(given).sum())
+    bad = int(nonfinite.sum())
+    beyond = bad - nan - infinite  # finite as given, not once stored
+    limit = float(torch.finfo(_TORCH_DTYPES[dtype]).max)
+    row = int(np.flatnonzero(nonfinite.any(axis=1))[0])
+    first = start + int(np.searchsorted(np.cumsum(counts), row, side="right"))
+    what = f"{nan} NaN, {infinite} infinite and {beyond} beyond {dtype}'s range (|x| > {limit:.6g})"
+    fix = (
+        "store them in float32 (store_dtype='float32')"
+        if beyond and not nan and not infinite
+        else "the model's weights or inputs are broken, or its dtype overflows: check "
+        "them, or load it in float32 (dtype='float32')"
+    )
+    return CacheError(
+        f"site {site!r} under {condition!r} gave {bad} of {given.size} values that are "
+        f"not finite in the cache ({what}) in images {start}..{start + len(counts) - 1}, "
+        f"first in image {first}; {fix}. Nothing of this batch was written"
+    )
 
 
 def with_defaults(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -268,7 +294,7 @@ class CacheWriter:
             raise ConfigError(
                 f"store_dtype must be one of {STORE_DTYPES}, got {attrs['store_dtype']!r}"
             )
-        self.store_dtype = np.dtype(attrs["store_dtype"])
+        self.store_dtype = attrs["store_dtype"]
         if attrs["compression"] not in COMPRESSIONS:
             raise ConfigError(
                 f"compression must be one of {COMPRESSIONS}, got {attrs['compression']!r}"
@@ -510,9 +536,15 @@ class CacheWriter:
             else:
                 tokens = int(offsets[1] - offsets[0]) if n_images else 0
                 shape, chunks = (n_images, tokens, width), (1, tokens, width)
-            self._file.create_dataset(
-                path, shape=shape, dtype=self.store_dtype, chunks=chunks, **self.compression
+            dataset = self._file.create_dataset(
+                path,
+                shape=shape,
+                dtype=stored_dtype(self.store_dtype),
+                chunks=chunks,
+                **self.compression,
             )
+            if self.store_dtype == BFLOAT16:
+                dataset.attrs[ENCODING_ATTR] = BFLOAT16
         return self._file[path]
 
     def finalize(self) -> Path:

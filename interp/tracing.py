@@ -166,12 +166,18 @@ def capture_tokens(
     context: Any | None = None,
     logits: bool = False,
     records: Sequence[Action] = (),
+    dtype: torch.dtype | None = torch.float32,
 ) -> Captured:
     """As :func:`capture`, and (with ``extra``) the non-patch tokens of each site; with
     ``logits``, the next-token logits after each prompt (``prompt`` may then be one text
     per image, padded by the processor). ``context`` (an
     :class:`interp.interventions.BatchContext`) reaches the intervention; ``records``,
-    actions with a ``read``, record whatever it returns (:attr:`Captured.records`)."""
+    actions with a ``read``, record whatever it returns (:attr:`Captured.records`).
+
+    Recordings come back on the CPU as ``dtype`` (None: the model's own, as an
+    extraction stores them without a float32 detour), converted on the model's device.
+    From a GPU they are copied into pinned memory without waiting (the forward pass
+    goes on meanwhile), and the copies are awaited once, when the trace is done."""
     adapter = loaded.adapter
     check_images(images)
     sites = [adapter.check_site(s) for s in as_names(sites, "sites")]
@@ -215,25 +221,36 @@ def capture_tokens(
                 if action.site is None:
                     continue
                 if action.read is not None:
-                    kept = action.read(value).detach().to("cpu", torch.float32, copy=True)
-                    store[action.site] = kept
+                    store[action.site] = _to_host(action.read(value), dtype)
                     continue
                 selected = adapter.select(action.site, value, positions)
-                store[action.site] = selected.detach().to("cpu", torch.float32, copy=True)
+                store[action.site] = _to_host(selected, dtype)
                 if extra:
                     others = adapter.select_extra(action.site, value, positions)
                     if others is not None:
-                        extras[action.site] = others.detach().to("cpu", torch.float32, copy=True)
+                        extras[action.site] = _to_host(others, dtype)
         if logits:
             final = nnsight.save(_last_logits(traced.output.logits, inputs))
         else:  # nothing later is needed: the model stops after the last event used
             tracer.stop()
+    for device in {p.device for p in loaded.model.parameters() if p.device.type == "cuda"}:
+        torch.cuda.current_stream(device).synchronize()  # the copies to pinned memory
     return Captured(
         acts={site: store[site] for site in sites},
         extra={site: extras[site] for site in sites if site in extras},
         logits=final if logits else None,
         records={a.site: store[a.site] for a in records if a.site is not None},
     )
+
+
+def _to_host(value: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """A recording as a CPU tensor of its own (``dtype``, or the value's), converted where
+    it lies; a copy from a GPU lands in pinned memory and is not awaited (the caller
+    synchronises the stream before reading it)."""
+    value = value.detach()
+    if value.device.type == "cpu":
+        return value.to(dtype or value.dtype, copy=True)
+    return value.to(dtype or value.dtype).to("cpu", non_blocking=True)
 
 
 def _last_logits(logits: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

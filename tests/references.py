@@ -11,12 +11,18 @@ from interp import LayerWindowMask, LowerLayerMask, ShufflePatches, capture_toke
 
 
 def hooked_forward(
-    folder: str, inputs: dict, paths: dict[str, str], lm_input: str | None = None
+    folder: str,
+    inputs: dict,
+    paths: dict[str, str],
+    lm_input: str | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
-    """Load ``folder`` afresh, run ``inputs`` with a forward hook on each of ``paths``
-    (name -> module path; the output's first tensor is kept) and, with ``lm_input``, a
-    pre-hook on that module keeping what it receives (under ``"lm_input"``)."""
-    model = AutoModelForImageTextToText.from_pretrained(folder).eval()
+    """Load ``folder`` afresh (in ``dtype``, as the pixels are given to it), run
+    ``inputs`` with a forward hook on each of ``paths`` (name -> module path; the output's
+    first tensor is kept) and, with ``lm_input``, a pre-hook on that module keeping what
+    it receives (under ``"lm_input"``)."""
+    model = AutoModelForImageTextToText.from_pretrained(folder, dtype=dtype).eval()
+    inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
     modules = dict(model.named_modules())
     seen: dict[str, torch.Tensor] = {}
     handles = [

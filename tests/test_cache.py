@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from references import hooked_forward
 
 import caches.extraction as extract_module
 from caches import SCHEMA_VERSION, CacheReader, extract
@@ -22,6 +23,7 @@ from interp import (
     StimulusSpec,
     capture,
     generate,
+    load_model,
     make_intervention,
 )
 
@@ -292,3 +294,38 @@ def test_an_error_in_the_background_writer_stops_the_extraction(
     with CacheReader(target) as a, CacheReader(clean) as b:
         for site in SITES:
             np.testing.assert_array_equal(a.acts(site)[()], b.acts(site)[()])
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_models_store_their_own_values(tiny_dir, small, prompt, tmp_path, dtype):
+    """A float16 or bfloat16 model's activations reach the file as they were (no float32
+    detour, nothing rounded): equal to plain forward hooks on a fresh copy in that dtype.
+    bfloat16, which HDF5 lacks, lies in the file as its raw bits and reads as float32."""
+    half = load_model(tiny_dir, dtype=dtype)
+    path = extract(
+        half, small, tmp_path / "c.h5", sites=SITES, conditions="baseline", batch_size=10,
+        progress=False,
+    )  # fmt: skip
+    inputs = half.adapter.build_inputs(small.images, prompt)
+    paths = {site: half.adapter.module_path(site) for site in SITES}
+    _, seen = hooked_forward(tiny_dir, inputs, paths, dtype=getattr(torch, dtype))
+    image = inputs["input_ids"] == half.model.config.image_token_id  # (batch, seq)
+    expected = {
+        "vision.0": seen["vision.0"][:, 1:],  # after the CLS token
+        "projector": seen["projector"],
+        "lm.3": seen["lm.3"][image].reshape(len(small), -1, seen["lm.3"].shape[-1]),
+    }
+    with h5py.File(path, "r") as f:
+        raw = f["acts/lm.3"]
+        if dtype == "bfloat16":
+            assert raw.dtype == np.uint16 and raw.attrs["encoding"] == "bfloat16"
+        else:
+            assert raw.dtype == np.float16 and "encoding" not in raw.attrs
+        assert f.attrs["store_dtype"] == dtype
+    with CacheReader(path) as reader:
+        for site in SITES:
+            stored = reader.acts(site)[()]
+            assert stored.dtype == (np.float32 if dtype == "bfloat16" else np.float16)
+            np.testing.assert_array_equal(stored, expected[site].float().numpy())
+            np.testing.assert_array_equal(reader.site_array(site), stored.astype(np.float32))
+            assert reader.acts(site)[2:4].shape == (2, *stored.shape[1:])
