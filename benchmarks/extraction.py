@@ -22,8 +22,11 @@ Prints images per second and each method's ratio to the bare forward pass. Then 
 peak host memory of ``caches.extract`` at each of ``--memory-images`` (one process each:
 flat, not growing with the images). Models: ``organism`` (the built-in one) and ``wide``
 (a tiny LLaVA built from configs: CLIP 6 x 256, Llama 8 x 512, 64 px, 8 px patches), on
-the GPU when there is one (``--device cuda``, ``--dtype float16``). Run by hand; not
-part of the tests.
+the GPU when there is one (``--device cuda``, ``--dtype float16``), and there
+``llava7b`` (LLaVA-1.5-7B's shapes, random weights built on the GPU: CLIP 24 x 1024 at
+336 px, 576 image tokens, Llama 32 x 4096). ``toolkit_few`` extracts every 8th compared
+site (writing 1/8 of the bytes). Checks that the toolkit's cache equals the hooks' file.
+Run by hand; not part of the tests.
 """
 
 from __future__ import annotations
@@ -42,15 +45,65 @@ import torch
 
 from caches import extract
 from interp import StimulusSpec, generate, load_model
-from interp.tiny_llava import build_tiny_llava
+from interp.adapters import adapter_class_for
+from interp.loading import LoadedModel
+from interp.tiny_llava import build_tiny_llava, make_processor
 
 WIDE = {"vision_layers": 6, "hidden_size": 256, "lm_layers": 8, "lm_hidden_size": 512}
 
 
-def _model_path(name: str, folder: Path) -> str:
-    if name == "wide":
-        return str(build_tiny_llava(folder / "wide", seed=0, **WIDE))
-    return name
+# LLaVA-1.5-7B's shapes: CLIP ViT-L/14 at 336 px (24 x 1024, 576 patches), Vicuna-7B
+# (32 x 4096); random weights, built in memory on the device (nothing to download).
+LLAVA_7B = {
+    "vision": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+               "num_attention_heads": 16, "image_size": 336, "patch_size": 14},
+    "text": {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+             "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32064,
+             "max_position_embeddings": 4096},
+}  # fmt: skip
+
+
+def llava_shaped(shapes: dict, device: str, dtype: torch.dtype) -> LoadedModel:
+    """A random-weight LLaVA of ``shapes`` (LLAVA_7B's form), built on ``device`` in
+    ``dtype`` without a copy on the host, with the word-level processor."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+    from transformers import LlavaForConditionalGeneration as Llava
+
+    vision = shapes["vision"]
+    processor = make_processor(vision["image_size"], vision["patch_size"])
+    tokenizer = processor.tokenizer
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(**vision, projection_dim=vision["hidden_size"]),
+        text_config=LlamaConfig(
+            **shapes["text"],
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        ),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+    )
+    torch.manual_seed(0)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = Llava(config).eval()
+    finally:
+        torch.set_default_dtype(default)
+    adapter = adapter_class_for(config, "")(model, processor)
+    return LoadedModel(model=model, processor=processor, adapter=adapter, source="llava-7b-shaped")
+
+
+def _load(name: str, args: argparse.Namespace, folder: Path) -> tuple[LoadedModel, str | None]:
+    """The model ``name`` and the source a fresh process loads it from (None: built in
+    memory only)."""
+    if name == "llava7b":
+        dtype = getattr(torch, args.dtype or "float16")
+        return llava_shaped(LLAVA_7B, args.device or "cpu", dtype), None
+    source = str(build_tiny_llava(folder / "wide", seed=0, **WIDE)) if name == "wide" else name
+    return load_model(source, dtype=args.dtype, device_map=args.device), source
 
 
 def _sync(device: torch.device) -> None:
@@ -153,8 +206,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 
 def bench(name: str, args: argparse.Namespace, folder: Path) -> None:
     """Every method on one model, interleaved; then peak memory."""
-    source = _model_path(name, folder)
-    loaded = load_model(source, dtype=args.dtype, device_map=args.device)
+    loaded, source = _load(name, args, folder)
     adapter = loaded.adapter
     data = generate(StimulusSpec(n_images=args.n_images, image_size=adapter.native_image_size))
     prompt = adapter.default_prompt("Describe the image.")
@@ -166,18 +218,20 @@ def bench(name: str, args: argparse.Namespace, folder: Path) -> None:
     compared.pop(f"lm.{adapter.n_lm_layers - 1}")
 
     def toolkit(sites: list[str], path: Path) -> None:
-        extract(
-            loaded, data, path, sites=sites, conditions=["baseline"],
+        extract(  # random weights may overflow: counted, not refused (the check still runs)
+            loaded, data, path, sites=sites, conditions=["baseline"], allow_nonfinite=True,
             batch_size=args.batch_size, overwrite=True, progress=False, store_pixels=False,
         )  # fmt: skip
         _sync(loaded.device)
 
+    few = list(compared)[::8]
     methods = {
         "forward": lambda: _bare(loaded, batches),
         "toolkit": lambda: toolkit(list(compared), folder / "t.h5"),
         "hidden_states": lambda: _hidden_states(loaded, batches, folder / "h.h5", compared),
         "hooks": lambda: _hooks(loaded, batches, folder / "k.h5", compared),
         "toolkit_all": lambda: toolkit(adapter.sites(), folder / "a.h5"),
+        "toolkit_few": lambda: toolkit(few, folder / "f.h5"),
     }
     _bare(loaded, batches[:1])  # warm-up
     times: dict[str, list[float]] = {m: [] for m in methods}
@@ -197,7 +251,21 @@ def bench(name: str, args: argparse.Namespace, folder: Path) -> None:
     for method, found in times.items():
         median = statistics.median(found)
         print(f"{method:15s} {median:9.3f} {args.n_images / median:8.1f} {base / median:10.2f}x")
-    for n in args.memory_images:
+    written = sum(t * w for t, w in compared.values()) * args.n_images * 2  # float16 bytes
+    print(
+        f"('toolkit' writes {written / 2**30:.2f} GiB to {folder}; 'toolkit_few': "
+        f"{', '.join(few)}, the sites written being 1/8 of them)"
+    )
+    with h5py.File(folder / "t.h5", "r") as ours, h5py.File(folder / "k.h5", "r") as hooks:
+        same = all(
+            np.array_equal(ours[f"acts/{site}"][()], hooks[site][()], equal_nan=True)
+            for site in compared
+        )
+    print(f"the toolkit's cache equals the hooks' file bit for bit: {same}")
+    if loaded.device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(loaded.device) / 2**30
+        print(f"peak GPU memory: {peak:.1f} GiB ({torch.cuda.get_device_name(loaded.device)})")
+    for n in args.memory_images if source is not None else []:
         peak = _peak_memory(source, n, args.batch_size, args.dtype)
         print(f"peak host memory extracting {n} images (every site): {peak} MiB")
 
@@ -211,10 +279,14 @@ def main() -> None:
     parser.add_argument("--memory-images", nargs="+", type=int, default=[128, 512])
     parser.add_argument("--device", default=None, help="e.g. cuda (default: CPU)")
     parser.add_argument("--dtype", default=None, help="e.g. float16")
+    parser.add_argument(
+        "--folder", default=None, help="where the files are written (default: a temporary "
+        "folder; /dev/shm measures the toolkit rather than the disk)",
+    )  # fmt: skip
     args = parser.parse_args()
     device = args.device or "cpu"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.folder) as tmp:
         for name in args.models:
             bench(name, args, Path(tmp))
 

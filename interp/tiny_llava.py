@@ -23,6 +23,7 @@ __all__ = [
     "build_tiny_llava",
     "default_model_dir",
     "make_tiny_llava",
+    "make_processor",
     "make_tokenizer",
     "save_portable",
 ]
@@ -119,7 +120,6 @@ def make_tiny_llava(
         LlamaConfig,
         LlavaConfig,
         LlavaForConditionalGeneration,
-        LlavaProcessor,
     )
 
     tokenizer = make_tokenizer()
@@ -154,15 +154,31 @@ def make_tiny_llava(
     )
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config).eval()
-    processor = LlavaProcessor(
+    processor = make_processor(
+        image_size, patch_size, vision_feature_select_strategy, chat_template, tokenizer
+    )
+    return model, processor
+
+
+def make_processor(
+    image_size: int,
+    patch_size: int,
+    vision_feature_select_strategy: str = "default",
+    chat_template: bool = True,
+    tokenizer: Any = None,
+) -> Any:
+    """A ``LlavaProcessor`` for a LLaVA of this image and patch size: CLIP preprocessing
+    and the word-level tokenizer (whose ids a model of any vocabulary size accepts)."""
+    from transformers import LlavaProcessor
+
+    return LlavaProcessor(
         image_processor=_image_processor(image_size),
-        tokenizer=tokenizer,
+        tokenizer=tokenizer if tokenizer is not None else make_tokenizer(),
         patch_size=patch_size,
         vision_feature_select_strategy=vision_feature_select_strategy,
         num_additional_image_tokens=1,  # the CLS token the vision tower adds
         chat_template=CHAT_TEMPLATE if chat_template else None,
     )
-    return model, processor
 
 
 def save_portable(
