@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import closing
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from caches.background import BackgroundWriter
 from caches.batches import Batch, decoded_batches
 from caches.encoding import stored_dtype
 from caches.memory import MemoryCache
+from caches.parts import PART_ATTR, part_path, publish_parts
 from caches.reader import CacheReader
 from caches.schema import BASELINE, BFLOAT16, COMPRESSIONS, STORE_DTYPES
 from caches.tokens import SiteTokens
@@ -26,11 +28,13 @@ from caches.writer import (
     METADATA_ROOM,
     CacheWriter,
     SiteValues,
+    encode_attr,
     first_difference,
     human_bytes,
     partial_path,
     short_repr,
     storable,
+    with_defaults,
 )
 from interp.answers import prepare
 from interp.conditions import parse_condition
@@ -39,6 +43,7 @@ from interp.interventions import BatchContext, Intervention, make_intervention
 from interp.layout import TokenLayout
 from interp.loading import LoadedModel
 from interp.names import as_names
+from interp.ranks import Part
 from interp.sites import sort_sites
 from interp.sources import ImageSet
 from interp.tracing import capture_tokens
@@ -73,6 +78,7 @@ def extract(
     store_pixels: bool = True,
     workers: int = 0,
     compression: str = "none",
+    part: Part | None = None,
 ) -> Path:
     """Write ``path`` (HDF5) with the activations of the images of ``data`` (the built-in
     stimuli or any :class:`interp.sources.ImageSet`) at ``sites``.
@@ -109,6 +115,12 @@ def extract(
 
     Stimuli of mixed sizes give a layout per image, so every site is stored ragged (flat
     tokens plus per-image offsets); each batch runs one forward pass per size in it.
+
+    Started by ``torchrun`` (``part``: default :meth:`interp.ranks.Part.from_env`), each
+    rank extracts a contiguous run of whole batches into its own ``<stem>.rank<r>.h5``
+    beside ``path`` (resumable and published on its own), and after a barrier rank 0
+    publishes ``path`` as one cache of virtual datasets over the rank files, which must
+    stay beside it (:mod:`caches.parts`); every rank returns ``path``.
     """
     adapter = loaded.adapter
     sites = as_names(sites, "sites")
@@ -169,11 +181,81 @@ def extract(
             "patch (CLS, registers, newlines) are in extra/<condition>/<site>"
         ),
     }
+    settings = _Settings(
+        sites=sites,
+        prompt=prompt,
+        interventions=interventions,
+        layouts=layouts,
+        shapes=shapes,
+        batch_size=batch_size,
+        workers=workers,
+        dtype=dtype,
+        store_dtype=store_dtype,
+        store_pixels=bool(store_pixels),
+        allow_nonfinite=allow_nonfinite,
+        progress=progress,
+    )
+    n = len(data)
     path = Path(path)
     if path.exists() and not overwrite and reusable(path, attrs):
         log.info("reusing the finished cache %s: it was made with the same settings", path)
         return path
-    n = len(data)
+    part = Part.from_env() if part is None else part
+    if not part.parallel:
+        return _write_images(loaded, data, path, attrs, 0, len(data), settings, overwrite)
+    # One of several ranks: its run of batches into its own rank file, then one cache.
+    own, own_attrs = part_path(path, part.rank), {**attrs, PART_ATTR: part.describe(n, batch_size)}
+    start, stop = part.images(n, batch_size)
+    finished = own.exists() and not overwrite and reusable(own, own_attrs)
+    if start < stop and not finished:
+        _write_images(loaded, data, own, own_attrs, start, stop, settings, overwrite)
+    part.barrier()
+    if part.rank == 0:
+        ranks = [Part(r, part.ranks) for r in range(part.ranks)]
+        files = [part_path(path, p.rank) for p in ranks if p.images(n, batch_size)[0] < n]
+        publish_parts(path, files, {k: encode_attr(v) for k, v in with_defaults(attrs).items()})
+        log.info("published %s over the rank files %s", path, ", ".join(f.name for f in files))
+    part.barrier(last=True)
+    return path
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """What every batch of an extraction is captured and stored with."""
+
+    sites: list[str]
+    prompt: str
+    interventions: dict[str, Intervention | None]
+    layouts: dict[str, TokenLayout | list[TokenLayout]]
+    shapes: list[tuple[int, int]]
+    batch_size: int
+    workers: int
+    dtype: torch.dtype | None
+    store_dtype: str
+    store_pixels: bool
+    allow_nonfinite: bool
+    progress: bool
+
+
+def _write_images(
+    loaded: LoadedModel,
+    data: ImageSet,
+    path: Path,
+    attrs: dict,
+    lo: int,
+    hi: int,
+    settings: _Settings,
+    overwrite: bool,
+) -> Path:
+    """Extract the images ``lo..hi-1`` of ``data`` into the cache ``path`` (resumed where
+    its unfinished file has the same ``attrs``)."""
+    adapter = loaded.adapter
+    sizes = data.sizes  # (n, 2) (height, width) of each image
+    n = hi - lo
+    layouts = {
+        site: layout if isinstance(layout, TokenLayout) else layout[lo:hi]
+        for site, layout in settings.layouts.items()
+    }
 
     def captured(batch: Batch) -> tuple[dict[str, tuple[dict, dict]], np.ndarray, np.ndarray]:
         """Per condition the (acts, extra) of a decoded batch, and its pixels and maps."""
@@ -181,69 +263,86 @@ def extract(
         batch_sizes = sizes[start : start + len(pixels)]
         found = {
             condition: _capture_batch(
-                loaded, start, pixels, maps, batch_sizes, sites, prompt, intervention, dtype
+                loaded,
+                start,
+                pixels,
+                maps,
+                batch_sizes,
+                settings.sites,
+                settings.prompt,
+                intervention,
+                settings.dtype,
             )
-            for condition, intervention in interventions.items()
+            for condition, intervention in settings.interventions.items()
         }
         return found, pixels, maps
 
-    first_start = _resume_point(partial_path(path), attrs)
-    stream = decoded_batches(data, first_start, batch_size, workers)
+    def batches(first: int) -> Iterator[Batch]:
+        return decoded_batches(data, first, settings.batch_size, settings.workers, stop=hi)
+
+    first_start = lo + _resume_point(partial_path(path), attrs)
+    if first_start > lo:
+        log.info("resuming the unfinished %s at image %d", partial_path(path).name, first_start)
+    stream = batches(first_start)
     first = None
-    if first_start < n:  # the first batch is captured and checked before any file exists
+    if first_start < hi:  # the first batch is captured and checked before any file exists
         first = captured(next(stream))
         for condition, found in first[0].items():
             for tree in found:
                 for site, values in tree.items():
                     storable(
                         values,
-                        store_dtype,
+                        settings.store_dtype,
                         site,
                         condition,
                         first_start,
-                        allow_nonfinite,
+                        settings.allow_nonfinite,
                     )
-        per_image = int(np.prod(data.canvas)) * (4 if store_pixels else 1)  # pixels, maps
-        static = n * per_image if first_start == 0 else 0
-        _check_disk_space(
-            path, first[0], layouts, n, first_start, stored_dtype(store_dtype).itemsize, static
-        )
-    with CacheWriter(path, attrs, overwrite=overwrite, allow_nonfinite=allow_nonfinite) as writer:
+        per_image = int(np.prod(data.canvas)) * (4 if settings.store_pixels else 1)
+        static = n * per_image if first_start == lo else 0  # pixels, maps
+        itemsize = stored_dtype(settings.store_dtype).itemsize
+        _check_disk_space(path, first[0], layouts, n, first_start - lo, itemsize, static)
+    with CacheWriter(
+        path, attrs, overwrite=overwrite, allow_nonfinite=settings.allow_nonfinite
+    ) as writer:
+        objects = data.object_labels()
         writer.write_static(
-            (n, *data.canvas, 3) if store_pixels else None,
+            (n, *data.canvas, 3) if settings.store_pixels else None,
             (n, *data.canvas),
-            data.labels,
+            {name: values[lo:hi] for name, values in data.labels.items()},
             data.label_classes,
             layouts,
-            data.object_labels(),
-            sizes,
+            {name: values[lo:hi] for name, values in objects.items()},
+            sizes[lo:hi],
         )
-        for condition, intervention in interventions.items():
+        for condition, intervention in settings.interventions.items():
             if intervention is None:
                 continue
-            described = {_size_key(hw): intervention.describe(adapter, hw) for hw in shapes}
+            described = {
+                _size_key(hw): intervention.describe(adapter, hw) for hw in settings.shapes
+            }
             writer.describe_condition(
                 condition,
-                described[_size_key(shapes[0])]
-                if len(shapes) == 1
+                described[_size_key(settings.shapes[0])]
+                if len(settings.shapes) == 1
                 else {"by_image_size": described},
             )
-        if writer.n_written != first_start:  # the file on disk resumes elsewhere
+        if lo + writer.n_written != first_start:  # the file on disk resumes elsewhere
             stream.close()
-            stream, first = decoded_batches(data, writer.n_written, batch_size, workers), None
-        bar = tqdm(total=n, initial=writer.n_written, unit="img", disable=not progress)
+            stream, first = batches(lo + writer.n_written), None
+        bar = tqdm(total=n, initial=writer.n_written, unit="img", disable=not settings.progress)
         with bar, closing(stream), BackgroundWriter(writer) as background:
-            for start in range(writer.n_written, n, batch_size):
+            for start in range(lo + writer.n_written, hi, settings.batch_size):
                 found, pixels, maps = first if first is not None else captured(next(stream))
                 first = None
                 background.put(  # written while the next batch is captured
-                    start,
+                    start - lo,
                     {condition: values[0] for condition, values in found.items()},
                     {condition: values[1] for condition, values in found.items()},
                     pixels=pixels,
                     maps=maps,
                 )
-                bar.update(min(n, start + batch_size) - start)
+                bar.update(min(hi, start + settings.batch_size) - start)
         return writer.finalize()
 
 

@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 
 from caches.encoding import BFloat16Dataset, decoded
+from caches.parts import check_parts
 from caches.schema import BASELINE, SCHEMA_VERSION, acts_path, extra_path, layout_path
 from caches.tokens import SiteTokens
 from interp.errors import CacheError, SiteError
@@ -74,6 +75,11 @@ class CacheReader:
                 f"{', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}; it is damaged "
                 f"or was not written by vlm-interp: re-create it (overwrite=True)"
             )
+        try:  # a cache over the rank files of a data-parallel extraction needs them all
+            check_parts(self.path, self._file)
+        except CacheError:
+            self._file.close()
+            raise
 
     def _required(self) -> list[str]:
         """Datasets every cache has (activations only as far as they are written)."""

@@ -97,6 +97,7 @@ MATCH_ATTRS = (
     "store_dtype",
     "pixels",
     "compression",
+    "part",  # a rank file of a data-parallel extraction: which images (caches.parts)
 )
 STORE_DTYPES = ("float16", "bfloat16", "float32")
 # HDF5 has no bfloat16: such activations are stored as their raw 16 bits (uint16) with the

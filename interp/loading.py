@@ -19,6 +19,7 @@ from interp.adapters import Adapter, adapter_class_for
 from interp.errors import ConfigError, ModelLoadError
 from interp.identity import folder_identity, snapshot_folder
 from interp.organism import ORGANISM_DIR, ORGANISM_NAME
+from interp.ranks import Part
 from interp.tiny_llava import TINY_LLAVA_NAME, build_tiny_llava, default_model_dir
 
 __all__ = [
@@ -195,7 +196,9 @@ def load_model(
     ``source`` is a built-in name, a local ``save_pretrained`` folder or a hub id.
     ``dtype`` is e.g. ``"bfloat16"``; ``device_map`` e.g. ``"cuda"`` or ``"auto"``;
     ``attn_implementation`` e.g. ``"sdpa"`` or ``"eager"`` (the attention knockout needs one
-    of these two).
+    of these two). Under ``torchrun``, ``device_map="cuda"`` puts each rank's copy on its
+    own GPU (``cuda:<LOCAL_RANK>``); a model too large for one GPU takes a ``device_map``
+    dict, or ``"auto"`` with ``CUDA_VISIBLE_DEVICES`` naming each rank's GPUs.
     """
     import transformers
     from transformers import AutoConfig, AutoProcessor
@@ -204,6 +207,9 @@ def load_model(
         if dtype not in _DTYPES:
             raise ModelLoadError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
         dtype = _DTYPES[dtype]
+    part = Part.from_env()
+    if part.parallel and device_map == "cuda":
+        device_map = part.device()  # one GPU per rank of a data-parallel extraction
     check_device_map(device_map)
     resolved = resolve_model_source(source)
     local_files_only = _offline_hub_check(source, resolved, local_files_only)

@@ -1,0 +1,176 @@
+"""One cache over the rank files of a data-parallel extraction (h5py only: light).
+
+Each rank of ``torchrun`` writes the images ``start..stop`` of the data set to its own
+finished cache, ``<stem>.rank<r>.h5`` (root attribute ``part``). :func:`publish_parts`
+then writes the master file every reader opens: its datasets are HDF5 virtual datasets
+over the rank files' (concatenated along the first axis: images, or the flat tokens of a
+ragged site), the per-image offsets of ragged sites are rebased into one real dataset,
+what every rank holds alike (a dense site's layout) is copied, and its root attributes
+are those a single process would have written, plus ``parts`` (the rank files' names,
+relative to the master's folder, with their images). The rank files must stay beside
+it: HDF5 would read a missing one as zeros, so :func:`check_parts` (run by
+``CacheReader``) refuses a master whose rank files are gone or changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from caches.schema import partial_path
+from interp.errors import CacheError
+
+__all__ = ["PARTS_ATTR", "PART_ATTR", "part_path", "publish_parts", "check_parts"]
+
+PARTS_ATTR = "parts"  # master file: JSON list of {"file", "start", "stop"}
+PART_ATTR = "part"  # rank file: JSON {"rank", "ranks", "start", "stop"}
+_OFFSETS = ("offsets", "extra_offsets")  # per-image starts of a ragged site, rebased
+
+
+def part_path(path: str | os.PathLike, rank: int) -> Path:
+    """Where rank ``rank`` writes its part of the cache ``path``: ``<stem>.rank<r><suffix>``
+    beside it (``cache.h5`` -> ``cache.rank0.h5``)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
+
+
+def _per_image(name: str, ragged: bool) -> bool:
+    """Whether dataset ``name`` of a rank file grows with its images (so the master
+    concatenates it), as opposed to a layout every rank holds alike."""
+    if not name.startswith("layout/"):
+        return True  # images, labels, objects, acts, ablations, extra
+    return ragged  # a ragged site's layout holds every image's tokens
+
+
+def publish_parts(path: str | os.PathLike, parts: Sequence[str | os.PathLike], attrs: dict) -> Path:
+    """Write the master cache ``path`` over the finished rank files ``parts`` (in image
+    order), atomically (``<path>.partial``, then renamed), with the root attributes
+    ``attrs`` (encoded as stored). Every rank file must be complete and hold the images
+    that follow the previous one's."""
+    path = Path(path)
+    parts = [Path(p) for p in parts]
+    handles = [h5py.File(p, "r") for p in parts]
+    try:
+        described = _describe_parts(path, parts, handles)
+        tmp = partial_path(path)
+        tmp.unlink(missing_ok=True)
+        with h5py.File(tmp, "w") as master:
+            first = handles[0]
+            names: list[str] = []
+            first.visititems(
+                lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None
+            )
+            for name in names:
+                _master_dataset(master, name, parts, handles, path.parent)
+            groups: list[str] = []
+            first.visititems(
+                lambda name, item: groups.append(name) if isinstance(item, h5py.Group) else None
+            )
+            for name in groups:  # group attributes (an intervention's description, ...)
+                master.require_group(name).attrs.update(dict(first[name].attrs))
+            master.attrs.update(attrs)
+            total = described[-1]["stop"]
+            master.attrs.update({"n_images": total, "n_written": total, "static_complete": True})
+            master.attrs[PARTS_ATTR] = json.dumps(described)
+            master.attrs["complete"] = True
+        os.replace(tmp, path)
+    finally:
+        for handle in handles:
+            handle.close()
+    return path
+
+
+def _describe_parts(path: Path, parts: list[Path], handles: list[h5py.File]) -> list[dict]:
+    """``{"file", "start", "stop"}`` of each rank file; a CacheError unless they are
+    complete and follow one another from image 0."""
+    described, expected = [], 0
+    for part, handle in zip(parts, handles, strict=True):
+        if not handle.attrs.get("complete", False) or PART_ATTR not in handle.attrs:
+            raise CacheError(f"{part} is not a finished rank file of a cache; rerun the extraction")
+        own = json.loads(handle.attrs[PART_ATTR])
+        if own["start"] != expected:
+            raise CacheError(
+                f"{part} holds images {own['start']}..{own['stop'] - 1}, expected them to "
+                f"start at {expected}; rerun the extraction with the same number of ranks"
+            )
+        expected = own["stop"]
+        file = os.path.relpath(part, path.parent)
+        described.append({"file": file, "start": own["start"], "stop": own["stop"]})
+    return described
+
+
+def _master_dataset(
+    master: h5py.File, name: str, parts: list[Path], handles: list[h5py.File], folder: Path
+) -> None:
+    """Dataset ``name`` of the master: virtual over every rank's, rebased offsets, or a
+    copy of rank 0's."""
+    first = handles[0][name]
+    group = name.rsplit("/", 1)[0]
+    ragged = group.startswith("layout/") and "offsets" in handles[0][group]
+    leaf = name.rsplit("/", 1)[-1]
+    if group.startswith("layout/") and leaf in _OFFSETS:
+        rebased, base = [np.zeros(1, dtype=np.int64)], 0
+        for handle in handles:
+            offsets = handle[name][()].astype(np.int64)  # (images + 1,)
+            rebased.append(offsets[1:] + base)
+            base += int(offsets[-1])
+        created = master.create_dataset(name, data=np.concatenate(rebased))
+    elif not _per_image(name, ragged) or first.ndim == 0:
+        created = master.create_dataset(name, data=first[()])
+    else:
+        rows = [handle[name].shape[0] for handle in handles]
+        layout = h5py.VirtualLayout(shape=(sum(rows), *first.shape[1:]), dtype=first.dtype)
+        row = 0
+        for part, count in zip(parts, rows, strict=True):
+            if count:
+                source = h5py.VirtualSource(
+                    os.path.relpath(part, folder), name, shape=(count, *first.shape[1:])
+                )
+                layout[row : row + count] = source
+            row += count
+        fill = np.nan if np.issubdtype(first.dtype, np.floating) else 0
+        created = master.create_virtual_dataset(name, layout, fillvalue=fill)
+    created.attrs.update(dict(first.attrs))
+    counted = [int(h[name].attrs.get("nonfinite", 0)) for h in handles]
+    if any(counted):  # values kept though not finite: counted over every rank
+        created.attrs["nonfinite"] = sum(counted)
+
+
+def check_parts(path: Path, handle: h5py.File) -> None:
+    """A CacheError unless every rank file of the master cache ``handle`` (at ``path``)
+    is beside it, finished, and holds the images the master maps from it."""
+    raw = handle.attrs.get(PARTS_ATTR)
+    if raw is None:
+        return
+    for entry in json.loads(raw):
+        part = path.parent / entry["file"]
+        where = (
+            f"{path} is one cache over the rank files of a data-parallel extraction, and its "
+            f"images {entry['start']}..{entry['stop'] - 1} lie in {part}"
+        )
+        if not part.is_file():
+            raise CacheError(
+                f"{where}, which is missing; keep the rank files beside the cache (move "
+                f"them together), or rerun the extraction to write them again"
+            )
+        try:
+            with h5py.File(part, "r") as source:
+                own: Any = json.loads(source.attrs.get(PART_ATTR, "{}"))
+                complete = bool(source.attrs.get("complete", False))
+        except OSError as err:
+            raise CacheError(
+                f"{where}, which is unreadable ({str(err).splitlines()[0]}); rerun the "
+                f"extraction to write it again"
+            ) from err
+        if not complete or (own.get("start"), own.get("stop")) != (entry["start"], entry["stop"]):
+            raise CacheError(
+                f"{where}, which now holds other images ({own.get('start')}..."
+                f"{own.get('stop')}) or is unfinished; rerun the extraction (with overwrite) "
+                f"to write the rank files and the cache again"
+            )

@@ -1,0 +1,163 @@
+"""Data-parallel extraction: torchrun ranks on the CPU (gloo), each writing its own rank
+file, published as one cache of virtual datasets equal to a single process's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from caches import CacheReader, extract
+from caches.parts import part_path
+from interp import CacheError, ConfigError, StimulusSpec, generate, load_model
+from interp.ranks import Part
+
+ROOT = Path(__file__).resolve().parents[1]
+# A rank's script: the organism on mixed-size stimuli (every site ragged); rank 1 kills
+# itself (SIGKILL) when asked for image 14's pixels, once (the marker file says so).
+SCRIPT = """
+import logging, os, signal, sys
+from pathlib import Path
+from caches import extract
+from interp import StimulusSpec, generate, load_model
+
+out, marker = sys.argv[1], Path(sys.argv[2])
+data = generate(StimulusSpec(n_images=16, image_sizes=(48, 64), seed=5))
+decode = data.pixels
+
+def pixels(indices):
+    if os.environ["RANK"] == "1" and 14 in indices and not marker.exists():
+        marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return decode(indices)
+
+data.pixels = pixels
+logging.basicConfig(level=logging.INFO)
+extract(load_model("organism"), data, out, batch_size=2, progress=False)
+"""
+
+
+def _datasets(path: Path) -> dict[str, h5py.Dataset]:
+    found: list[str] = []
+    with h5py.File(path, "r") as handle:
+        handle.visititems(lambda n, o: found.append(n) if isinstance(o, h5py.Dataset) else None)
+        return {name: (handle[name][()], dict(handle[name].attrs)) for name in found}
+
+
+def assert_same_cache(published: Path, alone: Path) -> None:
+    """Dataset by dataset, bit for bit, with the same attributes (root ones too, but the
+    rank files' list)."""
+    ours, theirs = _datasets(published), _datasets(alone)
+    assert sorted(ours) == sorted(theirs)
+    for name, (values, attrs) in theirs.items():
+        got, got_attrs = ours[name]
+        assert got.dtype == values.dtype and got.shape == values.shape, name
+        assert got.tobytes() == values.tobytes(), f"{name} differs"
+        assert {k: str(v) for k, v in got_attrs.items()} == {k: str(v) for k, v in attrs.items()}, (
+            name
+        )
+    with h5py.File(published, "r") as a, h5py.File(alone, "r") as b:
+        assert {k: str(v) for k, v in a.attrs.items() if k != "parts"} == {
+            k: str(v) for k, v in b.attrs.items()
+        }
+
+
+def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    command += ["--master-port", str(29500 + os.getpid() % 1000)]
+    return subprocess.run(
+        command + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_parts_are_whole_batches_in_order() -> None:
+    """Rank r of R gets batches [B r / R, B (r + 1) / R) of the B batches."""
+    spans = [Part(r, 3).images(21, 4) for r in range(3)]  # 6 batches: 2 each
+    assert spans == [(0, 8), (8, 16), (16, 21)]
+    assert [Part(r, 4).images(5, 4) for r in range(4)] == [(0, 0), (0, 4), (4, 4), (4, 5)]
+    env = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}
+    assert Part.from_env(env) == Part(1, 2, 1) and Part.from_env(env).device() == "cuda:1"
+    assert Part.from_env({}) == Part(0, 1)
+    with pytest.raises(ConfigError, match="rank must lie in 0..ranks-1"):
+        Part(2, 2)
+    with pytest.raises(ConfigError, match="RANK is not a number"):
+        Part.from_env({"WORLD_SIZE": "2", "RANK": "x"})
+    assert part_path("out/cache.h5", 3) == Path("out/cache.rank3.h5")
+
+
+def test_torchrun_cache_equals_one_process(tmp_path) -> None:
+    """`torchrun --nproc-per-node 2 -m interp extract`: two gloo ranks write a rank file
+    each, and the published cache equals one process's, dataset by dataset, bit for bit;
+    every reader reads it, and refuses it once a rank file is gone."""
+    done = _torchrun(
+        ["-m", "interp", "extract", "--n-images", "10", "--batch-size", "4", "--out",
+         "dp/cache.h5", "--no-progress"],
+        tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    published = tmp_path / "dp" / "cache.h5"
+    alone = extract(
+        load_model("organism"),
+        generate(StimulusSpec(n_images=10)),
+        tmp_path / "one" / "cache.h5",
+        batch_size=4,
+        progress=False,
+    )
+    assert_same_cache(published, alone)
+    with h5py.File(published, "r") as handle:
+        assert handle["acts/lm.2"].is_virtual and handle["labels/color"].is_virtual
+        assert not handle["layout/lm.2/boxes"].is_virtual  # alike in every rank: copied
+        parts = json.loads(handle.attrs["parts"])
+    assert parts == [  # 3 batches of 4: rank 0 gets 1, rank 1 gets 2
+        {"file": "cache.rank0.h5", "start": 0, "stop": 4},
+        {"file": "cache.rank1.h5", "start": 4, "stop": 10},
+    ]
+    moved = tmp_path / "moved"
+    (tmp_path / "dp").rename(moved)  # the cache and its rank files, moved together
+    with CacheReader(moved / "cache.h5") as reader, CacheReader(alone) as single:
+        np.testing.assert_array_equal(reader.site_array("lm.2"), single.site_array("lm.2"))
+    (moved / "cache.rank1.h5").unlink()
+    with pytest.raises(CacheError, match=r"images 4..9 lie in .*cache.rank1.h5, which is missing"):
+        CacheReader(moved / "cache.h5")
+
+
+def test_a_killed_rank_resumes_and_ragged_sites_are_rebased(tmp_path) -> None:
+    """Rank 1 is killed (SIGKILL) mid-way: torchrun ends the job, its unfinished rank file
+    stays; run again, rank 0 reuses its finished file, rank 1 resumes where it stopped,
+    and the cache (every site ragged: images of two sizes, offsets rebased over the rank
+    files) equals one process's bit for bit."""
+    script = tmp_path / "rank.py"
+    script.write_text(textwrap.dedent(SCRIPT))
+    out, marker = tmp_path / "dp" / "cache.h5", tmp_path / "killed"
+    killed = _torchrun([str(script), str(out), str(marker)], tmp_path)
+    assert killed.returncode != 0 and marker.exists(), killed.stderr[-3000:]
+    assert not out.exists()
+    with h5py.File(str(part_path(out, 1)) + ".partial", "r") as unfinished:
+        written = int(unfinished.attrs["n_written"])
+    assert 2 <= written < 8, "rank 1 (images 8..15) was killed after a batch or more"
+    first_rank = part_path(out, 0)
+    finished_before = first_rank.stat().st_mtime_ns if first_rank.exists() else None
+
+    resumed = _torchrun([str(script), str(out), str(marker)], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming the unfinished cache.rank1.h5.partial at image {8 + written}" in (
+        resumed.stderr
+    )
+    if finished_before is not None:  # rank 0 had finished: its file is reused as it is
+        assert first_rank.stat().st_mtime_ns == finished_before
+    data = generate(StimulusSpec(n_images=16, image_sizes=(48, 64), seed=5))
+    alone = extract(load_model("organism"), data, tmp_path / "one.h5", batch_size=2, progress=False)
+    assert_same_cache(out, alone)
+    with CacheReader(out) as reader, CacheReader(alone) as single:
+        assert reader.is_ragged("lm.2")
+        np.testing.assert_array_equal(reader.offsets("lm.2"), single.offsets("lm.2"))
+        tokens, expected = reader.site_tokens("lm.2"), single.site_tokens("lm.2")
+        np.testing.assert_array_equal(tokens.values, expected.values)
