@@ -126,7 +126,7 @@ def test_existing_outputs_are_refused_without_overwrite(tiny_dir, tmp_path, caps
         (["--selections", "random_0"], "random_<k> needs k >= 1"),
         (["--selections", "random_65"], "needs 1 <= k <= 64, the fewest tokens of an image at"),
         (["--question", "<image> what color?"], "question must not hold the image token"),
-        (["--store-dtype", "bfloat16"], "--store-dtype must be one of float16, float32"),
+        (["--store-dtype", "float64"], "--store-dtype must be one of float16, bfloat16, float32"),
         (["--model", "no-org/no-model"], "not in the local Hugging Face cache"),
     ],
 )
