@@ -68,7 +68,7 @@ def main() -> None:
             out = folder / f"r{ranks}" / "cache.h5"
             env = {
                 **os.environ,
-                "PYTHONPATH": str(ROOT),
+                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
                 "OMP_NUM_THREADS": str(max(1, args.threads // ranks)),
             }
             command = [
@@ -78,7 +78,9 @@ def main() -> None:
                 "--out", str(out), "--no-progress",
             ]  # fmt: skip
             start = time.perf_counter()
-            subprocess.run(command, env=env, check=True, capture_output=True)
+            done = subprocess.run(command, env=env, capture_output=True, text=True)
+            if done.returncode:
+                sys.exit(f"torchrun failed with {ranks} ranks:\n{done.stderr[-4000:]}")
             seconds = time.perf_counter() - start
             parts = sum(p.stat().st_size for p in out.parent.glob("cache.rank*.h5"))
             first = first or (seconds, out)

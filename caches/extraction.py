@@ -258,11 +258,14 @@ def _write_images(
     }
 
     def captured(batch: Batch) -> tuple[dict[str, tuple[dict, dict]], np.ndarray, np.ndarray]:
-        """Per condition the (acts, extra) of a decoded batch, and its pixels and maps."""
+        """Per condition the (acts, extra) of a decoded batch as they go into the file
+        (converted and checked here, while the writer thread writes the previous batch),
+        and its pixels and maps."""
         start, pixels, maps = batch  # (batch, *canvas, 3), (batch, *canvas)
         batch_sizes = sizes[start : start + len(pixels)]
-        found = {
-            condition: _capture_batch(
+        found = {}
+        for condition, intervention in settings.interventions.items():
+            trees = _capture_batch(
                 loaded,
                 start,
                 pixels,
@@ -273,8 +276,20 @@ def _write_images(
                 intervention,
                 settings.dtype,
             )
-            for condition, intervention in settings.interventions.items()
-        }
+            found[condition] = tuple(
+                {
+                    site: storable(
+                        values,
+                        settings.store_dtype,
+                        site,
+                        condition,
+                        start,
+                        settings.allow_nonfinite,
+                    )
+                    for site, values in tree.items()
+                }
+                for tree in trees
+            )
         return found, pixels, maps
 
     def batches(first: int) -> Iterator[Batch]:
@@ -287,17 +302,6 @@ def _write_images(
     first = None
     if first_start < hi:  # the first batch is captured and checked before any file exists
         first = captured(next(stream))
-        for condition, found in first[0].items():
-            for tree in found:
-                for site, values in tree.items():
-                    storable(
-                        values,
-                        settings.store_dtype,
-                        site,
-                        condition,
-                        first_start,
-                        settings.allow_nonfinite,
-                    )
         per_image = int(np.prod(data.canvas)) * (4 if settings.store_pixels else 1)
         static = n * per_image if first_start == lo else 0  # pixels, maps
         itemsize = stored_dtype(settings.store_dtype).itemsize
@@ -462,7 +466,7 @@ def _check_disk_space(
                     tokens = (len(layout) if kind == "patch" else len(layout.extra)) * n
                 else:
                     tokens = sum(len(x) if kind == "patch" else len(x.extra) for x in layout)
-                needed += tokens * values[0].shape[-1] * itemsize
+                needed += tokens * values.rows.shape[-1] * itemsize
     total = needed
     needed = needed * (n - start) // max(n, 1) + static + METADATA_ROOM
     folder = path.parent

@@ -15,6 +15,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ __all__ = [
     "encode_attr",
     "first_difference",
     "storable",
+    "Stored",
     "with_defaults",
 ]
 
@@ -167,21 +169,34 @@ _TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32"
 _EXPONENT = {"float16": 0x7C00, "bfloat16": 0x7F80, "float32": 0x7F800000}
 
 
+@dataclass(frozen=True)
+class Stored:
+    """One site's values for a batch as they go into the file: ``rows`` ``(tokens, d)`` in
+    the storage dtype's file form, ``counts`` the tokens of each image, ``bad`` how many
+    values are not finite (kept only with ``allow_nonfinite``)."""
+
+    rows: np.ndarray
+    counts: list[int]
+    bad: int
+
+
 def storable(
-    values: SiteValues,
+    values: SiteValues | Stored,
     dtype: str,
     site: str,
     condition: str,
     start: int,
     allow_nonfinite: bool = False,
-) -> tuple[np.ndarray, int]:
+) -> Stored:
     """One site's values for images ``start..`` (``(batch, tokens, d)`` or one ``(tokens_i,
-    d)`` per image, in any float dtype) as flat ``(tokens, d)`` rows as the storage dtype
-    ``dtype`` (one of ``STORE_DTYPES``) lies in the file (bfloat16: its raw bits, see
-    :mod:`caches.encoding`), converted once, straight from the values' own dtype, and how
-    many of them are not finite there (NaN, inf, or beyond the dtype's range): a
-    CacheError that names the site, the count, the first image and the fix, unless
-    ``allow_nonfinite``."""
+    d)`` per image, in any float dtype) as they go into the file (:class:`Stored`): flat
+    rows in the storage dtype ``dtype`` (one of ``STORE_DTYPES``; bfloat16 as its raw
+    bits, see :mod:`caches.encoding`), converted once, straight from the values' own
+    dtype, and how many of them are not finite there (NaN, inf, or beyond the dtype's
+    range): a CacheError that names the site, the count, the first image and the fix,
+    unless ``allow_nonfinite``. Values already :class:`Stored` are returned as they are."""
+    if isinstance(values, Stored):
+        return values
     dense = isinstance(values, torch.Tensor)
     counts = [values.shape[1]] * len(values) if dense else [len(v) for v in values]
     flat = values.reshape(-1, values.shape[-1]) if dense else torch.cat(list(values))
@@ -194,7 +209,7 @@ def storable(
     bad = int(np.count_nonzero(nonfinite))
     if bad and not allow_nonfinite:
         raise _nonfinite_error(flat, nonfinite, dtype, site, condition, start, counts)
-    return rows, bad
+    return Stored(rows, counts, bad)
 
 
 def _nonfinite_error(
@@ -434,15 +449,16 @@ class CacheWriter:
     def write_batch(
         self,
         start: int,
-        acts: dict[str, dict[str, SiteValues]],
-        extra: dict[str, dict[str, SiteValues]] | None = None,
+        acts: dict[str, dict[str, SiteValues | Stored]],
+        extra: dict[str, dict[str, SiteValues | Stored]] | None = None,
         *,
         pixels: np.ndarray | None = None,
         maps: np.ndarray | None = None,
     ) -> None:
         """Write ``condition -> site -> values`` for images ``start:start+batch``
         (``extra``: the same for the tokens that carry no patch); values are ``(batch,
-        tokens, d)`` or one ``(tokens_i, d)`` tensor per image.
+        tokens, d)``, one ``(tokens_i, d)`` tensor per image, or already converted by
+        :func:`storable` (an extraction converts them while the previous batch is written).
 
         Token counts must match the site's layout. Images must arrive in order;
         ``n_written`` advances only after the whole batch of every condition is flushed,
@@ -457,12 +473,13 @@ class CacheWriter:
         for kind, tree in (("patch", acts), ("extra", extra or {})):
             for condition, sites in tree.items():
                 for site, values in sites.items():
-                    size = len(values)
+                    stored = storable(
+                        values, self.store_dtype, site, condition, start, self.allow_nonfinite
+                    )
+                    size = len(stored.counts)
                     offsets = self._offsets(site, kind)
                     expected = np.diff(offsets[start : start + size + 1])  # (size,)
-                    dense = isinstance(values, torch.Tensor)  # (batch, tokens, d)
-                    counts = [values.shape[1]] * size if dense else [len(v) for v in values]
-                    given = np.asarray(counts)
+                    given = np.asarray(stored.counts)
                     wrong = np.flatnonzero(given != expected)
                     if len(wrong):
                         i = int(wrong[0])
@@ -472,11 +489,8 @@ class CacheWriter:
                             f"adapter's token_layout and select disagree"
                         )
                     path = (acts_path if kind == "patch" else extra_path)(site, condition)
-                    width = values[0].shape[-1] if size else 0
-                    rows, bad = storable(
-                        values, self.store_dtype, site, condition, start, self.allow_nonfinite
-                    )
-                    pending.append((path, site, kind, width, offsets, rows, bad))
+                    width = stored.rows.shape[-1]
+                    pending.append((path, site, kind, width, offsets, stored.rows, stored.bad))
         images = [
             (name, values)
             for name, values in (("pixels", pixels), ("object_map", maps))
