@@ -243,8 +243,9 @@ class _ExtractOptions(_Model, _Common, _Attributes, _ConditionSweeps):
     )
     question: str = option("question put in the prompt", default=DEFAULT_QUESTION)
     store_dtype: str | None = option(
-        "how activations are stored: float16 (half the disk) or float32 (activations beyond "
-        "float16's range) (default: the family's: float16, float32 for Gemma 3)",
+        "how activations are stored: float16 or bfloat16 (half the disk) or float32 "
+        "(activations beyond float16's range) (default: the model's dtype where it is "
+        "float16 or bfloat16, else float16; float32 for Gemma 3)",
         default=None,
     )
     compression: str = option(

@@ -2,6 +2,7 @@
 
 from caches.info import cache_info, format_info
 from caches.memory import ActivationSet, MemoryCache
+from caches.parts import consolidate
 from caches.reader import CacheReader
 from caches.schema import BASELINE, SCHEMA_VERSION, acts_path
 from caches.tokens import SiteTokens
@@ -30,6 +31,7 @@ __all__ = [
     "acts_path",
     "cache_info",
     "capture_set",
+    "consolidate",
     "extract",
     "format_info",
 ]

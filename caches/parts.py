@@ -8,8 +8,10 @@ ragged site), the per-image offsets of ragged sites are rebased into one real da
 what every rank holds alike (a dense site's layout) is copied, and its root attributes
 are those a single process would have written, plus ``parts`` (the rank files' names,
 relative to the master's folder, with their images). The rank files must stay beside
-it: HDF5 would read a missing one as zeros, so :func:`check_parts` (run by
-``CacheReader``) refuses a master whose rank files are gone or changed.
+it: HDF5 would read a missing one as its fill value, so :func:`check_parts` (run by
+``CacheReader``) refuses a master whose rank files are gone or changed, and
+:func:`consolidate` copies it into one self-contained file (``h5repack`` keeps virtual
+datasets virtual).
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ import numpy as np
 from caches.schema import partial_path
 from interp.errors import CacheError
 
-__all__ = ["PARTS_ATTR", "PART_ATTR", "part_path", "publish_parts", "check_parts"]
+__all__ = [
+    "PARTS_ATTR",
+    "PART_ATTR",
+    "part_path",
+    "publish_parts",
+    "check_parts",
+    "consolidate",
+]
 
 PARTS_ATTR = "parts"  # master file: JSON list of {"file", "start", "stop"}
 PART_ATTR = "part"  # rank file: JSON {"rank", "ranks", "start", "stop"}
@@ -174,3 +183,58 @@ def check_parts(path: Path, handle: h5py.File) -> None:
                 f"{own.get('stop')}) or is unfinished; rerun the extraction (with overwrite) "
                 f"to write the rank files and the cache again"
             )
+
+
+def consolidate(
+    path: str | os.PathLike, out: str | os.PathLike, *, rows: int = 256, overwrite: bool = False
+) -> Path:
+    """Copy the cache ``path`` (one published over rank files, or any other) into ``out``
+    as one self-contained file: every dataset real, with the chunks and compression of
+    its rank files, copied ``rows`` at a time; attributes as they are, without ``parts``.
+    Written as ``<out>.partial`` and renamed when done."""
+    path, out = Path(path), Path(out)
+    if out.exists() and not overwrite:
+        raise CacheError(f"{out} already exists; pass overwrite=True or choose another path")
+    tmp = partial_path(out)
+    with h5py.File(path, "r") as source:
+        check_parts(path, source)
+        names: list[str] = []
+        source.visit(names.append)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        with h5py.File(tmp, "w") as target:
+            for name in names:
+                item = source[name]
+                if isinstance(item, h5py.Group):
+                    target.require_group(name).attrs.update(dict(item.attrs))
+                    continue
+                target.create_dataset(name, **_storage(source, path, name))
+                for start in range(0, item.shape[0] if item.ndim else 0, rows):
+                    target[name][start : start + rows] = item[start : start + rows]
+                if not item.ndim:
+                    target[name][()] = item[()]
+                target[name].attrs.update(dict(item.attrs))
+            target.attrs.update({k: v for k, v in source.attrs.items() if k != PARTS_ATTR})
+    os.replace(tmp, out)
+    return out
+
+
+def _storage(source: h5py.File, path: Path, name: str) -> dict[str, Any]:
+    """``create_dataset`` arguments for a real copy of ``source[name]``: its shape and
+    dtype, and the chunks and filters of the dataset it maps (its own, if real)."""
+    item = source[name]
+    options = {} if item.is_virtual else _filters(item)
+    for mapping in item.virtual_sources()[:1] if item.is_virtual else []:
+        with h5py.File(path.parent / mapping.file_name, "r") as part:
+            options = _filters(part[mapping.dset_name])
+    return {"shape": item.shape, "dtype": item.dtype, **options}
+
+
+def _filters(dataset: h5py.Dataset) -> dict[str, Any]:
+    """The chunks and compression of ``dataset``, as ``create_dataset`` takes them."""
+    if dataset.chunks is None:
+        return {}
+    options: dict[str, Any] = {"chunks": dataset.chunks, "shuffle": dataset.shuffle}
+    if dataset.compression is not None:
+        options["compression"] = dataset.compression
+        options["compression_opts"] = dataset.compression_opts
+    return options

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from caches import CacheReader, extract
-from caches.parts import part_path
+from caches.parts import consolidate, part_path
 from interp import CacheError, ConfigError, StimulusSpec, generate, load_model
 from interp.ranks import Part
 
@@ -51,9 +51,9 @@ def _datasets(path: Path) -> dict[str, h5py.Dataset]:
         return {name: (handle[name][()], dict(handle[name].attrs)) for name in found}
 
 
-def assert_same_cache(published: Path, alone: Path) -> None:
+def assert_same_cache(published: Path, alone: Path, parts: bool = True) -> None:
     """Dataset by dataset, bit for bit, with the same attributes (root ones too, but the
-    rank files' list)."""
+    rank files' list, which ``published`` has if ``parts``)."""
     ours, theirs = _datasets(published), _datasets(alone)
     assert sorted(ours) == sorted(theirs)
     for name, (values, attrs) in theirs.items():
@@ -64,6 +64,7 @@ def assert_same_cache(published: Path, alone: Path) -> None:
             name
         )
     with h5py.File(published, "r") as a, h5py.File(alone, "r") as b:
+        assert ("parts" in a.attrs) == parts
         assert {k: str(v) for k, v in a.attrs.items() if k != "parts"} == {
             k: str(v) for k, v in b.attrs.items()
         }
@@ -124,7 +125,9 @@ def test_torchrun_cache_equals_one_process(tmp_path) -> None:
     (tmp_path / "dp").rename(moved)  # the cache and its rank files, moved together
     with CacheReader(moved / "cache.h5") as reader, CacheReader(alone) as single:
         np.testing.assert_array_equal(reader.site_array("lm.2"), single.site_array("lm.2"))
+    single_file = consolidate(moved / "cache.h5", tmp_path / "single.h5")
     (moved / "cache.rank1.h5").unlink()
+    assert_same_cache(single_file, alone, parts=False)  # self-contained: no rank file read
     with pytest.raises(CacheError, match=r"images 4..9 lie in .*cache.rank1.h5, which is missing"):
         CacheReader(moved / "cache.h5")
 
