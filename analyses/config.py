@@ -238,7 +238,7 @@ class _ExtractOptions(_Model, _Common, _Attributes, _ConditionSweeps):
     )
     batch_size: int = option("images per forward pass", default=32)
     workers: int = option(
-        "processes that decode the next batches of --data images while the model runs",
+        "processes that decode and preprocess the next batches of images while the model runs",
         default=0,
     )
     question: str = option("question put in the prompt", default=DEFAULT_QUESTION)

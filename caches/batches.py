@@ -1,9 +1,11 @@
 """Decoded batches of a data source, in order, optionally from worker processes that
-decode the next batches while the model runs on this one (``torch.utils.data``)."""
+decode (and preprocess) the next batches while the model runs on this one
+(``torch.utils.data``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
@@ -13,14 +15,25 @@ from interp.sources import ImageSet
 
 __all__ = ["Batch", "decoded_batches"]
 
-Batch = tuple[int, np.ndarray, np.ndarray]  # start, pixels (b, H, W, 3), maps (b, H, W)
+# start, pixels (b, H, W, 3), maps (b, H, W), what ``prepare`` made of them (or None)
+Batch = tuple[int, np.ndarray, np.ndarray, Any]
+Prepare = Callable[[int, np.ndarray], Any]
 
 
 class _Batches(Dataset):
-    """Batch ``k``: the images from ``starts[k]``, decoded, with their object maps."""
+    """Batch ``k``: the images from ``starts[k]``, decoded, with their object maps and
+    what ``prepare(start, pixels)`` makes of them."""
 
-    def __init__(self, data: ImageSet, starts: list[int], batch_size: int, stop: int) -> None:
+    def __init__(
+        self,
+        data: ImageSet,
+        starts: list[int],
+        batch_size: int,
+        stop: int,
+        prepare: Prepare | None,
+    ) -> None:
         self.data, self.starts, self.batch_size, self.stop = data, starts, batch_size, stop
+        self.prepare = prepare
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -29,7 +42,9 @@ class _Batches(Dataset):
         start = self.starts[k]
         indices = np.arange(start, min(self.stop, start + self.batch_size))
         try:
-            return start, self.data.pixels(indices), self.data.maps(indices)
+            pixels = self.data.pixels(indices)  # (b, H, W, 3)
+            prepared = self.prepare(start, pixels) if self.prepare is not None else None
+            return start, pixels, self.data.maps(indices), prepared
         except InterpError as err:  # handed back whole, not as a worker's traceback text
             return err
 
@@ -39,13 +54,20 @@ def _as_is(item: Batch | InterpError) -> Batch | InterpError:
 
 
 def decoded_batches(
-    data: ImageSet, first: int, batch_size: int, workers: int = 0, stop: int | None = None
+    data: ImageSet,
+    first: int,
+    batch_size: int,
+    workers: int = 0,
+    stop: int | None = None,
+    prepare: Prepare | None = None,
 ) -> Iterator[Batch]:
-    """``(start, pixels, maps)`` of every batch from image ``first`` to ``stop`` (default:
-    the last), in order; ``workers`` processes decode ahead (0: decoded here, when asked
-    for)."""
+    """``(start, pixels, maps, prepared)`` of every batch from image ``first`` to ``stop``
+    (default: the last), in order, ``prepared`` being ``prepare(start, pixels)`` (e.g. the
+    processor's inputs; None without ``prepare``); ``workers`` processes decode and
+    prepare ahead (0: here, when asked for)."""
     stop = len(data) if stop is None else stop
-    batches = _Batches(data, list(range(first, stop, batch_size)), batch_size, stop)
+    starts = list(range(first, stop, batch_size))
+    batches = _Batches(data, starts, batch_size, stop, prepare)
     if workers == 0:
         items: Iterator = (batches[k] for k in range(len(batches)))
     else:

@@ -10,6 +10,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -103,9 +104,9 @@ def extract(
 
     ``compression`` compresses the activation datasets (``lzf``: fast; ``gzip``: level
     1, smaller and slower; readers decompress without being told; README, "Extraction
-    speed", gives the measured sizes and times). ``workers`` processes decode the next
-    batches while the model runs (a folder of
-    images; 0: decoded in this process). ``store_pixels=False`` keeps the images out of
+    speed", gives the measured sizes and times). ``workers`` processes decode and
+    preprocess the next batches while the model runs (0: in this process; each batch
+    goes through the processor once, whatever the number of conditions). ``store_pixels=False`` keeps the images out of
     the cache (their object maps, sizes and labels stay; the pixel probe then has nothing
     to reconstruct).
 
@@ -261,7 +262,7 @@ def _write_images(
         """Per condition the (acts, extra) of a decoded batch as they go into the file
         (converted and checked here, while the writer thread writes the previous batch),
         and its pixels and maps."""
-        start, pixels, maps = batch  # (batch, *canvas, 3), (batch, *canvas)
+        start, pixels, maps, inputs = batch  # (batch, *canvas, 3), (batch, *canvas)
         batch_sizes = sizes[start : start + len(pixels)]
         found = {}
         for condition, intervention in settings.interventions.items():
@@ -275,6 +276,7 @@ def _write_images(
                 settings.prompt,
                 intervention,
                 settings.dtype,
+                inputs,
             )
             found[condition] = tuple(
                 {
@@ -293,7 +295,10 @@ def _write_images(
         return found, pixels, maps
 
     def batches(first: int) -> Iterator[Batch]:
-        return decoded_batches(data, first, settings.batch_size, settings.workers, stop=hi)
+        prepare = _Preprocess(adapter, settings.prompt, sizes)  # once per batch, not condition
+        return decoded_batches(
+            data, first, settings.batch_size, settings.workers, stop=hi, prepare=prepare
+        )
 
     first_start = lo + _resume_point(partial_path(path), attrs)
     if first_start > lo:
@@ -488,6 +493,22 @@ def _check_disk_space(
     )
 
 
+class _Preprocess:
+    """The processor's inputs for a batch whose images share one size (None for a batch
+    of several sizes, grouped and preprocessed at capture): run where the batch is
+    decoded, in a loader worker when there are workers, and once for every condition."""
+
+    def __init__(self, adapter: Any, prompt: str, sizes: np.ndarray) -> None:
+        self.adapter, self.prompt, self.sizes = adapter, prompt, sizes
+
+    def __call__(self, start: int, pixels: np.ndarray) -> dict[str, torch.Tensor] | None:
+        shapes = {(int(h), int(w)) for h, w in self.sizes[start : start + len(pixels)]}
+        if len(shapes) != 1:
+            return None
+        height, width = shapes.pop()
+        return self.adapter.build_inputs(pixels[:, :height, :width], self.prompt)
+
+
 def _size_key(size: tuple[int, int]) -> str:
     """How an image size names its entry in a condition's description: ``"32"`` for a
     square, ``"200x300"`` (height x width) otherwise."""
@@ -505,6 +526,7 @@ def _capture_batch(
     prompt: str,
     intervention: Intervention | None,
     dtype: torch.dtype | None = torch.float32,
+    inputs: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, SiteValues], dict[str, SiteValues]]:
     """A batch's images ``pixels`` ``(batch, *canvas, 3)``, of ``sizes`` ``(batch, 2)``
     (height, width; each image in its top-left corner; ``maps`` ``(batch, *canvas)``
@@ -513,7 +535,8 @@ def _capture_batch(
     forward pass per group of images the adapter can batch together (all of them where
     every image becomes one input shape; else those of one size). Returns ``site ->
     (batch, tokens, d)`` (one size) or one ``(tokens_i, d)`` per image, as ``dtype``
-    (None: the model's)."""
+    (None: the model's). ``inputs``: the processor's inputs for a batch of one size,
+    where built already (:class:`_Preprocess`)."""
     shapes = [(int(h), int(w)) for h, w in sizes]
     if len(set(shapes)) == 1:
         height, width = shapes[0]
@@ -529,6 +552,7 @@ def _capture_batch(
                 prompt=prompt,
             ),
             dtype=dtype,
+            inputs=inputs,
         )
         return captured.acts, captured.extra
     acts: dict[str, list] = {site: [None] * len(sizes) for site in sites}

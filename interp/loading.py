@@ -197,8 +197,10 @@ def load_model(
     ``dtype`` is e.g. ``"bfloat16"``; ``device_map`` e.g. ``"cuda"`` or ``"auto"``;
     ``attn_implementation`` e.g. ``"sdpa"`` or ``"eager"`` (the attention knockout needs one
     of these two). Under ``torchrun``, ``device_map="cuda"`` puts each rank's copy on its
-    own GPU (``cuda:<LOCAL_RANK>``); a model too large for one GPU takes a ``device_map``
-    dict, or ``"auto"`` with ``CUDA_VISIBLE_DEVICES`` naming each rank's GPUs.
+    own GPU (``cuda:<LOCAL_RANK>``), and ``device_map="auto"`` spreads each rank's copy
+    over its own share of the machine's GPUs (:meth:`interp.ranks.Part.gpus`: with 8
+    GPUs and 4 ranks per machine, rank 1 gets GPUs 2 and 3), for a model too large for
+    one.
     """
     import transformers
     from transformers import AutoConfig, AutoProcessor
@@ -211,6 +213,14 @@ def load_model(
     if part.parallel and device_map == "cuda":
         device_map = part.device()  # one GPU per rank of a data-parallel extraction
     check_device_map(device_map)
+    max_memory = None
+    if part.parallel and device_map == "auto" and torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        own = part.gpus(count)  # the other ranks' GPUs get nothing of this copy
+        max_memory = {
+            i: torch.cuda.get_device_properties(i).total_memory if i in own else 0
+            for i in range(count)
+        }
     resolved = resolve_model_source(source)
     local_files_only = _offline_hub_check(source, resolved, local_files_only)
     kwargs: dict[str, Any] = {"local_files_only": local_files_only}
@@ -235,6 +245,8 @@ def load_model(
         model_kwargs["dtype"] = dtype
     if device_map is not None:
         model_kwargs["device_map"] = device_map
+    if max_memory is not None:
+        model_kwargs["max_memory"] = max_memory
     if attn_implementation is not None:
         model_kwargs["attn_implementation"] = attn_implementation
     try:

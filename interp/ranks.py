@@ -28,18 +28,20 @@ _STARTED: list[bool] = []  # whether this process started the group it waits in
 
 @dataclass(frozen=True)
 class Part:
-    """Rank ``rank`` of ``ranks`` processes extracting one cache together (``local_rank``:
-    its index on its machine, which picks its GPU)."""
+    """Rank ``rank`` of ``ranks`` processes extracting one cache together (``local_rank``
+    of ``local_ranks`` on its machine, which picks its GPUs)."""
 
     rank: int = 0
     ranks: int = 1
     local_rank: int = 0
+    local_ranks: int = 1
 
     def __post_init__(self) -> None:
-        if not 0 <= self.rank < self.ranks or self.local_rank < 0:
+        if not 0 <= self.rank < self.ranks or not 0 <= self.local_rank < self.local_ranks:
             raise ConfigError(
-                f"rank must lie in 0..ranks-1 and local_rank be >= 0, got rank={self.rank}, "
-                f"ranks={self.ranks}, local_rank={self.local_rank}"
+                f"rank must lie in 0..ranks-1 and local_rank in 0..local_ranks-1, got "
+                f"rank={self.rank}, ranks={self.ranks}, local_rank={self.local_rank}, "
+                f"local_ranks={self.local_ranks}"
             )
 
     @classmethod
@@ -49,7 +51,12 @@ class Part:
         if "WORLD_SIZE" not in env:
             return cls()
         try:
-            return cls(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
+            return cls(
+                int(env["RANK"]),
+                int(env["WORLD_SIZE"]),
+                int(env.get("LOCAL_RANK", 0)),
+                int(env.get("LOCAL_WORLD_SIZE", env["WORLD_SIZE"])),
+            )
         except (KeyError, ValueError) as err:
             raise ConfigError(
                 f"WORLD_SIZE is set ({env['WORLD_SIZE']!r}) but RANK is not a number "
@@ -75,6 +82,17 @@ class Part:
     def device(self) -> str:
         """The GPU of this rank on its machine (``cuda:<local_rank>``)."""
         return f"cuda:{self.local_rank}"
+
+    def gpus(self, count: int) -> list[int]:
+        """This rank's share of the machine's ``count`` GPUs, for a model spread over
+        several (``device_map="auto"`` in each rank): ``count // local_ranks`` in a row."""
+        share = count // self.local_ranks
+        if share < 1:
+            raise ConfigError(
+                f"{self.local_ranks} ranks on a machine with {count} GPUs leave some rank "
+                f"without one; start at most {count} ranks per machine (--nproc-per-node)"
+            )
+        return list(range(self.local_rank * share, (self.local_rank + 1) * share))
 
     def barrier(self, last: bool = False) -> None:
         """Wait until every rank got here (a ``gloo`` group over torchrun's rendezvous,

@@ -167,6 +167,7 @@ def capture_tokens(
     logits: bool = False,
     records: Sequence[Action] = (),
     dtype: torch.dtype | None = torch.float32,
+    inputs: dict[str, torch.Tensor] | None = None,
 ) -> Captured:
     """As :func:`capture`, and (with ``extra``) the non-patch tokens of each site; with
     ``logits``, the next-token logits after each prompt (``prompt`` may then be one text
@@ -177,11 +178,17 @@ def capture_tokens(
     Recordings come back on the CPU as ``dtype`` (None: the model's own, as an
     extraction stores them without a float32 detour), converted on the model's device.
     From a GPU they are copied into pinned memory without waiting (the forward pass
-    goes on meanwhile), and the copies are awaited once, when the trace is done."""
+    goes on meanwhile), and the copies are awaited once, when the trace is done.
+
+    ``inputs``: the processor's outputs for these ``images`` and ``prompt``
+    (``adapter.build_inputs``) where they were built already (an extraction builds them
+    once per batch, in its loader workers); built here otherwise."""
     adapter = loaded.adapter
     check_images(images)
     sites = [adapter.check_site(s) for s in as_names(sites, "sites")]
-    inputs = loaded.move_inputs(adapter.build_inputs(images, prompt))
+    if inputs is None:
+        inputs = adapter.build_inputs(images, prompt)
+    inputs = loaded.move_inputs(inputs)
     positions = adapter.token_positions(inputs)  # None without an LLM
     if logits and not adapter.has_language_model:
         raise ConfigError(f"a {adapter.family} encoder has no next-token logits")

@@ -85,7 +85,12 @@ def test_parts_are_whole_batches_in_order() -> None:
     assert spans == [(0, 8), (8, 16), (16, 21)]
     assert [Part(r, 4).images(5, 4) for r in range(4)] == [(0, 0), (0, 4), (4, 4), (4, 5)]
     env = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}
-    assert Part.from_env(env) == Part(1, 2, 1) and Part.from_env(env).device() == "cuda:1"
+    assert Part.from_env(env) == Part(1, 2, 1, 2) and Part.from_env(env).device() == "cuda:1"
+    two_nodes = {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4"}
+    assert Part.from_env(two_nodes).gpus(8) == [2, 3]  # 8 GPUs, 4 ranks: 2 each
+    assert Part(0, 3, 2, 3).gpus(8) == [4, 5]  # two GPUs each, the 8th unused
+    with pytest.raises(ConfigError, match="at most 2 ranks per machine"):
+        Part(0, 4, 0, 4).gpus(2)
     assert Part.from_env({}) == Part(0, 1)
     with pytest.raises(ConfigError, match="rank must lie in 0..ranks-1"):
         Part(2, 2)
