@@ -43,6 +43,7 @@ __all__ = [
     "AnswersConfig",
     "AttentionConfig",
     "LensConfig",
+    "MineConfig",
     "DEFAULT_QUESTION",
     "FAST_DEFAULTS",
     "FULL_DEFAULTS",
@@ -654,3 +655,87 @@ class RunConfig(_ExtractOptions, _ProbeOptions, _Figures):
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
+
+
+EMBEDDING_KINDS = ("image", "mean")
+
+
+@dataclass
+class MineConfig:
+    """``interp mine``: blind pairs (MMVP): images that ``encoder_a`` embeds almost alike
+    (cosine above ``threshold_a``) while ``encoder_b`` tells them apart (below
+    ``threshold_b``), into the folder ``out``."""
+
+    encoder_b: str | None = option(
+        "the encoder that tells images apart (e.g. a DINOv2): built-in name, save_pretrained "
+        "folder, or hub id",
+        default=None,
+    )
+    encoder_a: str = option(
+        "the encoder whose embedding is tested (e.g. a CLIP; a LLaVA-1.5's tower): built-in "
+        "name, save_pretrained folder, or hub id",
+        default=ORGANISM_NAME,
+    )
+    threshold_a: float = option("pairs more alike than this under encoder_a", default=0.95)
+    threshold_b: float = option("and less alike than this under encoder_b", default=0.6)
+    embedding: str = option(
+        "image: each checkpoint's own image embedding (CLIP's projected or pooled output, "
+        "SigLIP's pooled head, DINOv2's normed CLS); mean: the mean patch token",
+        default="image",
+    )
+    data: str | ImageSet | None = option(
+        "your own images (as for extract); default: the built-in synthetic stimuli",
+        default=None,
+    )
+    image_column: str | None = option(
+        "with a Hugging Face dataset: the column of images (default: image)", default=None
+    )
+    attributes: list[str] | None = option(
+        "labels compared within each pair (default: every label)", default=None
+    )
+    categorical: list[str] | None = option(
+        "with --data: numeric-looking columns to treat as classes", default=None
+    )
+    n_images: int | None = option(
+        "number of images (default: 1000 synthetic ones; with --data, every row, or the first N)",
+        default=None,
+    )
+    image_size: int | None = option(
+        "stimulus side in px (default: encoder_a's native input size)", default=None
+    )
+    seed: int = option("seed of the stimuli", default=0)
+    batch_size: int = option("images per forward pass", default=64)
+    top: int = option("pairs shown in the picture of the top pairs", default=12)
+    dtype: str | None = option(
+        "float32, float16 or bfloat16 (default: the checkpoint's)", default=None
+    )
+    device_map: str | None = option("e.g. cuda (default: CPU)", default=None)
+    local_files_only: bool = option("never reach the hub", default=False)
+    out: str = option("output folder", default="mine")
+    overwrite: bool = option("replace existing outputs", default=False)
+    progress: bool = option("show progress bars", default=True)
+
+    def __post_init__(self) -> None:
+        _check_out(self.out)
+        _names(self, ("attributes", "categorical"))
+        if self.encoder_b is None:
+            raise ConfigError(
+                "encoder_b is required: the encoder that tells images apart, e.g. "
+                "facebook/dinov2-large or a save_pretrained folder of one"
+            )
+        if self.embedding not in EMBEDDING_KINDS:
+            raise ConfigError(
+                f"embedding must be one of {', '.join(EMBEDDING_KINDS)}, got {self.embedding!r}"
+            )
+        for name in ("threshold_a", "threshold_b"):
+            if not -1 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name} is a cosine in [-1, 1], got {getattr(self, name)}")
+        for name in ("batch_size", "top"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_images is not None and self.n_images < 2:
+            raise ConfigError(f"n_images must be >= 2 (pairs), got {self.n_images}")
+        if self.data is not None and self.image_size is not None:
+            raise ConfigError("image_size draws the synthetic stimuli; with data leave it out")
+
+    open_data = _ExtractOptions.open_data

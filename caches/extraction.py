@@ -106,9 +106,9 @@ def extract(
     1, smaller and slower; readers decompress without being told; README, "Extraction
     speed", gives the measured sizes and times). ``workers`` processes decode and
     preprocess the next batches while the model runs (0: in this process; each batch
-    goes through the processor once, whatever the number of conditions). ``store_pixels=False`` keeps the images out of
-    the cache (their object maps, sizes and labels stay; the pixel probe then has nothing
-    to reconstruct).
+    goes through the processor once, whatever the number of conditions).
+    ``store_pixels=False`` keeps the images out of the cache (their object maps, sizes
+    and labels stay; the pixel probe then has nothing to reconstruct).
 
     Everything that can fail before a file is written is checked first: the first batch
     to write is captured before the file is created, and the disk must hold the cache's

@@ -66,6 +66,13 @@ STEPS = {
         "Writes OUT/attention.csv, OUT/attention_map.html (the first image, per layer) and "
         "OUT/attention_by_layer.html; loads the model with eager attention.",
     ),
+    "mine": (
+        "MineConfig",
+        "blind pairs: images one encoder embeds alike while another tells them apart (MMVP)",
+        "Embeds every image with both encoders (kept in OUT/embeddings.h5 for a rerun), "
+        "writes OUT/pairs.csv (i, j, image_i, image_j, cos_a, cos_b, and the attributes "
+        "that differ) and OUT/blind_pairs.png (the top pairs).",
+    ),
     "report": (
         "ReportConfig",
         "a run's folder -> one self-contained HTML page of every figure, table and setting",
@@ -293,6 +300,19 @@ def _step(name: str, given: dict) -> int:
             print("median rank of the class word at the tokens over the object:")
             print(shown.to_string(float_format=lambda v: f"{v:.0f}"))
         for key, path in paths.items():
+            print(f"{key}: {path.resolve()}")
+    elif name == "mine":
+        from analyses.mining import mine_step
+
+        result = mine_step(config)
+        print(f"{len(result.pairs)} blind pairs among {len(result.embeddings['a'])} images")
+        if "differs" in result.pairs:
+            counts = result.pairs["differs"].str.split(";").explode().value_counts()
+            print(
+                "pairs whose images differ in: "
+                + ", ".join(f"{k} {v}" for k, v in counts.items() if k)
+            )
+        for key, path in result.paths.items():
             print(f"{key}: {path.resolve()}")
     elif name == "plot":
         for key, path in steps.plot_step(config).items():

@@ -147,6 +147,9 @@ class Adapter(ABC):
     # Whether every image, of any size, becomes model inputs of one shape (one view
     # resized or cropped to the native size), so images of mixed sizes share a batch.
     one_input_shape: ClassVar[bool] = True
+    # Whether the vision transformer (above the vision.* layers) takes the processor's
+    # pixel_values alone, so it embeds images on its own (interp.embeddings).
+    pixel_tower: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, processor: Any) -> None:
         self.model = model

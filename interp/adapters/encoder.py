@@ -26,6 +26,7 @@ class VisionEncoderAdapter(Adapter):
     conditions = ("baseline",)
     condition_kinds = ("baseline", "mean", "patch")
     has_language_model = False
+    pixel_tower = True
     # Module-name suffixes tried, in order, to find the encoder's layer list.
     layer_suffixes: ClassVar[tuple[str, ...]] = ("vision_model.encoder.layers", "encoder.layers")
 

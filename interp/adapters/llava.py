@@ -24,6 +24,7 @@ class LlavaAdapter(DecoderVLMAdapter):
     )
     projector_suffixes: ClassVar[tuple[str, ...]] = ("multi_modal_projector",)
     lm_suffixes: ClassVar[tuple[str, ...]] = ("language_model",)
+    pixel_tower: ClassVar[bool] = True  # a CLIP tower on (batch, 3, H, W) pixel_values
 
     def __init__(self, model: torch.nn.Module, processor: Any) -> None:
         super().__init__(model, processor)

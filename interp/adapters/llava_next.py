@@ -33,6 +33,7 @@ __all__ = ["LlavaNextAdapter"]
 class LlavaNextAdapter(LlavaAdapter):
     family = "LLaVA-NeXT"
     one_input_shape = False
+    pixel_tower = False  # pixel_values hold each image's crops: (batch, crops, 3, H, W)
     model_types = ("llava_next",)
     hub_ids = (
         "llava-hf/llava-v1.6-mistral-7b-hf",

@@ -108,6 +108,10 @@ class ImageSet(ABC):
         """The set's questions with their answers (none unless the source has them)."""
         return []
 
+    def names(self) -> list[str]:
+        """What to call each image in a table: its file where it has one, else its index."""
+        return [str(i) for i in range(len(self))]
+
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """Where the data came from, JSON-able (recorded in the cache; a resume must find

@@ -114,6 +114,9 @@ class LabelTable(TabularImages):
     def _open_image(self, i: int) -> Image.Image:
         return Image.open(self.paths[i])
 
+    def names(self) -> list[str]:
+        return [str(path) for path in self.paths]
+
     def _open_mask(self, i: int) -> Image.Image:
         return Image.open((self.root / str(self.frame["mask"].iloc[i])).resolve())
 

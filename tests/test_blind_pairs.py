@@ -1,0 +1,179 @@
+"""Blind-pair mining: image embeddings of each family, and the blockwise search against
+a brute-force one."""
+
+from __future__ import annotations
+
+import itertools
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import transformers
+from tiny_vlms import build_encoder
+from transformers import AutoModel
+
+from analyses.blind_pairs import differing_attributes, mine_pairs
+from caches.embeddings import cached_embeddings
+from interp import ConfigError, StimulusSpec, generate, load_model
+from interp.embeddings import embed_batch, embed_images
+
+PREFIX = {"clip": 1, "siglip": 0, "dinov2": 1, "dinov2_registers": 3}
+
+
+@pytest.fixture(scope="module")
+def images():
+    return generate(StimulusSpec(n_images=5, image_size=32, seed=7)).images
+
+
+@pytest.mark.parametrize("kind", list(PREFIX))
+def test_embeddings_are_each_checkpoints_own(kind, images, tmp_path) -> None:
+    """``image``: the pooled output a fresh copy of the checkpoint returns (SigLIP's head,
+    DINOv2's normed CLS, CLIP's post-norm CLS); ``mean``: its last hidden state's patch
+    tokens, averaged."""
+    torch.manual_seed(0)
+    folder = build_encoder(kind, tmp_path / kind)
+    loaded = load_model(folder)
+    reference = AutoModel.from_pretrained(folder).eval()
+    with torch.no_grad():
+        out = reference(**loaded.adapter.build_inputs(images, ""))
+    torch.testing.assert_close(embed_batch(loaded, images, "image"), out.pooler_output)
+    patches = out.last_hidden_state[:, PREFIX[kind] :]  # (batch, 16, d)
+    torch.testing.assert_close(embed_batch(loaded, images, "mean"), patches.mean(1))
+
+
+def test_clip_with_a_projection_embeds_as_get_image_features(images, tmp_path) -> None:
+    torch.manual_seed(0)
+    vision = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
+    config = transformers.CLIPConfig(
+        vision_config={**vision, "intermediate_size": 64, "image_size": 32, "patch_size": 8},
+        text_config={**vision, "intermediate_size": 64},
+        projection_dim=24,
+    )
+    model = transformers.CLIPModel(config).eval()
+    model.save_pretrained(tmp_path)
+    transformers.CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    ).save_pretrained(tmp_path)
+    loaded = load_model(str(tmp_path))
+    inputs = loaded.adapter.build_inputs(images, "")
+    with torch.no_grad():
+        expected = model.get_image_features(pixel_values=inputs["pixel_values"])
+    expected = getattr(expected, "pooler_output", expected)  # a tensor, or an output
+    got = embed_batch(loaded, images, "image")
+    assert got.shape == (5, 24)
+    torch.testing.assert_close(got, expected)
+
+
+def test_a_llavas_tower_embeds_its_images(loaded, stimuli) -> None:
+    """The LLaVA's CLIP tower, called on its own through Hugging Face's module."""
+    inputs = loaded.adapter.build_inputs(stimuli.images, loaded.adapter.default_prompt("x"))
+    tower = loaded.model.model.vision_tower if hasattr(loaded.model, "model") else None
+    tower = tower if tower is not None else loaded.model.vision_tower
+    with torch.no_grad():
+        expected = tower(pixel_values=inputs["pixel_values"]).pooler_output
+    torch.testing.assert_close(embed_images(loaded, stimuli, progress=False), expected.numpy())
+
+
+def test_mixed_sizes_embed_as_each_image_alone(tmp_path) -> None:
+    torch.manual_seed(0)
+    loaded = load_model(build_encoder("dinov2", tmp_path / "d"))
+    data = generate(StimulusSpec(n_images=4, image_sizes=(24, 40), seed=1))
+    together = embed_images(loaded, data, batch_size=4, progress=False)
+    for i in range(4):
+        h, w = data.sizes[i]
+        alone = embed_batch(loaded, data.pixels(np.array([i]))[:, :h, :w]).numpy()
+        np.testing.assert_allclose(together[i], alone[0], rtol=1e-5, atol=1e-6)
+
+
+def _brute_force(a, b, ta, tb):
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return {
+        (i, j): (float(a[i] @ a[j]), float(b[i] @ b[j]))
+        for i, j in itertools.combinations(range(len(a)), 2)
+        if a[i] @ a[j] > ta and b[i] @ b[j] < tb
+    }
+
+
+@pytest.mark.parametrize("block", [1, 7, 60, None])
+def test_mining_equals_a_brute_force_search(block, rng) -> None:
+    a = rng.normal(size=(60, 3)) + np.array([3.0, 0, 0])  # mostly alike under a
+    b = rng.normal(size=(60, 16))  # mostly apart under b
+    expected = _brute_force(a, b, 0.95, 0.1)
+    assert 20 < len(expected) < 60 * 59 // 2  # a search with something to find
+    pairs = mine_pairs(a, b, 0.95, 0.1, block=block, device="cpu")
+    assert list(pairs.columns) == ["i", "j", "cos_a", "cos_b"]
+    assert set(zip(pairs.i, pairs.j, strict=True)) == set(expected)
+    for row in pairs.itertuples():
+        np.testing.assert_allclose((row.cos_a, row.cos_b), expected[(row.i, row.j)], atol=1e-5)
+    assert (np.diff(pairs.cos_a.to_numpy()) <= 0).all(), "most alike under a first"
+
+
+def test_mining_refuses_bad_input_and_names_differences() -> None:
+    with pytest.raises(ConfigError, match="same images"):
+        mine_pairs(np.ones((3, 2)), np.ones((4, 2)))
+    with pytest.raises(ConfigError, match="cosines in"):
+        mine_pairs(np.ones((3, 2)), np.ones((3, 2)), threshold_a=2)
+    with pytest.raises(ConfigError, match="not finite"):
+        mine_pairs(np.full((3, 2), np.nan), np.ones((3, 2)))
+    pairs = mine_pairs(np.ones((3, 2)), np.eye(3), 0.5, 0.5)  # every pair: alike, apart
+    labels = {"color": np.array([0, 0, 1]), "shape": np.array([2, 3, 3])}
+    assert list(differing_attributes(pairs, labels)) == ["shape", "color;shape", "color"]
+
+
+def test_embeddings_are_cached_while_their_settings_hold(tmp_path) -> None:
+    calls = []
+
+    def compute(value):
+        calls.append(value)
+        return np.full((3, 2), value, dtype=np.float32)
+
+    path = tmp_path / "embeddings.h5"
+    first = cached_embeddings(path, "a", {"model": "m", "data": {"n": 3}}, lambda: compute(1))
+    again = cached_embeddings(path, "a", {"model": "m", "data": {"n": 3}}, lambda: compute(2))
+    other = cached_embeddings(path, "a", {"model": "other", "data": {"n": 3}}, lambda: compute(3))
+    assert calls == [1, 3] and (first == again).all() and (other == 3).all()
+
+
+def test_interp_mine_writes_the_pairs_and_reuses_embeddings(tmp_path, monkeypatch, capsys) -> None:
+    """`interp mine` between the organism's CLIP tower and a tiny DINOv2: pairs.csv equals
+    a brute-force search over the embeddings it stored, each pair's differing attributes
+    are its labels', and a rerun embeds nothing again."""
+    import interp.embeddings as embeddings_module
+    from analyses.mining import mine_step
+    from interp.cli import main
+
+    torch.manual_seed(0)
+    dino = build_encoder("dinov2", tmp_path / "dino")
+    out = tmp_path / "mined"
+    args = ["mine", "--encoder-b", dino, "--n-images", "40", "--threshold-a", "0.97",
+            "--threshold-b", "0.99999", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    table = pd.read_csv(out / "pairs.csv")
+    assert list(table.columns) == ["i", "j", "image_i", "image_j", "cos_a", "cos_b", "differs"]
+    assert f"{len(table)} blind pairs among 40 images" in printed and len(table) > 3
+    assert (out / "blind_pairs.png").is_file()
+    with h5py.File(out / "embeddings.h5", "r") as handle:
+        a, b = handle["embeddings/a"][()], handle["embeddings/b"][()]
+    assert set(zip(table.i, table.j, strict=True)) == set(_brute_force(a, b, 0.97, 0.99999))
+    data = generate(StimulusSpec(n_images=40, image_size=64, seed=0))
+    for row in table.itertuples():
+        differs = {k for k in data.labels if data.labels[k][row.i] != data.labels[k][row.j]}
+        assert set(str(row.differs).split(";")) - {"nan"} == differs
+
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("the embeddings of the same images and encoders are reused")
+
+    monkeypatch.setattr(embeddings_module, "embed_images", no_embedding)
+    from analyses.config import MineConfig
+
+    again = mine_step(
+        MineConfig(encoder_b=dino, n_images=40, threshold_a=0.97, threshold_b=0.99999,
+                   out=str(out), overwrite=True, progress=False)
+    )  # fmt: skip
+    assert len(again.pairs) == len(table)
+    with pytest.raises(ConfigError, match="encoder_b is required"):
+        MineConfig()
