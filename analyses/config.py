@@ -44,6 +44,7 @@ __all__ = [
     "AttentionConfig",
     "LensConfig",
     "MineConfig",
+    "PairsEvalConfig",
     "DEFAULT_QUESTION",
     "FAST_DEFAULTS",
     "FULL_DEFAULTS",
@@ -737,5 +738,56 @@ class MineConfig:
             raise ConfigError(f"n_images must be >= 2 (pairs), got {self.n_images}")
         if self.data is not None and self.image_size is not None:
             raise ConfigError("image_size draws the synthetic stimuli; with data leave it out")
+
+    open_data = _ExtractOptions.open_data
+
+
+@dataclass
+class PairsEvalConfig(_Model):
+    """``interp pairs-eval``: questions about both images of each pair, answered by
+    ``model``; per-question and pair accuracy (both right) per visual pattern, into the
+    folder ``out``."""
+
+    pairs: str | None = option(
+        "a pairs.csv (columns i, j; optional pattern), e.g. from interp mine; default: the "
+        "pairs the data defines (MMVP)",
+        default=None,
+    )
+    data: str | ImageSet | None = option(
+        "the images: MMVP's folder (Questions.csv and 'MMVP Images/'), your own images with "
+        "question and answer columns, or (default) the stimuli the pairs were mined from",
+        default=None,
+    )
+    image_column: str | None = option(
+        "with a Hugging Face dataset: the column of images (default: image)", default=None
+    )
+    categorical: list[str] | None = option(
+        "with --data: numeric-looking columns to treat as classes", default=None
+    )
+    n_images: int | None = option("with --data: only the first N images", default=None)
+    conditions: list[str] | None = option(
+        "conditions answered under (default: baseline)", default=None
+    )
+    batch_size: int = option("images per forward pass", default=32)
+    n_boot: int = option("bootstrap resamples of the pairs for the intervals", default=1000)
+    seed: int = option("seed of the bootstrap", default=0)
+    out: str = option("output folder", default="pairs-eval")
+    overwrite: bool = option("replace existing outputs", default=False)
+    progress: bool = option("show progress bars", default=True)
+    attributes: list[str] | None = option(
+        "with --data: the label columns kept (default: every one)", default=None
+    )
+
+    def __post_init__(self) -> None:
+        _check_out(self.out)
+        _names(self, ("conditions", "categorical"))
+        if self.pairs is None and self.data is None:
+            raise ConfigError(
+                "give pairs (a pairs.csv, e.g. from interp mine) or data that pairs its "
+                "images (MMVP's folder)"
+            )
+        for name in ("batch_size", "n_boot"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     open_data = _ExtractOptions.open_data

@@ -1,8 +1,10 @@
 """``interp mine``: blind pairs between two encoders, from images to ``pairs.csv`` and a
-picture of the top pairs."""
+picture of the top pairs; ``interp pairs-eval``: a VLM's per-question and pair accuracy
+on such pairs (or MMVP's)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,15 +13,36 @@ import pandas as pd
 from PIL import Image
 
 from analyses.blind_pairs import differing_attributes, mine_pairs
-from analyses.config import MineConfig
-from analyses.outputs import check_output_folder, check_writable, write_picture, write_table
+from analyses.config import MineConfig, PairsEvalConfig
+from analyses.outputs import (
+    check_output_folder,
+    check_writable,
+    write_atomic,
+    write_picture,
+    write_table,
+)
+from analyses.paired import paired_accuracy
 from analyses.pictures import reconstruction_grid
 from caches.embeddings import cached_embeddings
+from interp.errors import ConfigError
 from interp.sources import ImageSet
 
-__all__ = ["MINE_FILES", "MineResult", "mine_step", "pair_picture"]
+__all__ = [
+    "MINE_FILES",
+    "PAIRS_EVAL_FILES",
+    "MineResult",
+    "PairsEvalResult",
+    "mine_step",
+    "pair_picture",
+    "pairs_eval_step",
+]
 
-MINE_FILES = {"pairs": "pairs.csv", "pairs_picture": "blind_pairs.png"}
+MINE_FILES = {
+    "pairs": "pairs.csv",
+    "pairs_settings": "pairs.json",
+    "pairs_picture": "blind_pairs.png",
+}
+PAIRS_EVAL_FILES = {"paired": "paired.csv", "pair_answers": "pair_answers.csv"}
 EMBEDDINGS_FILE = "embeddings.h5"  # reused by a later run on the same images and encoders
 
 
@@ -37,7 +60,8 @@ def mine_step(config: MineConfig) -> MineResult:
     """Embed every image with both encoders (cached in ``embeddings.h5`` while the
     encoders, the embedding and the images stay the same), mine the blind pairs, and
     write ``pairs.csv`` (``i, j, image_i, image_j, cos_a, cos_b`` and, for labelled data,
-    ``differs``: the attributes whose values differ) and ``blind_pairs.png``."""
+    ``differs``: the categorical attributes whose values differ), ``pairs.json`` (what
+    the pairs were mined from) and ``blind_pairs.png``."""
     from interp.embeddings import embed_images
     from interp.loading import load_model
     from interp.stimuli import StimulusSpec, generate
@@ -86,14 +110,23 @@ def mine_step(config: MineConfig) -> MineResult:
     names = np.asarray(data.names(), dtype=object)
     pairs.insert(2, "image_i", names[pairs["i"].to_numpy()])
     pairs.insert(3, "image_j", names[pairs["j"].to_numpy()])
-    labels = {
+    labels = {  # categorical ones: a continuous label (a position) differs in every pair
         name: values
         for name, values in data.labels.items()
-        if config.attributes is None or name in config.attributes
+        if name in data.label_classes and (config.attributes is None or name in config.attributes)
     }
     if labels:
         pairs["differs"] = differing_attributes(pairs, labels)
     write_table(pairs, paths["pairs"])
+    settings = {
+        "data": origin,
+        "encoder_a": loaded["a"].source,
+        "encoder_b": loaded["b"].source,
+        "embedding": config.embedding,
+        "threshold_a": config.threshold_a,
+        "threshold_b": config.threshold_b,
+    }
+    write_atomic(paths["pairs_settings"], lambda p: p.write_text(json.dumps(settings, indent=1)))
     write_picture(pair_picture(data, pairs.head(config.top)), paths["pairs_picture"])
     return MineResult(pairs=pairs, embeddings=embeddings, paths=paths)
 
@@ -117,3 +150,84 @@ def pair_picture(data: ImageSet, pairs: pd.DataFrame, side: int = 64) -> Image.I
         {"image i": column(pairs["i"].to_numpy()), "image j": column(pairs["j"].to_numpy())},
         scale=1,
     )
+
+
+@dataclass
+class PairsEvalResult:
+    """Per condition and pattern the paired table (``paired.csv``), the answers it was
+    made of, and the files written."""
+
+    table: pd.DataFrame
+    answers: pd.DataFrame
+    paths: dict[str, Path]
+
+
+def _pairs_and_data(config: PairsEvalConfig) -> tuple[pd.DataFrame, ImageSet]:
+    """The pairs and the images they index: ``config.pairs`` (with its ``pairs.json``
+    naming the stimuli it was mined from, where there is no ``data``) or the pairs the
+    data defines."""
+    from interp.stimuli import StimulusSpec, generate
+
+    data = config.open_data()
+    if config.pairs is None:
+        pairs = data.pairs()
+        if pairs is None:
+            raise ConfigError(f"{config.data} defines no pairs; give pairs (a pairs.csv)")
+        return pairs, data
+    path = Path(config.pairs)
+    if not path.is_file():
+        raise ConfigError(f"no pairs table at {path}; give the pairs.csv interp mine wrote")
+    pairs = pd.read_csv(path)
+    if not {"i", "j"} <= set(pairs.columns):
+        raise ConfigError(f"{path} needs the columns i and j (image indices)")
+    if data is None:
+        settings = path.with_name("pairs.json")
+        origin = json.loads(settings.read_text())["data"] if settings.is_file() else {}
+        if origin.get("source") != "stimuli":
+            raise ConfigError(
+                f"{path} has no pairs.json beside it naming the built-in stimuli it was mined "
+                f"from; give the images with data"
+            )
+        spec = dict(origin["spec"])
+        spec["background"] = tuple(spec.get("background", (255, 255, 255)))
+        spec["image_sizes"] = tuple(spec.get("image_sizes", ()))
+        data = generate(StimulusSpec(**spec))
+    top = int(max(pairs["i"].max(), pairs["j"].max())) if len(pairs) else -1
+    if top >= len(data):
+        raise ConfigError(f"{path} names image {top}, the data has {len(data)} images")
+    return pairs, data
+
+
+def pairs_eval_step(config: PairsEvalConfig) -> PairsEvalResult:
+    """Answer every question about the images of each pair (under each condition), and
+    write the paired table (``paired.csv``: per condition and pattern, per-question and
+    pair accuracy with chance levels and intervals) and the answers
+    (``pair_answers.csv``)."""
+    from analyses.steps import load_step_model
+    from interp.answers import score_answers
+
+    folder = check_output_folder(config.out)
+    paths = {key: folder / name for key, name in PAIRS_EVAL_FILES.items()}
+    check_writable(paths.values(), config.overwrite)
+    pairs, data = _pairs_and_data(config)
+    paired_images = set(pairs["i"]) | set(pairs["j"])
+    questions = [q for q in data.questions() if q.image in paired_images]
+    if not questions:
+        raise ConfigError(
+            "no questions about the paired images: the built-in stimuli have the organism's "
+            "question types; own data needs question and answer columns"
+        )
+    loaded = load_step_model(config)
+    answers = score_answers(
+        loaded,
+        data,
+        conditions=config.conditions,
+        questions=questions,
+        batch_size=config.batch_size,
+        progress=config.progress,
+    )
+    chance = {q.kind: 1 / len(q.options) for q in questions}
+    table = paired_accuracy(answers, pairs, chance, n_boot=config.n_boot, seed=config.seed)
+    write_table(table, paths["paired"])
+    write_table(answers, paths["pair_answers"])
+    return PairsEvalResult(table=table, answers=answers, paths=paths)

@@ -73,6 +73,13 @@ STEPS = {
         "writes OUT/pairs.csv (i, j, image_i, image_j, cos_a, cos_b, and the attributes "
         "that differ) and OUT/blind_pairs.png (the top pairs).",
     ),
+    "pairs-eval": (
+        "PairsEvalConfig",
+        "per-question and pair accuracy (both images right) of a VLM on image pairs",
+        "Answers every question about both images of each pair (a pairs.csv of interp "
+        "mine, or MMVP's folder); writes OUT/paired.csv (per condition and visual pattern: "
+        "question and pair accuracy, chance, 95% intervals) and OUT/pair_answers.csv.",
+    ),
     "report": (
         "ReportConfig",
         "a run's folder -> one self-contained HTML page of every figure, table and setting",
@@ -312,6 +319,16 @@ def _step(name: str, given: dict) -> int:
                 "pairs whose images differ in: "
                 + ", ".join(f"{k} {v}" for k, v in counts.items() if k)
             )
+        for key, path in result.paths.items():
+            print(f"{key}: {path.resolve()}")
+    elif name == "pairs-eval":
+        from analyses.mining import pairs_eval_step
+
+        result = pairs_eval_step(config)
+        shown = result.table.set_index(["condition", "pattern"])[
+            ["n_pairs", "question_accuracy", "question_chance", "pair_accuracy", "pair_chance"]
+        ]
+        print(shown.to_string(float_format=lambda v: f"{v:.2f}"))
         for key, path in result.paths.items():
             print(f"{key}: {path.resolve()}")
     elif name == "plot":

@@ -4,6 +4,7 @@ a brute-force one."""
 from __future__ import annotations
 
 import itertools
+import json
 
 import h5py
 import numpy as np
@@ -177,3 +178,103 @@ def test_interp_mine_writes_the_pairs_and_reuses_embeddings(tmp_path, monkeypatc
     assert len(again.pairs) == len(table)
     with pytest.raises(ConfigError, match="encoder_b is required"):
         MineConfig()
+
+
+def test_pair_accuracy_by_hand() -> None:
+    """Three pairs, one two-option question per image: right/right, right/wrong,
+    wrong/right. Per question 4 of 6 are right (0.67), per pair 1 of 3 (0.33); chance
+    0.5 per question, 0.25 per pair. A second pattern asked of one image only counts no
+    pair."""
+    from analyses.paired import paired_accuracy
+
+    pairs = pd.DataFrame({"i": [0, 2, 4], "j": [1, 3, 5]})
+    rows = pd.DataFrame(
+        {
+            "condition": "baseline",
+            "image": [0, 1, 2, 3, 4, 5, 0],
+            "question_type": ["state"] * 6 + ["count"],
+            "correct": [True, True, True, False, False, True, True],
+        }
+    )
+    table = paired_accuracy(rows, pairs, {"state": 0.5, "count": 0.25}, n_boot=200)
+    assert len(table) == 1  # "count" is asked of image 0 only: no pair has it on both
+    row = table.iloc[0]
+    assert row.pattern == "state" and row.n_pairs == 3 and row.n_questions == 6
+    assert row.question_accuracy == pytest.approx(4 / 6)
+    assert row.pair_accuracy == pytest.approx(1 / 3)
+    assert row.question_chance == pytest.approx(0.5) and row.pair_chance == pytest.approx(0.25)
+    assert row.pair_low <= 1 / 3 <= row.pair_high and row.pair_low >= 0
+    patterned = paired_accuracy(
+        rows, pairs.assign(pattern=["a", "b", "a"]), {"state": 0.5, "count": 0.25}
+    )
+    by_pattern = patterned.set_index("pattern")  # a pattern named by the pair: every question
+    assert by_pattern.loc["a", "pair_accuracy"] == 0.5  # pair 0 (3 questions right), pair 2 not
+    assert by_pattern.loc["a", "question_accuracy"] == pytest.approx(4 / 5)
+    assert by_pattern.loc["b", "pair_accuracy"] == 0.0
+    assert by_pattern.loc["a", "pair_chance"] == pytest.approx((0.5 * 0.5 * 0.25 + 0.25) / 2)
+
+
+def test_mmvp_folder_reads_as_released(tmp_path) -> None:
+    """MMVP's layout: Questions.csv (its 'lndex' header too) and 'MMVP Images/<i>.jpg';
+    images two by two are pairs; each question keeps its own options."""
+    from PIL import Image
+
+    from interp.sources import open_source
+
+    (tmp_path / "MMVP Images").mkdir()
+    for i in range(1, 5):
+        Image.new("RGB", (20 + i, 16), (10 * i, 0, 0)).save(tmp_path / "MMVP Images" / f"{i}.jpg")
+    pd.DataFrame(
+        {
+            "lndex": [1, 2, 3, 4],
+            "Question": ["Is the door open?"] * 2 + ["Which way does the dog face?"] * 2,
+            "Options": ["(a) Open (b) Closed"] * 2 + ["(a) left (b) right"] * 2,
+            "Correct Answer": ["(a)", "(b)", "(b)", "(a)"],
+        }
+    ).to_csv(tmp_path / "Questions.csv", index=False)
+    data = open_source(tmp_path)
+    assert len(data) == 4 and data.sizes.tolist() == [[16, 21], [16, 22], [16, 23], [16, 24]]
+    questions = data.questions()
+    assert [q.answer for q in questions] == ["Open", "Closed", "right", "left"]
+    assert questions[0].options == ("Open", "Closed") and questions[3].options == ("left", "right")
+    assert questions[0].question == "Is the door open? (a) Open (b) Closed"
+    assert len({q.kind for q in questions}) == 4  # each its own options
+    assert data.pairs()[["i", "j"]].values.tolist() == [[0, 1], [2, 3]]
+    assert data.names()[2].endswith("MMVP Images/3.jpg")
+    broken = tmp_path / "broken"
+    (broken / "MMVP Images").mkdir(parents=True)
+    pd.DataFrame(
+        {"Index": [1], "Question": ["?"], "Options": ["yes or no"], "Correct Answer": ["(a)"]}
+    ).to_csv(broken / "Questions.csv", index=False)
+    with pytest.raises(ConfigError, match="row 2: options 'yes or no'.*not in MMVP's form"):
+        open_source(broken)
+
+
+def test_pairs_eval_on_mined_stimuli(tmp_path) -> None:
+    """pairs-eval reads the stimuli a pairs.csv was mined from (its pairs.json), and its
+    table is what the answers it wrote give, counted by hand."""
+    from analyses.config import PairsEvalConfig
+    from analyses.mining import pairs_eval_step
+
+    folder = tmp_path / "mined"
+    folder.mkdir()
+    pd.DataFrame({"i": [0, 2, 4], "j": [1, 3, 0]}).to_csv(folder / "pairs.csv", index=False)
+    spec = StimulusSpec(n_images=6, seed=3)
+    (folder / "pairs.json").write_text(
+        json.dumps({"data": {"source": "stimuli", "spec": spec.to_dict()}})
+    )
+    result = pairs_eval_step(
+        PairsEvalConfig(pairs=str(folder / "pairs.csv"), out=str(tmp_path / "pe"), n_boot=50,
+                        progress=False)
+    )  # fmt: skip
+    answers = pd.read_csv(result.paths["pair_answers"])
+    assert set(answers.image) == {0, 1, 2, 3, 4}  # image 5 is in no pair
+    for row in result.table.itertuples():
+        both = []
+        for i, j in ((0, 1), (2, 3), (4, 0)):
+            asked = answers[answers.image.isin([i, j]) & (answers.question_type == row.pattern)]
+            if asked.image.nunique() == 2:
+                both.append(bool(asked.correct.all()))
+        assert row.n_pairs == len(both) and row.pair_accuracy == pytest.approx(np.mean(both))
+    with pytest.raises(ConfigError, match="give pairs"):
+        PairsEvalConfig()

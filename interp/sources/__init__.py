@@ -6,6 +6,7 @@ from interp.sources.arrays import ArrayImages
 from interp.sources.base import ImageSet, Question, open_source, register_source, registered_sources
 from interp.sources.export import write_label_folder
 from interp.sources.hf import HuggingFaceImages
+from interp.sources.mmvp import MMVPImages
 from interp.sources.table import TABLE_NAMES, LabelTable
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "ImageSet",
     "Question",
     "LabelTable",
+    "MMVPImages",
     "open_source",
     "register_source",
     "registered_sources",

@@ -16,11 +16,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from interp.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["ImageSet", "Question", "register_source", "registered_sources", "open_source"]
 
@@ -107,6 +110,11 @@ class ImageSet(ABC):
     def questions(self) -> list[Question]:
         """The set's questions with their answers (none unless the source has them)."""
         return []
+
+    def pairs(self) -> pd.DataFrame | None:
+        """The image pairs the source defines (``i, j`` and, optionally, ``pattern``; MMVP
+        pairs its images two by two), or None."""
+        return None
 
     def names(self) -> list[str]:
         """What to call each image in a table: its file where it has one, else its index."""
