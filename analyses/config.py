@@ -44,6 +44,7 @@ __all__ = [
     "AttentionConfig",
     "LensConfig",
     "MineConfig",
+    "MofConfig",
     "PairsEvalConfig",
     "DEFAULT_QUESTION",
     "FAST_DEFAULTS",
@@ -791,3 +792,59 @@ class PairsEvalConfig(_Model):
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     open_data = _ExtractOptions.open_data
+
+
+@dataclass
+class MofConfig:
+    """``interp mof``: Mixture-of-Features probes of two encoders' caches of the same
+    images (additive for each alpha, and interleaved), into the folder ``out``."""
+
+    caches: list[str] | None = option(
+        "two caches of the same images: encoder A's, then encoder B's",
+        default=None,
+        positional=True,
+    )
+    site_a: str | None = option("encoder A's site (default: its last)", default=None)
+    site_b: str | None = option("encoder B's site (default: its last)", default=None)
+    attributes: list[str] | None = option(
+        "categorical labels probed (default: every one)", default=None
+    )
+    selections: list[str] | None = option(
+        "how each image's tokens are pooled, within each encoder's own tokens: mean, "
+        "on_object, off_object (default: mean)",
+        default=None,
+    )
+    alphas: list[float] | None = option(
+        "weights of encoder A in the additive mixture (default: 0 0.25 0.5 0.75 1)",
+        default=None,
+    )
+    n_splits: int = option("outer folds (grouped by image)", default=5)
+    n_boot: int = option("bootstrap resamples of the images for the intervals", default=1000)
+    seed: int = option("seed of the folds and the bootstrap", default=0)
+    out: str = option("output folder", default="mof")
+    formats: list[str] | None = option(
+        f"figure files to write: some of {' '.join(FIGURE_FORMATS)} (default: html)",
+        default=None,
+    )
+    overwrite: bool = option("replace existing outputs", default=False)
+
+    def __post_init__(self) -> None:
+        _check_out(self.out)
+        _names(self, ("caches", "attributes", "selections", "formats"))
+        if not self.caches or len(self.caches) != 2:
+            raise ConfigError(
+                f"caches must name two caches of the same images (encoder A's, then B's), "
+                f"got {self.caches}"
+            )
+        self.selections = self.selections or ["mean"]
+        self.alphas = [float(a) for a in (self.alphas or (0.0, 0.25, 0.5, 0.75, 1.0))]
+        if any(not 0 <= a <= 1 for a in self.alphas):
+            raise ConfigError(f"alphas must lie in [0, 1], got {self.alphas}")
+        self.formats = self.formats or ["html"]
+        unknown = [f for f in self.formats if f not in FIGURE_FORMATS]
+        if unknown:
+            raise ConfigError(f"formats must be among {FIGURE_FORMATS}, got {unknown}")
+        if self.n_splits < 2 or self.n_boot < 1:
+            raise ConfigError(
+                f"n_splits must be >= 2 and n_boot >= 1, got {self.n_splits} and {self.n_boot}"
+            )

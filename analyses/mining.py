@@ -13,7 +13,7 @@ import pandas as pd
 from PIL import Image
 
 from analyses.blind_pairs import differing_attributes, mine_pairs
-from analyses.config import MineConfig, PairsEvalConfig
+from analyses.config import MineConfig, MofConfig, PairsEvalConfig
 from analyses.outputs import (
     check_output_folder,
     check_writable,
@@ -35,6 +35,7 @@ __all__ = [
     "mine_step",
     "pair_picture",
     "pairs_eval_step",
+    "mof_step",
 ]
 
 MINE_FILES = {
@@ -231,3 +232,39 @@ def pairs_eval_step(config: PairsEvalConfig) -> PairsEvalResult:
     write_table(table, paths["paired"])
     write_table(answers, paths["pair_answers"])
     return PairsEvalResult(table=table, answers=answers, paths=paths)
+
+
+def mof_step(config: MofConfig) -> tuple[pd.DataFrame, dict[str, Path]]:
+    """Mixture-of-Features probes of the two caches (``mof.csv``) and their figure
+    (``mixture_of_features.<format>``), in the folder ``config.out``."""
+    from analyses.mixture_figures import mixture_curve
+    from analyses.outputs import write_figure
+    from caches import CacheReader
+    from probes.mixture import mixture_sweep
+
+    folder = check_output_folder(config.out)
+    paths = {"mof": folder / "mof.csv"}
+    paths.update({f"mof.{f}": folder / f"mixture_of_features.{f}" for f in config.formats})
+    check_writable(paths.values(), config.overwrite)
+    path_a, path_b = config.caches
+    with CacheReader(path_a) as cache_a, CacheReader(path_b) as cache_b:
+        site_a = config.site_a or cache_a.sites[-1]
+        site_b = config.site_b or cache_b.sites[-1]
+        table = mixture_sweep(
+            cache_a,
+            cache_b,
+            site_a,
+            site_b,
+            attributes=config.attributes,
+            selections=config.selections,
+            alphas=config.alphas,
+            n_splits=config.n_splits,
+            n_boot=config.n_boot,
+            seed=config.seed,
+        )
+    write_table(table, paths["mof"])
+    figure = mixture_curve(table)
+    for key, path in paths.items():
+        if key.startswith("mof."):
+            write_figure(figure, path)
+    return table, paths

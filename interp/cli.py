@@ -80,6 +80,13 @@ STEPS = {
         "mine, or MMVP's folder); writes OUT/paired.csv (per condition and visual pattern: "
         "question and pair accuracy, chance, 95% intervals) and OUT/pair_answers.csv.",
     ),
+    "mof": (
+        "MofConfig",
+        "Mixture-of-Features probes of two encoders' caches of the same images (MMVP)",
+        "Probes each attribute on the additive mixture alpha*A + (1-alpha)*B for each alpha "
+        "and on the interleaved one (both side by side); writes OUT/mof.csv and "
+        "OUT/mixture_of_features.html.",
+    ),
     "report": (
         "ReportConfig",
         "a run's folder -> one self-contained HTML page of every figure, table and setting",
@@ -330,6 +337,17 @@ def _step(name: str, given: dict) -> int:
         ]
         print(shown.to_string(float_format=lambda v: f"{v:.2f}"))
         for key, path in result.paths.items():
+            print(f"{key}: {path.resolve()}")
+    elif name == "mof":
+        from analyses.mining import mof_step
+
+        table, paths = mof_step(config)
+        named = table.assign(alpha=[("" if a != a else f"{a:g}") for a in table["alpha"]])
+        shown = named.pivot_table(
+            index=["mode", "alpha"], columns="attribute", values="value", sort=False
+        )
+        print(shown.to_string(float_format=lambda v: f"{v:.2f}"))
+        for key, path in paths.items():
             print(f"{key}: {path.resolve()}")
     elif name == "plot":
         for key, path in steps.plot_step(config).items():
