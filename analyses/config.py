@@ -670,8 +670,9 @@ class MineConfig:
 
     encoder_b: str | None = option(
         "the encoder that tells images apart (e.g. a DINOv2): built-in name, save_pretrained "
-        "folder, or hub id",
-        default=None,
+        "folder, or hub id (default: organism-ssl, the organism's world's self-supervised "
+        "encoder)",
+        default="organism-ssl",
     )
     encoder_a: str = option(
         "the encoder whose embedding is tested (e.g. a CLIP; a LLaVA-1.5's tower): built-in "

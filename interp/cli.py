@@ -130,6 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(train, OrganismTrainConfig)
     evaluate = steps.add_parser("eval", help="held-out accuracy per question type, beside chance")
     add_options(evaluate, OrganismEvalConfig)
+    from interp.organism.ssl import SslTrainConfig
+
+    ssl = steps.add_parser(
+        "train-ssl",
+        help="train its world's self-supervised encoder (the blind pairs' reference)",
+        description="Writes a save_pretrained Dinov2Model folder with README.md: the recipe "
+        "and linear probes of its embedding beside the organism's CLIP tower.",
+    )
+    add_options(ssl, SslTrainConfig)
     return parser
 
 
@@ -161,6 +170,8 @@ def _dispatch(args: argparse.Namespace, given: dict) -> int:
             return 0
         if args.step == "train":
             return _organism_train(given)
+        if args.step == "train-ssl":
+            return _organism_train_ssl(given)
         return _organism_eval(given)
     except DiskFullError as err:
         print(f"interp: error: {_one_line(err)}", file=sys.stderr)
@@ -364,6 +375,19 @@ def _organism_train(given: dict) -> int:
     folder, metrics = build_organism(OrganismTrainConfig(**given))
     print(metrics.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"model and card: {folder.resolve()}")
+    return 0
+
+
+def _organism_train_ssl(given: dict) -> int:
+    from interp.loading import load_model
+    from interp.organism.ssl import SslTrainConfig, compare_encoders, train_ssl, write_ssl_card
+
+    folder, _, _ = train_ssl(SslTrainConfig(**given))
+    comparison = compare_encoders(load_model(str(folder)), load_model("organism"))
+    write_ssl_card(folder, comparison)
+    shown = comparison.pivot_table(index="attribute", columns="encoder", values="accuracy")
+    print(shown.to_string(float_format=lambda v: f"{v:.2f}"))
+    print(f"encoder and card: {folder.resolve()}")
     return 0
 
 

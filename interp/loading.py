@@ -18,7 +18,7 @@ from torch import nn
 from interp.adapters import Adapter, adapter_class_for
 from interp.errors import ConfigError, ModelLoadError
 from interp.identity import folder_identity, snapshot_folder
-from interp.organism import ORGANISM_DIR, ORGANISM_NAME
+from interp.organism import ORGANISM_NAME, ORGANISM_SSL_NAME, SHIPPED
 from interp.ranks import Part
 from interp.tiny_llava import TINY_LLAVA_NAME, build_tiny_llava, default_model_dir
 
@@ -30,7 +30,7 @@ __all__ = [
     "BUILTIN_MODELS",
 ]
 
-BUILTIN_MODELS: tuple[str, ...] = (ORGANISM_NAME, TINY_LLAVA_NAME)
+BUILTIN_MODELS: tuple[str, ...] = (ORGANISM_NAME, ORGANISM_SSL_NAME, TINY_LLAVA_NAME)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # "org/name"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -88,13 +88,14 @@ class LoadedModel:
 
 def resolve_model_source(source: str) -> str:
     """A built-in name -> its folder; a path -> checked; else a hub id."""
-    if source == ORGANISM_NAME:
-        if not (ORGANISM_DIR / "config.json").is_file():
+    if source in SHIPPED:
+        folder, command = SHIPPED[source]
+        if not (folder / "config.json").is_file():
             raise ModelLoadError(
-                f"the organism's weights are missing from {ORGANISM_DIR}; reinstall "
-                f"vlm-interp or rebuild them with `interp organism train --out {ORGANISM_DIR}`"
+                f"the weights of the built-in {source!r} are missing from {folder}; reinstall "
+                f"vlm-interp or rebuild them with `{command} --out {folder}`"
             )
-        return str(ORGANISM_DIR)
+        return str(folder)
     if source == TINY_LLAVA_NAME:
         folder = default_model_dir()
         if (

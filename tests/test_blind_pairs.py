@@ -177,7 +177,7 @@ def test_interp_mine_writes_the_pairs_and_reuses_embeddings(tmp_path, monkeypatc
     )  # fmt: skip
     assert len(again.pairs) == len(table)
     with pytest.raises(ConfigError, match="encoder_b is required"):
-        MineConfig()
+        MineConfig(encoder_b=None)
 
 
 def test_pair_accuracy_by_hand() -> None:

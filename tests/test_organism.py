@@ -150,9 +150,12 @@ def test_missing_organism_weights_say_how_to_rebuild(tmp_path, monkeypatch) -> N
     import interp.loading as loading
     from interp import ModelLoadError
 
-    monkeypatch.setattr(loading, "ORGANISM_DIR", tmp_path / "gone")
+    shipped = {name: (tmp_path / name, command) for name, (_, command) in loading.SHIPPED.items()}
+    monkeypatch.setattr(loading, "SHIPPED", shipped)
     with pytest.raises(ModelLoadError, match="interp organism train --out"):
         load_model("organism")
+    with pytest.raises(ModelLoadError, match="interp organism train-ssl --out"):
+        load_model("organism-ssl")
 
 
 @pytest.mark.parametrize(

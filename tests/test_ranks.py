@@ -14,9 +14,9 @@ import h5py
 import numpy as np
 import pytest
 
-from caches import CacheReader, extract
+from caches import CacheReader
 from caches.parts import consolidate, part_path
-from interp import CacheError, ConfigError, StimulusSpec, generate, load_model
+from interp import CacheError, ConfigError
 from interp.ranks import Part
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,9 +70,12 @@ def assert_same_cache(published: Path, alone: Path, parts: bool = True) -> None:
         }
 
 
-def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def _torchrun(args: list[str], cwd: Path, ranks: int = 2) -> subprocess.CompletedProcess:
+    """``args`` under torchrun with ``ranks`` processes of one thread each (a single
+    process, ``ranks=1``, is the reference: one thread too, since a reduction's order and
+    so its last bit can follow the thread count)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks)]
     command += ["--master-port", str(29500 + os.getpid() % 1000)]
     return subprocess.run(
         command + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300
@@ -110,13 +113,16 @@ def test_torchrun_cache_equals_one_process(tmp_path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     published = tmp_path / "dp" / "cache.h5"
-    alone = extract(
-        load_model("organism"),
-        generate(StimulusSpec(n_images=10)),
-        tmp_path / "one" / "cache.h5",
-        batch_size=4,
-        progress=False,
-    )
+    single = _torchrun(
+        ["-m", "interp", "extract", "--n-images", "10", "--batch-size", "4", "--out",
+         "one/cache.h5", "--no-progress"],
+        tmp_path,
+        ranks=1,
+    )  # fmt: skip
+    assert single.returncode == 0, single.stderr[-3000:]
+    alone = tmp_path / "one" / "cache.h5"
+    with h5py.File(alone, "r") as handle:
+        assert "parts" not in handle.attrs  # one rank: an ordinary cache
     assert_same_cache(published, alone)
     with h5py.File(published, "r") as handle:
         assert handle["acts/lm.2"].is_virtual and handle["labels/color"].is_virtual
@@ -161,8 +167,8 @@ def test_a_killed_rank_resumes_and_ragged_sites_are_rebased(tmp_path) -> None:
     )
     if finished_before is not None:  # rank 0 had finished: its file is reused as it is
         assert first_rank.stat().st_mtime_ns == finished_before
-    data = generate(StimulusSpec(n_images=16, image_sizes=(48, 64), seed=5))
-    alone = extract(load_model("organism"), data, tmp_path / "one.h5", batch_size=2, progress=False)
+    alone = tmp_path / "one.h5"  # one rank, one thread: the reference
+    assert _torchrun([str(script), str(alone), str(marker)], tmp_path, ranks=1).returncode == 0
     assert_same_cache(out, alone)
     with CacheReader(out) as reader, CacheReader(alone) as single:
         assert reader.is_ragged("lm.2")
