@@ -15,7 +15,7 @@ import pandas as pd
 
 from interp.errors import ConfigError
 
-__all__ = ["PAIR_COLUMNS", "mine_pairs", "differing_attributes"]
+__all__ = ["PAIR_COLUMNS", "mine_pairs", "differing_attributes", "matched_pairs"]
 
 PAIR_COLUMNS = ("i", "j", "cos_a", "cos_b")
 _BLOCK_BYTES = 2**28  # one block of similarities: 256 MiB of float32
@@ -101,3 +101,42 @@ def differing_attributes(
         index=pairs.index,
         dtype=object,
     )
+
+
+def matched_pairs(
+    pairs: pd.DataFrame,
+    labels: Mapping[str, np.ndarray],
+    *,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """For each pair of ``pairs``, a random other pair of the same images' set whose
+    categorical ``labels`` differ in exactly the same attributes (the control of "are
+    blind pairs harder than any pair that differs as they do?"): columns ``i, j,
+    differs, matched_to`` (the row of ``pairs`` it matches; a pair with no such other
+    pair gets none). Drawn without replacement, never a pair of ``pairs``."""
+    names = list(labels)
+    n = len(next(iter(labels.values()))) if names else 0
+    i, j = np.triu_indices(n, 1)  # every pair of the set
+    codes = np.zeros(len(i), dtype=np.int64)  # which attributes differ, as bits
+    for bit, name in enumerate(names):
+        values = np.asarray(labels[name])
+        codes |= (values[i] != values[j]).astype(np.int64) << bit
+    mined = set(zip(pairs["i"].to_numpy().tolist(), pairs["j"].to_numpy().tolist(), strict=True))
+    free = np.array([(a, b) not in mined for a, b in zip(i.tolist(), j.tolist(), strict=True)])
+    wanted = np.zeros(len(pairs), dtype=np.int64)
+    for bit, name in enumerate(names):
+        values = np.asarray(labels[name])
+        differs = values[pairs["i"].to_numpy()] != values[pairs["j"].to_numpy()]
+        wanted |= differs.astype(np.int64) << bit
+    rng = np.random.default_rng(seed)
+    pools = {code: rng.permutation(np.flatnonzero(free & (codes == code))) for code in set(wanted)}
+    taken = dict.fromkeys(pools, 0)
+    rows = []
+    for row, code in enumerate(wanted.tolist()):
+        if taken[code] < len(pools[code]):
+            k = pools[code][taken[code]]
+            taken[code] += 1
+            rows.append({"i": int(i[k]), "j": int(j[k]), "matched_to": row})
+    table = pd.DataFrame(rows, columns=["i", "j", "matched_to"])
+    table.insert(2, "differs", differing_attributes(table, labels, names))
+    return table

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from analyses.blind_pairs import differing_attributes, mine_pairs
+from analyses.blind_pairs import differing_attributes, matched_pairs, mine_pairs
 from analyses.config import MineConfig, MofConfig, PairsEvalConfig
 from analyses.outputs import (
     check_output_folder,
@@ -40,6 +40,7 @@ __all__ = [
 
 MINE_FILES = {
     "pairs": "pairs.csv",
+    "matched_pairs": "matched_pairs.csv",
     "pairs_settings": "pairs.json",
     "pairs_picture": "blind_pairs.png",
 }
@@ -61,8 +62,10 @@ def mine_step(config: MineConfig) -> MineResult:
     """Embed every image with both encoders (cached in ``embeddings.h5`` while the
     encoders, the embedding and the images stay the same), mine the blind pairs, and
     write ``pairs.csv`` (``i, j, image_i, image_j, cos_a, cos_b`` and, for labelled data,
-    ``differs``: the categorical attributes whose values differ), ``pairs.json`` (what
-    the pairs were mined from) and ``blind_pairs.png``."""
+    ``differs``: the categorical attributes whose values differ), for labelled data
+    ``matched_pairs.csv`` (a random pair differing in the same attributes per blind pair:
+    the control), ``pairs.json`` (what the pairs were mined from) and
+    ``blind_pairs.png``."""
     from interp.embeddings import embed_images
     from interp.loading import load_model
     from interp.stimuli import StimulusSpec, generate
@@ -118,6 +121,9 @@ def mine_step(config: MineConfig) -> MineResult:
     }
     if labels:
         pairs["differs"] = differing_attributes(pairs, labels)
+        write_table(matched_pairs(pairs, labels, seed=config.seed), paths["matched_pairs"])
+    else:
+        paths.pop("matched_pairs")
     write_table(pairs, paths["pairs"])
     settings = {
         "data": origin,

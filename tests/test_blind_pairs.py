@@ -157,12 +157,18 @@ def test_interp_mine_writes_the_pairs_and_reuses_embeddings(tmp_path, monkeypatc
     assert list(table.columns) == ["i", "j", "image_i", "image_j", "cos_a", "cos_b", "differs"]
     assert f"{len(table)} blind pairs among 40 images" in printed and len(table) > 3
     assert (out / "blind_pairs.png").is_file()
+    matched = pd.read_csv(out / "matched_pairs.csv")  # the control: one per blind pair
+    assert matched.differs.fillna("").tolist() == (
+        table.differs.fillna("").to_numpy()[matched.matched_to].tolist()
+    )
     with h5py.File(out / "embeddings.h5", "r") as handle:
         a, b = handle["embeddings/a"][()], handle["embeddings/b"][()]
     assert set(zip(table.i, table.j, strict=True)) == set(_brute_force(a, b, 0.97, 0.99999))
     data = generate(StimulusSpec(n_images=40, image_size=64, seed=0))
     for row in table.itertuples():
-        differs = {k for k in data.labels if data.labels[k][row.i] != data.labels[k][row.j]}
+        differs = {  # the categorical labels (a position differs in every pair)
+            k for k in data.label_classes if data.labels[k][row.i] != data.labels[k][row.j]
+        }
         assert set(str(row.differs).split(";")) - {"nan"} == differs
 
     def no_embedding(*args, **kwargs):
@@ -278,3 +284,18 @@ def test_pairs_eval_on_mined_stimuli(tmp_path) -> None:
         assert row.n_pairs == len(both) and row.pair_accuracy == pytest.approx(np.mean(both))
     with pytest.raises(ConfigError, match="give pairs"):
         PairsEvalConfig()
+
+
+def test_matched_pairs_differ_as_their_blind_pair_does(rng) -> None:
+    from analyses.blind_pairs import matched_pairs
+
+    labels = {"color": rng.integers(0, 3, 40), "shape": rng.integers(0, 2, 40)}
+    pairs = pd.DataFrame({"i": [0, 1, 2, 3], "j": [5, 6, 7, 8]})
+    pairs["differs"] = differing_attributes(pairs, labels)
+    matched = matched_pairs(pairs, labels, seed=1)
+    assert list(matched.columns) == ["i", "j", "differs", "matched_to"]
+    assert len(matched) == 4 and matched.matched_to.tolist() == [0, 1, 2, 3]
+    assert (matched.differs.to_numpy() == pairs.differs.to_numpy()[matched.matched_to]).all()
+    chosen = set(zip(matched.i, matched.j, strict=True))
+    assert len(chosen) == 4 and not chosen & set(zip(pairs.i, pairs.j, strict=True))
+    assert (matched.i < matched.j).all()

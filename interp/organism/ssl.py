@@ -157,7 +157,9 @@ def train_ssl(config: SslTrainConfig) -> tuple[Path, pd.DataFrame, float]:
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            history.append({"step": step, "loss": float(loss), "twin_retrieval": float(hits)})
+            history.append(
+                {"step": step, "loss": float(loss.detach()), "twin_retrieval": float(hits)}
+            )
             if step % 20 == 0:
                 recent = pd.DataFrame(history[-50:]).mean()
                 bar.set_postfix(loss=f"{recent.loss:.3f}", retrieval=f"{recent.twin_retrieval:.2f}")
@@ -189,7 +191,13 @@ def train_ssl(config: SslTrainConfig) -> tuple[Path, pd.DataFrame, float]:
 
 
 def compare_encoders(
-    ssl: Any, organism: Any, *, n_images: int = 600, seed: int = 12345, n_boot: int = 200
+    ssl: Any,
+    organism: Any,
+    *,
+    n_images: int = 600,
+    seed: int = 12345,
+    n_boot: int = 200,
+    attributes: list[str] | None = None,
 ) -> pd.DataFrame:
     """Held-out linear-probe accuracy of each categorical attribute from each encoder's
     image embedding (and from both side by side), on fresh one-to-four-object stimuli:
@@ -202,7 +210,7 @@ def compare_encoders(
     a = embed_images(organism, data, progress=False)
     b = embed_images(ssl, data, progress=False)
     rows = []
-    for attribute in data.label_classes:
+    for attribute in attributes or list(data.label_classes):
         for row in mixture_scores(
             a, b, data.labels[attribute], np.arange(n_images), alphas=(1.0, 0.0), n_boot=n_boot
         ):
