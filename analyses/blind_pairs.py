@@ -108,35 +108,50 @@ def matched_pairs(
     labels: Mapping[str, np.ndarray],
     *,
     seed: int = 0,
+    draws: int = 200_000,
+    rounds: int = 50,
 ) -> pd.DataFrame:
     """For each pair of ``pairs``, a random other pair of the same images' set whose
     categorical ``labels`` differ in exactly the same attributes (the control of "are
     blind pairs harder than any pair that differs as they do?"): columns ``i, j,
-    differs, matched_to`` (the row of ``pairs`` it matches; a pair with no such other
-    pair gets none). Drawn without replacement, never a pair of ``pairs``."""
+    differs, matched_to`` (the row of ``pairs`` it matches). Random pairs are drawn
+    ``draws`` at a time, at most ``rounds`` times (never the n x n pairs: 100k images
+    work), each used once and never one of ``pairs``; a blind pair whose kind of
+    difference none of the draws has gets no match."""
     names = list(labels)
-    n = len(next(iter(labels.values()))) if names else 0
-    i, j = np.triu_indices(n, 1)  # every pair of the set
-    codes = np.zeros(len(i), dtype=np.int64)  # which attributes differ, as bits
-    for bit, name in enumerate(names):
-        values = np.asarray(labels[name])
-        codes |= (values[i] != values[j]).astype(np.int64) << bit
-    mined = set(zip(pairs["i"].to_numpy().tolist(), pairs["j"].to_numpy().tolist(), strict=True))
-    free = np.array([(a, b) not in mined for a, b in zip(i.tolist(), j.tolist(), strict=True)])
-    wanted = np.zeros(len(pairs), dtype=np.int64)
-    for bit, name in enumerate(names):
-        values = np.asarray(labels[name])
-        differs = values[pairs["i"].to_numpy()] != values[pairs["j"].to_numpy()]
-        wanted |= differs.astype(np.int64) << bit
-    rng = np.random.default_rng(seed)
-    pools = {code: rng.permutation(np.flatnonzero(free & (codes == code))) for code in set(wanted)}
-    taken = dict.fromkeys(pools, 0)
-    rows = []
+    values = [np.asarray(labels[name]) for name in names]
+    n = len(values[0]) if values else 0
+
+    def codes(i: np.ndarray, j: np.ndarray) -> np.ndarray:  # which attributes differ, as bits
+        out = np.zeros(len(i), dtype=np.int64)
+        for bit, column in enumerate(values):
+            out |= (column[i] != column[j]).astype(np.int64) << bit
+        return out
+
+    wanted = codes(pairs["i"].to_numpy(), pairs["j"].to_numpy())  # (pairs,)
+    used = set(zip(pairs["i"].tolist(), pairs["j"].tolist(), strict=True))
+    waiting: dict[int, list[int]] = {}
     for row, code in enumerate(wanted.tolist()):
-        if taken[code] < len(pools[code]):
-            k = pools[code][taken[code]]
-            taken[code] += 1
-            rows.append({"i": int(i[k]), "j": int(j[k]), "matched_to": row})
-    table = pd.DataFrame(rows, columns=["i", "j", "matched_to"])
+        waiting.setdefault(code, []).append(row)
+    rng = np.random.default_rng(seed)
+    found: list[tuple[int, int, int]] = []
+    for _ in range(rounds if n > 1 else 0):
+        if not any(waiting.values()):
+            break
+        i, j = rng.integers(0, n, draws), rng.integers(0, n, draws)
+        i, j = np.minimum(i, j), np.maximum(i, j)  # (draws,) each pair once, i < j
+        drawn = np.unique((i * n + j)[i < j])  # distinct pairs, as one number each
+        i, j = drawn // n, drawn % n
+        kind = codes(i, j)  # (distinct,)
+        for code, rows in waiting.items():
+            for k in rng.permutation(np.flatnonzero(kind == code)) if rows else ():
+                pair = (int(i[k]), int(j[k]))
+                if pair not in used:
+                    used.add(pair)
+                    found.append((*pair, rows.pop(0)))
+                    if not rows:
+                        break
+    found.sort(key=lambda row: row[2])
+    table = pd.DataFrame(found, columns=["i", "j", "matched_to"])
     table.insert(2, "differs", differing_attributes(table, labels, names))
     return table

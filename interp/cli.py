@@ -355,7 +355,7 @@ def _step(name: str, given: dict) -> int:
         table, paths = mof_step(config)
         named = table.assign(alpha=[("" if a != a else f"{a:g}") for a in table["alpha"]])
         shown = named.pivot_table(
-            index=["mode", "alpha"], columns="attribute", values="value", sort=False
+            index=["selection", "mode", "alpha"], columns="attribute", values="value", sort=False
         )
         print(shown.to_string(float_format=lambda v: f"{v:.2f}"))
         for key, path in paths.items():
