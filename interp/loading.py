@@ -204,7 +204,7 @@ def load_model(
     one.
     """
     import transformers
-    from transformers import AutoConfig, AutoProcessor
+    from transformers import AutoConfig
 
     if isinstance(dtype, str):
         if dtype not in _DTYPES:
@@ -228,7 +228,8 @@ def load_model(
     try:
         config = AutoConfig.from_pretrained(resolved, **kwargs)
         adapter_class = adapter_class_for(config, f" (from {source!r})")
-        processor = AutoProcessor.from_pretrained(resolved, **kwargs)
+        processor_class = getattr(transformers, adapter_class.processor_class)
+        processor = processor_class.from_pretrained(resolved, **kwargs)
     except OSError as err:
         raise ModelLoadError(
             f"could not load {source!r}: {str(err).splitlines()[0]}. Without network access, "

@@ -126,6 +126,9 @@ class Adapter(ABC):
     hub_ids: ClassVar[tuple[str, ...]] = ()
     # The transformers auto class that loads this family.
     auto_class: ClassVar[str] = "AutoModelForImageTextToText"
+    # The transformers auto class that loads its processor (an encoder needs only the
+    # image processor, even where its checkpoint also has a tokenizer: CLIPModel).
+    processor_class: ClassVar[str] = "AutoProcessor"
     # The conditions a run of this family uses when none are named, and the kinds of
     # condition it supports (interp.conditions, interp.interventions).
     conditions: ClassVar[tuple[str, ...]] = ("baseline", "shuffle", "lower_mask")

@@ -23,6 +23,7 @@ class VisionEncoderAdapter(Adapter):
     """Base of the encoder families; subclasses set the class attributes below."""
 
     auto_class = "AutoModel"
+    processor_class = "AutoImageProcessor"
     conditions = ("baseline",)
     condition_kinds = ("baseline", "mean", "patch")
     has_language_model = False
