@@ -244,7 +244,7 @@ def mof_step(config: MofConfig) -> tuple[pd.DataFrame, dict[str, Path]]:
     """Mixture-of-Features probes of the two caches (``mof.csv``) and their figure
     (``mixture_of_features.<format>``), in the folder ``config.out``."""
     from analyses.mixture_figures import mixture_curve
-    from analyses.outputs import write_figure
+    from analyses.outputs import write_figures
     from caches import CacheReader
     from probes.mixture import mixture_sweep
 
@@ -269,8 +269,5 @@ def mof_step(config: MofConfig) -> tuple[pd.DataFrame, dict[str, Path]]:
             seed=config.seed,
         )
     write_table(table, paths["mof"])
-    figure = mixture_curve(table)
-    for key, path in paths.items():
-        if key.startswith("mof."):
-            write_figure(figure, path)
+    write_figures(mixture_curve(table), paths, "mof")
     return table, paths

@@ -23,6 +23,7 @@ __all__ = [
     "write_atomic",
     "write_table",
     "write_figure",
+    "write_figures",
     "write_picture",
 ]
 
@@ -114,6 +115,11 @@ def write_figure(fig: go.Figure, path: Path) -> Path:
             path, lambda tmp: fig.write_html(tmp, include_plotlyjs=True, full_html=True)
         )
     return write_atomic(path, lambda tmp: fig.write_image(tmp, format=suffix.lstrip(".")))
+
+
+def write_figures(fig: go.Figure, paths: dict[str, Path], key: str) -> list[Path]:
+    """Write ``fig`` to every path of ``paths`` whose key is ``key.<format>``."""
+    return [write_figure(fig, path) for name, path in paths.items() if name.startswith(f"{key}.")]
 
 
 def write_picture(picture: Image.Image, path: Path) -> Path:

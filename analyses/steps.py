@@ -43,6 +43,7 @@ from analyses.outputs import (
     check_writable,
     write_atomic,
     write_figure,
+    write_figures,
     write_picture,
     write_table,
 )
@@ -350,10 +351,7 @@ def lens_step(config: LensConfig) -> tuple[pd.DataFrame, dict[str, Path]]:
         batch_size=config.batch_size,
     )
     write_table(table, paths["lens"])
-    figure = lens_rank_curve(table)
-    for key, path in paths.items():
-        if key.startswith("lens."):
-            write_figure(figure, path)
+    write_figures(lens_rank_curve(table), paths, "lens")
     return table, paths
 
 

@@ -37,6 +37,7 @@ from probes.stats import bootstrap_ci, majority_chance, per_group_sums
 from probes.sweep import site_labels
 
 __all__ = [
+    "ALPHAS",
     "MIXTURE_COLUMNS",
     "MIXTURE_MODES",
     "MixtureOfFeatures",
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 MIXTURE_MODES = ("additive", "interleaved")
+ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # MMVP's weights of encoder A in the additive mixture
 
 
 class MixtureOfFeatures(TransformerMixin, BaseEstimator):
@@ -94,7 +96,7 @@ def mixture_scores(
     labels: np.ndarray,
     groups: np.ndarray,
     *,
-    alphas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+    alphas: Sequence[float] = ALPHAS,
     modes: Sequence[str] = MIXTURE_MODES,
     n_splits: int = 5,
     Cs: float | Sequence[float] = (0.01, 0.1, 1.0),
@@ -168,7 +170,7 @@ def mixture_sweep(
     *,
     attributes: Sequence[str] | None = None,
     selections: Sequence[str] = ("mean",),
-    alphas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+    alphas: Sequence[float] = ALPHAS,
     modes: Sequence[str] = MIXTURE_MODES,
     n_splits: int = 5,
     Cs: float | Sequence[float] = (0.01, 0.1, 1.0),
