@@ -811,8 +811,9 @@ class MofConfig:
         "categorical labels probed (default: every one)", default=None
     )
     selections: list[str] | None = option(
-        "how each image's tokens are pooled, within each encoder's own tokens: mean, "
-        "on_object, off_object (default: mean)",
+        "samples: each image's tokens pooled within each encoder's own tokens (mean, "
+        "on_object, off_object), or token (A's tokens over the first object, each beside "
+        "B's nearest token: B's grid resampled onto A's) (default: mean)",
         default=None,
     )
     alphas: list[float] | None = option(

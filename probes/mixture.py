@@ -43,6 +43,7 @@ __all__ = [
     "MixtureOfFeatures",
     "mixture_scores",
     "mixture_sweep",
+    "nearest_tokens",
 ]
 
 MIXTURE_MODES = ("additive", "interleaved")
@@ -160,6 +161,7 @@ MIXTURE_COLUMNS = (
     "n",
 )
 POOLED = ("mean", "on_object", "off_object")  # pooled within each encoder's own tokens
+SELECTIONS = (*POOLED, "token")  # token: A's object tokens, B's nearest on its own grid
 
 
 def mixture_sweep(
@@ -176,20 +178,20 @@ def mixture_sweep(
     Cs: float | Sequence[float] = (0.01, 0.1, 1.0),
     n_boot: int = 1000,
     seed: int = 0,
+    tokens_per_image: int | None = 4,
 ) -> pd.DataFrame:
     """Mixture-of-Features probes of the categorical ``attributes`` (default: every one)
     on ``site_a`` of ``cache_a`` and ``site_b`` of ``cache_b``: two caches of the same
-    images (each encoder's own), each image's tokens pooled within each encoder's own
-    layout (``selections`` among :data:`POOLED`). Columns :data:`MIXTURE_COLUMNS`."""
+    images (each encoder's own). ``selections``: each image's tokens pooled within each
+    encoder's own layout (:data:`POOLED`), or ``token``: up to ``tokens_per_image`` of
+    A's tokens over the first object, each beside B's token whose patch centre is
+    nearest (B's grid resampled onto A's). Columns :data:`MIXTURE_COLUMNS`."""
     differs = first_difference_of_data(cache_a, cache_b)
     if differs:
         raise ConfigError(differs)
-    unknown = [s for s in selections if s not in POOLED]
+    unknown = [s for s in selections if s not in SELECTIONS]
     if unknown:
-        raise ConfigError(
-            f"selections must be among {POOLED} (pooled within each encoder's own tokens, "
-            f"so two grids need not match), got {unknown}"
-        )
+        raise ConfigError(f"selections must be among {SELECTIONS}, got {unknown}")
     categorical = [a for a in cache_a.label_names if cache_a.label_classes(a) is not None]
     attributes = list(attributes) if attributes is not None else categorical
     wrong = [a for a in attributes if a not in categorical]
@@ -204,13 +206,18 @@ def mixture_sweep(
     tokens = {"a": cache_a.site_tokens(site_a), "b": cache_b.site_tokens(site_b)}
     rows = []
     for selection in selections:
-        designs = {k: select(tokens[k], labels[k], selection, attributes, seed) for k in tokens}
+        design = select(tokens["a"], labels["a"], selection, attributes, seed, tokens_per_image)
+        if selection == "token":  # each of A's tokens beside B's token nearest to its patch
+            rows_b = nearest_tokens(cache_a, site_a, cache_b, site_b, design.rows, design.groups)
+            features_b = tokens["b"].values[rows_b]  # (m, d_b)
+        else:
+            features_b = select(tokens["b"], labels["b"], selection, attributes, seed).X
         for attribute in attributes:
             for row in mixture_scores(
-                designs["a"].X,
-                designs["b"].X,
-                designs["a"].labels[attribute],
-                designs["a"].groups,
+                design.X,
+                features_b,
+                design.labels[attribute],
+                design.groups,
                 alphas=alphas,
                 modes=modes,
                 n_splits=n_splits,
@@ -235,6 +242,40 @@ def mixture_sweep(
                     }
                 )
     return pd.DataFrame(rows, columns=list(MIXTURE_COLUMNS))
+
+
+def nearest_tokens(
+    cache_a: CacheReader,
+    site_a: str,
+    cache_b: CacheReader,
+    site_b: str,
+    rows: np.ndarray,
+    images: np.ndarray,
+) -> np.ndarray:
+    """For tokens ``rows`` of ``site_a`` (flat rows; of ``images``), the flat row of the
+    token of ``site_b`` in the same image whose patch centre (in the image's pixels) is
+    nearest: the patch grid of B resampled onto A's (nearest neighbour)."""
+    offsets_a, offsets_b = cache_a.offsets(site_a), cache_b.offsets(site_b)
+    out = np.empty(len(rows), dtype=np.int64)
+    centres: dict[tuple[str, int], np.ndarray] = {}  # (tokens, 2), per cache and image
+
+    def of(key: str, reader: CacheReader, site: str, image: int) -> np.ndarray:
+        name = (key, image if reader.is_ragged(site) else -1)  # a dense site: one layout
+        if name not in centres:
+            centres[name] = _centres(reader.layout(site, image=image).boxes)
+        return centres[name]
+
+    for k, (row, image) in enumerate(zip(rows.tolist(), images.tolist(), strict=True)):
+        centres_b = of("b", cache_b, site_b, image)  # (tokens_b, 2)
+        centre = of("a", cache_a, site_a, image)[row - offsets_a[image]]  # (2,)
+        nearest = int(np.argmin(((centres_b - centre) ** 2).sum(1)))
+        out[k] = offsets_b[image] + nearest
+    return out
+
+
+def _centres(boxes: np.ndarray) -> np.ndarray:
+    """``(tokens, 2)`` centre (y, x) of each ``(y0, x0, y1, x1)`` box."""
+    return np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
 
 
 def first_difference_of_data(cache_a: CacheReader, cache_b: CacheReader) -> str | None:

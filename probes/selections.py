@@ -114,12 +114,14 @@ class Design:
     """The samples of one selection: ``X (m, d)``, the image of each sample ``groups
     (m,)``, ``labels`` per attribute ``(m,)``, and ``units`` per attribute ``(m,)``:
     the samples that must share a control label (one object of one image, or one
-    image)."""
+    image); ``rows``, for samples that are single tokens, each one's row among the
+    site's flat tokens (None for pooled samples)."""
 
     X: np.ndarray
     groups: np.ndarray
     labels: dict[str, np.ndarray]
     units: dict[str, np.ndarray]
+    rows: np.ndarray | None = None
 
 
 def _pooled(tokens: SiteTokens, weights: np.ndarray) -> np.ndarray:
@@ -178,7 +180,7 @@ def select(
             else:  # an image-level attribute: every token of the image shares it
                 per_object[attribute] = labels.image[attribute][image]
                 units[attribute] = image
-        return Design(X=X, groups=image, labels=per_object, units=units)
+        return Design(X=X, groups=image, labels=per_object, units=units, rows=chosen)
 
     if selection == "mean":
         weights = np.ones(len(tokens.values), dtype=np.float32)

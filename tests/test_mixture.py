@@ -96,3 +96,35 @@ def test_interp_mof_over_two_encoders_caches(loaded, tmp_path, capsys) -> None:
                     progress=False)  # fmt: skip
     assert main(["mof", str(first), str(other), "--out", str(tmp_path / "x")]) == 2
     assert "must hold the same images" in capsys.readouterr().err
+
+
+def test_token_mixtures_resample_b_onto_a(loaded, tmp_path) -> None:
+    """The organism's 8x8 grid of 8 px patches against a DINOv2's 4x4 grid over the same
+    64 px images (16 px each): A's token (r, c) sits in B's token (r // 2, c // 2)."""
+    import torch
+    from tiny_vlms import build_encoder
+
+    from caches import CacheReader, extract
+    from interp import StimulusSpec, generate, load_model
+    from probes.mixture import mixture_sweep, nearest_tokens
+
+    data = generate(StimulusSpec(n_images=20, seed=5))
+    first = extract(loaded, data, tmp_path / "a.h5", sites="vision.1", conditions="baseline",
+                    progress=False)  # fmt: skip
+    torch.manual_seed(0)
+    dino = load_model(build_encoder("dinov2", tmp_path / "dino"))
+    second = extract(dino, data, tmp_path / "b.h5", progress=False)
+    with CacheReader(first) as a, CacheReader(second) as b:
+        grid_a, grid_b = a.layout("vision.1").grid, b.layout("vision.1").grid  # (64, 2), (16, 2)
+        assert grid_a.max() == 7 and grid_b.max() == 3
+        rows = np.array([0, 9, 63, 64 + 18])  # image 0's tokens 0, 9, 63; image 1's 18
+        images = np.array([0, 0, 0, 1])
+        got = nearest_tokens(a, "vision.1", b, "vision.1", rows, images)
+        local = rows - 64 * images
+        expected = [(r // 2) * 4 + c // 2 for r, c in grid_a[local]]
+        assert got.tolist() == [16 * i + e for i, e in zip(images, expected, strict=True)]
+        table = mixture_sweep(
+            a, b, "vision.1", "vision.1", attributes=["color"], selections=["token"],
+            alphas=[0, 1], n_splits=3, n_boot=10,
+        )  # fmt: skip
+    assert len(table) == 3 and set(table.selection) == {"token"}
