@@ -299,3 +299,42 @@ def test_matched_pairs_differ_as_their_blind_pair_does(rng) -> None:
     chosen = set(zip(matched.i, matched.j, strict=True))
     assert len(chosen) == 4 and not chosen & set(zip(pairs.i, pairs.j, strict=True))
     assert (matched.i < matched.j).all()
+
+
+def test_pairs_eval_on_own_images_with_question_columns(tmp_path) -> None:
+    """The stimuli written as a label folder whose table carries each image's color
+    question: pairs-eval answers them as it answers the stimuli's own questions."""
+    from analyses.config import PairsEvalConfig
+    from analyses.mining import pairs_eval_step
+    from interp.sources import write_label_folder
+
+    spec = StimulusSpec(n_images=6, seed=3)
+    stimuli = generate(spec)
+    table = write_label_folder(stimuli, tmp_path / "own")
+    asked = {q.image: q for q in stimuli.questions() if q.kind == "color"}
+    frame = pd.read_csv(table)
+    frame["question"] = [asked[i].question for i in range(6)]
+    frame["answer"] = [asked[i].answer for i in range(6)]
+    frame["question_type"] = "color"
+    frame.to_csv(table, index=False)
+    pd.DataFrame({"i": [0, 2, 4], "j": [1, 3, 5]}).to_csv(tmp_path / "pairs.csv", index=False)
+    own = pairs_eval_step(
+        PairsEvalConfig(pairs=str(tmp_path / "pairs.csv"), data=str(tmp_path / "own"),
+                        out=str(tmp_path / "pe"), n_boot=20, progress=False)
+    )  # fmt: skip
+    folder = tmp_path / "mined"
+    folder.mkdir()
+    pd.DataFrame({"i": [0, 2, 4], "j": [1, 3, 5]}).to_csv(folder / "pairs.csv", index=False)
+    (folder / "pairs.json").write_text(
+        json.dumps({"data": {"source": "stimuli", "spec": spec.to_dict()}})
+    )
+    builtin = pairs_eval_step(
+        PairsEvalConfig(pairs=str(folder / "pairs.csv"), out=str(tmp_path / "pe2"), n_boot=20,
+                        progress=False)
+    )  # fmt: skip
+    mine = own.answers.sort_values("image")["correct"].tolist()
+    theirs = builtin.answers[builtin.answers.question_type == "color"].sort_values("image")
+    assert len(mine) == 6 and mine == theirs["correct"].tolist()
+    assert own.table.pair_accuracy.iloc[0] == pytest.approx(
+        builtin.table.set_index("pattern").loc["color", "pair_accuracy"]
+    )
