@@ -53,6 +53,7 @@ __all__ = [
     "PatchConfig",
     "PixelConfig",
     "PlotConfig",
+    "RedundancyConfig",
     "ProbeConfig",
     "ReportConfig",
     "RunConfig",
@@ -850,3 +851,51 @@ class MofConfig:
             raise ConfigError(
                 f"n_splits must be >= 2 and n_boot >= 1, got {self.n_splits} and {self.n_boot}"
             )
+
+
+@dataclass
+class RedundancyConfig:
+    """``interp redundancy``: how redundantly each site spreads the image over its
+    tokens, per cache (several overlaid: models or checkpoints), into the folder ``out``."""
+
+    caches: list[str] | None = option(
+        "one or more caches (each a model or checkpoint, overlaid in the figure)",
+        default=None,
+        positional=True,
+    )
+    probes: list[str] | None = option(
+        "probe tables (probes.csv, one per cache, in order) for k90 and spread (optional)",
+        default=None,
+    )
+    labels: list[str] | None = option(
+        "a name per cache in the table and figure (default: each file's folder and name)",
+        default=None,
+    )
+    sites: list[str] | None = option("sites (default: all)", default=None)
+    conditions: list[str] | None = option("conditions (default: every one)", default=None)
+    n_boot: int = option("bootstrap resamples of the images for the intervals", default=1000)
+    seed: int = option("seed of the bootstrap", default=0)
+    out: str = option("output folder", default="redundancy")
+    formats: list[str] | None = option(
+        f"figure files to write: some of {' '.join(FIGURE_FORMATS)} (default: html)",
+        default=None,
+    )
+    overwrite: bool = option("replace existing outputs", default=False)
+
+    def __post_init__(self) -> None:
+        _check_out(self.out)
+        _names(self, ("caches", "probes", "labels", "sites", "conditions", "formats"))
+        if not self.caches:
+            raise ConfigError("caches must name at least one cache (interp extract writes one)")
+        for name in ("probes", "labels"):
+            given = getattr(self, name)
+            if given is not None and len(given) != len(self.caches):
+                raise ConfigError(
+                    f"{name} must give one per cache ({len(self.caches)}), got {len(given)}"
+                )
+        self.formats = self.formats or ["html"]
+        unknown = [f for f in self.formats if f not in FIGURE_FORMATS]
+        if unknown:
+            raise ConfigError(f"formats must be among {FIGURE_FORMATS}, got {unknown}")
+        if self.n_boot < 1:
+            raise ConfigError(f"n_boot must be >= 1, got {self.n_boot}")

@@ -28,7 +28,9 @@ from analyses.outputs import (
     remove_outputs,
     write_atomic,
     write_figure,
+    write_table,
 )
+from analyses.redundancy import probe_redundancy, redundancy_table
 from analyses.report import report_step, versions
 from analyses.steps import (
     ANSWER_FILES,
@@ -55,6 +57,7 @@ OUTPUT_FILES = {
     "probes": "probes.csv",
     "figure": f"{FIGURE_NAMES['map']}.html",
     "redundancy": f"{FIGURE_NAMES['redundancy']}.html",
+    "redundancy_metrics": "redundancy.csv",
     "pixels": PIXEL_FILES["pixels"],
     "pixel_grid": PIXEL_FILES["pixel_grid"],
     "pixel_figure": f"{FIGURE_NAMES['pixels']}.html",
@@ -131,6 +134,14 @@ def run(config: RunConfig) -> RunResult:
         "probe",
     )
     staging.mkdir(parents=True, exist_ok=True)
+
+    def redundancy() -> None:  # the spectra of each image's tokens, and k90 / spread
+        with CacheReader(cache) as reader:
+            spectra = redundancy_table(reader, n_boot=config.n_boot, seed=config.seed)
+        found = pd.concat([spectra, probe_redundancy(table)], ignore_index=True)
+        write_table(found, staging / OUTPUT_FILES["redundancy_metrics"])
+
+    timed(redundancy, timings, "redundancy")
     answers = None
     if loaded.adapter.has_language_model and _asks_questions(extraction):
         settings = config.step(AnswersConfig, out=str(staging), overwrite=True)

@@ -87,6 +87,13 @@ STEPS = {
         "and on the interleaved one (both side by side); writes OUT/mof.csv and "
         "OUT/mixture_of_features.html.",
     ),
+    "redundancy": (
+        "RedundancyConfig",
+        "how redundantly each site spreads the image over its tokens, per cache",
+        "Writes OUT/redundancy.csv (per cache, site and condition: effective rank, "
+        "participation ratio and mean cosine of each image's tokens, with intervals; k90 "
+        "and spread per attribute from --probes tables) and OUT/redundancy_by_depth.html.",
+    ),
     "report": (
         "ReportConfig",
         "a run's folder -> one self-contained HTML page of every figure, table and setting",
@@ -356,6 +363,17 @@ def _step(name: str, given: dict) -> int:
         named = table.assign(alpha=[("" if a != a else f"{a:g}") for a in table["alpha"]])
         shown = named.pivot_table(
             index=["selection", "mode", "alpha"], columns="attribute", values="value", sort=False
+        )
+        print(shown.to_string(float_format=lambda v: f"{v:.2f}"))
+        for key, path in paths.items():
+            print(f"{key}: {path.resolve()}")
+    elif name == "redundancy":
+        from analyses.redundancy import redundancy_step
+
+        table, paths = redundancy_step(config)
+        spectral = table[table.attribute.fillna("") == ""]
+        shown = spectral.pivot_table(
+            index=["label", "condition", "site"], columns="metric", values="value", sort=False
         )
         print(shown.to_string(float_format=lambda v: f"{v:.2f}"))
         for key, path in paths.items():
