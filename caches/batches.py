@@ -4,6 +4,7 @@ decode (and preprocess) the next batches while the model runs on this one
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -64,10 +65,14 @@ def decoded_batches(
     """``(start, pixels, maps, prepared)`` of every batch from image ``first`` to ``stop``
     (default: the last), in order, ``prepared`` being ``prepare(start, pixels)`` (e.g. the
     processor's inputs; None without ``prepare``); ``workers`` processes decode and
-    prepare ahead (0: here, when asked for)."""
+    prepare ahead (0: here, when asked for). Workers started otherwise than by ``fork``
+    would receive ``prepare`` pickled (with whatever it holds: a model), so there it runs
+    here, on each batch as it arrives."""
     stop = len(data) if stop is None else stop
     starts = list(range(first, stop, batch_size))
-    batches = _Batches(data, starts, batch_size, stop, prepare)
+    forked = workers > 0 and multiprocessing.get_start_method() == "fork"
+    remote = prepare if workers == 0 or forked else None
+    batches = _Batches(data, starts, batch_size, stop, remote)
     if workers == 0:
         items: Iterator = (batches[k] for k in range(len(batches)))
     else:
@@ -75,4 +80,7 @@ def decoded_batches(
     for item in items:
         if isinstance(item, InterpError):
             raise item
+        if prepare is not None and remote is None:
+            start, pixels, maps, _ = item
+            item = (start, pixels, maps, prepare(start, pixels))
         yield item

@@ -368,3 +368,21 @@ def test_worker_processes_decode_the_same_batches(loaded, stimuli_folder, tmp_pa
         )  # fmt: skip
     with CacheReader(partial_path(tmp_path / "c.h5"), allow_incomplete=True) as partial:
         assert partial.n_written == 5  # the batches before it are kept, resumable
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_batches_are_prepared_in_forked_workers_only(method, monkeypatch) -> None:
+    """With workers started by fork the preparation runs there; otherwise (it would be
+    pickled, model and all) it runs in this process as each batch arrives."""
+    import os
+
+    import caches.batches as batches_module
+    from caches.batches import decoded_batches
+    from interp.sources import ArrayImages
+
+    monkeypatch.setattr(batches_module.multiprocessing, "get_start_method", lambda: method)
+    data = ArrayImages(np.zeros((5, 8, 8, 3), dtype=np.uint8))
+    got = list(decoded_batches(data, 0, 2, workers=1, prepare=lambda start, px: os.getpid()))
+    assert [b[0] for b in got] == [0, 2, 4]
+    here = {b[3] == os.getpid() for b in got}
+    assert here == ({False} if method == "fork" else {True})
