@@ -212,7 +212,37 @@ class _Model:
 
 
 @dataclass
-class _ExtractOptions(_Model, _Common, _Attributes, _ConditionSweeps):
+class _OwnData:
+    """How own images are read (each command declares ``data``, ``attributes`` and
+    ``n_images`` with its own help), and opening them."""
+
+    image_column: str | None = option(
+        "with a Hugging Face dataset: the column of images (default: image)", default=None
+    )
+    categorical: list[str] | None = option(
+        "with --data: numeric-looking columns to treat as classes", default=None
+    )
+
+    def open_data(self) -> ImageSet | None:
+        """The user's data source (None for the built-in stimuli), opened and checked."""
+        from interp.sources import HuggingFaceImages, open_source
+
+        if self.data is None:
+            return None
+        options: dict[str, Any] = {"attributes": self.attributes, "categorical": self.categorical}
+        options["n_images"] = self.n_images
+        if self.image_column is not None:
+            options["image_column"] = self.image_column
+        if isinstance(self.data, ImageSet):
+            return self.data
+        if isinstance(self.data, (str, os.PathLike)):
+            return open_source(self.data, **options)
+        options["label_columns"] = options.pop("attributes")  # a datasets.Dataset
+        return HuggingFaceImages(self.data, **options)
+
+
+@dataclass
+class _ExtractOptions(_OwnData, _Model, _Common, _Attributes, _ConditionSweeps):
     """Data -> model -> cache."""
 
     data: str | ImageSet | None = option(
@@ -221,12 +251,6 @@ class _ExtractOptions(_Model, _Common, _Attributes, _ConditionSweeps):
         "metadata.jsonl (in Python also an ImageSet or a datasets.Dataset); default: the "
         "built-in synthetic stimuli",
         default=None,
-    )
-    image_column: str | None = option(
-        "with a Hugging Face dataset: the column of images (default: image)", default=None
-    )
-    categorical: list[str] | None = option(
-        "with --data: numeric-looking columns to treat as classes", default=None
     )
     n_images: int | None = option(
         "number of images (default: 256 synthetic ones; with --data, every row, or the first N)",
@@ -306,23 +330,6 @@ class _ExtractOptions(_Model, _Common, _Attributes, _ConditionSweeps):
             raise ConfigError(
                 f"store_dtype must be one of {', '.join(STORE_DTYPES)}, got {self.store_dtype!r}"
             )
-
-    def open_data(self) -> ImageSet | None:
-        """The user's data source (None for the built-in stimuli), opened and checked."""
-        from interp.sources import HuggingFaceImages, open_source
-
-        if self.data is None:
-            return None
-        options: dict[str, Any] = {"attributes": self.attributes, "categorical": self.categorical}
-        options["n_images"] = self.n_images
-        if self.image_column is not None:
-            options["image_column"] = self.image_column
-        if isinstance(self.data, ImageSet):
-            return self.data
-        if isinstance(self.data, (str, os.PathLike)):
-            return open_source(self.data, **options)
-        options["label_columns"] = options.pop("attributes")  # a datasets.Dataset
-        return HuggingFaceImages(self.data, **options)
 
     def keeps_pixels(self) -> bool:
         """``store_pixels``, where given; else yes for the stimuli, no for own data."""
@@ -664,7 +671,7 @@ EMBEDDING_KINDS = ("image", "mean")
 
 
 @dataclass
-class MineConfig:
+class MineConfig(_OwnData):
     """``interp mine``: blind pairs (MMVP): images that ``encoder_a`` embeds almost alike
     (cosine above ``threshold_a``) while ``encoder_b`` tells them apart (below
     ``threshold_b``), into the folder ``out``."""
@@ -691,14 +698,8 @@ class MineConfig:
         "your own images (as for extract); default: the built-in synthetic stimuli",
         default=None,
     )
-    image_column: str | None = option(
-        "with a Hugging Face dataset: the column of images (default: image)", default=None
-    )
     attributes: list[str] | None = option(
         "labels compared within each pair (default: every label)", default=None
-    )
-    categorical: list[str] | None = option(
-        "with --data: numeric-looking columns to treat as classes", default=None
     )
     n_images: int | None = option(
         "number of images (default: 1000 synthetic ones; with --data, every row, or the first N)",
@@ -742,11 +743,9 @@ class MineConfig:
         if self.data is not None and self.image_size is not None:
             raise ConfigError("image_size draws the synthetic stimuli; with data leave it out")
 
-    open_data = _ExtractOptions.open_data
-
 
 @dataclass
-class PairsEvalConfig(_Model):
+class PairsEvalConfig(_OwnData, _Model):
     """``interp pairs-eval``: questions about both images of each pair, answered by
     ``model``; per-question and pair accuracy (both right) per visual pattern, into the
     folder ``out``."""
@@ -760,12 +759,6 @@ class PairsEvalConfig(_Model):
         "the images: MMVP's folder (Questions.csv and 'MMVP Images/'), your own images with "
         "question and answer columns, or (default) the stimuli the pairs were mined from",
         default=None,
-    )
-    image_column: str | None = option(
-        "with a Hugging Face dataset: the column of images (default: image)", default=None
-    )
-    categorical: list[str] | None = option(
-        "with --data: numeric-looking columns to treat as classes", default=None
     )
     n_images: int | None = option("with --data: only the first N images", default=None)
     conditions: list[str] | None = option(
@@ -792,8 +785,6 @@ class PairsEvalConfig(_Model):
         for name in ("batch_size", "n_boot"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-
-    open_data = _ExtractOptions.open_data
 
 
 @dataclass
