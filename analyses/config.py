@@ -35,6 +35,7 @@ from interp.names import as_names
 from interp.options import option
 from interp.organism import ORGANISM_NAME
 from interp.sources import ImageSet
+from interp.stimuli import COMPLEXITY_LEVELS
 from probes.pixels import PIXEL_INNER_FOLDS
 from probes.selections import check_selection
 from probes.sweep import ProbeSettings
@@ -264,6 +265,11 @@ class _ExtractOptions(_OwnData, _Model, _Common, _Attributes, _ConditionSweeps):
         "then stores each image's own tokens, ragged",
         default=None,
     )
+    complexity: int | None = option(
+        "draw the synthetic stimuli at complexity 1 (one object, plain) .. 5 (up to 8 small "
+        "objects, clutter, noise, occlusion) (default: 1-4 objects on white, level 2)",
+        default=None,
+    )
     batch_size: int = option("images per forward pass", default=32)
     workers: int = option(
         "processes that decode and preprocess the next batches of images while the model runs",
@@ -301,6 +307,15 @@ class _ExtractOptions(_OwnData, _Model, _Common, _Attributes, _ConditionSweeps):
             raise ConfigError(
                 "image_size and image_sizes draw the synthetic stimuli; with data the images "
                 "keep their own sizes: leave them out"
+            )
+        if self.data is not None and self.complexity is not None:
+            raise ConfigError(
+                "complexity draws the synthetic stimuli; with data the images are yours: "
+                "leave it out"
+            )
+        if self.complexity is not None and self.complexity not in COMPLEXITY_LEVELS:
+            raise ConfigError(
+                f"complexity must be one of {list(COMPLEXITY_LEVELS)}, got {self.complexity!r}"
             )
         if self.categorical and self.data is None:
             raise ConfigError("categorical names columns of a label table: it needs data")
@@ -858,6 +873,11 @@ class RedundancyConfig:
         "probe tables (probes.csv, one per cache, in order) for k90 and spread (optional)",
         default=None,
     )
+    answers: list[str] | None = option(
+        "answers tables (answers.csv, one per cache, in order) with drop:POLICY:K "
+        "conditions: their token-dropping curves (optional)",
+        default=None,
+    )
     labels: list[str] | None = option(
         "a name per cache in the table and figure (default: each file's folder and name)",
         default=None,
@@ -875,10 +895,10 @@ class RedundancyConfig:
 
     def __post_init__(self) -> None:
         _check_out(self.out)
-        _names(self, ("caches", "probes", "labels", "sites", "conditions", "formats"))
+        _names(self, ("caches", "probes", "answers", "labels", "sites", "conditions", "formats"))
         if not self.caches:
             raise ConfigError("caches must name at least one cache (interp extract writes one)")
-        for name in ("probes", "labels"):
+        for name in ("probes", "answers", "labels"):
             given = getattr(self, name)
             if given is not None and len(given) != len(self.caches):
                 raise ConfigError(

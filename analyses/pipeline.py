@@ -30,7 +30,7 @@ from analyses.outputs import (
     write_figure,
     write_table,
 )
-from analyses.redundancy import probe_redundancy, redundancy_table
+from analyses.redundancy import answer_redundancy, probe_redundancy, redundancy_table
 from analyses.report import report_step, versions
 from analyses.steps import (
     ANSWER_FILES,
@@ -135,18 +135,22 @@ def run(config: RunConfig) -> RunResult:
     )
     staging.mkdir(parents=True, exist_ok=True)
 
-    def redundancy() -> None:  # the spectra of each image's tokens, and k90 / spread
-        with CacheReader(cache) as reader:
-            spectra = redundancy_table(reader, n_boot=config.n_boot, seed=config.seed)
-        found = pd.concat([spectra, probe_redundancy(table)], ignore_index=True)
-        write_table(found, staging / OUTPUT_FILES["redundancy_metrics"])
-
-    timed(redundancy, timings, "redundancy")
     answers = None
     if loaded.adapter.has_language_model and _asks_questions(extraction):
         settings = config.step(AnswersConfig, out=str(staging), overwrite=True)
         settings.data = extraction.data
         answers = timed(lambda: answers_step(settings, loaded=loaded), timings, "answers")
+
+    def redundancy() -> None:  # spectra of each image's tokens, k90 / spread, drop curves
+        with CacheReader(cache) as reader:
+            spectra = redundancy_table(reader, n_boot=config.n_boot, seed=config.seed)
+        parts = [spectra, probe_redundancy(table)]
+        if answers is not None:
+            parts.append(answer_redundancy(answers.summary))
+        found = pd.concat([p for p in parts if not p.empty], ignore_index=True)
+        write_table(found, staging / OUTPUT_FILES["redundancy_metrics"])
+
+    timed(redundancy, timings, "redundancy")
     pixel_table = None
     with CacheReader(cache) as reader:
         has_pixels = reader.has_pixels

@@ -16,7 +16,10 @@ Each is averaged over images, with a 95% bootstrap interval over images. From a 
 table with ``random_<k>`` rows: ``k90``, the fewest random tokens whose pooled probe
 reaches 90% of the all-token (``mean``) probe's chance-normalised score; and
 ``spread``, the off-object score over the on-object score, both chance-normalised (how
-far an attribute's information reaches beyond the tokens it is drawn under).
+far an attribute's information reaches beyond the tokens it is drawn under). From an
+answers table (``answers.csv``) with ``drop:POLICY:K`` conditions: the token-dropping
+curves, ``answer_accuracy`` per condition (baseline included) and question type, at the
+site ``answers`` (the model's output, not a depth).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ __all__ = [
     "token_metrics",
     "redundancy_table",
     "probe_redundancy",
+    "answer_redundancy",
     "redundancy_curves",
     "redundancy_step",
 ]
@@ -164,6 +168,37 @@ def probe_redundancy(table: pd.DataFrame, share: float = 0.9) -> pd.DataFrame:
     )
 
 
+def answer_redundancy(summary: pd.DataFrame) -> pd.DataFrame:
+    """The token-dropping curves of an answers summary (``answers.csv``): per question
+    type, the accuracy under each ``drop:POLICY:K`` condition and the baseline, as
+    :data:`REDUNDANCY_COLUMNS` rows at site ``answers`` (none without drop conditions)."""
+    from analyses.answers import SUMMARY_COLUMNS, drop_table
+
+    missing = set(SUMMARY_COLUMNS) - set(summary.columns)
+    if missing:
+        raise ConfigError(
+            f"an answers table (answers.csv, interp answers writes it) has the columns "
+            f"{sorted(missing)}"
+        )
+    drops = drop_table(summary)
+    if drops.empty:
+        return pd.DataFrame(columns=list(REDUNDANCY_COLUMNS))
+    rows = pd.concat([summary[summary["condition"] == "baseline"], drops[list(summary.columns)]])
+    return pd.DataFrame(
+        {
+            "site": "answers",
+            "condition": rows["condition"].to_numpy(),
+            "attribute": rows["question_type"].to_numpy(),
+            "metric": "answer_accuracy",
+            "value": rows["accuracy"].to_numpy(dtype=float),
+            "ci_low": rows["ci_low"].to_numpy(dtype=float),
+            "ci_high": rows["ci_high"].to_numpy(dtype=float),
+            "n": rows["n"].to_numpy(dtype=float),
+        },
+        columns=list(REDUNDANCY_COLUMNS),
+    )
+
+
 def redundancy_curves(table: pd.DataFrame, condition: str = "baseline") -> go.Figure:
     """Each spectral measure against depth (one panel each), one line per ``label`` (a
     model or checkpoint: the table's ``label`` column, where several are overlaid), with
@@ -201,8 +236,9 @@ def redundancy_curves(table: pd.DataFrame, condition: str = "baseline") -> go.Fi
 
 
 def redundancy_step(config: RedundancyConfig) -> tuple[pd.DataFrame, dict[str, Path]]:
-    """Every cache's spectral measures (and, with probe tables, k90 and spread), one
-    ``label`` per cache, in ``redundancy.csv``, and their figure against depth."""
+    """Every cache's spectral measures (and, with probe tables, k90 and spread; with
+    answers tables, the token-dropping curves), one ``label`` per cache, in
+    ``redundancy.csv``, and their figure against depth."""
     from analyses.outputs import check_output_folder, check_writable, write_figures, write_table
 
     folder = check_output_folder(config.out)
@@ -219,6 +255,8 @@ def redundancy_step(config: RedundancyConfig) -> tuple[pd.DataFrame, dict[str, P
             )  # fmt: skip
         if config.probes:
             part = pd.concat([part, probe_redundancy(pd.read_csv(config.probes[k]))])
+        if config.answers:
+            part = pd.concat([part, answer_redundancy(pd.read_csv(config.answers[k]))])
         tables.append(part.assign(label=label))
     table = pd.concat(tables, ignore_index=True)
     write_table(table, paths["redundancy"])

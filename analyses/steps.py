@@ -104,13 +104,11 @@ def step_images(
     adapter = loaded.adapter
     if data is None:
         n_images = config.n_images or 256
+        drawn = {"n_images": n_images, "seed": config.seed, "complexity": config.complexity}
         if config.image_sizes:
-            spec = StimulusSpec(
-                n_images=n_images, image_sizes=tuple(config.image_sizes), seed=config.seed
-            )
+            spec = StimulusSpec(**drawn, image_sizes=tuple(config.image_sizes))
         else:
-            side = config.image_size or adapter.native_image_size
-            spec = StimulusSpec(n_images=n_images, image_size=side, seed=config.seed)
+            spec = StimulusSpec(**drawn, image_size=config.image_size or adapter.native_image_size)
         for side in spec.sizes:  # stimuli are drawn so that every patch is whole pixels
             adapter.check_image_size(side)
         data = generate(spec)

@@ -50,10 +50,15 @@ def answer_token_ids(tokenizer, words: Sequence[str], what: str = "answers") -> 
     them could be read off one next-token distribution). ``what`` names the words in
     messages."""
     ids: dict[str, int] = {}
+    unknown = getattr(tokenizer, "unk_token_id", None)
     for word in dict.fromkeys(words):
         found = tokenizer(word, add_special_tokens=False)["input_ids"]
-        if not found:
-            raise ConfigError(f"{what}: {word!r} is no token of this model's tokenizer")
+        if not found or (unknown is not None and found[0] == unknown):
+            raise ConfigError(
+                f"{what}: {word!r} is no word of this model's tokenizer, so it cannot be "
+                f"scored; ask questions whose answers the model knows (a built-in model "
+                f"learns new answer words with interp organism finetune)"
+            )
         ids[word] = int(found[0])
     first: dict[int, str] = {}
     for word, token in ids.items():

@@ -146,6 +146,39 @@ def build_parser() -> argparse.ArgumentParser:
         "and linear probes of its embedding beside the organism's CLIP tower.",
     )
     add_options(ssl, SslTrainConfig)
+    from interp.organism.finetune import FinetuneConfig
+
+    tune = steps.add_parser(
+        "finetune",
+        help="continue training a built-in-style model (complexity, encoder, pixel task)",
+        description="Writes a save_pretrained folder with README.md (recipe, time, held-out "
+        "accuracy at the training complexity and on lone objects) and training_log.csv.",
+    )
+    add_options(tune, FinetuneConfig)
+    from analyses.experiments import ComplexityExperimentConfig, EncoderExperimentConfig
+
+    experiment = commands.add_parser(
+        "experiment", help="fine-tuning experiments on the built-in model (writes tables, figures)"
+    )
+    kinds = experiment.add_subparsers(dest="step", required=True)
+    add_options(
+        kinds.add_parser(
+            "complexity",
+            help="fine-tune at a low and a high complexity; compression, probes, answers",
+            description="Writes OUT/redundancy.csv, probes.csv, answers.csv, "
+            "compression_by_depth.html, accuracy_by_level.html, complexity_levels.png.",
+        ),
+        ComplexityExperimentConfig,
+    )
+    add_options(
+        kinds.add_parser(
+            "encoder",
+            help="fine-tune with the pixel task, encoder frozen vs adapted; pixel probe, shape",
+            description="Writes OUT/pixels.csv, answers.csv, pixel_error_by_depth.html and "
+            "a reconstructions_<model>.png per model.",
+        ),
+        EncoderExperimentConfig,
+    )
     return parser
 
 
@@ -179,6 +212,10 @@ def _dispatch(args: argparse.Namespace, given: dict) -> int:
             return _organism_train(given)
         if args.step == "train-ssl":
             return _organism_train_ssl(given)
+        if args.step == "finetune":
+            return _organism_finetune(given)
+        if args.command == "experiment":
+            return _experiment(args.step, given)
         return _organism_eval(given)
     except DiskFullError as err:
         print(f"interp: error: {_one_line(err)}", file=sys.stderr)
@@ -406,6 +443,29 @@ def _organism_train_ssl(given: dict) -> int:
     shown = comparison.pivot_table(index="attribute", columns="encoder", values="accuracy")
     print(shown.to_string(float_format=lambda v: f"{v:.2f}"))
     print(f"encoder and card: {folder.resolve()}")
+    return 0
+
+
+def _organism_finetune(given: dict) -> int:
+    from interp.organism.build import finetune_organism
+    from interp.organism.finetune import FinetuneConfig
+
+    folder, metrics = finetune_organism(FinetuneConfig(**given))
+    shown = metrics.drop(columns=[c for c in ("mean_error",) if c in metrics])
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"model and card: {folder.resolve()}")
+    return 0
+
+
+def _experiment(kind: str, given: dict) -> int:
+    from analyses import experiments
+
+    if kind == "complexity":
+        paths = experiments.complexity_experiment(experiments.ComplexityExperimentConfig(**given))
+    else:
+        paths = experiments.encoder_experiment(experiments.EncoderExperimentConfig(**given))
+    for key, path in paths.items():
+        print(f"{key}: {path.resolve()}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Deterministic synthetic stimuli: one to four flat shapes on a plain background.
+"""Deterministic synthetic stimuli: flat shapes on a plain or textured background.
 
 Each image carries ground-truth labels for its *first* object (shape, color, size bin,
 centre position and 3x3 cell) and for the whole image (object count), plus an object map
@@ -10,6 +10,13 @@ Sizes may be mixed (``image_sizes``): image ``i`` is ``image_sizes[i % len]`` px
 drawn at that size (object radii and cells scale with it) and padded at the bottom and
 right, with the background colour (object map: -1), to the largest side, so a set is
 still one array; ``Stimuli.sizes`` says which part of each is the image.
+
+A complexity dial (``complexity=1..5``, :data:`COMPLEXITY_LEVELS`) goes from one object
+on a plain background to up to eight mostly small objects over grey clutter, a textured
+or noisy background and partial occlusion. Clutter and texture are grey (never an object
+colour) and lie under the objects, so every pixel the object map gives object ``k`` has
+exactly that object's colour at every level, and the labels keep their meaning: the
+first object's attributes, the number of objects.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ __all__ = [
     "SIZES",
     "CATEGORICAL_ATTRIBUTES",
     "MAX_OBJECTS",
+    "COMPLEXITY_LEVELS",
+    "Complexity",
     "OBJECT_ATTRIBUTES",
     "cell_of",
     "StimulusSpec",
@@ -52,7 +61,7 @@ SIZES: dict[str, float] = {"small": 0.08, "medium": 0.12, "large": 0.17}
 CELL_NAMES: tuple[str, ...] = tuple(
     f"{row}-{col}" for row in ("top", "middle", "bottom") for col in ("left", "center", "right")
 )
-COUNT_NAMES: tuple[str, ...] = ("1", "2", "3", "4")
+COUNT_NAMES: tuple[str, ...] = ("1", "2", "3", "4", "5", "6", "7", "8")
 
 # Categorical attributes and their class names, in label-index order.
 CATEGORICAL_ATTRIBUTES: dict[str, tuple[str, ...]] = {
@@ -67,6 +76,45 @@ OBJECT_ATTRIBUTES: tuple[str, ...] = ("color", "shape", "size", "cell")
 MAX_OBJECTS = len(COUNT_NAMES)
 _MAX_PLACEMENT_TRIES = 200
 _DEFAULT_SIZE = 64
+
+
+@dataclass(frozen=True)
+class Complexity:
+    """One level of the complexity dial. Sizes are fractions of the image side, grey
+    levels 0..255 subtracted from the background."""
+
+    objects: tuple[int, int]  # fewest and most objects drawn
+    size_weights: tuple[float, ...] | None  # chance of each SIZES bin (None: uniform)
+    noise: int  # per-pixel grey noise amplitude of the background (0: plain)
+    stripes: int  # grey level of diagonal stripes on the background (0: none)
+    clutter: int  # grey distractor strokes and dots under the objects
+    occlusion: float  # largest share of an object's pixels later objects may cover
+    words: str  # what the level draws, for tables and the README
+
+
+COMPLEXITY_LEVELS: dict[int, Complexity] = {
+    1: Complexity((1, 1), None, 0, 0, 0, 0.0, "one object, plain background"),
+    2: Complexity((1, 4), None, 0, 0, 0, 0.0, "1-4 objects, plain background (the default)"),
+    3: Complexity((2, 6), None, 40, 0, 3, 0.0, "2-6 objects, faint noise, 3 distractors"),
+    4: Complexity(
+        (3, 8),
+        (0.45, 0.35, 0.2),
+        50,
+        40,
+        6,
+        0.25,
+        "3-8 smaller objects, striped noisy background, 6 distractors, occlusion <= 25%",
+    ),
+    5: Complexity(
+        (5, 8),
+        (0.6, 0.3, 0.1),
+        110,
+        0,
+        10,
+        0.4,
+        "5-8 mostly small objects, strong noise, 10 distractors, occlusion <= 40%",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -85,10 +133,13 @@ class StimulusSpec:
     max_objects: int = 4
     background: tuple[int, int, int] = (255, 255, 255)
     image_sizes: tuple[int, ...] = ()
+    complexity: int | None = None
 
     def __post_init__(self) -> None:
         if self.n_images < 1:
             raise ConfigError(f"n_images must be >= 1, got {self.n_images}")
+        if self.complexity is not None:
+            self._set_level()
         object.__setattr__(self, "image_sizes", tuple(int(s) for s in self.image_sizes))
         if self.image_sizes:
             canvas = max(self.image_sizes)
@@ -112,6 +163,30 @@ class StimulusSpec:
         if len(self.background) != 3 or not all(0 <= c <= 255 for c in self.background):
             raise ConfigError(f"background must be an RGB triple in 0..255, got {self.background}")
 
+    def _set_level(self) -> None:
+        """Take the object counts from the complexity level (the defaults or the level's
+        own counts may be given, as ``to_dict`` writes them; others conflict)."""
+        if self.complexity not in COMPLEXITY_LEVELS:
+            raise ConfigError(
+                f"complexity must be one of {list(COMPLEXITY_LEVELS)}, got {self.complexity!r}"
+            )
+        counts = COMPLEXITY_LEVELS[self.complexity].objects
+        if (self.min_objects, self.max_objects) not in ((1, 4), counts):
+            raise ConfigError(
+                f"complexity {self.complexity} draws {counts[0]}-{counts[1]} objects, not "
+                f"min_objects={self.min_objects}, max_objects={self.max_objects}; leave "
+                f"min_objects and max_objects out"
+            )
+        object.__setattr__(self, "min_objects", counts[0])
+        object.__setattr__(self, "max_objects", counts[1])
+
+    @property
+    def level(self) -> Complexity:
+        """The complexity level drawn (no complexity: plain background, these counts)."""
+        if self.complexity is None:
+            return Complexity((self.min_objects, self.max_objects), None, 0, 0, 0, 0.0, "")
+        return COMPLEXITY_LEVELS[self.complexity]
+
     @property
     def sizes(self) -> tuple[int, ...]:
         """The distinct image sides of the set, in the order images cycle through them."""
@@ -125,6 +200,8 @@ class StimulusSpec:
         out = asdict(self)
         if not self.image_sizes:  # a single-size spec reads as it did before sizes mixed
             del out["image_sizes"]
+        if self.complexity is None:  # and one without the dial as it did before the dial
+            del out["complexity"]
         return out
 
 
@@ -179,9 +256,10 @@ class Stimuli(ImageSet):
         from interp.organism.questions import ANSWERS, PROBED_AS, questions_for
 
         qas = questions_for(self, np.random.default_rng(self.spec.seed))
+        options = {**ANSWERS, "count": COUNT_NAMES[: self.spec.max_objects]}  # these images'
         return [
             Question(
-                qa.image, qa.kind, qa.question, qa.answer, ANSWERS[qa.kind], PROBED_AS[qa.kind]
+                qa.image, qa.kind, qa.question, qa.answer, options[qa.kind], PROBED_AS[qa.kind]
             )
             for qa in qas
         ]
@@ -192,9 +270,10 @@ class Stimuli(ImageSet):
 
     def object_labels(self) -> dict[str, np.ndarray]:
         """Every object's class per attribute of ``OBJECT_ATTRIBUTES``:
-        ``(n, MAX_OBJECTS)`` int64, object ``k`` in column ``k`` (as in ``object_map``),
-        -1 where an image has fewer objects."""
-        out = {a: np.full((len(self), MAX_OBJECTS), -1, dtype=np.int64) for a in OBJECT_ATTRIBUTES}
+        ``(n, spec.max_objects)`` int64, object ``k`` in column ``k`` (as in
+        ``object_map``), -1 where an image has fewer objects."""
+        width = self.spec.max_objects
+        out = {a: np.full((len(self), width), -1, dtype=np.int64) for a in OBJECT_ATTRIBUTES}
         for i, objs in enumerate(self.objects):
             for k, obj in enumerate(objs):
                 for attribute in OBJECT_ATTRIBUTES:
@@ -228,29 +307,70 @@ def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndar
 
 
 def _sample_objects(spec: StimulusSpec, index: int) -> list[dict[str, float]]:
-    """The objects of image ``index``: class indices, centre (px) and radius (px)."""
+    """The objects of image ``index``: class indices and centre (px)."""
     rng = np.random.default_rng([spec.seed, index])
     size = spec.size_of(index)
+    level = spec.level
     count = int(rng.integers(spec.min_objects, spec.max_objects + 1))
     objects: list[dict[str, float]] = []
+    masks: list[np.ndarray] = []  # (H, W) bool per object, where occlusion is allowed
     for _ in range(count):
         shape_i = int(rng.integers(len(SHAPES)))
         color_i = int(rng.integers(len(COLORS)))
-        size_i = int(rng.integers(len(SIZES)))
+        if level.size_weights is None:
+            size_i = int(rng.integers(len(SIZES)))
+        else:
+            size_i = int(rng.choice(len(SIZES), p=level.size_weights))
         r = list(SIZES.values())[size_i] * size
+        obj = {"shape": shape_i, "color": color_i, "size": size_i, "x": 0.0, "y": 0.0}
         for _ in range(_MAX_PLACEMENT_TRIES):
             x, y = rng.uniform(r + 1, size - r - 1, size=2)
-            if all(
-                (x - o["x"]) ** 2 + (y - o["y"]) ** 2 > (r + _radius(o, size) + 2) ** 2
-                for o in objects
-            ):
+            obj["x"], obj["y"] = float(x), float(y)
+            if level.occlusion == 0:
+                if all(
+                    (x - o["x"]) ** 2 + (y - o["y"]) ** 2 > (r + _radius(o, size) + 2) ** 2
+                    for o in objects
+                ):
+                    break
+            elif _occludes_within(obj, objects, masks, size, level.occlusion):
                 break
-        else:  # no room left: draw fewer objects rather than overlapping ones
+        else:  # no room left: draw fewer objects rather than ones that break the rules
             break
-        objects.append(
-            {"shape": shape_i, "color": color_i, "size": size_i, "x": float(x), "y": float(y)}
-        )
+        objects.append(obj)
+        if level.occlusion:
+            masks.append(_object_mask(obj, size))
     return objects
+
+
+def _object_mask(obj: dict[str, float], image_size: int) -> np.ndarray:
+    """``(H, W)`` bool: the pixels ``obj`` covers when drawn alone."""
+    centre = np.arange(image_size) + 0.5  # pixel centres
+    dy, dx = np.meshgrid(centre - obj["y"], centre - obj["x"], indexing="ij")
+    return _shape_mask(SHAPES[int(obj["shape"])], dx, dy, _radius(obj, image_size))
+
+
+def _occludes_within(
+    new: dict[str, float],
+    objects: list[dict[str, float]],
+    masks: list[np.ndarray],
+    image_size: int,
+    most: float,
+) -> bool:
+    """Whether ``new``, drawn over ``objects``, leaves each of them at least ``1 - most``
+    of its own pixels visible, its centre pixel among them, and touches none of its own
+    colour (two would read as one)."""
+    mask = _object_mask(new, image_size)
+    for obj, own in zip(objects, masks, strict=True):
+        if (own & mask).any() and int(obj["color"]) == int(new["color"]):
+            return False
+        if mask[int(obj["y"]), int(obj["x"])]:
+            return False
+    # Each earlier object: pixels hidden by every later one, this one included.
+    for k, own in enumerate(masks):
+        hidden = own & (mask | np.logical_or.reduce(masks[k + 1 :], initial=False))
+        if hidden.sum() > most * own.sum():
+            return False
+    return True
 
 
 def _radius(obj: dict[str, float], image_size: int) -> float:
@@ -260,10 +380,11 @@ def _radius(obj: dict[str, float], image_size: int) -> float:
 def render(
     objects: list[dict[str, float]],
     image_size: int = 64,
-    background: tuple[int, int, int] = (255, 255, 255),
+    background: tuple[int, int, int] | np.ndarray = (255, 255, 255),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``objects`` (as in ``Stimuli.objects``) -> ``(H, W, 3)`` uint8 image and
     ``(H, W)`` int8 object map (-1 = background). Later objects are drawn over earlier ones.
+    ``background`` is an RGB colour or a whole ``(H, W, 3)`` uint8 background picture.
     """
     image = np.empty((image_size, image_size, 3), dtype=np.uint8)
     image[...] = np.asarray(background, dtype=np.uint8)
@@ -278,6 +399,39 @@ def render(
     return image, object_map
 
 
+def _background(spec: StimulusSpec, index: int) -> np.ndarray:
+    """``(side, side, 3)`` uint8: the background of image ``index`` at its complexity:
+    the plain colour darkened by grey noise and diagonal stripes, with grey distractor
+    strokes and dots; every change is the same on all three channels (grey)."""
+    level, side = spec.level, spec.size_of(index)
+    rng = np.random.default_rng([spec.seed, index, 1])  # apart from the objects' stream
+    shade = np.zeros((side, side), dtype=np.float64)  # (H, W) grey subtracted
+    if level.noise:
+        shade += rng.uniform(0, level.noise, size=(side, side))
+    if level.stripes:
+        period = max(4, side // 8)
+        rows, cols = np.indices((side, side))
+        shade += level.stripes * (((rows + cols) // (period // 2)) % 2)
+    grey = np.clip(
+        np.asarray(spec.background, dtype=np.float64)[None, None] - shade[..., None], 0, 255
+    )
+    image = grey.astype(np.uint8)  # (H, W, 3)
+    for _ in range(level.clutter):
+        tone = int(rng.integers(60, 180))
+        if rng.random() < 0.5:  # a 1-px stroke
+            (x0, y0), (x1, y1) = rng.uniform(0, side, size=(2, 2))
+            steps = np.linspace(0, 1, 2 * side)
+            xs = np.clip((x0 + (x1 - x0) * steps).astype(int), 0, side - 1)
+            ys = np.clip((y0 + (y1 - y0) * steps).astype(int), 0, side - 1)
+            image[ys, xs] = tone
+        else:  # a small dot
+            cx, cy = rng.uniform(0, side, size=2)
+            rows, cols = np.indices((side, side))
+            radius = max(1.0, 0.025 * side)
+            image[(rows + 0.5 - cy) ** 2 + (cols + 0.5 - cx) ** 2 <= radius**2] = tone
+    return image
+
+
 def generate(spec: StimulusSpec) -> Stimuli:
     """Draw ``spec.n_images`` images. Same spec -> byte-identical images and labels."""
     canvas = spec.image_size
@@ -288,7 +442,8 @@ def generate(spec: StimulusSpec) -> Stimuli:
     for i in range(spec.n_images):
         drawn = _sample_objects(spec, i)
         side = spec.size_of(i)
-        images[i, :side, :side], object_map[i, :side, :side] = render(drawn, side, spec.background)
+        background = spec.background if spec.complexity is None else _background(spec, i)
+        images[i, :side, :side], object_map[i, :side, :side] = render(drawn, side, background)
         objects.append(drawn)
     rows = [
         {

@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analyses.redundancy import probe_redundancy, redundancy_table, token_metrics
+from analyses.answers import SUMMARY_COLUMNS
+from analyses.redundancy import (
+    answer_redundancy,
+    probe_redundancy,
+    redundancy_table,
+    token_metrics,
+)
 from caches import CacheReader, extract
 from interp import StimulusSpec, generate
 
@@ -69,6 +75,31 @@ def test_k90_and_spread_from_a_probe_table() -> None:
     assert table["spread"] == pytest.approx(0.0 / 0.8)
 
 
+def _summary() -> pd.DataFrame:
+    conditions = {"baseline": 0.9, "drop:random:8": 0.6, "drop:on_object:8": 0.8, "mask:0-1": 0.1}
+    rows = [
+        dict.fromkeys(SUMMARY_COLUMNS, 0.0)
+        | {"condition": c, "question_type": q, "attribute": q, "accuracy": a - 0.1 * k,
+           "ci_low": a - 0.2, "ci_high": a, "n": 40}
+        for c, a in conditions.items()
+        for k, q in enumerate(("color", "count"))
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+
+
+def test_token_dropping_curves_from_an_answers_table() -> None:
+    rows = answer_redundancy(_summary())
+    assert set(rows["site"]) == {"answers"} and set(rows["metric"]) == {"answer_accuracy"}
+    got = rows.set_index(["condition", "attribute"])["value"]
+    assert got[("baseline", "color")] == pytest.approx(0.9)
+    assert got[("drop:random:8", "count")] == pytest.approx(0.5)
+    assert got[("drop:on_object:8", "color")] == pytest.approx(0.8)
+    assert len(rows) == 6, "mask conditions are no token-dropping curve"
+    assert answer_redundancy(_summary().iloc[:2]).empty
+    with pytest.raises(Exception, match="answers table"):
+        answer_redundancy(pd.DataFrame({"condition": ["baseline"]}))
+
+
 def test_interp_redundancy_overlays_caches(loaded, tmp_path, capsys) -> None:
     from interp.cli import main
 
@@ -95,3 +126,9 @@ def test_interp_redundancy_overlays_caches(loaded, tmp_path, capsys) -> None:
     assert "effective_rank" in capsys.readouterr().out
     assert main(["redundancy", str(paths[0]), "--labels", "x", "y", "--out", str(out)]) == 2
     assert "one per cache" in capsys.readouterr().err
+    _summary().to_csv(tmp_path / "answers.csv", index=False)
+    args = ["redundancy", str(paths[0]), "--answers", str(tmp_path / "answers.csv"),
+            "--n-boot", "5", "--out", str(out), "--overwrite"]  # fmt: skip
+    assert main(args) == 0
+    table = pd.read_csv(out / "redundancy.csv")
+    assert (table["metric"] == "answer_accuracy").sum() == 6

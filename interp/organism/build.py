@@ -11,11 +11,19 @@ from interp.errors import ConfigError
 from interp.loading import load_model
 from interp.options import option
 from interp.organism import ORGANISM_NAME
-from interp.organism.card import write_card
+from interp.organism.card import write_card, write_finetune_card
 from interp.organism.evaluation import EVAL_IMAGES, EVAL_SEED, evaluate
+from interp.organism.finetune import FinetuneConfig, evaluate_pixels, finetune
 from interp.organism.training import OrganismTrainConfig, config_dict, train
+from interp.stimuli import StimulusSpec
 
-__all__ = ["OrganismEvalConfig", "build_organism", "document_organism", "run_eval"]
+__all__ = [
+    "OrganismEvalConfig",
+    "build_organism",
+    "document_organism",
+    "finetune_organism",
+    "run_eval",
+]
 
 
 @dataclass
@@ -28,10 +36,18 @@ class OrganismEvalConfig:
     n_images: int = option("held-out images", default=EVAL_IMAGES)
     seed: int = option("seed of the held-out images", default=EVAL_SEED)
     max_objects: int = option("most objects per image (1: lone objects, no binding)", default=4)
+    complexity: int | None = option(
+        "draw the images at this complexity level (1..5) instead (its own object counts)",
+        default=None,
+    )
 
     def __post_init__(self) -> None:
         if self.n_images < 1:
             raise ConfigError(f"n_images must be >= 1, got {self.n_images}")
+        if self.complexity is not None:
+            StimulusSpec(complexity=self.complexity)  # checks the level
+            if self.max_objects != 4:
+                raise ConfigError("give max_objects or complexity, not both")
 
 
 def run_eval(config: OrganismEvalConfig) -> pd.DataFrame:
@@ -40,6 +56,7 @@ def run_eval(config: OrganismEvalConfig) -> pd.DataFrame:
         n_images=config.n_images,
         seed=config.seed,
         max_objects=config.max_objects,
+        complexity=config.complexity,
     )
 
 
@@ -76,3 +93,23 @@ def document_organism(
         notes=notes,
     )
     return metrics
+
+
+def finetune_organism(config: FinetuneConfig) -> tuple[Path, pd.DataFrame]:
+    """Fine-tune, evaluate on held-out images (at the training complexity, and lone
+    objects; the pixel task where trained) and write the card."""
+    result = finetune(config)
+    loaded = load_model(str(result.folder))
+    tables = []
+    for name, counts in (
+        (f"complexity {config.complexity}", {"complexity": config.complexity}),
+        ("lone objects", {"max_objects": 1}),
+    ):
+        table = evaluate(loaded, **counts)
+        if config.pixel_task:
+            row = evaluate_pixels(loaded, complexity=counts.get("complexity", 1))
+            table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
+        tables.append(table.assign(images=name))
+    metrics = pd.concat(tables, ignore_index=True)
+    write_finetune_card(result.folder, config.recipe(), result.seconds, result.machine, metrics)
+    return result.folder, metrics

@@ -11,7 +11,7 @@ import pandas as pd
 from interp.organism.evaluation import EVAL_IMAGES, EVAL_SEED
 from interp.organism.questions import POSITION_MARGIN
 
-__all__ = ["TARGETS", "write_card", "read_card_metrics", "METRICS_FILE"]
+__all__ = ["TARGETS", "write_card", "write_finetune_card", "read_card_metrics", "METRICS_FILE"]
 
 # Held-out accuracy each question type must reach (the issue's quality bar).
 TARGETS: dict[str, float] = {
@@ -148,3 +148,58 @@ def read_card_metrics(folder: Path, key: str = "metrics") -> pd.DataFrame:
     """The card's recorded table: ``metrics`` or ``single_object_metrics``."""
     data = json.loads((Path(folder) / METRICS_FILE).read_text())
     return pd.DataFrame(data[key])
+
+
+def write_finetune_card(
+    folder: Path,
+    recipe: dict,
+    seconds: float,
+    machine: dict,
+    metrics: pd.DataFrame,
+) -> None:
+    """``README.md`` and ``eval_metrics.json`` of a fine-tuned model: where it started,
+    the recipe, time and machine, and held-out accuracy."""
+    folder = Path(folder)
+    (folder / METRICS_FILE).write_text(
+        json.dumps(
+            {
+                "eval_seed": EVAL_SEED,
+                "metrics": metrics.to_dict(orient="records"),
+                "recipe": recipe,
+                "seconds": seconds,
+                "machine": machine,
+            },
+            indent=2,
+            default=float,
+        )
+    )
+    encoder = "adapted (trained)" if recipe["train_encoder"] else "frozen"
+    pixel = ", with the pixel-value task" if recipe["pixel_task"] else ""
+    flags = " --train-encoder" if recipe["train_encoder"] else ""
+    flags += " --pixel-task" if recipe["pixel_task"] else ""
+    where = machine.get("gpu") or f"{machine['cpu_count']} CPU cores"
+    rows = ["| images | question | accuracy | chance | n |", "|---|---|---|---|---|"]
+    rows += [
+        f"| {r.images} | {r.question} | {r.accuracy:.3f} | {r.chance:.3f} | {r.n} |"
+        for r in metrics.itertuples()
+    ]
+    table = "\n".join(rows)
+    (folder / "README.md").write_text(
+        f"""# vlm-interp organism, fine-tuned from `{recipe["start"]}`
+
+VQA on stimuli of complexity {recipe["complexity"]}, the vision encoder {encoder}{pixel}:
+{recipe["steps"]} steps of {recipe["batch"]} images, AdamW, peak lr {recipe["lr"]},
+{recipe["warmup"]} warm-up steps then cosine decay, seed {recipe["seed"]}.
+
+Reproduce: `interp organism finetune --from {recipe["start"]} --out DIR --complexity \
+{recipe["complexity"]} --steps {recipe["steps"]}{flags}`.
+Took {seconds / 60:.1f} min on {where} ({machine["torch_threads"]} torch threads,
+torch {machine["torch"]}).
+
+## Held-out accuracy
+Seed {EVAL_SEED}; greedy next word over the whole vocabulary; chance = the most frequent
+right answer's share. The pixel task's answer is a channel's value in eighths (0..7).
+
+{table}
+"""
+    )

@@ -47,18 +47,21 @@ def evaluate(
     n_images: int = EVAL_IMAGES,
     seed: int = EVAL_SEED,
     max_objects: int = 4,
+    complexity: int | None = None,
     batch_size: int = 64,
 ) -> pd.DataFrame:
     """Accuracy per question type on ``n_images`` held-out images.
 
     ``max_objects=1`` asks about lone objects only: no description has to be bound to one
-    of several objects, which separates perception from binding.
+    of several objects, which separates perception from binding. ``complexity`` draws
+    the images at that level of the dial instead (its own object counts).
 
     Columns: ``question, accuracy, chance, n``; ``chance`` is the share of the most
     frequent right answer of that type (what always giving one answer would score).
     """
     size = loaded.adapter.native_image_size
-    spec = StimulusSpec(n_images=n_images, image_size=size, seed=seed, max_objects=max_objects)
+    counts = {"max_objects": max_objects} if complexity is None else {"complexity": complexity}
+    spec = StimulusSpec(n_images=n_images, image_size=size, seed=seed, **counts)
     stimuli = generate(spec)
     qas = questions_for(stimuli, np.random.default_rng(seed))
     predicted: list[str] = []

@@ -27,7 +27,19 @@ from interp.organism.twins import contrastive_batch
 from interp.stimuli import StimulusSpec, generate
 from interp.tiny_llava import make_tiny_llava, save_portable
 
-__all__ = ["OrganismTrainConfig", "TrainResult", "train", "pixels_to_tensor", "stage_seed"]
+__all__ = [
+    "OrganismTrainConfig",
+    "TrainResult",
+    "encode_dialogues",
+    "image_questions",
+    "machine_record",
+    "optimise",
+    "pixels_to_tensor",
+    "record",
+    "schedule",
+    "stage_seed",
+    "train",
+]
 
 
 @dataclass
@@ -88,7 +100,7 @@ def pixels_to_tensor(images: np.ndarray, processor: Any) -> torch.Tensor:
     return (x - mean) / std
 
 
-def _schedule(warmup: int, total: int):
+def schedule(warmup: int, total: int):
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
@@ -131,7 +143,7 @@ def _copy_vision(source: torch.nn.Module, tower: torch.nn.Module) -> None:
     tower.load_state_dict(state, strict=True)
 
 
-def _image_questions(objects: list[dict[str, float]], rng: np.random.Generator) -> list[QA]:
+def image_questions(objects: list[dict[str, float]], rng: np.random.Generator) -> list[QA]:
     """Every question type that can be asked of this image, about random objects."""
     out = []
     for kind in rng.permutation(QUESTION_TYPES):
@@ -148,7 +160,7 @@ def _vqa_batch(
 ) -> tuple[np.ndarray, list[list[QA]]]:
     """Images and, per image, its questions in random order (a multi-turn conversation)."""
     stimuli = generate(StimulusSpec(n_images=batch, image_size=IMAGE_SIZE, seed=step_seed))
-    return stimuli.images, [_image_questions(objects, rng) for objects in stimuli.objects]
+    return stimuli.images, [image_questions(objects, rng) for objects in stimuli.objects]
 
 
 def encode_dialogues(
@@ -179,7 +191,7 @@ def encode_dialogues(
     return {"input_ids": ids, "attention_mask": enc["attention_mask"], "labels": labels}
 
 
-def _optimise(loss: torch.Tensor, params: list, opt: Any, sched: Any) -> None:
+def optimise(loss: torch.Tensor, params: list, opt: Any, sched: Any) -> None:
     """One update: backward, clip the gradient norm to 1, step, advance the schedule."""
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -188,7 +200,7 @@ def _optimise(loss: torch.Tensor, params: list, opt: Any, sched: Any) -> None:
     opt.zero_grad(set_to_none=True)
 
 
-def _record(
+def record(
     history: list[dict[str, Any]],
     bar: Any,
     stage: str,
@@ -240,7 +252,7 @@ def train_contrastive(
     history: list[dict[str, Any]] = []
     clip = _clip_model(model.config, processor.tokenizer, config.hidden_size).train()
     opt = torch.optim.AdamW(clip.parameters(), lr=config.clip_lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(config.warmup, config.clip_steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(config.warmup, config.clip_steps))
     bar = tqdm(range(config.clip_steps), desc="stage 1 (contrastive)", disable=not config.progress)
     for step in bar:
         seed = stage_seed(config.seed, 1, step)
@@ -250,10 +262,10 @@ def train_contrastive(
         loss, logits = contrastive_loss(
             clip, pixels_to_tensor(images, processor), enc["input_ids"], enc["attention_mask"]
         )
-        _optimise(loss, list(clip.parameters()), opt, sched)
+        optimise(loss, list(clip.parameters()), opt, sched)
         with torch.no_grad():  # image -> caption retrieval within the batch, twins included
             hits = logits.argmax(1) == torch.arange(len(texts))
-        _record(history, bar, "contrastive", step, loss, hits)
+        record(history, bar, "contrastive", step, loss, hits)
     if config.clip_steps:
         _copy_vision(clip.vision_model, model.model.vision_tower)
     return history
@@ -273,17 +285,17 @@ def train_vqa(
     tower.eval().requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.vqa_lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(config.warmup, config.vqa_steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(config.warmup, config.vqa_steps))
     bar = tqdm(range(config.vqa_steps), desc="stage 2 (VQA)", disable=not config.progress)
     for step in bar:
         images, dialogues = _vqa_batch(stage_seed(config.seed, 2, step), config.vqa_batch, rng)
         batch = encode_dialogues(processor, adapter.default_prompt, dialogues, n_tokens)
         out = model(**batch, pixel_values=pixels_to_tensor(images, processor))
-        _optimise(out.loss, params, opt, sched)
+        optimise(out.loss, params, opt, sched)
         with torch.no_grad():  # answers right, over every turn
             answered = batch["labels"][:, 1:] != -100
             hits = (out.logits[:, :-1].argmax(-1) == batch["labels"][:, 1:])[answered]
-        _record(history, bar, "vqa", step, out.loss, hits)
+        record(history, bar, "vqa", step, out.loss, hits)
     model.eval()
     return history
 
@@ -322,17 +334,24 @@ def train(config: OrganismTrainConfig) -> TrainResult:
     seconds["vqa"] = time.perf_counter() - start
 
     save_portable(model, processor, folder)
-    machine = {
+    result = TrainResult(folder, pd.DataFrame(history), seconds, machine_record("cpu"))
+    result.history.to_csv(folder / "training_log.csv", index=False)
+    return result
+
+
+def machine_record(device: str | torch.device) -> dict[str, Any]:
+    """Where a model was trained, for its card."""
+    out = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "device": "cpu",
+        "device": str(device),
     }
-    result = TrainResult(folder, pd.DataFrame(history), seconds, machine)
-    result.history.to_csv(folder / "training_log.csv", index=False)
-    return result
+    if torch.device(device).type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return out
 
 
 def config_dict(config: OrganismTrainConfig) -> dict[str, Any]:
