@@ -27,9 +27,11 @@ from analyses.outputs import check_output_folder, write_figure, write_picture, w
 from analyses.pictures import reconstruction_grid
 from analyses.redundancy import SPECTRAL_METRICS, probe_redundancy, redundancy_table
 from interp.errors import ConfigError
+from interp.names import as_names
 from interp.options import option
 from interp.organism import ORGANISM_NAME
 from interp.stimuli import COMPLEXITY_LEVELS, StimulusSpec, generate
+from probes.selections import check_selection
 
 __all__ = [
     "ComplexityExperimentConfig",
@@ -77,9 +79,32 @@ class ComplexityExperimentConfig(_Experiment):
 
     low: int = option("the low complexity level trained on", default=1)
     high: int = option("the high complexity level trained on", default=5)
+    train_encoder: bool = option(
+        "adapt the vision encoder too (default: frozen, so vision sites cannot change)",
+        default=False,
+    )
+    levels: list[int] | None = option(
+        "the held-out complexity levels measured (default: every one)", default=None
+    )
+    attributes: list[str] | None = option(
+        f"attributes probed (default: {' '.join(_ATTRIBUTES)})", default=None
+    )
+    selections: list[str] | None = option(
+        f"token selections probed (default: {' '.join(_SELECTIONS)})", default=None
+    )
 
     def __post_init__(self) -> None:
         self._check()
+        if isinstance(self.levels, int):
+            self.levels = [self.levels]
+        self.levels = self.levels or list(COMPLEXITY_LEVELS)
+        unknown = [v for v in self.levels if v not in COMPLEXITY_LEVELS]
+        if unknown:
+            raise ConfigError(f"levels must be among {list(COMPLEXITY_LEVELS)}, got {unknown}")
+        self.attributes = list(as_names(self.attributes, "attributes") or _ATTRIBUTES)
+        self.selections = [
+            check_selection(s) for s in as_names(self.selections, "selections") or _SELECTIONS
+        ]
         for name in ("low", "high"):
             if getattr(self, name) not in COMPLEXITY_LEVELS:
                 raise ConfigError(
@@ -124,7 +149,7 @@ def _tuned(config: _Experiment, name: str, **recipe: Any) -> str:
     tune = FinetuneConfig(
         out=str(folder), start=config.start, steps=config.steps, batch=config.batch,
         lr=config.lr, seed=config.seed, device=config.device, progress=config.progress,
-        overwrite=True, **recipe,
+        eval_images=config.n_images, overwrite=True, **recipe,
     )  # fmt: skip
     record = folder / "finetune.json"
     finished = record.is_file() and (folder / "README.md").is_file()
@@ -169,15 +194,16 @@ def complexity_experiment(config: ComplexityExperimentConfig) -> dict[str, Path]
     from probes import ProbeSettings, sweep
 
     folder = check_output_folder(config.out)
-    models = {
-        "start": config.start,
-        f"tuned at {config.low}": _tuned(config, f"level{config.low}", complexity=config.low),
-        f"tuned at {config.high}": _tuned(config, f"level{config.high}", complexity=config.high),
+    models = {"start": config.start} | {
+        f"tuned at {level}": _tuned(
+            config, f"level{level}", complexity=level, train_encoder=config.train_encoder
+        )
+        for level in (config.low, config.high)
     }
     spectra, probes, answers = [], [], []
     for name, source in models.items():
         loaded = _load(source, config)
-        for level in COMPLEXITY_LEVELS:
+        for level in config.levels:
             spec = StimulusSpec(n_images=config.n_images, seed=EXPERIMENT_SEED, complexity=level)
             data = generate(spec)
             path = _cache(
@@ -186,8 +212,8 @@ def complexity_experiment(config: ComplexityExperimentConfig) -> dict[str, Path]
             with CacheReader(path) as reader:
                 spectra.append(_with(redundancy_table(reader, n_boot=200), model=name, level=level))
                 table = sweep(
-                    reader, sites=config.sites, attributes=_ATTRIBUTES,
-                    selections=_SELECTIONS, settings=ProbeSettings(seed=config.seed),
+                    reader, sites=config.sites, attributes=config.attributes,
+                    selections=config.selections, settings=ProbeSettings(seed=config.seed),
                     progress=config.progress,
                 )  # fmt: skip
             probes.append(_with(table, model=name, level=level))

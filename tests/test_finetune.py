@@ -114,7 +114,8 @@ def test_a_short_run_lowers_its_loss_and_adapts_only_what_it_is_told(tmp_path) -
 def test_the_command_writes_a_card_with_the_pixel_task(tmp_path, capsys) -> None:
     out = tmp_path / "tuned"
     argv = ["organism", "finetune", "--from", "organism", "--out", str(out), "--steps", "2"]
-    assert main([*argv, "--batch", "4", "--pixel-task", "--no-progress"]) == 0
+    argv += ["--batch", "4", "--pixel-task", "--eval-images", "50", "--no-progress"]
+    assert main(argv) == 0
     card = (out / "README.md").read_text()
     assert "fine-tuned from `organism`" in card and "| complexity 2 | pixel |" in card
     assert "--pixel-task" in card and "model and card:" in capsys.readouterr().out

@@ -105,9 +105,11 @@ def finetune_organism(config: FinetuneConfig) -> tuple[Path, pd.DataFrame]:
         (f"complexity {config.complexity}", {"complexity": config.complexity}),
         ("lone objects", {"max_objects": 1}),
     ):
-        table = evaluate(loaded, **counts)
+        table = evaluate(loaded, n_images=config.eval_images, **counts)
         if config.pixel_task:
-            row = evaluate_pixels(loaded, complexity=counts.get("complexity", 1))
+            row = evaluate_pixels(
+                loaded, n_images=config.eval_images, complexity=counts.get("complexity", 1)
+            )
             table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
         tables.append(table.assign(images=name))
     metrics = pd.concat(tables, ignore_index=True)

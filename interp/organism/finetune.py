@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from interp.errors import ConfigError, OutputExistsError
+from interp.errors import ConfigError
 from interp.options import option
 from interp.organism import ORGANISM_NAME
 from interp.organism.questions import QA
@@ -31,6 +31,7 @@ from interp.organism.training import (
     encode_dialogues,
     image_questions,
     machine_record,
+    model_folder,
     optimise,
     pixels_to_tensor,
     record,
@@ -79,6 +80,7 @@ class FinetuneConfig:
     )
     pixel_questions: int = option("pixel questions per image with pixel_task", default=4)
     seed: int = option("seed of the training stimuli and questions", default=0)
+    eval_images: int = option("held-out images of the card's evaluation", default=500)
     device: str = option("cpu or cuda", default="cpu")
     threads: int | None = option("torch CPU threads (default: torch's)", default=None)
     overwrite: bool = option("replace an existing model folder", default=False)
@@ -89,7 +91,7 @@ class FinetuneConfig:
             raise ConfigError(
                 f"complexity must be one of {list(COMPLEXITY_LEVELS)}, got {self.complexity!r}"
             )
-        for name in ("steps", "batch", "pixel_questions"):
+        for name in ("steps", "batch", "pixel_questions", "eval_images"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.warmup < 0:
@@ -99,7 +101,7 @@ class FinetuneConfig:
 
     def recipe(self) -> dict[str, Any]:
         """The fields that determine the weights (for the card)."""
-        skip = {"out", "overwrite", "progress", "threads", "device"}
+        skip = {"out", "overwrite", "progress", "threads", "device", "eval_images"}
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
@@ -208,13 +210,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     from interp.loading import load_model
     from interp.tiny_llava import save_portable
 
-    folder = Path(config.out)
-    if (folder / "config.json").exists() and not config.overwrite:
-        raise OutputExistsError(
-            f"{folder} already holds a model; pass overwrite=True to replace it"
-        )
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    folder = model_folder(config.out, config.overwrite, config.threads)
     loaded = load_model(config.start)
     model, processor = loaded.model.float(), loaded.processor
     if not hasattr(model.model, "vision_tower"):

@@ -33,6 +33,7 @@ __all__ = [
     "encode_dialogues",
     "image_questions",
     "machine_record",
+    "model_folder",
     "optimise",
     "pixels_to_tensor",
     "record",
@@ -314,15 +315,22 @@ def new_organism(config: OrganismTrainConfig) -> tuple[Any, Any]:
     )
 
 
-def train(config: OrganismTrainConfig) -> TrainResult:
-    """Train from scratch and ``save_pretrained`` model + processor into ``config.out``."""
-    folder = Path(config.out)
-    if (folder / "config.json").exists() and not config.overwrite:
+def model_folder(out: str, overwrite: bool, threads: int | None) -> Path:
+    """The folder a training run saves into, refused where it holds a model (unless
+    ``overwrite``); sets torch's CPU threads where ``threads`` is given."""
+    folder = Path(out)
+    if (folder / "config.json").exists() and not overwrite:
         raise OutputExistsError(
             f"{folder} already holds a model; pass overwrite=True to replace it"
         )
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    if threads:
+        torch.set_num_threads(threads)
+    return folder
+
+
+def train(config: OrganismTrainConfig) -> TrainResult:
+    """Train from scratch and ``save_pretrained`` model + processor into ``config.out``."""
+    folder = model_folder(config.out, config.overwrite, config.threads)
     model, processor = new_organism(config)
     rng = np.random.default_rng(config.seed)
     seconds: dict[str, float] = {}
