@@ -13,6 +13,8 @@ tokens coincide are refused).
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,7 +30,7 @@ from interp.names import as_names
 from interp.sources import ImageSet, Question
 from interp.tracing import capture_tokens
 
-__all__ = ["ANSWER_COLUMNS", "answer_token_ids", "score_answers"]
+__all__ = ["ANSWER_COLUMNS", "answer_token_ids", "answerable", "score_answers"]
 
 # One row per question and condition.
 ANSWER_COLUMNS: tuple[str, ...] = (
@@ -72,6 +74,38 @@ def answer_token_ids(tokenizer, words: Sequence[str], what: str = "answers") -> 
     return ids
 
 
+def answerable(tokenizer, questions: Sequence[Question]) -> list[Question]:
+    """The questions whose right answer is a word of the model's tokenizer, each with the
+    options it knows; the others are left out with a warning that says how many (e.g. the
+    organism has no count words above four for the complexity dial's busier levels)."""
+    words = list(dict.fromkeys(w for q in questions for w in (q.answer, *q.options)))
+    unknown_id = getattr(tokenizer, "unk_token_id", None)
+    if unknown_id is None:
+        return list(questions)
+    unknown = {
+        w for w in words if tokenizer(w, add_special_tokens=False)["input_ids"][:1] == [unknown_id]
+    }
+    if not unknown:
+        return list(questions)
+    kept = [
+        dataclasses.replace(q, options=tuple(w for w in q.options if w not in unknown))
+        for q in questions
+        if q.answer not in unknown
+    ]
+    if not kept:
+        raise ConfigError(
+            f"no question can be scored: their answers {sorted(unknown)} are no words of this "
+            f"model's tokenizer (a built-in model learns them with interp organism finetune)"
+        )
+    warnings.warn(
+        f"{len(questions) - len(kept)} of {len(questions)} questions left out: their answers "
+        f"({', '.join(sorted(unknown))}) are no words of this model's tokenizer, so it cannot "
+        f"give them (interp organism finetune teaches a built-in model the words)",
+        stacklevel=3,
+    )
+    return kept
+
+
 def score_answers(
     loaded: LoadedModel,
     data: ImageSet,
@@ -108,6 +142,7 @@ def score_answers(
             f", not {unsupported}"
         )
     tokenizer = loaded.processor.tokenizer
+    questions = answerable(tokenizer, questions)
     ids = answer_token_ids(tokenizer, [w for q in questions for w in (q.answer, *q.options)])
     options = {q.kind: [ids[w] for w in q.options] for q in questions}
     interventions = {c: make_intervention(c, seed=seed) for c in names}

@@ -213,3 +213,19 @@ def test_the_new_settings_refuse_what_cannot_work(organism, tmp_path) -> None:
     patch = make_intervention("patch:projector")
     with pytest.raises(InterventionError, match="no pairing yet; call prepare"):
         patch.actions(organism.adapter, organism.adapter.build_inputs(images, "<image>\nhi"))
+
+
+def test_answers_the_model_has_no_word_for_are_left_out_with_a_warning(organism) -> None:
+    busy = generate(StimulusSpec(n_images=6, seed=2, complexity=5))  # 5-8 objects
+    questions = busy.questions()
+    counts = [q for q in questions if q.kind == "count"]
+    assert counts and all(int(q.answer) >= 5 for q in counts)
+    with pytest.warns(UserWarning, match=f"{len(counts)} of {len(questions)} questions left out"):
+        rows = score_answers(organism, busy)
+    assert "count" not in set(rows["question_type"])
+    assert len(rows) == len(questions) - len(counts)
+    tuned = generate(StimulusSpec(n_images=6, seed=2)).questions()
+    plain = [q for q in tuned if q.kind == "count"]
+    assert plain[0].options == ("1", "2", "3", "4"), "a set's counts are its own"
+    with pytest.raises(ConfigError, match="no question can be scored"):
+        score_answers(organism, busy, questions=counts)
