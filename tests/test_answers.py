@@ -138,6 +138,16 @@ def test_answers_command_from_a_cache_and_the_figures(organism, tmp_path, capsys
     summary = pd.read_csv(out / "answers.csv")
     rows = pd.read_csv(out / "answer_rows.csv")
     assert list(dict.fromkeys(summary.condition))[:3] == ["baseline", "shuffle", "lower_mask"]
+    # the token-dropping curves in redundancy.csv are the summary's drop and baseline rows
+    argv = ["redundancy", str(cache), "--answers", str(out / "answers.csv"), "--n-boot", "5"]
+    assert main([*argv, "--out", str(tmp_path / "red")]) == 0
+    curves = pd.read_csv(tmp_path / "red" / "redundancy.csv").query("site == 'answers'")
+    kept = summary[summary.condition.isin(["baseline", "drop:random:2", "drop:random:8"])]
+    assert len(curves) == len(kept) and set(curves.metric) == {"answer_accuracy"}
+    np.testing.assert_allclose(
+        curves.set_index(["condition", "attribute"])["value"].sort_index(),
+        kept.set_index(["condition", "question_type"])["accuracy"].sort_index(),
+    )
     # The cache's images again: the stimuli of its spec, answered by the same model.
     again = generate(StimulusSpec(n_images=12, image_size=64, seed=3))
     direct = score_answers(organism, again, conditions=["mask:1-3"])
