@@ -6,7 +6,8 @@
 #
 # DEVICE (cpu or cuda) runs the fine-tuning, extraction and probes; STEPS is each model's
 # fine-tuning steps (default 300, the CPU run's); THREADS the torch threads of each of the
-# two processes. Each experiment writes its tables, figures, pictures and models under
+# two processes; ARGS more options for both (e.g. "--n-images 50 --sites vision.3" for a
+# quick check). Each experiment writes its tables, figures, pictures and models under
 # OUT/<experiment>, and its log to OUT/<experiment>.log.
 set -euo pipefail
 OUT=${OUT:-experiments}
@@ -23,7 +24,7 @@ for experiment in encoder complexity; do
     (
         start=$SECONDS
         python3 -m interp experiment "$experiment" --out "$OUT/$experiment" --device "$DEVICE" \
-            --steps "$STEPS" > "$OUT/$experiment.log" 2>&1
+            --steps "$STEPS" ${ARGS:-} > "$OUT/$experiment.log" 2>&1
         echo "$experiment: $((SECONDS - start)) s" | tee -a "$OUT/machine.txt"
     ) &
     pids+=($!)

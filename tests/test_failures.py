@@ -321,9 +321,10 @@ def test_a_kill_at_any_stage_resumes_to_the_same_cache(
     assert not list(tmp_path.glob("*.new"))
     # batches the killed process wrote were computed in another process, where float32
     # matrix products may differ in their last bits (the BLAS kernels chosen can depend on
-    # memory alignment): after float16 rounding about one step (seen: 96 of 32768 values
-    # of lm.3, in 1 run of ~15); a lost or garbled batch is far beyond that
-    assert_same_cache(target, clean, ulps=1)
+    # memory alignment), amplified through the LM's layers: after float16 rounding one
+    # step (seen: 96 of 32768 values of lm.3, in 1 run of ~15) or, rarely, two (seen once
+    # in a fresh-clone CI run); a lost or garbled batch is far beyond that
+    assert_same_cache(target, clean, ulps=2)
 
 
 def test_a_cache_in_use_elsewhere_is_not_called_corrupt(
