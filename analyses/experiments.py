@@ -239,6 +239,7 @@ def complexity_experiment(config: ComplexityExperimentConfig) -> dict[str, Path]
     write_figure(compression_figure(redundancy), paths["compression"])
     write_figure(accuracy_figure(accuracy), paths["accuracy"])
     write_picture(complexity_grid(), paths["levels"])
+    _drop_empty(folder / "caches")
     return paths
 
 
@@ -294,7 +295,14 @@ def encoder_experiment(config: EncoderExperimentConfig) -> dict[str, Path]:
     write_table(pixel_table, paths["pixels"])
     write_table(pd.concat(answers, ignore_index=True), paths["answers"])
     write_figure(pixel_error_figure(pixel_table), paths["pixel_error"])
+    _drop_empty(folder / "caches")
     return paths
+
+
+def _drop_empty(folder: Path) -> None:
+    """Remove the caches' folder once its caches are gone (a user's own files stay)."""
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def _slug(name: str) -> str:
