@@ -129,3 +129,15 @@ def test_the_command_writes_a_card_with_the_pixel_task(tmp_path, capsys) -> None
 def test_bad_settings_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         FinetuneConfig(**kwargs)
+
+
+def test_a_run_is_seeded(tmp_path) -> None:
+    """New words' embeddings and every step are drawn from the seed: two runs agree."""
+    states = []
+    for name in ("a", "b"):
+        config = FinetuneConfig(
+            out=str(tmp_path / name), complexity=4, steps=1, batch=2, progress=False
+        )
+        states.append(load_model(str(finetune(config).folder)).model.state_dict())
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

@@ -211,6 +211,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     from interp.tiny_llava import save_portable
 
     folder = model_folder(config.out, config.overwrite, config.threads)
+    torch.manual_seed(config.seed)  # the new words' embeddings are drawn at random
     loaded = load_model(config.start)
     model, processor = loaded.model.float(), loaded.processor
     if not hasattr(model.model, "vision_tower"):
