@@ -141,3 +141,8 @@ def test_a_run_is_seeded(tmp_path) -> None:
         states.append(load_model(str(finetune(config).folder)).model.state_dict())
     assert states[0].keys() == states[1].keys()
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_an_encoder_alone_is_refused(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="needs a LLaVA-style model with a vision tower"):
+        finetune(FinetuneConfig(out=str(tmp_path / "x"), start="organism-ssl", progress=False))

@@ -214,7 +214,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     torch.manual_seed(config.seed)  # the new words' embeddings are drawn at random
     loaded = load_model(config.start)
     model, processor = loaded.model.float(), loaded.processor
-    if not hasattr(model.model, "vision_tower"):
+    if not hasattr(getattr(model, "model", None), "vision_tower"):
         raise ConfigError(
             f"{config.start!r} is a {loaded.adapter.family} model; fine-tuning needs a "
             f"LLaVA-style model with a vision tower (a built-in organism)"
