@@ -10,6 +10,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -48,6 +49,7 @@ from analyses.steps import (
 )
 from caches import CacheReader
 from caches.schema import partial_path
+from interp.errors import ConfigError
 from probes.selections import check_selection_fits
 
 __all__ = ["RunConfig", "RunResult", "run", "OUTPUT_FILES"]
@@ -75,7 +77,8 @@ class RunResult:
     paths: dict[str, Path]
     table: pd.DataFrame  # the probe table (probes.csv)
     pixel_table: pd.DataFrame | None  # reconstruction error by depth; None without pixels
-    answers: pd.DataFrame | None = None  # answers.csv; None without questions or an LLM
+    answers: pd.DataFrame | None = None  # answers.csv; None when the answers were skipped
+    skipped: dict[str, str] = dataclasses.field(default_factory=dict)  # step -> why
 
 
 def run(config: RunConfig) -> RunResult:
@@ -99,25 +102,36 @@ def run(config: RunConfig) -> RunResult:
     derived = [path for key, path in paths.items() if key != "cache"]
     derived += [partial_path(paths["probes"])]
     derived += [settings_path(path) for path in derived if path.name.startswith("probes")]
-    check_writable([path for key, path in paths.items() if key != "cache"], config.overwrite)
+    marker = folder / RUN_MARKER
     check_output_folder(folder)
+    started_as = _marked_settings(config)
+    # An unfinished run of the same settings (its marker, no run.json) continues; any
+    # other outputs are refused unless overwrite.
+    resuming = not config.overwrite and _read_marker(marker) == started_as
+    if not resuming:
+        check_writable([path for key, path in paths.items() if key != "cache"], config.overwrite)
     timings: dict[str, float] = {}
     started = time.time()
+    skipped: dict[str, str] = {}
 
-    def fits(loaded, sizes) -> None:  # every random_<k> must fit every site at every size
+    def fits(loaded, data) -> None:  # every random_<k> must fit every site at every size
+        sizes = data.distinct_sizes
         sites = [loaded.adapter.check_site(s) for s in config.sites or loaded.adapter.sites()]
         for site in sites:
             fewest = min(len(loaded.adapter.token_layout(site, hw)) for hw in sizes)
             for selection in [*(config.selections or ()), *(config.ablation_selections or ())]:
                 if selection != "all":
                     check_selection_fits(selection, fewest, f"at site {site!r}")
+        skipped.update(_skipped_steps(config, extraction, loaded, data))
+        write_atomic(marker, lambda tmp: tmp.write_text(json.dumps(started_as)))
 
     # Opened once (a label table read and checked, the image count fitting the folds)
     # before the model loads; the extraction takes the opened source.
     data = config.open_data()
     if config.overwrite:
         remove_outputs(
-            [p for p in derived if p.exists()], "the outputs of an earlier run (overwrite)"
+            [p for p in [*derived, marker] if p.exists()],
+            "the outputs of an earlier run (overwrite)",
         )
     staging = folder / ".run.partial"
     shutil.rmtree(staging, ignore_errors=True)  # left by a run stopped while publishing
@@ -136,7 +150,7 @@ def run(config: RunConfig) -> RunResult:
     staging.mkdir(parents=True, exist_ok=True)
 
     answers = None
-    if loaded.adapter.has_language_model and _asks_questions(extraction):
+    if "answers" not in skipped:
         settings = config.step(AnswersConfig, out=str(staging), overwrite=True)
         settings.data = extraction.data
         answers = timed(lambda: answers_step(settings, loaded=loaded), timings, "answers")
@@ -152,20 +166,13 @@ def run(config: RunConfig) -> RunResult:
 
     timed(redundancy, timings, "redundancy")
     pixel_table = None
-    with CacheReader(cache) as reader:
-        has_pixels = reader.has_pixels
-    if has_pixels:
+    if "pixels" not in skipped:
         pixels = timed(
             lambda: pixel_step(config.step(PixelConfig, cache=str(cache), out=str(staging))),
             timings,
             "pixels",
         )
         pixel_table = pixels.table
-    else:
-        warnings.warn(
-            "no pixel probe: the cache holds no pixels (store_pixels=True keeps them)",
-            stacklevel=2,
-        )
 
     def plot() -> None:
         figures = figures_of(table, score=config.score)
@@ -178,26 +185,77 @@ def run(config: RunConfig) -> RunResult:
                 write_figure(figure, staging / f"{FIGURE_NAMES[name]}.{fmt}")
 
     timed(plot, timings, "plot")
-    record = run_record(config, timings, started)
+    record = run_record(config, timings, started, skipped)
     write_atomic(staging / OUTPUT_FILES["settings"], lambda tmp: tmp.write_text(record))
     publish(staging, folder)
     timed(lambda: report_step(ReportConfig(run=str(folder))), timings, "report")
+    marker.unlink(missing_ok=True)
     written = {key: path for key, path in paths.items() if path.exists()}
     static = [p for p in sorted(folder.iterdir()) if p.suffix in (".pdf", ".svg", ".png")]
     written.update({p.name: p for p in static if p not in written.values()})
     summary = answers.summary if answers is not None else None
-    return RunResult(paths=written, table=table, pixel_table=pixel_table, answers=summary)
+    return RunResult(
+        paths=written, table=table, pixel_table=pixel_table, answers=summary, skipped=skipped
+    )
 
 
-def _asks_questions(config: ExtractConfig) -> bool:
-    """Whether the run's images come with questions (the built-in stimuli do; own data
-    with question and answer columns)."""
-    data = config.data  # None (the stimuli) or the source the run opened
-    return data is None or bool(data.questions())
+# Written when a run starts its work, removed when it has finished: a rerun of the same
+# settings that finds it continues (the cache resumes, the probe table is kept).
+RUN_MARKER = ".run.started.json"
+# Settings that change nothing a run writes.
+_UNRECORDED = ("overwrite", "progress")
 
 
-def run_record(config: RunConfig, timings: dict[str, float], started: float) -> str:
-    """The run's settings, versions and step timings, as the JSON of ``run.json``."""
+def _marked_settings(config: RunConfig) -> dict[str, Any]:
+    settings = json.loads(run_record(config, {}, 0.0))["settings"]
+    return {k: v for k, v in settings.items() if k not in _UNRECORDED}
+
+
+def _read_marker(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _skipped_steps(
+    config: RunConfig, extraction: ExtractConfig, loaded: Any, data: Any
+) -> dict[str, str]:
+    """The optional steps this model and data cannot run, each with why and what would
+    make it run (said as a warning; the run does everything else). A step the settings
+    ask for explicitly (the answers' ``windows`` / ``drop_ks``) is refused instead."""
+    from interp.answers import scorable
+
+    skipped = {}
+    try:
+        with warnings.catch_warnings():  # a partly answerable set says so when it runs
+            warnings.simplefilter("ignore")
+            scorable(loaded, data.questions())
+    except ConfigError as err:
+        sweeps = ("windows", "drop_ks")
+        asked = [f"{k}={getattr(config, k)!r}" for k in sweeps if getattr(config, k)]
+        if asked:
+            raise ConfigError(
+                f"{', '.join(asked)} ask for the model's answers, but they cannot be scored: {err}"
+            ) from err
+        skipped["answers"] = f"{err}"
+    if not extraction.keeps_pixels():
+        skipped["pixels"] = (
+            "the cache keeps no pixels of your own images (store_pixels=True keeps them)"
+        )
+    for step, why in skipped.items():
+        warnings.warn(f"{step} skipped: {why}", stacklevel=3)
+    return skipped
+
+
+def run_record(
+    config: RunConfig,
+    timings: dict[str, float],
+    started: float,
+    skipped: dict[str, str] | None = None,
+) -> str:
+    """The run's settings, versions, step timings and the steps skipped (with why), as
+    the JSON of ``run.json``."""
     settings = {}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
@@ -208,6 +266,7 @@ def run_record(config: RunConfig, timings: dict[str, float], started: float) -> 
             "settings": settings,
             "versions": versions(),
             "timings_s": timings,
+            "skipped": skipped or {},
             "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
         },
         indent=2,

@@ -74,6 +74,8 @@ def render_report(folder: Path) -> str:
     cache = folder / "cache.h5"
     if cache.exists():
         parts.append(_section("Cache", _definitions(cache_info(cache))))
+    if record.get("skipped"):
+        parts.append(_section("Steps skipped (and why)", _definitions(record["skipped"])))
     if record:
         settings = record.get("settings", {})
         parts.append(_section("Settings", _definitions(settings)))

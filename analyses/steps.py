@@ -123,13 +123,14 @@ def step_images(
 def extract_step(
     config: ExtractConfig,
     *,
-    check: Callable[[Any, list], None] | None = None,
+    check: Callable[[Any, ImageSet], None] | None = None,
     loaded: Any | None = None,
 ) -> Path:
     """Load the model (unless ``loaded``), draw the stimuli or open the data, and write
     the cache ``config.out`` (resumed where unfinished, reused where finished with the
-    same settings). ``check(loaded, sizes)``, if given, runs once the model is loaded and
-    before anything is written (``interp run`` checks its probe settings there)."""
+    same settings). ``check(loaded, data)``, if given, runs once the model is loaded and
+    the images are drawn or opened, before anything is written (``interp run`` checks
+    its probe settings and which of its steps can run there)."""
     path = Path(config.out)
     check_output_folder(path.parent if str(path.parent) else Path("."))
     data = config.open_data()  # a label table is read and checked before the model loads
@@ -146,9 +147,9 @@ def extract_step(
     prompt = adapter.default_prompt(config.question)
     adapter.check_prompt(prompt)
     conditions = config.expanded_conditions(config.conditions, adapter)
-    data, sizes = step_images(config, loaded, data)
+    data, _ = step_images(config, loaded, data)
     if check is not None:
-        check(loaded, sizes)
+        check(loaded, data)
     return extract(
         loaded,
         data,

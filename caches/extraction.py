@@ -38,9 +38,8 @@ from caches.writer import (
     with_defaults,
 )
 from interp.answers import prepare
-from interp.conditions import parse_condition
 from interp.errors import ConfigError, DiskFullError, OutputExistsError
-from interp.interventions import BatchContext, Intervention, make_intervention
+from interp.interventions import BatchContext, Intervention, check_conditions, make_intervention
 from interp.layout import TokenLayout
 from interp.loading import LoadedModel
 from interp.names import as_names
@@ -140,16 +139,9 @@ def extract(
         dtype = None
     if compression not in COMPRESSIONS:
         raise ConfigError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
-    conditions = as_names(conditions, "conditions")
-    conditions = [parse_condition(c).name for c in conditions or adapter.conditions]
+    conditions = as_names(conditions, "conditions") or adapter.conditions
     conditions = list(dict.fromkeys([BASELINE, *conditions]))
-    unsupported = [c for c in conditions if parse_condition(c).kind not in adapter.condition_kinds]
-    if unsupported:
-        raise ConfigError(
-            f"a {adapter.family} model supports the conditions "
-            f"{list(adapter.condition_kinds)}, not {unsupported}; leave conditions out "
-            f"(None) to run the ones it runs by default, {list(adapter.conditions)}"
-        )
+    conditions = check_conditions(conditions, adapter, data.distinct_sizes)
     interventions = {c: make_intervention(c, seed=seed) for c in conditions}
     prompt = prompt if prompt is not None else adapter.default_prompt(DEFAULT_QUESTION)
     prepare(interventions, loaded, data, prompt, batch_size)
@@ -372,6 +364,7 @@ def capture_set(
     adapter = loaded.adapter
     sites = sort_sites([adapter.check_site(s) for s in as_names(sites, "sites") or adapter.sites()])
     conditions = list(dict.fromkeys([BASELINE, *(as_names(conditions, "conditions") or [])]))
+    conditions = check_conditions(conditions, adapter, data.distinct_sizes)
     interventions = {c: make_intervention(c, seed=seed) for c in conditions}
     prompt = prompt if prompt is not None else adapter.default_prompt(DEFAULT_QUESTION)
     prepare(interventions, loaded, data, prompt, batch_size)

@@ -22,15 +22,14 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from interp.conditions import parse_condition
 from interp.errors import ConfigError
-from interp.interventions import BatchContext, make_intervention, prepare
+from interp.interventions import BatchContext, check_conditions, make_intervention, prepare
 from interp.loading import LoadedModel
 from interp.names import as_names
 from interp.sources import ImageSet, Question
 from interp.tracing import capture_tokens
 
-__all__ = ["ANSWER_COLUMNS", "answer_token_ids", "answerable", "score_answers"]
+__all__ = ["ANSWER_COLUMNS", "answer_token_ids", "answerable", "scorable", "score_answers"]
 
 # One row per question and condition.
 ANSWER_COLUMNS: tuple[str, ...] = (
@@ -106,6 +105,26 @@ def answerable(tokenizer, questions: Sequence[Question]) -> list[Question]:
     return kept
 
 
+def scorable(loaded: LoadedModel, questions: Sequence[Question]) -> list[Question]:
+    """The ``questions`` this model can be scored on (:func:`answerable`); a ConfigError
+    saying why when there are none: an encoder without a language model, a data set
+    without questions, answers that are no words of its tokenizer, or options whose first
+    tokens coincide. Checked before any work (``interp run`` skips its answers with
+    this reason)."""
+    adapter = loaded.adapter
+    if not adapter.has_language_model:
+        raise ConfigError(f"a {adapter.family} encoder gives no answers; use a VLM")
+    if not questions:
+        raise ConfigError(
+            "the data set has no questions: the built-in stimuli have the organism's "
+            "question types; a label table needs 'question' and 'answer' columns"
+        )
+    tokenizer = loaded.processor.tokenizer
+    kept = answerable(tokenizer, questions)
+    answer_token_ids(tokenizer, [w for q in kept for w in (q.answer, *q.options)])
+    return kept
+
+
 def score_answers(
     loaded: LoadedModel,
     data: ImageSet,
@@ -123,26 +142,12 @@ def score_answers(
     options (NaN where a type has one option); ``correct``, whether the most likely next
     token of the whole vocabulary is the right answer's."""
     adapter = loaded.adapter
-    if not adapter.has_language_model:
-        raise ConfigError(f"a {adapter.family} encoder gives no answers; use a VLM")
-    questions = list(questions) if questions is not None else data.questions()
-    if not questions:
-        raise ConfigError(
-            "the data set has no questions: the built-in stimuli have the organism's "
-            "question types; a label table needs 'question' and 'answer' columns"
-        )
+    questions = scorable(loaded, list(questions) if questions is not None else data.questions())
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    names = [parse_condition(c).name for c in as_names(conditions, "conditions") or []]
-    names = list(dict.fromkeys(["baseline", *names]))
-    unsupported = [c for c in names if parse_condition(c).kind not in adapter.condition_kinds]
-    if unsupported:
-        raise ConfigError(
-            f"a {adapter.family} model supports the conditions {list(adapter.condition_kinds)}"
-            f", not {unsupported}"
-        )
+    names = list(dict.fromkeys(["baseline", *(as_names(conditions, "conditions") or [])]))
+    names = check_conditions(names, adapter, data.distinct_sizes)
     tokenizer = loaded.processor.tokenizer
-    questions = answerable(tokenizer, questions)
     ids = answer_token_ids(tokenizer, [w for q in questions for w in (q.answer, *q.options)])
     options = {q.kind: [ids[w] for w in q.options] for q in questions}
     interventions = {c: make_intervention(c, seed=seed) for c in names}

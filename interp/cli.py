@@ -323,6 +323,8 @@ def _run(given: dict) -> int:
     print("results:")
     for key, path in result.paths.items():
         print(f"  {key:8s} {path.resolve()}")
+    for step, why in result.skipped.items():
+        print(f"skipped: {step} ({why})")
     return 0
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "LayerWindowMask",
     "LowerLayerMask",
     "CONDITIONS",
+    "check_conditions",
     "make_intervention",
     "knockout_mask",
     "prepare",
@@ -74,6 +75,11 @@ class Intervention(ABC):
     def prepare(self, loaded: Any, data: ImageSet, prompt: str, batch_size: int = 32) -> None:
         """Fit what the intervention needs from the whole data set ``data`` before any
         batch runs (most kinds need nothing)."""
+        return None
+
+    def check(self, adapter: Adapter, sizes: Sequence[tuple[int, int]]) -> None:
+        """Refuse, before any work, what this model cannot do or what would be
+        meaningless on images of these ``sizes`` (most kinds fit any model)."""
         return None
 
     @classmethod
@@ -321,6 +327,9 @@ class LayerWindowMask(AttentionKnockout):
             )
         return list(range(self.first, self.last + 1))
 
+    def check(self, adapter: Adapter, sizes: Sequence[tuple[int, int]]) -> None:
+        self.layers(adapter)
+
     def describe(self, adapter: Adapter, image_size: int | tuple[int, int]) -> dict[str, Any]:
         return {"layers": self.layers(adapter), "text_only": self.text_only}
 
@@ -362,6 +371,15 @@ class DropTokens(Intervention):
     @property
     def condition(self) -> str:
         return f"drop:{self.policy}:{self.k}"
+
+    def check(self, adapter: Adapter, sizes: Sequence[tuple[int, int]]) -> None:
+        most = max(len(adapter.token_layout("lm.0", size)) for size in sizes)
+        if self.k >= most:
+            raise ConfigError(
+                f"{self.condition} keeps {self.k} image tokens, but this {adapter.family} "
+                f"model gives the images at most {most}: nothing would be dropped and it "
+                f"would equal the baseline; choose K below {most}"
+            )
 
     def _priority(self, n_tokens: int, batch: int) -> torch.Tensor:
         """``(batch, n_tokens)`` seeded random priorities in [0, 1)."""
@@ -473,6 +491,9 @@ class MeanAblation(Intervention):
         self.mean = mean  # (tokens, d)
         self.n_images = 0
 
+    def check(self, adapter: Adapter, sizes: Sequence[tuple[int, int]]) -> None:
+        adapter.check_site(self.site)
+
     @classmethod
     def from_condition(cls, condition: Condition, seed: int) -> MeanAblation:
         return cls(str(condition.argument))
@@ -549,6 +570,9 @@ class PatchFromPair(Intervention):
         self.partners: np.ndarray | None = None  # (n,) the partner of each image
         self._source: tuple[Any, ImageSet, str] | None = None
 
+    def check(self, adapter: Adapter, sizes: Sequence[tuple[int, int]]) -> None:
+        adapter.check_site(self.site)
+
     @classmethod
     def from_condition(cls, condition: Condition, seed: int) -> PatchFromPair:
         return cls(str(condition.argument), seed=seed)
@@ -616,6 +640,27 @@ def prepare(
     for intervention in interventions.values():
         if intervention is not None:
             intervention.prepare(loaded, data, prompt, batch_size)
+
+
+def check_conditions(
+    conditions: Sequence[str], adapter: Adapter, sizes: Sequence[tuple[int, int]]
+) -> list[str]:
+    """The canonical names of ``conditions``, each checked against the model and the
+    images' ``sizes`` before any work: a kind the family cannot run, a layer window
+    beyond its depth, a site it lacks, a drop that would keep every token."""
+    names = [parse_condition(c).name for c in conditions]
+    unsupported = [c for c in names if parse_condition(c).kind not in adapter.condition_kinds]
+    if unsupported:
+        raise ConfigError(
+            f"a {adapter.family} model supports the conditions {list(adapter.condition_kinds)}"
+            f", not {unsupported}; leave conditions out to run the ones it runs by default, "
+            f"{list(adapter.conditions)}"
+        )
+    for name in names:
+        intervention = make_intervention(name)
+        if intervention is not None:
+            intervention.check(adapter, sizes)
+    return names
 
 
 def make_intervention(condition: str, *, seed: int = 0) -> Intervention | None:

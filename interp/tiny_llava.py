@@ -55,18 +55,21 @@ def _vocabulary() -> list[str]:
     return list(dict.fromkeys(words))  # de-duplicated, order kept
 
 
-def make_tokenizer(named: dict[str, str] | None = None):
+def make_tokenizer(named: dict[str, str] | None = None, words: list[str] | None = None):
     """The word-level tokenizer over the stimuli's vocabulary (``<image>`` is special).
 
     ``named`` adds special tokens the processor reads by name (e.g. Gemma 3's
     ``{"boi_token": "<start_of_image>"}``); ``image_token`` is always ``<image>``.
+    ``words`` replaces the vocabulary (e.g. one without the answer words: a model that
+    cannot answer the stimuli's questions).
     """
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     named = {"image_token": _IMAGE_TOKEN, **(named or {})}
     specials = list(dict.fromkeys([*_SPECIALS, *named.values()]))
-    vocab = {w: i for i, w in enumerate(list(dict.fromkeys(specials + _vocabulary())))}
+    vocabulary = _vocabulary() if words is None else list(words)
+    vocab = {w: i for i, w in enumerate(list(dict.fromkeys(specials + vocabulary)))}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     # Matched whole before pre-tokenisation (transformers 4.x would split "</s>" otherwise).
     tok.add_special_tokens(specials)
@@ -110,10 +113,11 @@ def make_tiny_llava(
     chat_template: bool = True,
     vision_feature_layer: int = -2,
     vision_feature_select_strategy: str = "default",
+    words: list[str] | None = None,
 ) -> Path:
     """A seeded tiny LLaVA and its processor, in memory: ``(model, processor)``.
     ``hidden_size`` is the vision tower's width, ``lm_hidden_size`` the LM's (default:
-    the same)."""
+    the same); ``words``, the tokenizer's vocabulary (default: the stimuli's words)."""
     lm_hidden = lm_hidden_size or hidden_size
     from transformers import (
         CLIPVisionConfig,
@@ -122,7 +126,7 @@ def make_tiny_llava(
         LlavaForConditionalGeneration,
     )
 
-    tokenizer = make_tokenizer()
+    tokenizer = make_tokenizer(words=words)
     vocab = tokenizer.get_vocab()
     vision = CLIPVisionConfig(
         hidden_size=hidden_size,

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from analyses import OUTPUT_FILES, RunConfig
+from analyses.pipeline import RUN_MARKER
 from caches import CacheReader
 from interp import ConfigError, UnsupportedModelError, adapter_for, load_model
 from interp.cli import main
@@ -168,8 +169,8 @@ def test_an_interrupted_run_never_mixes_outputs_and_resumes(
     err = capsys.readouterr().err
     assert "removed the outputs of an earlier run" in err and "probes.csv" in err
     assert "rerun the same command to continue" in err and "finished one is reused" in err
-    # nothing of the first run is left beside the second's cache
-    assert sorted(p.name for p in out.iterdir()) == ["cache.h5"]
+    # nothing of the first run is left beside the second's cache (and its run's marker)
+    assert sorted(p.name for p in out.iterdir()) == [RUN_MARKER, "cache.h5"]
     with CacheReader(out / "cache.h5") as reader:
         assert reader.attrs["stimuli"]["seed"] == 1
     monkeypatch.setattr(steps, "sweep", real_sweep)

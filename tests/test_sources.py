@@ -323,7 +323,9 @@ def test_own_data_caches_keep_no_pixels_unless_asked(tiny_dir, tmp_path, capsys)
     argv = ["run", "--data", str(folder), "--model", tiny_dir, "--n-splits", "2"]
     argv += ["--n-boot", "20", "--no-progress", "--sites", "vision.0", "--selections", "mean"]
     assert main([*argv, "--out", str(tmp_path / "a")]) == 0
-    assert "interp: warning: no pixel probe: the cache holds no pixels" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "interp: warning: pixels skipped: the cache keeps no pixels" in err
+    assert "(--store-pixels keeps them)" in err
     assert not (tmp_path / "a" / "pixel_reconstruction.csv").exists()
     with CacheReader(tmp_path / "a" / "cache.h5") as reader:
         assert not reader.has_pixels and reader.attrs["pixels"] is False
