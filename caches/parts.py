@@ -16,6 +16,7 @@ datasets virtual).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -110,8 +111,22 @@ def _describe_parts(path: Path, parts: list[Path], handles: list[h5py.File]) -> 
             )
         expected = own["stop"]
         file = os.path.relpath(part, path.parent)
-        described.append({"file": file, "start": own["start"], "stop": own["stop"]})
+        described.append(
+            {
+                "file": file,
+                "start": own["start"],
+                "stop": own["stop"],
+                "settings": _settings_of(handle),
+            }
+        )
     return described
+
+
+def _settings_of(handle: h5py.File) -> str:
+    """A digest of a finished rank file's root attributes (model, weights, data, seed,
+    sites, conditions, its images, ...): a rank file of another run differs in it."""
+    attrs = {key: str(value) for key, value in sorted(handle.attrs.items())}
+    return hashlib.sha256(json.dumps(attrs).encode()).hexdigest()[:16]
 
 
 def _master_dataset(
@@ -172,6 +187,7 @@ def check_parts(path: Path, handle: h5py.File) -> None:
             with h5py.File(part, "r") as source:
                 own: Any = json.loads(source.attrs.get(PART_ATTR, "{}"))
                 complete = bool(source.attrs.get("complete", False))
+                settings = _settings_of(source)
         except OSError as err:
             raise CacheError(
                 f"{where}, which is unreadable ({str(err).splitlines()[0]}); rerun the "
@@ -182,6 +198,12 @@ def check_parts(path: Path, handle: h5py.File) -> None:
                 f"{where}, which now holds other images ({own.get('start')}..."
                 f"{own.get('stop')}) or is unfinished; rerun the extraction (with overwrite) "
                 f"to write the rank files and the cache again"
+            )
+        if entry.get("settings", settings) != settings:
+            raise CacheError(
+                f"{where}, which was replaced by a rank file of another extraction (its "
+                f"settings differ from those the cache was published over); rerun the "
+                f"extraction (with overwrite) to write the rank files and the cache again"
             )
 
 

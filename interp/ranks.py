@@ -12,11 +12,13 @@ needed for it), and rank 0 publishes the cache over the rank files
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-from interp.errors import ConfigError
+from interp.errors import CacheError, ConfigError
 
 __all__ = ["Part", "BARRIER_TIMEOUT"]
 
@@ -24,6 +26,24 @@ __all__ = ["Part", "BARRIER_TIMEOUT"]
 # extraction may still take (a rank that fails ends the whole job through torchrun).
 BARRIER_TIMEOUT = timedelta(days=2)
 _STARTED: list[bool] = []  # whether this process started the group it waits in
+POLL_SECONDS = 2.0  # how often a waiting rank looks whether its launcher is still there
+
+
+def wait_for(work: Any, rank: int, poll: float = POLL_SECONDS) -> None:
+    """Wait for the barrier ``work`` (an async ``torch.distributed`` op) to complete, and
+    give up with a CacheError once this process's launcher (its parent: torchrun) is
+    gone: the other ranks can then never arrive, and without a launcher no one would
+    end this one."""
+    parent = os.getppid()
+    while not work.is_completed():
+        if os.getppid() != parent:
+            raise CacheError(
+                f"rank {rank}: the torchrun launcher ended while this rank waited for the "
+                f"others at the barrier; its rank file is finished and kept: rerun the same "
+                f"torchrun command to publish the cache (finished rank files are reused)"
+            )
+        time.sleep(poll)
+    work.wait()
 
 
 @dataclass(frozen=True)
@@ -112,7 +132,7 @@ class Part:
             if dist.get_backend() == "gloo"
             else dist.new_group(backend="gloo", timeout=BARRIER_TIMEOUT)
         )
-        dist.barrier(group=group)
+        wait_for(dist.barrier(group=group, async_op=True), self.rank)
         if last and _STARTED:
             dist.destroy_process_group()
             _STARTED.clear()

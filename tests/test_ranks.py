@@ -128,10 +128,11 @@ def test_torchrun_cache_equals_one_process(tmp_path) -> None:
         assert handle["acts/lm.2"].is_virtual and handle["labels/color"].is_virtual
         assert not handle["layout/lm.2/boxes"].is_virtual  # alike in every rank: copied
         parts = json.loads(handle.attrs["parts"])
-    assert parts == [  # 3 batches of 4: rank 0 gets 1, rank 1 gets 2
-        {"file": "cache.rank0.h5", "start": 0, "stop": 4},
-        {"file": "cache.rank1.h5", "start": 4, "stop": 10},
+    assert [{k: p[k] for k in ("file", "start", "stop")} for p in parts] == [
+        {"file": "cache.rank0.h5", "start": 0, "stop": 4},  # 3 batches of 4: rank 0 gets 1,
+        {"file": "cache.rank1.h5", "start": 4, "stop": 10},  # rank 1 gets 2
     ]
+    assert parts[0]["settings"] != parts[1]["settings"]  # each rank file's own digest
     moved = tmp_path / "moved"
     (tmp_path / "dp").rename(moved)  # the cache and its rank files, moved together
     with CacheReader(moved / "cache.h5") as reader, CacheReader(alone) as single:
@@ -175,3 +176,33 @@ def test_a_killed_rank_resumes_and_ragged_sites_are_rebased(tmp_path) -> None:
         np.testing.assert_array_equal(reader.offsets("lm.2"), single.offsets("lm.2"))
         tokens, expected = reader.site_tokens("lm.2"), single.site_tokens("lm.2")
         np.testing.assert_array_equal(tokens.values, expected.values)
+
+
+def test_a_rank_waiting_at_the_barrier_gives_up_once_its_launcher_is_gone(monkeypatch) -> None:
+    from interp import ranks
+
+    class Pending:  # a barrier the other ranks never reach
+        def is_completed(self) -> bool:
+            return False
+
+        def wait(self) -> None:
+            raise AssertionError("never completes")
+
+    parents = iter([4242, 4242, 4242, 1])  # the launcher dies: reparented to init
+    monkeypatch.setattr(ranks.os, "getppid", lambda: next(parents))
+    with pytest.raises(CacheError, match="rank 1: the torchrun launcher ended.*rerun the same"):
+        ranks.wait_for(Pending(), 1, poll=0.0)
+
+    class Done:
+        waited = False
+
+        def is_completed(self) -> bool:
+            return True
+
+        def wait(self) -> None:
+            self.waited = True
+
+    done = Done()
+    monkeypatch.setattr(ranks.os, "getppid", lambda: 4242)
+    ranks.wait_for(done, 0, poll=0.0)
+    assert done.waited

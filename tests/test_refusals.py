@@ -14,6 +14,7 @@ from analyses.mining import pairs_eval_step
 from analyses.paired import paired_accuracy
 from caches import CacheReader, extract
 from caches.embeddings import cached_embeddings
+from caches.info import cache_info
 from caches.parts import publish_parts
 from interp import CacheError, ConfigError, StimulusSpec, generate
 from interp.embeddings import embed_batch
@@ -58,6 +59,17 @@ def test_published_parts_are_checked(two_parts) -> None:
     master = publish_parts(folder / "cache.h5", paths, dict(h5py.File(whole, "r").attrs))
     with CacheReader(master) as reader, CacheReader(whole) as single:
         np.testing.assert_array_equal(reader.acts("lm.0")[()], single.acts("lm.0")[()])
+    # a rank file of another run (other settings, the same images) put in its place
+    with h5py.File(paths[1], "a") as part:
+        prompt = part.attrs["prompt"]
+        part.attrs["prompt"] = "USER: <image>\nanother run's question ASSISTANT:"
+    with pytest.raises(CacheError, match="replaced by a rank file of another extraction"):
+        CacheReader(master)
+    with pytest.raises(CacheError, match="replaced by a rank file"):
+        cache_info(master)
+    with h5py.File(paths[1], "a") as part:
+        part.attrs["prompt"] = prompt
+    CacheReader(master).close()
     with h5py.File(paths[1], "a") as part:
         part.attrs["part"] = json.dumps({"rank": 1, "ranks": 2, "start": 4, "stop": 7})
     with pytest.raises(CacheError, match="now holds other images"):
