@@ -195,6 +195,7 @@ def extract(
         return path
     part = Part.from_env() if part is None else part
     if not part.parallel:
+        _check_no_rank_files(path, overwrite)
         return _write_images(loaded, data, path, attrs, 0, len(data), settings, overwrite)
     # One of several ranks: its run of batches into its own rank file, then one cache.
     own, own_attrs = part_path(path, part.rank), {**attrs, PART_ATTR: part.describe(n, batch_size)}
@@ -210,6 +211,26 @@ def extract(
         log.info("published %s over the rank files %s", path, ", ".join(f.name for f in files))
     part.barrier(last=True)
     return path
+
+
+def _check_no_rank_files(path: Path, overwrite: bool) -> None:
+    """One process over the rank files of an unfinished data-parallel extraction of the
+    same cache: refused (the images would be extracted twice and the rank files left
+    stale), unless ``overwrite`` (then they are removed)."""
+    found = sorted(path.parent.glob(f"{path.stem}.rank*{path.suffix}*"))
+    if not found or path.exists():
+        return
+    if overwrite:
+        for stale in found:
+            stale.unlink()
+        log.warning("removed the rank files of an earlier data-parallel extraction (overwrite)")
+        return
+    raise OutputExistsError(
+        f"{path.parent} holds the rank files of an unfinished data-parallel extraction of "
+        f"{path.name} ({', '.join(f.name for f in found)}); rerun it with the same torchrun "
+        f"command and number of ranks to finish it, or pass overwrite=True to extract it "
+        f"in this one process instead (the rank files are removed)"
+    )
 
 
 @dataclass(frozen=True)

@@ -206,3 +206,19 @@ def test_a_rank_waiting_at_the_barrier_gives_up_once_its_launcher_is_gone(monkey
     monkeypatch.setattr(ranks.os, "getppid", lambda: 4242)
     ranks.wait_for(done, 0, poll=0.0)
     assert done.waited
+
+
+def test_one_process_over_an_unfinished_parallel_run_is_refused(loaded, tmp_path) -> None:
+    from caches import extract
+    from interp import OutputExistsError, StimulusSpec, generate
+
+    out = tmp_path / "cache.h5"
+    stale = [tmp_path / "cache.rank0.h5", tmp_path / "cache.rank1.h5.partial"]
+    for path in stale:
+        path.write_bytes(b"")
+    data = generate(StimulusSpec(n_images=2, seed=0))
+    with pytest.raises(OutputExistsError, match=r"rank files of an unfinished data-parallel"):
+        extract(loaded, data, out, sites="lm.0", conditions="baseline", progress=False)
+    assert not out.exists() and all(p.exists() for p in stale)
+    extract(loaded, data, out, sites="lm.0", conditions="baseline", progress=False, overwrite=True)
+    assert out.is_file() and not any(p.exists() for p in stale)
