@@ -21,7 +21,7 @@ from caches.background import BackgroundWriter
 from caches.batches import Batch, decoded_batches
 from caches.encoding import stored_dtype
 from caches.memory import MemoryCache
-from caches.parts import PART_ATTR, part_path, publish_parts
+from caches.parts import PART_ATTR, part_path, publish_parts, rank_files
 from caches.reader import CacheReader
 from caches.schema import BASELINE, BFLOAT16, COMPRESSIONS, STORE_DTYPES
 from caches.tokens import SiteTokens
@@ -217,7 +217,7 @@ def _check_no_rank_files(path: Path, overwrite: bool) -> None:
     """One process over the rank files of an unfinished data-parallel extraction of the
     same cache: refused (the images would be extracted twice and the rank files left
     stale), unless ``overwrite`` (then they are removed)."""
-    found = sorted(path.parent.glob(f"{path.stem}.rank*{path.suffix}*"))
+    found = rank_files(path)
     if not found or path.exists():
         return
     if overwrite:

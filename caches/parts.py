@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ __all__ = [
     "PARTS_ATTR",
     "PART_ATTR",
     "part_path",
+    "rank_files",
     "publish_parts",
     "check_parts",
     "consolidate",
@@ -48,6 +50,16 @@ def part_path(path: str | os.PathLike, rank: int) -> Path:
     beside it (``cache.h5`` -> ``cache.rank0.h5``)."""
     path = Path(path)
     return path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
+
+
+def rank_files(path: str | os.PathLike) -> list[Path]:
+    """The rank files of data-parallel extractions of the cache ``path`` lying beside it,
+    finished or not (``cache.rank0.h5``, ``cache.rank1.h5.partial``, ...)."""
+    path = Path(path)
+    found = re.compile(rf"{re.escape(path.stem)}\.rank\d+{re.escape(path.suffix)}(\.partial)?")
+    if not path.parent.is_dir():
+        return []
+    return sorted(p for p in path.parent.iterdir() if found.fullmatch(p.name))
 
 
 def _per_image(name: str, ragged: bool) -> bool:

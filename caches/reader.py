@@ -32,10 +32,18 @@ class CacheReader:
 
     def __init__(self, path: str | os.PathLike, *, allow_incomplete: bool = False) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
+        if self.path.is_dir():
+            inside = sorted(p.name for p in self.path.glob("*.h5"))
             raise CacheError(
-                f"no cache at {self.path}; create one with caches.extract (interp extract) "
-                f"(it writes DIR/cache.h5)"
+                f"{self.path} is a folder, not a cache file; pass the cache file itself"
+                + (f" (it holds {', '.join(inside)})" if inside else "")
+            )
+        if not self.path.is_file():
+            raise CacheError(f"no cache at {self.path}; pass the file an extraction wrote")
+        if not h5py.is_hdf5(self.path):
+            raise CacheError(
+                f"{self.path} is not an HDF5 file, so not an activation cache; pass the file "
+                f"an extraction wrote"
             )
         try:
             self._file = h5py.File(self.path, "r")

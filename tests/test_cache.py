@@ -163,7 +163,7 @@ def test_existing_cache_is_reused_or_needs_overwrite(
 
 
 def test_reader_errors_say_what_to_do(cache_path, tmp_path) -> None:
-    with pytest.raises(CacheError, match="no cache at .*caches.extract"):
+    with pytest.raises(CacheError, match="no cache at .*pass the file an extraction wrote"):
         CacheReader(tmp_path / "missing.h5")
     corrupt = tmp_path / "corrupt.h5"
     corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + b"garbage" * 100)
