@@ -535,6 +535,12 @@ class LensConfig(_ExtractOptions):
     def __post_init__(self) -> None:
         _check_out(self.out)
         self._check_extract()
+        given = [k for k in ("conditions", "windows", "drop_ks") if getattr(self, k)]
+        if given:
+            raise ConfigError(
+                f"the logit lens reads the model as it is (the baseline), so these settings "
+                f"would change nothing: leave out {' '.join(f'{k}=' for k in given)}"
+            )
 
 
 @dataclass
@@ -543,6 +549,9 @@ class AttentionConfig(_ExtractOptions):
     patch token, per LM layer and head, under each condition, into the folder ``out``
     (the model is loaded with eager attention: only it forms the weights)."""
 
+    conditions: list[str] | None = option(
+        f"conditions: {'; '.join(CONDITION_SYNTAX.values())} (default: baseline)", default=None
+    )
     layers: list[int] | None = option("LM layers (default: all)", default=None)
     query: int | None = option(
         "the text position attending: an index into the prompt's tokens, negative from its "
@@ -558,6 +567,12 @@ class AttentionConfig(_ExtractOptions):
         if self.n_images is None and self.data is None:
             self.n_images = 16  # a table per token, layer and head: a few images suffice
         self._check_extract()
+        if self.sites:
+            layers = [int(s.removeprefix("lm.")) for s in self.sites if s.startswith("lm.")]
+            raise ConfigError(
+                f"attention is read per LM layer, not per site: leave sites out and pass "
+                f"layers={' '.join(map(str, layers or [0]))}"
+            )
 
 
 PATCH_METHODS = ("exact", "attribution", "both")

@@ -28,7 +28,7 @@ def _need(table: pd.DataFrame, columns: set[str], what: str) -> None:
 def lens_rank_curve(table: pd.DataFrame) -> go.Figure:
     """The logit lens (``interp.lens.lens_table``): per attribute, the median rank of the
     image's class word among the vocabulary at each LM depth, at the tokens over the
-    object and, as a control, at the background tokens (log axis; 0 = the top word)."""
+    object and, as a control, at the background tokens (log axis; rank 1 = the top word)."""
     _need(table, {"site", "attribute", "tokens", "median_rank"}, "lens table (lens.csv)")
     attributes = list(dict.fromkeys(table["attribute"]))
     sites = sort_sites(list(dict.fromkeys(table["site"])))
@@ -39,13 +39,13 @@ def lens_rank_curve(table: pd.DataFrame) -> go.Figure:
             rows = rows.set_index("site").reindex(sites)
             fig.add_trace(
                 go.Scatter(
-                    x=sites, y=rows["median_rank"] + 1, mode="lines+markers", name=where,
+                    x=sites, y=rows["median_rank"], mode="lines+markers", name=where,
                     legendgroup=where, showlegend=col == 1,
                     line={"color": PALETTE[k], "dash": "solid" if k == 0 else "dash"},
                 ),
                 row=1, col=col,
             )  # fmt: skip
-    fig.update_yaxes(type="log", title_text="median rank + 1 of the class word", col=1)
+    fig.update_yaxes(type="log", title_text="median rank of the class word (1 = top)", col=1)
     apply_theme(fig, columns=2, height_pt=200)
     fig.update_layout(title="Logit lens: does the image token already name its object's class?")
     return fig

@@ -360,7 +360,7 @@ def attention_step(config: AttentionConfig) -> tuple[pd.DataFrame, dict[str, Pat
     ``config.out``."""
     from analyses.lens_figures import attention_map, attention_mass
     from interp.attention import attention_table, attention_to_image
-    from interp.interventions import make_intervention
+    from interp.interventions import check_conditions, make_intervention
 
     folder = check_output_folder(config.out)
     paths = {
@@ -374,6 +374,7 @@ def attention_step(config: AttentionConfig) -> tuple[pd.DataFrame, dict[str, Pat
     data, sizes = step_images(config, loaded, data)
     prompt = loaded.adapter.default_prompt(config.question)
     conditions = config.expanded_conditions(config.conditions, loaded.adapter) or ["baseline"]
+    conditions = check_conditions(conditions, loaded.adapter, sizes)
     tables = []
     for condition in conditions:
         intervention = make_intervention(condition, seed=config.seed)

@@ -39,6 +39,14 @@ def _query_rows(inputs: dict[str, torch.Tensor], query: int | None) -> torch.Ten
     first = (torch.where(mask.cpu() != 0, seq, ids.shape[1])).amin(1)
     if query is None:
         return last
+    lengths = last + 1 - first  # (batch,) real tokens of each prompt
+    shortest = int(lengths.min())
+    if not -shortest <= query < shortest:
+        raise ConfigError(
+            f"query={query} is no position of the prompt, which has {shortest} tokens; "
+            f"pass an index from 0 to {shortest - 1}, or from -{shortest} (negative: from "
+            f"its end)"
+        )
     return last + 1 + query if query < 0 else first + query
 
 

@@ -368,8 +368,8 @@ def _step(name: str, given: dict) -> int:
             shown = table[table.tokens == "on_object"].pivot_table(
                 index="site", columns="attribute", values="median_rank", sort=False
             )
-            print("median rank of the class word at the tokens over the object:")
-            print(shown.to_string(float_format=lambda v: f"{v:.0f}"))
+            print("median rank of the class word at the tokens over the object (1 = top):")
+            print(shown.to_string(float_format=lambda v: f"{v:g}"))
         for key, path in paths.items():
             print(f"{key}: {path.resolve()}")
     elif name == "mine":

@@ -55,10 +55,11 @@ def lens_logits(loaded: LoadedModel, images: np.ndarray, site: str, *, prompt: s
 
 def word_ranks(logits: torch.Tensor, token_ids: Sequence[int]) -> torch.Tensor:
     """``(..., len(token_ids))`` rank of each token id among the vocabulary at each
-    position of ``logits`` ``(..., vocab)`` (0 = the most likely)."""
+    position of ``logits`` ``(..., vocab)``, counted from 1 (1 = the most likely: the
+    number of tokens at least as likely, ties in its favour)."""
     ids = torch.as_tensor(list(token_ids), dtype=torch.long)
     chosen = logits[..., ids]  # (..., words)
-    return (logits[..., None, :] > chosen[..., None]).sum(-1)
+    return (logits[..., None, :] > chosen[..., None]).sum(-1) + 1
 
 
 LENS_COLUMNS: tuple[str, ...] = (
@@ -78,8 +79,9 @@ def lens_table(
     """The logit lens on the tokens over the first object: per LM site and categorical
     attribute, the rank of the image's class word (e.g. the first object's colour name)
     among the vocabulary at the tokens over that object (``tokens`` ``on_object``) and,
-    as a control, at the background tokens (``off_object``): median rank, mean log10(1 +
-    rank), the share ranked first and in the top ten, and the number of tokens.
+    as a control, at the background tokens (``off_object``): median rank (counted from 1:
+    rank 1 is the most likely word), mean log10(rank), the share ranked first and in the
+    top ten, and the number of tokens.
 
     Class words are scored by their first token (:func:`interp.answers.answer_token_ids`);
     an attribute whose class words share first tokens is refused when named, and left out
@@ -125,7 +127,7 @@ def lens_table(
                     known = label >= 0
                     target = torch.as_tensor(np.asarray(words[attribute])[label.clip(0)])
                     chosen = logits.gather(2, target[:, None, None].expand(-1, logits.shape[1], 1))
-                    rank = (logits > chosen).sum(-1).numpy()  # (k, tokens)
+                    rank = (logits > chosen).sum(-1).numpy() + 1  # (k, tokens); 1 = top
                     for where, mask in (("on_object", over == 0), ("off_object", over == -1)):
                         values = rank[known[:, None] & mask]
                         ranks.setdefault((site, attribute, where), []).append(values)
@@ -136,9 +138,9 @@ def lens_table(
             {
                 "site": site, "attribute": attribute, "tokens": where,
                 "median_rank": float(np.median(values)) if len(values) else np.nan,
-                "mean_log_rank": float(np.log10(1 + values).mean()) if len(values) else np.nan,
-                "top1": float((values == 0).mean()) if len(values) else np.nan,
-                "top10": float((values < 10).mean()) if len(values) else np.nan,
+                "mean_log_rank": float(np.log10(values).mean()) if len(values) else np.nan,
+                "top1": float((values == 1).mean()) if len(values) else np.nan,
+                "top10": float((values <= 10).mean()) if len(values) else np.nan,
                 "n": len(values),
             }
         )  # fmt: skip

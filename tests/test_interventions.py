@@ -276,8 +276,8 @@ def test_logit_lens_at_the_last_layer_is_the_models_own_logits(loaded, stimuli, 
     assert (earlier - lens).abs().max() > 1e-3  # an earlier layer reads otherwise
     top = lens.argmax(-1)  # (2, tokens)
     ranks = word_ranks(lens, [int(top[0, 0]), 0])
-    assert ranks.shape == (2, lens.shape[1], 2) and int(ranks[0, 0, 0]) == 0
-    assert int(ranks[0, 0, 1]) == int((lens[0, 0] > lens[0, 0, 0]).sum())
+    assert ranks.shape == (2, lens.shape[1], 2) and int(ranks[0, 0, 0]) == 1  # the top word
+    assert int(ranks[0, 0, 1]) == 1 + int((lens[0, 0] > lens[0, 0, 0]).sum())
     with pytest.raises(ConfigError, match="reads LM sites"):
         lens_logits(loaded, stimuli.images[:2], "vision.0", prompt=prompt)
 

@@ -43,10 +43,10 @@ def test_lens_ranks_at_the_last_layer_are_the_models_own(organism, stimuli) -> N
     for i in range(len(stimuli)):
         word = tokenizer.convert_tokens_to_ids(names[stimuli.labels["color"][i]])
         at = logits[i, positions[i][over[i] == 0]]  # (tokens on object 0, vocab)
-        ranks += list((at > at[:, [word]]).sum(1))
+        ranks += list(1 + (at > at[:, [word]]).sum(1))  # 1 = the top word
     row = table[(table.site == last) & (table.tokens == "on_object")].iloc[0]
     assert row["n"] == len(ranks) and row["median_rank"] == np.median(ranks)
-    assert row["top1"] == pytest.approx(np.mean(np.asarray(ranks) == 0))
+    assert row["top1"] == pytest.approx(np.mean(np.asarray(ranks) == 1))
     with pytest.raises(ConfigError, match="not a categorical label"):
         lens_table(organism, stimuli, attributes=["x"], prompt=prompt)
 
@@ -84,8 +84,12 @@ def test_attention_to_the_image_is_the_models_own(stimuli) -> None:
 def test_lens_and_attention_commands(tmp_path, capsys) -> None:
     out = tmp_path / "lens"
     assert main(["lens", "--out", str(out), "--n-images", "8", "--no-progress"]) == 0
-    assert "median rank of the class word" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "median rank of the class word at the tokens over the object (1 = top)" in printed
     table = pd.read_csv(out / "lens.csv")
+    assert table.median_rank.min() >= 1  # counted from 1, the top word
+    for value in table[table.tokens == "on_object"].median_rank:  # printed as the table holds
+        assert f"{value:g}" in printed
     assert {"color", "shape", "size"} <= set(table.attribute) and "cell" not in set(table.attribute)
     assert (out / "lens_ranks.html").is_file()
     out = tmp_path / "attention"

@@ -63,3 +63,18 @@ def test_conditions_are_checked_against_the_model_before_any_work(tiny_dir, tmp_
     err = _error(capsys, [*argv, "--conditions", "mean:lm.99"])
     assert "lm.99" in err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_lens_and_attention_refuse_what_they_would_ignore(tmp_path, capsys) -> None:
+    lens = ["lens", "--out", str(tmp_path / "lens"), "--n-images", "4", "--no-progress"]
+    err = _error(capsys, [*lens, "--conditions", "shuffle", "mean:lm.2"])
+    assert "the logit lens reads the model as it is" in err and "out --conditions" in err
+    err = _error(capsys, [*lens, "--windows", "2", "--drop-ks", "4"])
+    assert "would change nothing: leave out --windows --drop-ks" in err
+    attention = ["attention", "--out", str(tmp_path / "a"), "--n-images", "2", "--no-progress"]
+    err = _error(capsys, [*attention, "--sites", "lm.2"])
+    assert "not per site: leave sites out and pass --layers 2" in err
+    for query in ("999", "-999"):
+        err = _error(capsys, [*attention, "--query", query])
+        assert f"--query {query} is no position of the prompt" in err
+    assert not (tmp_path / "a" / "attention.csv").exists()
