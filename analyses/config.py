@@ -119,7 +119,7 @@ class _Common:
         _names(self, ("sites", "conditions"))
         if self.conditions is not None:  # one spelling each; a malformed name says the syntax
             self.conditions = [parse_condition(c).name for c in self.conditions]
-        if self.seed < 0:
+        if self.seed is not None and self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
 
 
@@ -512,6 +512,10 @@ class AnswersConfig(_ExtractOptions):
         default=None,
     )
     n_boot: int = option("bootstrap resamples of images for 95% intervals", default=1000)
+    seed: int | None = option(
+        "seed of stimuli, shuffling and the bootstrap (default: a cache's own, else 0)",
+        default=None,
+    )
     out: str = option("output folder", default="answers")
 
     def __post_init__(self) -> None:
@@ -522,6 +526,11 @@ class AnswersConfig(_ExtractOptions):
             )
         if self.n_boot < 1:
             raise ConfigError(f"n_boot must be >= 1, got {self.n_boot}")
+        if self.n_images is not None and self.n_images < 2:
+            raise ConfigError(
+                f"n_images must be >= 2: an accuracy over {self.n_images} image has no "
+                f"interval and its questions no wrong options to tell chance from"
+            )
         self._check_extract()
 
 

@@ -101,7 +101,7 @@ def run(config: RunConfig) -> RunResult:
     folder = Path(config.out)
     derived = [path for key, path in paths.items() if key != "cache"]
     derived += [partial_path(paths["probes"])]
-    derived += [settings_path(path) for path in derived if path.name.startswith("probes")]
+    derived += [settings_path(path) for path in derived if ".csv" in path.name]
     marker = folder / RUN_MARKER
     check_output_folder(folder)
     started_as = _marked_settings(config)

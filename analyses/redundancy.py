@@ -245,19 +245,31 @@ def redundancy_step(config: RedundancyConfig) -> tuple[pd.DataFrame, dict[str, P
     paths = {"redundancy": folder / "redundancy.csv"}
     paths.update({f"redundancy.{f}": folder / f"redundancy_by_depth.{f}" for f in config.formats})
     check_writable(paths.values(), config.overwrite)
-    labels = config.labels or [f"{Path(c).parent.name}/{Path(c).name}" for c in config.caches]
+    from analyses.provenance import cache_origin, check_same_origin
+    from analyses.steps import read_table
+
+    labels = config.labels or [
+        f"{Path(c).resolve().parent.name}/{Path(c).name}" for c in config.caches
+    ]
+    extra: list[list[pd.DataFrame]] = [[] for _ in config.caches]
+    for k, cache in enumerate(config.caches):  # every table checked against its cache first
+        with CacheReader(cache) as reader:
+            origin = cache_origin(reader.attrs, reader.n_written)
+        for name, given, measure in (
+            ("probes", config.probes, probe_redundancy),
+            ("answers", config.answers, answer_redundancy),
+        ):
+            if given:
+                check_same_origin(given[k], origin)
+                extra[k].append(measure(read_table(given[k], name)))
     tables = []
-    for k, (label, cache) in enumerate(zip(labels, config.caches, strict=True)):
+    for label, cache, more in zip(labels, config.caches, extra, strict=True):
         with CacheReader(cache) as reader:
             part = redundancy_table(
                 reader, sites=config.sites, conditions=config.conditions, n_boot=config.n_boot,
                 seed=config.seed,
             )  # fmt: skip
-        if config.probes:
-            part = pd.concat([part, probe_redundancy(pd.read_csv(config.probes[k]))])
-        if config.answers:
-            part = pd.concat([part, answer_redundancy(pd.read_csv(config.answers[k]))])
-        tables.append(part.assign(label=label))
+        tables.append(pd.concat([part, *more]).assign(label=label))
     table = pd.concat(tables, ignore_index=True)
     write_table(table, paths["redundancy"])
     condition = (

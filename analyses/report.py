@@ -17,6 +17,7 @@ import pandas as pd
 from analyses.config import ReportConfig
 from analyses.figures import headline_selection, scored
 from analyses.outputs import write_atomic
+from analyses.provenance import check_same_origin
 from analyses.steps import (
     ANSWER_FILES,
     FIGURE_NAMES,
@@ -48,7 +49,7 @@ def report_step(config: ReportConfig) -> Path:
     folder = Path(config.run)
     if not (folder / "probes.csv").is_file():
         raise ConfigError(
-            f"run={str(folder)!r} holds no probes.csv; pass the output folder of interp run "
+            f"{str(folder)!r} holds no probes.csv; pass the output folder of interp run "
             f"(or one where interp probe wrote probes.csv)"
         )
     out = Path(config.out) if config.out else folder / "report.html"
@@ -69,6 +70,7 @@ def render_report(folder: Path) -> str:
     answers_path = folder / ANSWER_FILES["answers"]
     answers = pd.read_csv(answers_path) if answers_path.is_file() else None
     if answers is not None:
+        check_same_origin(folder / "probes.csv", answers_path)
         figures.update(answer_figures_of(answers, table))
     parts = [f"<h1>vlm-interp run: {html.escape(str(folder.resolve().name))}</h1>"]
     cache = folder / "cache.h5"

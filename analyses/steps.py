@@ -48,6 +48,7 @@ from analyses.outputs import (
     write_table,
 )
 from analyses.pictures import reconstruction_grid
+from analyses.provenance import check_same_origin, settings_path
 from caches import CacheReader, extract
 from caches.schema import partial_path
 from interp.errors import ConfigError, OutputExistsError
@@ -180,9 +181,10 @@ class AnswersResult:
     paths: dict[str, Path]
 
 
-def _cache_source(config: AnswersConfig) -> AnswersConfig:
-    """Settings whose model and images are a cache's (``source`` names a cache), or whose
-    data is ``source`` (your own data)."""
+def _cache_source(config: AnswersConfig) -> tuple[AnswersConfig, str | None]:
+    """Settings whose model, images and seed are a cache's (``source`` names a cache;
+    settings that contradict it are refused), or whose data is ``source`` (your own
+    data); and the cache's weights identity (None for data)."""
     import h5py
 
     from interp.sources import open_source
@@ -195,9 +197,27 @@ def _cache_source(config: AnswersConfig) -> AnswersConfig:
             f"one) or a folder of your own images with a label table"
         )
     if not (source.is_file() and h5py.is_hdf5(source)):
-        return dataclasses.replace(config, source=None, data=str(source))
+        return dataclasses.replace(config, source=None, data=str(source)), None
     with CacheReader(source) as reader:
         attrs = reader.attrs
+        n_cached = reader.n_written
+        seeds = [reader.intervention(c).get("seed") for c in reader.conditions]
+        seeds += [d.get("seed") for c in reader.conditions for d in
+                  reader.intervention(c).get("by_image_size", {}).values()]  # fmt: skip
+    if config.n_images is not None and config.n_images != n_cached:
+        raise ConfigError(
+            f"n_images={config.n_images} contradicts the cache {str(source)!r}, which holds "
+            f"{n_cached} images: leave n_images out to answer about its images, or pass "
+            f"the images themselves as data"
+        )
+    cached_seed = next((int(s) for s in seeds if s is not None), None)
+    if cached_seed is None:
+        cached_seed = int((attrs.get("stimuli") or {}).get("seed", 0))
+    if config.seed is not None and config.seed != cached_seed:
+        raise ConfigError(
+            f"seed={config.seed} contradicts the cache {str(source)!r}, made with seed "
+            f"{cached_seed} (its shuffle and its images): leave seed out to use the cache's"
+        )
     origin = attrs.get("data") or {}
     if origin.get("source") == "stimuli" or (not origin and attrs.get("stimuli")):
         spec = dict(origin.get("spec") or attrs["stimuli"])
@@ -210,9 +230,10 @@ def _cache_source(config: AnswersConfig) -> AnswersConfig:
             f"the cache {str(source)!r} does not say where its images came from; pass the "
             f"data itself (data=...)"
         )
-    return dataclasses.replace(
-        config, source=None, data=data, model=config.model or str(attrs["model"])
+    changed = dataclasses.replace(
+        config, source=None, data=data, model=config.model or str(attrs["model"]), seed=cached_seed
     )
+    return changed, str(attrs.get("weights_id", "unknown"))
 
 
 def answers_step(config: AnswersConfig, *, loaded: Any | None = None) -> AnswersResult:
@@ -224,13 +245,23 @@ def answers_step(config: AnswersConfig, *, loaded: Any | None = None) -> Answers
     from analyses.answers import summarise_answers
     from interp.answers import score_answers
 
+    cached_weights = None
     if config.source is not None:
-        config = _cache_source(config)
+        config, cached_weights = _cache_source(config)
+    if config.seed is None:
+        config = dataclasses.replace(config, seed=0)
     folder = check_output_folder(config.out)
     paths = {key: folder / name for key, name in ANSWER_FILES.items()}
     check_writable(paths.values(), config.overwrite)
     data = config.open_data()
     loaded = loaded if loaded is not None else load_step_model(config)
+    weights = loaded.identity.get("weights", "unknown")
+    if cached_weights not in (None, "unknown") and weights != cached_weights:
+        raise ConfigError(
+            f"model={config.model!r} is not the model the cache was made with (other "
+            f"weights); leave model out to answer with the cache's model, or pass the "
+            f"images themselves as data"
+        )
     adapter = loaded.adapter
     conditions = config.expanded_conditions(config.conditions, adapter)
     data, _ = step_images(config, loaded, data)
@@ -246,8 +277,20 @@ def answers_step(config: AnswersConfig, *, loaded: Any | None = None) -> Answers
     )
     attributes = {q.kind: q.attribute for q in questions}
     summary = summarise_answers(rows, n_boot=config.n_boot, seed=config.seed, attributes=attributes)
-    write_table(rows, paths["answer_rows"])
-    write_table(summary, paths["answers"])
+    made = {
+        "origin": {
+            "model": loaded.source,
+            "weights_id": loaded.identity.get("weights", "unknown"),
+            "data": data.describe(),
+            "n_images": len(data),
+        },
+        "conditions": list(dict.fromkeys(rows["condition"])),
+        "seed": config.seed,
+        "n_boot": config.n_boot,
+    }
+    for key in ("answer_rows", "answers"):
+        write_atomic(settings_path(paths[key]), lambda tmp: tmp.write_text(json.dumps(made)))
+        write_table(rows if key == "answer_rows" else summary, paths[key])
     return AnswersResult(rows=rows, summary=summary, paths=paths)
 
 
@@ -411,12 +454,6 @@ _CACHE_IDENTITY = (
     "model", "weights_id", "processor_id", "dtype", "prompt", "stimuli", "data",
     "store_dtype", "schema_version",
 )  # fmt: skip
-
-
-def settings_path(table: str | os.PathLike) -> Path:
-    """Where the settings behind a probe table are kept: ``<table>.settings.json``."""
-    table = Path(table)
-    return table.with_name(table.name + ".settings.json")
 
 
 def _table_settings(reader: CacheReader, config: ProbeConfig) -> dict[str, Any]:
@@ -635,27 +672,30 @@ def plot_step(config: PlotConfig) -> dict[str, Path]:
     path``. An answer table with a probe table gives decodable vs used as well; patching,
     lens and attention tables give their maps and curves."""
     figures: dict[str, go.Figure] = {}
-    answers, probes = [], None
+    answers, probes = None, None
+    kinds: dict[str, str] = {}  # kind of table -> the path given for it
     for path in config.tables:
-        try:
-            table = pd.read_csv(path)
-        except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        table = read_table(path, "tables")
+        kind = table_kind(table, path)
+        if kind in kinds:
             raise ConfigError(
-                f"tables: {str(path)!r} cannot be read as a CSV table ({err}); pass a table "
-                f"of interp probe, pixels, answers, patch, lens or attention"
-            ) from err
-        if is_answer_table(table):
-            answers.append(table)
-            continue
-        tool = tool_figures_of(table)
-        if tool is not None:
-            figures.update(tool)
-            continue
-        figures.update(figures_of(table, score=config.score, selection=config.selection))
-        if "selection" in table.columns and "pixels" not in set(table.get("attribute", ())):
-            probes = table
-    for summary in answers:
-        figures.update(answer_figures_of(summary, probes, selection=config.selection))
+                f"tables: {str(kinds[kind])!r} and {str(path)!r} are both {kind} tables, whose "
+                f"figures would be written to the same files; plot each into its own out="
+            )
+        kinds[kind] = str(path)
+        if kind == "answers":
+            answers = (path, table)
+        elif kind in ("patching", "lens", "attention"):
+            figures.update(tool_figures_of(table) or {})
+        else:
+            figures.update(figures_of(table, score=config.score, selection=config.selection))
+            if kind == "probe":
+                probes = (path, table)
+    if answers is not None:
+        if probes is not None:
+            check_same_origin(probes[0], answers[0])
+        shown = probes[1] if probes is not None else None
+        figures.update(answer_figures_of(answers[1], shown, selection=config.selection))
     folder = check_output_folder(config.out)
     formats = config.formats or ["html"]
     paths = {
@@ -665,6 +705,59 @@ def plot_step(config: PlotConfig) -> dict[str, Path]:
     for key, path in paths.items():
         write_figure(figures[key.split(".")[0]], path)
     return paths
+
+
+# Tables of the toolkit that interp plot does not draw: what draws them.
+_DRAWN_ELSEWHERE = {
+    "redundancy (redundancy.csv)": ({"metric", "value", "site"}, "interp redundancy"),
+    "paired accuracy (paired.csv)": ({"pair_accuracy", "pattern"}, "interp pairs-eval"),
+    "blind pairs (pairs.csv)": ({"i", "j", "cos_a", "cos_b"}, "interp mine"),
+    "Mixture-of-Features (mof.csv)": ({"alpha", "mode", "selection"}, "interp mof"),
+}
+
+
+def read_table(path: str | os.PathLike, name: str) -> pd.DataFrame:
+    """A CSV table with at least one row: a ConfigError naming the parameter ``name``
+    (and the file) otherwise."""
+    try:
+        table = pd.read_csv(path)
+    except pd.errors.EmptyDataError as err:
+        raise ConfigError(f"{name}: {str(path)!r} is empty; pass a table a command wrote") from err
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ConfigError(
+            f"{name}: {str(path)!r} cannot be read as a CSV table ({err}); pass a table a "
+            f"command wrote"
+        ) from err
+    if table.empty:
+        raise ConfigError(f"{name}: {str(path)!r} has a header but no rows: nothing to draw")
+    return table
+
+
+def table_kind(table: pd.DataFrame, path: str | os.PathLike) -> str:
+    """Which of interp plot's tables ``table`` is: probe, pixel, answers, patching, lens
+    or attention; a ConfigError naming the command that draws any other table."""
+    columns = set(table.columns)
+    if is_answer_table(table):
+        return "answers"
+    if {"restored", "method", "token"} <= columns:
+        return "patching"
+    if {"median_rank", "tokens"} <= columns:
+        return "lens"
+    if {"weight", "head", "layer"} <= columns:
+        return "attention"
+    if set(TABLE_COLUMNS) <= columns:
+        return "pixel" if set(table["attribute"].unique()) == {"pixels"} else "probe"
+    for what, (needed, command) in _DRAWN_ELSEWHERE.items():
+        if needed <= columns:
+            raise ConfigError(
+                f"tables: {str(path)!r} is a {what} table; {command} draws its figure, not "
+                f"interp plot"
+            )
+    raise ConfigError(
+        f"tables: {str(path)!r} is no table interp plot draws (its columns: "
+        f"{', '.join(map(str, table.columns[:8]))}); pass a table of interp probe, pixels, "
+        f"answers, patch, lens or attention"
+    )
 
 
 def _file_of(figure: str) -> str:

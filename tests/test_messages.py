@@ -78,3 +78,83 @@ def test_lens_and_attention_refuse_what_they_would_ignore(tmp_path, capsys) -> N
         err = _error(capsys, [*attention, "--query", query])
         assert f"--query {query} is no position of the prompt" in err
     assert not (tmp_path / "a" / "attention.csv").exists()
+
+
+def test_plot_says_which_tables_it_draws(cache, tmp_path, capsys) -> None:
+    plot = ["plot", "--out", str(tmp_path / "figures")]
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert "is empty" in _error(capsys, [*plot, str(empty)])
+    header = tmp_path / "header.csv"
+    header.write_text("site,depth,condition\n")
+    assert "has a header but no rows" in _error(capsys, [*plot, str(header)])
+    for name, columns, command in (
+        ("redundancy.csv", "site,condition,attribute,metric,value", "interp redundancy"),
+        ("paired.csv", "condition,pattern,n_pairs,pair_accuracy", "interp pairs-eval"),
+        ("pairs.csv", "i,j,image_i,image_j,cos_a,cos_b", "interp mine"),
+        ("mof.csv", "selection,mode,alpha,attribute,value", "interp mof"),
+    ):
+        table = tmp_path / name
+        table.write_text(columns + "\n" + ",".join("1" for _ in columns.split(",")) + "\n")
+        err = _error(capsys, [*plot, str(table)])
+        assert f"({name}) table; {command} draws its figure" in err
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    assert "is no table interp plot draws (its columns: a, b)" in _error(
+        capsys, [*plot, str(other)]
+    )
+    assert not (tmp_path / "figures").exists()
+
+
+@pytest.fixture(scope="module")
+def two_runs(cache, tiny_dir, tmp_path_factory):
+    """Probe tables and answers of the cache's run, and answers of other images."""
+    folder = tmp_path_factory.mktemp("two-runs")
+    assert main(["probe", str(cache), "--out", str(folder / "probes.csv"), "--n-splits", "2",
+                 "--n-boot", "10", "--selections", "mean", "--no-progress"]) == 0  # fmt: skip
+    argv = ["answers", "--n-boot", "10", "--conditions", "baseline", "--no-progress"]
+    assert main([*argv, str(cache), "--out", str(folder / "same")]) == 0
+    other = ["--model", tiny_dir, "--n-images", "8", "--seed", "3"]
+    assert main([*argv, *other, "--out", str(folder / "other")]) == 0
+    return folder
+
+
+def test_tables_of_different_runs_are_not_combined(cache, two_runs, tmp_path, capsys) -> None:
+    probes, same, other = (two_runs / "probes.csv", two_runs / "same" / "answers.csv",
+                           two_runs / "other" / "answers.csv")  # fmt: skip
+    plot = ["plot", "--out", str(tmp_path / "figures")]
+    err = _error(capsys, [*plot, str(probes), str(other)])
+    assert "come from different runs: their data differs" in err
+    assert main([*plot, str(probes), str(same)]) == 0
+    assert (tmp_path / "figures" / "decodable_vs_used.html").is_file()
+    copy = tmp_path / "copy.csv"
+    copy.write_bytes(probes.read_bytes())
+    err = _error(capsys, [*plot, "--overwrite", str(probes), str(copy)])
+    assert "are both probe tables" in err
+    redundancy = ["redundancy", str(cache), "--n-boot", "10", "--out", str(tmp_path / "r")]
+    err = _error(capsys, [*redundancy, "--answers", str(other)])
+    assert "and the cache come from different runs: their data differs" in err
+    assert main([*redundancy, "--answers", str(same), "--probes", str(probes)]) == 0
+
+
+def test_answers_from_a_cache_refuse_settings_that_contradict_it(cache, tmp_path, capsys):
+    argv = ["answers", str(cache), "--out", str(tmp_path / "a"), "--no-progress"]
+    err = _error(capsys, [*argv, "--n-images", "4"])
+    assert "--n-images 4 contradicts the cache" in err and "holds 8 images" in err
+    err = _error(capsys, [*argv, "--seed", "5"])
+    assert "--seed 5 contradicts the cache" in err and "made with seed 0" in err
+    err = _error(capsys, [*argv, "--model", "organism"])
+    assert "is not the model the cache was made with" in err
+    err = _error(capsys, ["answers", "--n-images", "1", "--out", str(tmp_path / "b")])
+    assert "--n-images must be >= 2" in err
+    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
+
+
+def test_redundancy_labels_a_cache_in_the_current_folder(cache, tmp_path, monkeypatch) -> None:
+    from analyses.config import RedundancyConfig
+    from analyses.redundancy import redundancy_step
+
+    monkeypatch.chdir(cache.parent)
+    config = RedundancyConfig(caches=["cache.h5"], n_boot=5, out=str(tmp_path / "r"))
+    table, _ = redundancy_step(config)
+    assert set(table.label) == {f"{cache.parent.name}/cache.h5"}
