@@ -79,9 +79,11 @@ def mine_pairs(
                             cos_b[blind].double()], dim=1)  # fmt: skip
         found.append(part.cpu().numpy())
     values = np.concatenate(found) if found else np.zeros((0, 4))
-    table = pd.DataFrame(values, columns=list(PAIR_COLUMNS))
-    table[["i", "j"]] = table[["i", "j"]].astype(np.int64)
-    table[["cos_a", "cos_b"]] = table[["cos_a", "cos_b"]].astype(np.float32)
+    types = (np.int64, np.int64, np.float32, np.float32)  # typed even with no pair
+    columns = zip(PAIR_COLUMNS, types, strict=True)
+    table = pd.DataFrame(
+        {name: values[:, k].astype(kind) for k, (name, kind) in enumerate(columns)}
+    )
     order = np.lexsort((table["j"], table["i"], -table["cos_a"].to_numpy()))
     return table.iloc[order].reset_index(drop=True)
 
@@ -152,6 +154,6 @@ def matched_pairs(
                     if not rows:
                         break
     found.sort(key=lambda row: row[2])
-    table = pd.DataFrame(found, columns=["i", "j", "matched_to"])
+    table = pd.DataFrame(found, columns=["i", "j", "matched_to"], dtype=np.int64)
     table.insert(2, "differs", differing_attributes(table, labels, names))
     return table

@@ -863,6 +863,12 @@ class MofConfig:
 
     def __post_init__(self) -> None:
         _check_out(self.out)
+        given = [self.caches] if isinstance(self.caches, str) else list(self.caches or ())
+        if len(given) == 2 and given[0] == given[1]:
+            raise ConfigError(
+                f"caches names {given[0]!r} twice; give two caches of the same images: "
+                f"encoder A's, then encoder B's"
+            )
         _names(self, ("caches", "attributes", "selections", "formats"))
         if not self.caches or len(self.caches) != 2:
             raise ConfigError(

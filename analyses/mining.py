@@ -17,6 +17,7 @@ from analyses.config import MineConfig, MofConfig, PairsEvalConfig
 from analyses.outputs import (
     check_output_folder,
     check_writable,
+    remove_outputs,
     write_atomic,
     write_picture,
     write_table,
@@ -74,6 +75,8 @@ def mine_step(config: MineConfig) -> MineResult:
     paths = {key: folder / name for key, name in MINE_FILES.items()}
     check_writable(paths.values(), config.overwrite)
     data = config.open_data()
+    if data is not None:
+        _check_attributes(config.attributes, data)
     loaded = {
         name: load_model(
             source,
@@ -88,6 +91,9 @@ def mine_step(config: MineConfig) -> MineResult:
         data = generate(
             StimulusSpec(n_images=config.n_images or 1000, image_size=side, seed=config.seed)
         )
+    _check_attributes(config.attributes, data)
+    if config.overwrite:  # an earlier run's tables never stay beside this one's
+        remove_outputs(paths.values(), "the outputs of an earlier run (overwrite)")
     origin = data.describe()
     embeddings = {}
     for name, model in loaded.items():
@@ -138,6 +144,16 @@ def mine_step(config: MineConfig) -> MineResult:
     return MineResult(pairs=pairs, embeddings=embeddings, paths=paths)
 
 
+def _check_attributes(attributes: list[str] | None, data: ImageSet) -> None:
+    """The attributes compared within pairs must be categorical labels of the data."""
+    unknown = [a for a in attributes or () if a not in data.label_classes]
+    if unknown:
+        raise ConfigError(
+            f"attributes {unknown} are not categorical labels of the images; their "
+            f"categorical labels: {', '.join(data.label_classes) or 'none'}"
+        )
+
+
 def pair_picture(data: ImageSet, pairs: pd.DataFrame, side: int = 64) -> Image.Image:
     """One row per pair (in the table's order): image ``i`` beside image ``j``, each
     resized to ``side`` px."""
@@ -184,25 +200,62 @@ def _pairs_and_data(config: PairsEvalConfig) -> tuple[pd.DataFrame, ImageSet]:
     path = Path(config.pairs)
     if not path.is_file():
         raise ConfigError(f"no pairs table at {path}; give the pairs.csv interp mine wrote")
-    pairs = pd.read_csv(path)
+    try:
+        pairs = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        pairs = pd.DataFrame()
     if not {"i", "j"} <= set(pairs.columns):
         raise ConfigError(f"{path} needs the columns i and j (image indices)")
+    if pairs.empty:
+        raise ConfigError(
+            f"{path} holds no pairs (interp mine found none at its thresholds): nothing to "
+            f"evaluate; mine with other thresholds"
+        )
     if data is None:
         settings = path.with_name("pairs.json")
         origin = json.loads(settings.read_text())["data"] if settings.is_file() else {}
+        if not settings.is_file():
+            raise ConfigError(
+                f"{path} has no pairs.json beside it saying which images it pairs; give the "
+                f"images with data"
+            )
         if origin.get("source") != "stimuli":
             raise ConfigError(
-                f"{path} has no pairs.json beside it naming the built-in stimuli it was mined "
-                f"from; give the images with data"
+                f"{path} pairs your own images ({origin.get('path', 'see pairs.json')}), which "
+                f"are not drawn again: give them with data"
             )
         spec = dict(origin["spec"])
         spec["background"] = tuple(spec.get("background", (255, 255, 255)))
         spec["image_sizes"] = tuple(spec.get("image_sizes", ()))
         data = generate(StimulusSpec(**spec))
-    top = int(max(pairs["i"].max(), pairs["j"].max())) if len(pairs) else -1
-    if top >= len(data):
-        raise ConfigError(f"{path} names image {top}, the data has {len(data)} images")
-    return pairs, data
+    return _checked_pairs(pairs, data, path), data
+
+
+def _checked_pairs(pairs: pd.DataFrame, data: ImageSet, path: Path) -> pd.DataFrame:
+    """``pairs`` with indices into ``data``: found by image name where the table names
+    its images (``image_i``, ``image_j``: rows of the data may be in another order);
+    refused where an index is outside the data or a pair is one image twice."""
+    if {"image_i", "image_j"} <= set(pairs.columns):
+        where = {name: k for k, name in enumerate(data.names())}
+        named = pd.concat([pairs["image_i"], pairs["image_j"]]).astype(str)
+        missing = sorted(set(named) - set(where))
+        if missing:
+            raise ConfigError(
+                f"{path} pairs images that are not in the data: {', '.join(missing[:5])}"
+                f"{' ...' if len(missing) > 5 else ''}; give the images it was mined from"
+            )
+        pairs = pairs.assign(
+            i=pairs["image_i"].astype(str).map(where), j=pairs["image_j"].astype(str).map(where)
+        )
+    for row, (i, j) in enumerate(zip(pairs["i"], pairs["j"], strict=True)):
+        if not (0 <= i < len(data) and 0 <= j < len(data)):
+            raise ConfigError(
+                f"{path} row {row + 1} pairs images {i} and {j}; the data has images 0 to "
+                f"{len(data) - 1}"
+            )
+        if i == j:
+            raise ConfigError(f"{path} row {row + 1} pairs image {i} with itself")
+    return pairs
 
 
 def pairs_eval_step(config: PairsEvalConfig) -> PairsEvalResult:

@@ -377,6 +377,11 @@ def _step(name: str, given: dict) -> int:
 
         result = mine_step(config)
         print(f"{len(result.pairs)} blind pairs among {len(result.embeddings['a'])} images")
+        if not len(result.pairs):
+            print(
+                "no pair is more alike than --threshold-a under encoder A and less alike "
+                "than --threshold-b under encoder B; the tables are written empty"
+            )
         if "differs" in result.pairs:
             counts = result.pairs["differs"].str.split(";").explode().value_counts()
             print(

@@ -338,3 +338,69 @@ def test_pairs_eval_on_own_images_with_question_columns(tmp_path) -> None:
     assert own.table.pair_accuracy.iloc[0] == pytest.approx(
         builtin.table.set_index("pattern").loc["color", "pair_accuracy"]
     )
+
+
+def test_mining_and_pairs_eval_on_every_edge(tmp_path, capsys) -> None:
+    """No pair at all is a result (empty tables, said so); an overwrite leaves no earlier
+    table behind; unknown attributes are refused; pairs-eval finds each pair's images by
+    name in reordered data, refuses pairs of one image or outside the data, and says what
+    an empty or own-data pairs table lacks."""
+    from interp.cli import main
+    from interp.sources import write_label_folder
+
+    dino = build_encoder("dinov2", tmp_path / "dino")
+    out = tmp_path / "mined"
+    mine = ["mine", "--encoder-b", dino, "--n-images", "40", "--out", str(out), "--no-progress"]
+    assert main([*mine, "--threshold-a", "0.97", "--threshold-b", "0.99999"]) == 0
+    found = pd.read_csv(out / "pairs.csv")
+    assert len(found) > 3
+    capsys.readouterr()
+    assert main([*mine, "--attributes", "foo", "--overwrite"]) == 2
+    assert "attributes ['foo'] are not categorical labels" in capsys.readouterr().err
+    assert (out / "pairs.csv").is_file()  # a refusal removes nothing
+    none = tmp_path / "none"
+    argv = ["mine", "--encoder-b", dino, "--n-images", "40", "--out", str(none), "--no-progress"]
+    assert main([*argv, "--threshold-a", "0.9999", "--threshold-b", "-0.99"]) == 0
+    assert "0 blind pairs among 40 images" in capsys.readouterr().out
+    assert pd.read_csv(none / "pairs.csv").empty and pd.read_csv(none / "matched_pairs.csv").empty
+    # pairs-eval: an empty table, pairs of own images without them, broken rows
+    evaluate = ["pairs-eval", "--no-progress", "--n-boot", "20"]
+    assert main([*evaluate, "--pairs", str(none / "pairs.csv"), "--out", str(tmp_path / "e")]) == 2
+    assert "holds no pairs" in capsys.readouterr().err
+    data = generate(StimulusSpec(n_images=40, image_size=64, seed=0))
+    folder = write_label_folder(data, tmp_path / "own").parent
+    table = pd.read_csv(folder / "labels.csv")
+    table = table.assign(question="what color is the shape ?", answer=table["color"])
+    table.iloc[::-1].to_csv(folder / "labels.csv", index=False)  # the same images, reordered
+    own = tmp_path / "own-mined"
+    argv = ["mine", "--encoder-b", dino, "--data", str(folder), "--out", str(own)]
+    assert main([*argv, "--threshold-a", "0.97", "--threshold-b", "0.99999", "--no-progress"]) == 0
+    assert main([*evaluate, "--pairs", str(own / "pairs.csv"), "--out", str(tmp_path / "e")]) == 2
+    assert "pairs your own images" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "pairs.json").write_bytes((out / "pairs.json").read_bytes())
+    for rows, message in (([[3, 3]], "row 1 pairs image 3 with itself"),
+                          ([[0, 1], [-1, 2]], "row 2 pairs images -1 and 2")):  # fmt: skip
+        pd.DataFrame(rows, columns=["i", "j"]).to_csv(broken / "pairs.csv", index=False)
+        assert main([*evaluate, "--pairs", str(broken / "pairs.csv"), "--out", str(broken)]) == 2
+        assert message in capsys.readouterr().err
+    # the own-data pairs, evaluated on the folder in yet another order, score by name
+    shuffled = table.sample(frac=1.0, random_state=1)
+    pairs = pd.read_csv(own / "pairs.csv").head(4)
+    pairs.to_csv(own / "pairs.csv", index=False)
+    scored = []
+    for order in (table.iloc[::-1], shuffled):
+        order.to_csv(folder / "labels.csv", index=False)
+        target = tmp_path / f"scored-{len(scored)}"
+        args = ["--pairs", str(own / "pairs.csv"), "--data", str(folder), "--out", str(target)]
+        assert main([*evaluate, *args]) == 0
+        scored.append(pd.read_csv(target / "paired.csv"))
+    pd.testing.assert_frame_equal(scored[0], scored[1])
+    # mined again over the same folder from images without categorical labels: no
+    # matched pairs are made, and the earlier run's are not left beside the new pairs
+    assert (own / "matched_pairs.csv").is_file()
+    table[["image"]].to_csv(folder / "labels.csv", index=False)
+    assert main([*argv, "--threshold-a", "0.97", "--threshold-b", "0.99999", "--no-progress",
+                 "--overwrite"]) == 0  # fmt: skip
+    assert (own / "pairs.csv").is_file() and not (own / "matched_pairs.csv").exists()

@@ -109,6 +109,8 @@ def test_pairs_eval_refusals(tmp_path) -> None:
 def test_mixture_refusals(loaded, tmp_path) -> None:
     with pytest.raises(ConfigError, match="caches must name two caches"):
         MofConfig(caches=["one.h5"])
+    with pytest.raises(ConfigError, match="caches names 'base.h5' twice; give two caches"):
+        MofConfig(caches=["base.h5", "base.h5"])
     path = extract(loaded, generate(StimulusSpec(n_images=6, seed=1)), tmp_path / "c.h5",
                    sites="vision.0", conditions="baseline", progress=False)  # fmt: skip
     with CacheReader(path) as a, CacheReader(path) as b:
