@@ -22,6 +22,7 @@ the corrupted image in the layers below.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -164,6 +165,18 @@ def _rows(
     return out
 
 
+def _check_span(pair: PatchPair, clean: float, corrupt: float) -> None:
+    """The clean and corrupted margins must differ: the share restored is relative to
+    their difference."""
+    span = clean - corrupt
+    if not math.isfinite(span) or abs(span) < 1e-6:
+        raise ConfigError(
+            f"{pair.name}: the clean and the corrupted image give the same margin "
+            f"({clean:.4g} vs {corrupt:.4g}), so there is nothing to restore; the pair must "
+            f"differ in what the question asks (are the images the same?)"
+        )
+
+
 def patch_margins(
     loaded: LoadedModel,
     pair: PatchPair,
@@ -184,6 +197,7 @@ def patch_margins(
     corrupt = capture_tokens(loaded, pair.corrupt[None], [], prompt=prompt, logits=True)
     clean_margin = float(_margin(clean.logits, ids)[0])
     corrupt_margin = float(_margin(corrupt.logits, ids)[0])
+    _check_span(pair, clean_margin, corrupt_margin)
     rows: list[dict] = []
     for site in names:
         n_tokens = clean.acts[site].shape[1]
@@ -268,6 +282,7 @@ def attribution_margins(
     with torch.enable_grad(), _kept_outputs(loaded.model, paths, names[0]) as kept:
         logits = loaded.model(**inputs).logits[:, -1].float()  # (1, vocab): one image
         margin = _margin(logits, ids)[0]  # a scalar with a graph
+        _check_span(pair, clean_margin, float(margin.detach()))
         outputs = [kept[site] for site in names]
         tensors = [o[0] if isinstance(o, (tuple, list)) else o for o in outputs]
         grads = torch.autograd.grad(margin, tensors, allow_unused=True)

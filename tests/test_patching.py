@@ -160,3 +160,21 @@ def test_patch_command_with_a_pair_of_files(pair, tmp_path, capsys) -> None:
     argv[4] = str(tmp_path / "nothing.png")
     assert main([*argv[:-1], str(tmp_path / "other")]) == 2
     assert "corrupt: no image at" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["exact", "attribution"])
+def test_a_pair_of_the_same_image_is_refused(pair, tmp_path, capsys, method) -> None:
+    Image.fromarray(pair.clean).save(tmp_path / "clean.png")
+    argv = [
+        "patch",
+        "--clean",
+        str(tmp_path / "clean.png"),
+        "--corrupt",
+        str(tmp_path / "clean.png"),
+    ]
+    argv += ["--question", pair.question, "--answer", pair.answer, "--wrong", pair.wrong]
+    argv += ["--sites", "projector", "--method", method, "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "give the same margin" in err and "nothing to restore" in err
+    assert not (tmp_path / "o" / "patching.csv").exists()

@@ -159,6 +159,12 @@ def _folder(tmp_path: Path, rows: list[dict], images: dict[str, np.ndarray] | No
             r"row 0 .*box \[0, 0, 24, 17\] is not inside the image of 24x16 px",
         ),
         ([{"image": "a.png", "c": "x"}], None, {"categorical": ["z"]}, r"categorical .*\['z'\]"),
+        (
+            [{"image": "a.png", "area": 1.5}, {"image": "b.png", "area": float("inf")}],
+            {"a.png": np.zeros((16, 16, 3), np.uint8), "b.png": np.ones((16, 16, 3), np.uint8)},
+            {},
+            r"row 1 \('b.png'\).*'area' is inf; a numeric label must be finite",
+        ),
     ],
 )
 def test_bad_tables_are_one_line_errors(tmp_path, rows, images, options, message) -> None:
@@ -388,3 +394,23 @@ def test_batches_are_prepared_in_forked_workers_only(method, monkeypatch) -> Non
     assert [b[0] for b in got] == [0, 2, 4]
     here = {b[3] == os.getpid() for b in got}
     assert here == ({False} if method == "fork" else {True})
+
+
+def test_class_spellings_and_half_questions_are_said(tmp_path) -> None:
+    images = {f"{k}.png": np.full((16, 16, 3), k, np.uint8) for k in range(4)}
+    rows = [
+        {"image": "0.png", "color": "red", "question": "what color ?", "answer": "red"},
+        {"image": "1.png", "color": "red ", "question": "what color ?", "answer": "blue"},
+        {"image": "2.png", "color": "Red", "question": "what color ?", "answer": None},
+        {"image": "3.png", "color": "blue", "question": None, "answer": None},
+    ]
+    folder = _folder(tmp_path, rows, images)
+    with pytest.warns(
+        UserWarning, match=r"'color': the classes 'Red' and 'red' differ only in case"
+    ):
+        data = open_source(folder)
+    assert data.label_classes["color"] == ("Red", "blue", "red")  # "red " is "red"
+    assert data.labels["color"].tolist() == [2, 2, 0, 1]
+    with pytest.warns(UserWarning, match=r"1 rows have a question without an answer.*row 2"):
+        questions = data.questions()
+    assert [q.image for q in questions] == [0, 1]

@@ -169,8 +169,18 @@ class TabularImages(ImageSet):
             if not textual:
                 if name in chosen:
                     labels[name] = pd.to_numeric(column, errors="coerce").to_numpy(np.float64)
+                    infinite = np.flatnonzero(np.isinf(labels[name]))
+                    if len(infinite):
+                        raise ConfigError(
+                            f"{self._row(int(infinite[0]))}: {name!r} is "
+                            f"{labels[name][infinite[0]]}; a numeric label must be finite "
+                            f"(leave the cell empty where the value is missing)"
+                        )
                 continue
+            column = column.map(lambda v: v.strip() if isinstance(v, str) else v)
+            in_objects = [v.strip() if isinstance(v, str) else v for v in in_objects]
             present = column[column.notna()].map(str).tolist() + [str(v) for v in in_objects]
+            _say_case_twins(name, set(present))
             classes[name] = self._class_order(name, set(present))
             if name in chosen:
                 index = {c: k for k, c in enumerate(classes[name])}
@@ -236,13 +246,25 @@ class TabularImages(ImageSet):
             if "question_type" in frame.columns
             else pd.Series("question", index=frame.index)
         )
-        asked = frame["question"].notna() & frame["answer"].notna()
+        def given(column: pd.Series) -> np.ndarray:
+            return (column.notna() & (column.astype(str).str.strip() != "")).to_numpy()
+
+        has_q, has_a = given(frame["question"]), given(frame["answer"])
+        half = np.flatnonzero(has_q != has_a)
+        if len(half):
+            shown = ", ".join(self._row(int(i)) for i in half[:3])
+            warnings.warn(
+                f"{len(half)} rows have a question without an answer or an answer without a "
+                f"question, and are left out of the answers ({shown}"
+                f"{', ...' if len(half) > 3 else ''}); fill in both to score them",
+                stacklevel=2,
+            )
         rows = [
             (i, str(kind), str(q).strip(), str(a).strip())
             for i, (ok, kind, q, a) in enumerate(
-                zip(asked, kinds, frame["question"], frame["answer"], strict=True)
+                zip(has_q & has_a, kinds, frame["question"], frame["answer"], strict=True)
             )
-            if ok and str(q).strip() and str(a).strip()
+            if ok
         ]
         options: dict[str, list[str]] = {}
         for _, kind, _, answer in rows:
@@ -322,3 +344,19 @@ class TabularImages(ImageSet):
                 f"{len(self._objects[i])} objects"
             )
         return mask.astype(np.int16) - 1
+
+
+def _say_case_twins(name: str, classes: set[str]) -> None:
+    """Warn where two classes of ``name`` differ only in case (``Red`` and ``red``):
+    they stay two classes, as written."""
+    by_fold: dict[str, list[str]] = {}
+    for value in sorted(classes):
+        by_fold.setdefault(value.casefold(), []).append(value)
+    twins = [group for group in by_fold.values() if len(group) > 1]
+    if twins:
+        shown = "; ".join(" and ".join(repr(v) for v in group) for group in twins[:3])
+        warnings.warn(
+            f"{name!r}: the classes {shown} differ only in case and stay separate classes; "
+            f"write them alike if they are one",
+            stacklevel=3,
+        )
