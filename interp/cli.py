@@ -230,7 +230,7 @@ def _dispatch(args: argparse.Namespace, given: dict) -> int:
         print(f"interp: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except OSError as err:  # a file-system failure no check foresaw: still one line
-        print(f"interp: error: {_one_line(err)}", file=sys.stderr)
+        print(f"interp: error: {_one_line(err)}{_fix_of(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(
@@ -240,6 +240,17 @@ def _dispatch(args: argparse.Namespace, given: dict) -> int:
             file=sys.stderr,
         )
         return 130
+
+
+def _fix_of(err: OSError) -> str:
+    """What to do about a file-system error, where its kind says."""
+    import errno
+
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "; the disk is full: free space there or choose another --out, and run again"
+    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "; that place cannot be written: choose another --out"
+    return ""
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -252,17 +263,25 @@ def _one_line(err: BaseException | Warning | str) -> str:
 
 
 _ASSIGNED = re.compile(r"\b([a-z][a-z0-9_]*)=('[^']*'|\"[^\"]*\"|[^\s,;)]*)")
-_SNAKE = re.compile(r"\b([a-z][a-z0-9]*_[a-z0-9_]+)\b")
+# A one-word parameter that a rule names: "batch must be >= 2".
+_MUST = re.compile(r"(?<![-\w'\"])([a-z][a-z0-9]*)(?= must\b)")
+# A parameter's name in a message (not a quoted setting: "its 'n_images' differs").
+_SNAKE = re.compile(r"(?<!['\"])\b([a-z][a-z0-9]*_[a-z0-9_]+)\b(?!['\"])")
 
 
 def option_names() -> set[str]:
-    """Every option of every command (the fields of the config dataclasses)."""
-    import dataclasses
-
-    import analyses.config as configs
-
-    classes = [configs.RunConfig, *(getattr(configs, cls) for cls, _, _ in STEPS.values())]
-    return {f.name for cls in classes for f in dataclasses.fields(cls)}
+    """Every option of every command and subcommand (the fields of their config
+    dataclasses, as the parser declares them)."""
+    names: set[str] = set()
+    parsers = [build_parser()]
+    while parsers:
+        parser = parsers.pop()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+            elif action.option_strings and action.dest != "help":
+                names.add(action.dest)
+    return names
 
 
 def as_flags(text: str) -> str:
@@ -283,6 +302,9 @@ def as_flags(text: str) -> str:
         return f"{flag} {value}"
 
     text = _ASSIGNED.sub(assigned, text)
+    text = _MUST.sub(
+        lambda found: "--" + found.group(1) if found.group(1) in names else found.group(0), text
+    )
     return _SNAKE.sub(
         lambda found: (
             "--" + found.group(1).replace("_", "-") if found.group(1) in names else found.group(0)
@@ -441,12 +463,9 @@ def _organism_train(given: dict) -> int:
 
 
 def _organism_train_ssl(given: dict) -> int:
-    from interp.loading import load_model
-    from interp.organism.ssl import SslTrainConfig, compare_encoders, train_ssl, write_ssl_card
+    from interp.organism.ssl import SslTrainConfig, build_ssl
 
-    folder, _, _ = train_ssl(SslTrainConfig(**given))
-    comparison = compare_encoders(load_model(str(folder)), load_model("organism"))
-    write_ssl_card(folder, comparison)
+    folder, comparison = build_ssl(SslTrainConfig(**given))
     shown = comparison.pivot_table(index="attribute", columns="encoder", values="accuracy")
     print(shown.to_string(float_format=lambda v: f"{v:.2f}"))
     print(f"encoder and card: {folder.resolve()}")

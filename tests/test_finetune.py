@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import stat
 
 import numpy as np
 import pytest
 import torch
 
-from interp import ConfigError, StimulusSpec, generate, load_model
+from interp import ConfigError, DiskFullError, StimulusSpec, generate, load_model
 from interp.cli import main
 from interp.organism.finetune import (
     CHANNELS,
@@ -146,3 +149,73 @@ def test_a_run_is_seeded(tmp_path) -> None:
 def test_an_encoder_alone_is_refused(tmp_path) -> None:
     with pytest.raises(ConfigError, match="needs a LLaVA-style model with a vision tower"):
         finetune(FinetuneConfig(out=str(tmp_path / "x"), start="organism-ssl", progress=False))
+
+
+def test_a_model_folder_appears_whole_or_not_at_all(tmp_path, monkeypatch, capsys) -> None:
+    """A run stopped between the weights and the card leaves no model folder (only a
+    partial one, which the same command starts over, saying so); a finished folder's
+    files are readable by others; a folder with a config and no weights is named so."""
+    import interp.organism.build as build
+
+    out = tmp_path / "tuned"
+    argv = ["organism", "finetune", "--out", str(out), "--steps", "1", "--batch", "2",
+            "--eval-images", "20", "--no-progress"]  # fmt: skip
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(build, "write_finetune_card", stopped)
+        assert main(argv) == 130
+    assert not out.exists() and (tmp_path / "tuned.partial" / "model.safetensors").is_file()
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "starting over:" in capsys.readouterr().err
+    assert (out / "README.md").is_file() and not (tmp_path / "tuned.partial").exists()
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in out.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path.name
+    (out / "model.safetensors").unlink()  # as a run of an older version left it
+    assert main(argv) == 2
+    assert "holds a model's config but no weights" in capsys.readouterr().err
+
+
+def test_finetune_refusals_come_before_any_work(tmp_path, monkeypatch, capsys) -> None:
+    import interp.organism.finetune as finetune_module
+    from interp.organism.folders import check_model_folder
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("refused before the model is loaded")
+
+    monkeypatch.setattr("interp.loading.load_model", no_training)
+    monkeypatch.setattr(finetune_module.torch.cuda, "is_available", lambda: False)
+    base = ["organism", "finetune", "--steps", "1", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "a"), "--device", "cuda"]) == 2
+    assert "asks for a GPU, and torch sees none here; use --device cpu" in capsys.readouterr().err
+    start = tmp_path / "start"
+    start.mkdir()
+    (start / "config.json").write_text("{}")
+    (start / "model.safetensors").write_bytes(b"weights")
+    assert main([*base, "--from", str(start), "--out", str(start), "--overwrite"]) == 2
+    assert "is the model this run starts from" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "b"), "--pixel-questions", "0"]) == 2
+    assert "--pixel-questions must be >= 1" in capsys.readouterr().err
+    monkeypatch.setattr("shutil.disk_usage", lambda path: shutil._ntuple_diskusage(1, 1, 1))
+    with pytest.raises(DiskFullError, match=r"has 0.0 MiB free, and the model needs about"):
+        check_model_folder(tmp_path / "c", False, str(start))
+
+
+def test_a_disk_that_fills_while_saving_leaves_nothing(tmp_path, monkeypatch) -> None:
+    import errno
+
+    import interp.tiny_llava as tiny
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tiny, "save_portable", full)
+    config = FinetuneConfig(out=str(tmp_path / "x"), steps=1, batch=2, progress=False)
+    with pytest.raises(DiskFullError, match="its disk is full; free space there or choose"):
+        finetune(config)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()

@@ -158,3 +158,17 @@ def test_redundancy_labels_a_cache_in_the_current_folder(cache, tmp_path, monkey
     config = RedundancyConfig(caches=["cache.h5"], n_boot=5, out=str(tmp_path / "r"))
     table, _ = redundancy_step(config)
     assert set(table.label) == {f"{cache.parent.name}/cache.h5"}
+
+
+def test_messages_name_flags_but_not_quoted_settings() -> None:
+    from interp.cli import as_flags
+
+    assert as_flags("pixel_questions must be >= 1") == "--pixel-questions must be >= 1"
+    assert as_flags("pass batch=4") == "pass --batch 4"
+    said = "made with other settings: its 'n_images' differs (found 8, now 16)"
+    assert as_flags(said) == said
+
+
+def test_train_ssl_refuses_a_batch_without_negatives(tmp_path, capsys) -> None:
+    err = _error(capsys, ["organism", "train-ssl", "--batch", "1", "--out", str(tmp_path / "s")])
+    assert "--batch must be >= 2, got 1: a contrastive batch of one image has no negatives" in err

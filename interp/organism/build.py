@@ -13,8 +13,9 @@ from interp.options import option
 from interp.organism import ORGANISM_NAME
 from interp.organism.card import write_card, write_finetune_card
 from interp.organism.evaluation import EVAL_IMAGES, EVAL_SEED, evaluate
-from interp.organism.finetune import FinetuneConfig, evaluate_pixels, finetune
-from interp.organism.training import OrganismTrainConfig, config_dict, train
+from interp.organism.finetune import FinetuneConfig, check_finetune, evaluate_pixels, finetune
+from interp.organism.folders import staged_folder
+from interp.organism.training import OrganismTrainConfig, config_dict, model_folder, train
 from interp.stimuli import StimulusSpec
 
 __all__ = [
@@ -62,11 +63,13 @@ def run_eval(config: OrganismEvalConfig) -> pd.DataFrame:
 
 def build_organism(config: OrganismTrainConfig) -> tuple[Path, pd.DataFrame]:
     """Train from scratch, evaluate on the held-out set, write the model card."""
-    result = train(config)
-    metrics = document_organism(
-        result.folder, recipe=config_dict(config), seconds=result.seconds, machine=result.machine
-    )
-    return result.folder, metrics
+    folder = model_folder(config.out, config.overwrite)
+    with staged_folder(folder) as tmp:  # the model appears with its card, or not at all
+        result = train(config, into=tmp)
+        metrics = document_organism(
+            tmp, recipe=config_dict(config), seconds=result.seconds, machine=result.machine
+        )
+    return folder, metrics
 
 
 def document_organism(
@@ -98,7 +101,14 @@ def document_organism(
 def finetune_organism(config: FinetuneConfig) -> tuple[Path, pd.DataFrame]:
     """Fine-tune, evaluate on held-out images (at the training complexity, and lone
     objects; the pixel task where trained) and write the card."""
-    result = finetune(config)
+    folder = check_finetune(config)
+    with staged_folder(folder) as tmp:  # the model appears with its card, or not at all
+        metrics = _tune_and_evaluate(config, tmp)
+    return folder, metrics
+
+
+def _tune_and_evaluate(config: FinetuneConfig, into: Path) -> pd.DataFrame:
+    result = finetune(config, into=into)
     loaded = load_model(str(result.folder))
     tables = []
     for name, counts in (
@@ -114,4 +124,4 @@ def finetune_organism(config: FinetuneConfig) -> tuple[Path, pd.DataFrame]:
         tables.append(table.assign(images=name))
     metrics = pd.concat(tables, ignore_index=True)
     write_finetune_card(result.folder, config.recipe(), result.seconds, result.machine, metrics)
-    return result.folder, metrics
+    return metrics

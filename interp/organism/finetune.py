@@ -10,6 +10,7 @@ task's numbers) are added to its word-level vocabulary first, the embeddings gro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import time
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 from interp.errors import ConfigError
 from interp.options import option
 from interp.organism import ORGANISM_NAME
+from interp.organism.folders import staged_folder
 from interp.organism.questions import QA
 from interp.organism.training import (
     IMAGE_SIZE,
@@ -111,6 +113,19 @@ class FinetuneResult:
     history: pd.DataFrame  # step, loss, accuracy
     seconds: float
     machine: dict[str, Any]
+
+
+def check_finetune(config: FinetuneConfig) -> Path:
+    """The folder ``config.out``, checked before any work with the device: a GPU asked
+    for must be there."""
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device={config.device!r} asks for a GPU, and torch sees none here; use device='cpu'"
+        )
+    from interp.loading import resolve_model_source
+
+    return model_folder(config.out, config.overwrite, resolve_model_source(config.start))
 
 
 def pixel_questions(
@@ -204,13 +219,21 @@ def _dialogues(
     return stimuli.images, dialogues
 
 
-def finetune(config: FinetuneConfig) -> FinetuneResult:
-    """Continue training ``config.start`` and ``save_pretrained`` it into ``config.out``."""
+def finetune(config: FinetuneConfig, into: Path | None = None) -> FinetuneResult:
+    """Continue training ``config.start`` and ``save_pretrained`` it into ``config.out``
+    (written apart and moved there when done), or into the folder ``into`` as it is."""
     from interp.adapters import adapter_for
     from interp.loading import load_model
     from interp.tiny_llava import save_portable
 
-    folder = model_folder(config.out, config.overwrite, config.threads)
+    if into is None:
+        folder = check_finetune(config)
+        with staged_folder(folder) as tmp:
+            result = finetune(config, into=tmp)
+        return dataclasses.replace(result, folder=folder)
+    folder = into
+    if config.threads:
+        torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)  # the new words' embeddings are drawn at random
     loaded = load_model(config.start)
     model, processor = loaded.model.float(), loaded.processor

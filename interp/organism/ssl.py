@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import platform
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from interp.errors import ConfigError, OutputExistsError
+from interp.errors import ConfigError
 from interp.options import option
+from interp.organism.folders import check_model_folder, staged_folder
 from interp.stimuli import StimulusSpec, generate
 
 __all__ = ["SslTrainConfig", "train_ssl", "make_ssl_encoder", "augment"]
@@ -61,6 +61,11 @@ class SslTrainConfig:
             raise ConfigError(f"hidden_size must be a multiple of 32, got {self.hidden_size}")
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        if self.batch < 2:
+            raise ConfigError(
+                f"batch must be >= 2, got {self.batch}: a contrastive batch of one image has "
+                f"no negatives, so its loss and twin retrieval say nothing"
+            )
 
 
 def make_ssl_encoder(hidden_size: int = 128, layers: int = 4) -> tuple[Any, Any]:
@@ -114,13 +119,29 @@ def _nt_xent(z: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.T
     return F.cross_entropy(logits, twins), (logits.argmax(1) == twins).float().mean()
 
 
-def train_ssl(config: SslTrainConfig) -> tuple[Path, pd.DataFrame, float]:
+def build_ssl(config: SslTrainConfig) -> tuple[Path, pd.DataFrame]:
+    """Train the encoder, compare it with the organism's tower and write its card: the
+    folder ``config.out`` appears with all of it, or not at all. Returns the folder and
+    the comparison."""
+    from interp.loading import load_model
+
+    folder = check_model_folder(config.out, config.overwrite)
+    with staged_folder(folder) as tmp:
+        train_ssl(config, into=tmp)
+        comparison = compare_encoders(load_model(str(tmp)), load_model("organism"))
+        write_ssl_card(tmp, comparison)
+    return folder, comparison
+
+
+def train_ssl(config: SslTrainConfig, into: Path | None = None) -> tuple[Path, pd.DataFrame, float]:
     """Train, then ``save_pretrained`` the encoder and its processor into ``config.out``
-    (written beside it and moved there when done). Returns the folder, the history
-    (step, loss, twin retrieval) and the seconds taken."""
-    folder = Path(config.out)
-    if folder.exists() and not config.overwrite:
-        raise OutputExistsError(f"{folder} exists; pass overwrite=True or choose another out")
+    (written beside it and moved there when done), or into the folder ``into`` as it is.
+    Returns the folder, the history (step, loss, twin retrieval) and the seconds taken."""
+    if into is None:
+        folder = check_model_folder(config.out, config.overwrite)
+        with staged_folder(folder) as tmp:
+            _, history, seconds = train_ssl(config, into=tmp)
+        return folder, history, seconds
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -165,8 +186,7 @@ def train_ssl(config: SslTrainConfig) -> tuple[Path, pd.DataFrame, float]:
                 bar.set_postfix(loss=f"{recent.loss:.3f}", retrieval=f"{recent.twin_retrieval:.2f}")
     seconds = time.perf_counter() - start
     model.eval()
-    tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = into
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
     pd.DataFrame(history).to_csv(tmp / "training_log.csv", index=False)
@@ -184,10 +204,7 @@ def train_ssl(config: SslTrainConfig) -> tuple[Path, pd.DataFrame, float]:
             }
         ).to_json(indent=1)
     )
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
-    return folder, pd.DataFrame(history), seconds
+    return tmp, pd.DataFrame(history), seconds
 
 
 def compare_encoders(

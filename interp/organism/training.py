@@ -7,6 +7,7 @@ on one-word visual question answering, with the encoder frozen.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import platform
@@ -20,8 +21,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from interp.errors import ConfigError, OutputExistsError
+from interp.errors import ConfigError
 from interp.options import option
+from interp.organism.folders import check_model_folder, staged_folder
 from interp.organism.questions import QA, QUESTION_TYPES, ask, caption
 from interp.organism.twins import contrastive_batch
 from interp.stimuli import StimulusSpec, generate
@@ -315,22 +317,23 @@ def new_organism(config: OrganismTrainConfig) -> tuple[Any, Any]:
     )
 
 
-def model_folder(out: str, overwrite: bool, threads: int | None) -> Path:
-    """The folder a training run saves into, refused where it holds a model (unless
-    ``overwrite``); sets torch's CPU threads where ``threads`` is given."""
-    folder = Path(out)
-    if (folder / "config.json").exists() and not overwrite:
-        raise OutputExistsError(
-            f"{folder} already holds a model; pass overwrite=True to replace it"
-        )
-    if threads:
-        torch.set_num_threads(threads)
-    return folder
+def model_folder(out: str, overwrite: bool, start: str | None = None) -> Path:
+    """The folder a training run saves into, checked before any work
+    (:func:`interp.organism.folders.check_model_folder`)."""
+    return check_model_folder(out, overwrite, start)
 
 
-def train(config: OrganismTrainConfig) -> TrainResult:
-    """Train from scratch and ``save_pretrained`` model + processor into ``config.out``."""
-    folder = model_folder(config.out, config.overwrite, config.threads)
+def train(config: OrganismTrainConfig, into: Path | None = None) -> TrainResult:
+    """Train from scratch and ``save_pretrained`` model + processor into ``config.out``
+    (written apart and moved there when done), or into the folder ``into`` as it is."""
+    if into is None:
+        folder = model_folder(config.out, config.overwrite)
+        with staged_folder(folder) as tmp:
+            result = train(config, into=tmp)
+        return dataclasses.replace(result, folder=folder)
+    folder = into
+    if config.threads:
+        torch.set_num_threads(config.threads)
     model, processor = new_organism(config)
     rng = np.random.default_rng(config.seed)
     seconds: dict[str, float] = {}

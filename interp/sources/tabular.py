@@ -246,6 +246,7 @@ class TabularImages(ImageSet):
             if "question_type" in frame.columns
             else pd.Series("question", index=frame.index)
         )
+
         def given(column: pd.Series) -> np.ndarray:
             return (column.notna() & (column.astype(str).str.strip() != "")).to_numpy()
 
