@@ -23,10 +23,16 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from analyses.outputs import check_output_folder, write_figure, write_picture, write_table
+from analyses.outputs import (
+    check_output_folder,
+    write_atomic,
+    write_figure,
+    write_picture,
+    write_table,
+)
 from analyses.pictures import reconstruction_grid
 from analyses.redundancy import SPECTRAL_METRICS, probe_redundancy, redundancy_table
-from interp.errors import ConfigError
+from interp.errors import ConfigError, OutputExistsError
 from interp.names import as_names
 from interp.options import option
 from interp.organism import ORGANISM_NAME
@@ -62,6 +68,11 @@ class _Experiment:
     sites: list[str] | None = option(f"sites measured (default: {' '.join(_SITES)})", default=None)
     device: str = option("cpu or cuda, for fine-tuning and measuring", default="cpu")
     seed: int = option("seed of fine-tuning and probes", default=0)
+    overwrite: bool = option(
+        "replace the tables and figures of an earlier run of this experiment (its fine-tuned "
+        "models are reused where their recipe is the same)",
+        default=False,
+    )
     progress: bool = option("show progress bars", default=True)
 
     def _check(self) -> None:
@@ -187,13 +198,57 @@ def _with(table: pd.DataFrame, **columns: Any) -> pd.DataFrame:
     )
 
 
+# Each experiment's tables and figures (encoder's pictures: reconstructions_<model>.png).
+EXPERIMENT_FILES = {
+    "complexity": ["redundancy.csv", "probes.csv", "answers.csv", "compression_by_depth.html",
+                   "accuracy_by_level.html", "complexity_levels.png"],
+    "encoder": ["pixels.csv", "answers.csv", "pixel_error_by_depth.html"],
+}  # fmt: skip
+EXPERIMENT_RECORD = "experiment.json"
+
+
+def _prepare(config: _Experiment, kind: str) -> Path:
+    """The experiment's folder, checked before any fine-tuning: the device is there, the
+    sites are the start model's, the folder holds no other experiment, nor an earlier
+    run of this one unless ``overwrite``; then marked as this experiment's."""
+    import torch
+
+    from interp.loading import load_model
+
+    if torch.device(config.device).type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device={config.device!r} asks for a GPU, and torch sees none here; use device='cpu'"
+        )
+    adapter = load_model(config.start).adapter
+    for site in config.sites or ():
+        adapter.check_site(site)
+    folder = check_output_folder(config.out)
+    record = folder / EXPERIMENT_RECORD
+    found = json.loads(record.read_text()).get("experiment") if record.is_file() else None
+    if found not in (None, kind):
+        raise OutputExistsError(
+            f"{folder} holds the {found} experiment's outputs; give the {kind} experiment "
+            f"its own out=FOLDER"
+        )
+    earlier = [folder / name for name in EXPERIMENT_FILES[kind] if (folder / name).exists()]
+    if earlier and not config.overwrite:
+        raise OutputExistsError(
+            f"{folder} holds an earlier run of the {kind} experiment ({earlier[0].name}, ...); "
+            f"pass overwrite=True to replace its tables (its fine-tuned models are reused "
+            f"where their recipe is the same), or choose another out=FOLDER"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(record, lambda tmp: tmp.write_text(json.dumps({"experiment": kind})))
+    return folder
+
+
 def complexity_experiment(config: ComplexityExperimentConfig) -> dict[str, Path]:
     """Run experiment 1; returns the files written (tables, figures, the level grid)."""
     from caches import CacheReader
     from interp.organism.evaluation import evaluate
     from probes import ProbeSettings, sweep
 
-    folder = check_output_folder(config.out)
+    folder = _prepare(config, "complexity")
     models = {"start": config.start} | {
         f"tuned at {level}": _tuned(
             config, f"level{level}", complexity=level, train_encoder=config.train_encoder
@@ -250,7 +305,7 @@ def encoder_experiment(config: EncoderExperimentConfig) -> dict[str, Path]:
     from interp.organism.finetune import evaluate_pixels
     from probes import pixel_sweep
 
-    folder = check_output_folder(config.out)
+    folder = _prepare(config, "encoder")
     common = {"complexity": config.complexity, "pixel_task": True}
     models = {
         "start": config.start,

@@ -71,6 +71,28 @@ def test_encoder_experiment_writes_pixel_errors_and_pictures(tmp_path, capsys) -
     for name in ("start", "encoder_frozen", "encoder_adapted"):
         assert (out / f"reconstructions_{name}.png").is_file()
     assert "pixel_error:" in capsys.readouterr().out
+    # the same command again is refused (its tables stay), the other experiment's too
+    assert main([*argv, "--steps", "2", "--batch", "4", "--n-images", "50"]) == 2
+    assert "holds an earlier run of the encoder experiment" in capsys.readouterr().err
+    other = ["experiment", "complexity", "--out", str(out), "--steps", "2", "--n-images", "50"]
+    assert main([*other, "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "holds the encoder experiment's outputs; give the complexity experiment its own" in err
+
+
+def test_experiments_refuse_before_fine_tuning(tmp_path, monkeypatch, capsys) -> None:
+    import analyses.experiments as experiments
+
+    def no_tuning(*args, **kwargs):
+        raise AssertionError("refused before any fine-tuning")
+
+    monkeypatch.setattr(experiments, "_tuned", no_tuning)
+    argv = ["experiment", "complexity", "--out", str(tmp_path / "c"), "--no-progress"]
+    assert main([*argv, "--sites", "foo"]) == 2
+    assert "foo" in capsys.readouterr().err
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert main(["experiment", "encoder", "--out", str(tmp_path / "e"), "--device", "cuda"]) == 2
+    assert "asks for a GPU, and torch sees none here" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
