@@ -30,12 +30,15 @@ FAST = {
 }
 
 
+# The prompt's words and no answer word.
+PROMPT_WORDS = "user assistant model : ? . , describe the image what is".split()
+
+
 @pytest.fixture(scope="module")
 def wordless(tmp_path_factory) -> str:
     """A tiny LLaVA whose word-level tokenizer knows the prompt but no answer word."""
-    words = "user assistant : ? . , describe the image what is".split()
     folder = tmp_path_factory.mktemp("wordless")
-    return str(build_tiny_llava(folder, words=words, image_size=32, lm_layers=2))
+    return str(build_tiny_llava(folder, words=PROMPT_WORDS, image_size=32, lm_layers=2))
 
 
 def _record(folder: Path) -> dict:
@@ -115,3 +118,23 @@ def test_a_run_stopped_after_its_probe_table_continues(tiny_dir, tmp_path, monke
             run(RunConfig(model=tiny_dir, out=str(other), **FAST))
         with pytest.raises(OutputExistsError, match="output already exists"):
             run(RunConfig(model=tiny_dir, out=str(other), **{**FAST, "seed": 1}))
+
+
+@pytest.mark.parametrize("family", ["llava_next", "paligemma", "gemma3", "qwen2_vl", "idefics3"])
+def test_every_family_runs_to_the_end_without_answer_words(family, tmp_path, monkeypatch):
+    """Each family's tiny model, its tokenizer knowing the prompt and no answer word: the
+    run skips the answers with the reason and writes everything else."""
+    import tiny_vlms
+
+    import interp.tiny_llava as tiny
+
+    with monkeypatch.context() as patched:
+        patched.setattr(tiny, "_vocabulary", lambda: PROMPT_WORDS)
+        folder = getattr(tiny_vlms, f"build_{family}")(tmp_path / family)
+    result = run(RunConfig(model=folder, out=str(tmp_path / "run"),
+                           **{**FAST, "sites": None, "conditions": None}))  # fmt: skip
+    assert list(result.skipped) == ["answers"], result.skipped
+    assert "no words of this model's tokenizer" in result.skipped["answers"]
+    for key in ("cache", "probes", "pixels", "redundancy_metrics", "report", "settings"):
+        assert result.paths[key].is_file(), key
+    assert set(result.table.condition) == {"baseline", "shuffle", "lower_mask"}
