@@ -501,3 +501,24 @@ def test_reading_caches_and_drawing_figures_import_no_model_code() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split("\n")[:2] == ["[]", "baseline True"]
+
+
+@pytest.mark.parametrize("command", [["organism", "finetune"], ["organism", "train-ssl"]])
+def test_model_folders_on_a_read_only_or_small_disk_are_refused_first(
+    small_disk, monkeypatch, capsys, command
+) -> None:
+    from interp.cli import main
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("refused before any training")
+
+    monkeypatch.setattr("interp.organism.folders.staged_folder", no_training)
+    monkeypatch.setattr("interp.organism.build.staged_folder", no_training)
+    monkeypatch.setattr("interp.organism.ssl.staged_folder", no_training)
+    argv = [*command, "--out", str(small_disk / "model"), "--steps", "1", "--no-progress"]
+    assert main(argv) == 2  # 1 MiB: no room for a model
+    assert "MiB free, and the model needs about" in capsys.readouterr().err
+    _remount(small_disk, "ro")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "cannot write in --out" in err and "Read-only file system" in err
