@@ -138,7 +138,12 @@ def _folder(tmp_path: Path, rows: list[dict], images: dict[str, np.ndarray] | No
     [
         ([{"image": "missing.png", "c": "x"}], None, {}, r"row 0 \('missing.png'\).*no image"),
         ([{"picture": "a.png"}], None, {}, r"no 'image' column \(columns: picture\)"),
-        ([{"image": "a.png", "c": "x"}], None, {"attributes": ["d"]}, r"\['d'\].*columns: c"),
+        (
+            [{"image": "a.png", "c": "x"}],
+            None,
+            {"attributes": ["d"]},
+            r"\['d'\] are not columns .* nor attributes of its objects; its attributes: c",
+        ),
         (
             [{"image": "a.png", "objects": json.dumps([{"box": [0, 0, 20, 4]}])}],
             None,
@@ -299,6 +304,8 @@ def test_hugging_face_datasets_folders_and_objects(tiny_dir, stimuli, stimuli_fo
         open_source(tmp_path / "saved")
     data = open_source(tmp_path / "saved", image_column="picture")
     assert data.describe()["source"] == "datasets" and len(data) == 24
+    shapes = np.asarray(data.label_classes["shape"])[data.labels["shape"]]
+    assert shapes.tolist() == np.asarray(classes["shape"])[stimuli.labels["shape"]].tolist()
     assert data.label_classes["color"] == classes["color"]  # the ClassLabel's own order
     np.testing.assert_array_equal(data.labels["color"], stimuli.labels["color"])
     np.testing.assert_array_equal(data.maps(np.arange(24)), stimuli.maps(np.arange(24)))
@@ -319,7 +326,8 @@ def test_hugging_face_datasets_folders_and_objects(tiny_dir, stimuli, stimuli_fo
             selections=["mean", "token"], progress=False,
         )
     )  # fmt: skip
-    assert set(result.table.attribute) == {"color", "x"}
+    # the columns, and the objects' attributes that have none (each image's first object's)
+    assert set(result.table.attribute) == {"color", "x", "shape", "size", "cell"}
     with CacheReader(result.paths["cache"]) as reader:
         assert reader.attrs["data"]["fingerprint"] == table._fingerprint
 
@@ -414,3 +422,23 @@ def test_class_spellings_and_half_questions_are_said(tmp_path) -> None:
     with pytest.warns(UserWarning, match=r"1 rows have a question without an answer.*row 2"):
         questions = data.questions()
     assert [q.image for q in questions] == [0, 1]
+
+
+def test_an_attribute_of_the_objects_alone_labels_each_image_by_its_first_object(tmp_path):
+    images = {f"{k}.png": np.full((16, 16, 3), 40 * k, np.uint8) for k in range(3)}
+    boxes = [[0, 0, 8, 8], [8, 8, 16, 16]]
+    objects = [
+        [
+            {"box": boxes[0], "material": "wood", "mass": 2.5},
+            {"box": boxes[1], "material": "metal"},
+        ],
+        [{"box": boxes[0]}, {"box": boxes[1], "material": "metal", "mass": 1.0}],
+        [{"box": boxes[0], "material": "metal"}],
+    ]
+    rows = [{"image": f"{k}.png", "objects": json.dumps(o)} for k, o in enumerate(objects)]
+    data = open_source(_folder(tmp_path, rows, images))
+    assert data.label_classes["material"] == ("metal", "wood")
+    assert data.labels["material"].tolist() == [1, 0, 0]  # each image's first object with it
+    np.testing.assert_array_equal(data.labels["mass"], [2.5, 1.0, np.nan])  # numeric
+    assert data.object_labels()["material"].tolist() == [[1, 0], [-1, 0], [0, -1]]
+    assert set(open_source(tmp_path / "bad", attributes=["material"]).labels) == {"material"}

@@ -54,12 +54,19 @@ class TabularImages(ImageSet):
         self._orders = orders or {}
         self._orders_from = orders_from
         columns = [c for c in self.frame.columns if c not in RESERVED_COLUMNS]
-        chosen = as_names(attributes, "attributes") or columns
-        unknown = [a for a in chosen if a not in columns]
+        self._sizes = np.array([self._size(i) for i in range(len(self.frame))], dtype=np.int64)
+        self._sizes = self._sizes.reshape(len(self.frame), 2)  # (n, 2) (height, width)
+        self._objects = self._parse_objects()
+        # An attribute of the objects with no column of its own labels each image by its
+        # first object that has it (as the stimuli's labels are their first object's).
+        found = [k for objects in self._objects for obj in objects for k in obj if k != "box"]
+        available = [*columns, *dict.fromkeys(k for k in found if k not in columns)]
+        chosen = as_names(attributes, "attributes") or available
+        unknown = [a for a in chosen if a not in available]
         if unknown:
             raise ConfigError(
-                f"attributes {unknown} are not columns of {name}; its attribute columns: "
-                f"{', '.join(map(str, columns)) or '(none)'}"
+                f"attributes {unknown} are not columns of {name} nor attributes of its "
+                f"objects; its attributes: {', '.join(map(str, available)) or '(none)'}"
             )
         forced = as_names(categorical, "categorical") or []
         unknown = [c for c in forced if c not in columns]
@@ -68,9 +75,6 @@ class TabularImages(ImageSet):
                 f"categorical columns {unknown} are not in {name}; its attribute columns: "
                 f"{', '.join(map(str, columns))}"
             )
-        self._sizes = np.array([self._size(i) for i in range(len(self.frame))], dtype=np.int64)
-        self._sizes = self._sizes.reshape(len(self.frame), 2)  # (n, 2) (height, width)
-        self._objects = self._parse_objects()
         self._labels, self._classes = self._parse_labels(chosen, forced)
         self._warned_modes: set[str] = set()
 
@@ -156,7 +160,16 @@ class TabularImages(ImageSet):
                         object_values.setdefault(key, []).append(value)
         labels, classes = {}, {}
         for name in [*chosen, *[k for k in object_values if k not in chosen]]:
-            column = self.frame[name] if name in self.frame.columns else pd.Series(dtype=object)
+            column = (
+                self.frame[name]
+                if name in self.frame.columns
+                else pd.Series(
+                    [
+                        next((o[name] for o in objects if name in o), None)
+                        for objects in self._objects
+                    ]
+                )
+            )
             in_objects = object_values.get(name, [])
             textual = (
                 name in forced
