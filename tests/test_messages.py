@@ -4,6 +4,7 @@ work; never a traceback, never a silent wrong result."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -172,3 +173,37 @@ def test_messages_name_flags_but_not_quoted_settings() -> None:
 def test_train_ssl_refuses_a_batch_without_negatives(tmp_path, capsys) -> None:
     err = _error(capsys, ["organism", "train-ssl", "--batch", "1", "--out", str(tmp_path / "s")])
     assert "--batch must be >= 2, got 1: a contrastive batch of one image has no negatives" in err
+
+
+def test_missing_inputs_are_named_in_command_line_terms(cache, tmp_path, capsys) -> None:
+    missing = str(tmp_path / "missing.h5")
+    for argv in (
+        ["mof", missing, str(cache), "--out", str(tmp_path / "m")],
+        ["redundancy", missing, "--out", str(tmp_path / "r")],
+    ):
+        err = _error(capsys, argv)
+        assert f"no cache at {missing}; pass the file an extraction wrote" in err
+        assert "caches.extract" not in err and "DIR/cache.h5" not in err
+    err = _error(capsys, ["report", str(tmp_path)])
+    assert "holds no probes.csv" in err and "--run" not in err
+
+
+def test_file_system_errors_name_the_fix(tmp_path, monkeypatch, capsys) -> None:
+    import errno
+
+    import analyses.steps as steps
+
+    fixes = {
+        errno.ENOSPC: "the disk is full: free space there or choose another --out",
+        errno.EROFS: "that place cannot be written: choose another --out",
+    }
+    for code, fix in fixes.items():
+
+        def failing(*args, code=code, **kwargs):
+            raise OSError(code, os.strerror(code))
+
+        monkeypatch.setattr(steps, "plot_step", failing)
+        table = tmp_path / "t.csv"
+        table.write_text("a\n1\n")
+        err = _error(capsys, ["plot", str(table), "--out", str(tmp_path / "f")])
+        assert os.strerror(code) in err and fix in err
