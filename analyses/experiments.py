@@ -211,14 +211,9 @@ def _prepare(config: _Experiment, kind: str) -> Path:
     """The experiment's folder, checked before any fine-tuning: the device is there, the
     sites are the start model's, the folder holds no other experiment, nor an earlier
     run of this one unless ``overwrite``; then marked as this experiment's."""
-    import torch
+    from interp.loading import check_device_map, load_model
 
-    from interp.loading import load_model
-
-    if torch.device(config.device).type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"device={config.device!r} asks for a GPU, and torch sees none here; use device='cpu'"
-        )
+    check_device_map(config.device, "device")
     adapter = load_model(config.start).adapter
     for site in config.sites or ():
         adapter.check_site(site)

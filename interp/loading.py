@@ -126,9 +126,9 @@ def resolve_model_source(source: str) -> str:
     return source  # "org/name": a hub id
 
 
-def check_device_map(device_map: str | dict | None) -> None:
-    """Refuse a ``device_map`` that names an accelerator this machine lacks (before any
-    weights are read)."""
+def check_device_map(device_map: str | dict | None, parameter: str = "device_map") -> None:
+    """Refuse a ``device_map`` (or a device, given as the setting ``parameter``) that
+    names an accelerator this machine lacks (before any weights are read)."""
     if device_map is None:
         return
     wanted = device_map.values() if isinstance(device_map, dict) else [device_map]
@@ -137,19 +137,19 @@ def check_device_map(device_map: str | dict | None) -> None:
         if name.isdigit() or name.startswith("cuda"):
             if not torch.cuda.is_available():
                 raise ConfigError(
-                    f"device_map={device_map!r} needs a CUDA GPU, but torch sees none on "
-                    f"this machine; leave device_map out to run on the CPU"
+                    f"{parameter}={device_map!r} needs a CUDA GPU, but torch sees none on "
+                    f"this machine; leave out {parameter}= to run on the CPU"
                 )
             index = int(name.rpartition(":")[2]) if ":" in name or name.isdigit() else 0
             if index >= torch.cuda.device_count():
                 raise ConfigError(
-                    f"device_map={device_map!r} names GPU {index}, but this machine has "
+                    f"{parameter}={device_map!r} names GPU {index}, but this machine has "
                     f"{torch.cuda.device_count()}; use cuda:0..cuda:{torch.cuda.device_count() - 1}"
                 )
         elif name.startswith("mps") and not torch.backends.mps.is_available():
             raise ConfigError(
-                f"device_map={device_map!r} needs Apple's MPS, which this machine lacks; "
-                f"leave device_map out to run on the CPU"
+                f"{parameter}={device_map!r} needs Apple's MPS, which this machine lacks; "
+                f"leave out {parameter}= to run on the CPU"
             )
 
 

@@ -92,7 +92,7 @@ def test_experiments_refuse_before_fine_tuning(tmp_path, monkeypatch, capsys) ->
     assert "foo" in capsys.readouterr().err
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     assert main(["experiment", "encoder", "--out", str(tmp_path / "e"), "--device", "cuda"]) == 2
-    assert "asks for a GPU, and torch sees none here" in capsys.readouterr().err
+    assert "--device cuda needs a CUDA GPU, but torch sees none" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -192,7 +192,9 @@ def test_finetune_refusals_come_before_any_work(tmp_path, monkeypatch, capsys) -
     monkeypatch.setattr(finetune_module.torch.cuda, "is_available", lambda: False)
     base = ["organism", "finetune", "--steps", "1", "--no-progress"]
     assert main([*base, "--out", str(tmp_path / "a"), "--device", "cuda"]) == 2
-    assert "asks for a GPU, and torch sees none here; use --device cpu" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--device cuda needs a CUDA GPU, but torch sees none" in err
+    assert "leave out --device to run on the CPU" in err
     start = tmp_path / "start"
     start.mkdir()
     (start / "config.json").write_text("{}")

@@ -118,13 +118,9 @@ class FinetuneResult:
 def check_finetune(config: FinetuneConfig) -> Path:
     """The folder ``config.out``, checked before any work with the device: a GPU asked
     for must be there."""
-    device = torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"device={config.device!r} asks for a GPU, and torch sees none here; use device='cpu'"
-        )
-    from interp.loading import resolve_model_source
+    from interp.loading import check_device_map, resolve_model_source
 
+    check_device_map(config.device, "device")
     return model_folder(config.out, config.overwrite, resolve_model_source(config.start))
 
 
