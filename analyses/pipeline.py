@@ -207,8 +207,18 @@ _UNRECORDED = ("overwrite", "progress")
 
 
 def _marked_settings(config: RunConfig) -> dict[str, Any]:
-    settings = json.loads(run_record(config, {}, 0.0))["settings"]
+    settings = json.loads(json.dumps(_settings(config)))  # as the marker's JSON reads back
     return {k: v for k, v in settings.items() if k not in _UNRECORDED}
+
+
+def _settings(config: RunConfig) -> dict[str, Any]:
+    """The run's settings, JSON-able (a value of another type as its repr)."""
+    settings = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        plain = isinstance(value, (str, int, float, bool, list, type(None)))
+        settings[f.name] = value if plain else repr(value)
+    return settings
 
 
 def _read_marker(path: Path) -> dict[str, Any] | None:
@@ -256,14 +266,9 @@ def run_record(
 ) -> str:
     """The run's settings, versions, step timings and the steps skipped (with why), as
     the JSON of ``run.json``."""
-    settings = {}
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        plain = isinstance(value, (str, int, float, bool, list, type(None)))
-        settings[f.name] = value if plain else repr(value)
     return json.dumps(
         {
-            "settings": settings,
+            "settings": _settings(config),
             "versions": versions(),
             "timings_s": timings,
             "skipped": skipped or {},

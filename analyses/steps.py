@@ -646,24 +646,19 @@ def figures_of(
     return figures
 
 
-def tool_figures_of(table: pd.DataFrame) -> dict[str, go.Figure] | None:
-    """The figures of a patching, lens or attention table (None for any other table)."""
+def tool_figures_of(table: pd.DataFrame, kind: str) -> dict[str, go.Figure]:
+    """The figures of a ``patching``, ``lens`` or ``attention`` table (its
+    :func:`table_kind`)."""
     from analyses.answer_figures import patching_map
     from analyses.lens_figures import attention_map, attention_mass, lens_rank_curve
 
-    columns = set(table.columns)
-    if {"restored", "method", "token"} <= columns:
+    if kind == "patching":
         methods = list(dict.fromkeys(table["method"]))
         return {f"patching_{m}": patching_map(table, method=m) for m in methods}
-    if {"median_rank", "tokens"} <= columns:
+    if kind == "lens":
         return {"lens": lens_rank_curve(table)}
-    if {"weight", "head", "layer"} <= columns:
-        first = int(table["image"].min())
-        return {
-            "attention": attention_map(table, image=first),
-            "attention_mass": attention_mass(table),
-        }
-    return None
+    first = int(table["image"].min())
+    return {"attention": attention_map(table, image=first), "attention_mass": attention_mass(table)}
 
 
 def plot_step(config: PlotConfig) -> dict[str, Path]:
@@ -686,7 +681,7 @@ def plot_step(config: PlotConfig) -> dict[str, Path]:
         if kind == "answers":
             answers = (path, table)
         elif kind in ("patching", "lens", "attention"):
-            figures.update(tool_figures_of(table) or {})
+            figures.update(tool_figures_of(table, kind))
         else:
             figures.update(figures_of(table, score=config.score, selection=config.selection))
             if kind == "probe":
