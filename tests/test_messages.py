@@ -4,6 +4,7 @@ work; never a traceback, never a silent wrong result."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -207,3 +208,27 @@ def test_file_system_errors_name_the_fix(tmp_path, monkeypatch, capsys) -> None:
         table.write_text("a\n1\n")
         err = _error(capsys, ["plot", str(table), "--out", str(tmp_path / "f")])
         assert os.strerror(code) in err and fix in err
+
+
+def test_report_refuses_tables_of_different_runs(two_runs, tmp_path, capsys) -> None:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for name in ("probes.csv", "probes.csv.settings.json"):
+        (folder / name).write_bytes((two_runs / name).read_bytes())
+    for name in ("answers.csv", "answers.csv.settings.json"):
+        (folder / name).write_bytes((two_runs / "other" / name).read_bytes())
+    err = _error(capsys, ["report", str(folder)])
+    assert "come from different runs: their data differs" in err
+    for name in ("answers.csv", "answers.csv.settings.json"):
+        (folder / name).write_bytes((two_runs / "same" / name).read_bytes())
+    assert main(["report", str(folder)]) == 0
+    made = json.loads((two_runs / "other" / "answers.csv.settings.json").read_text())
+    assert made["seed"] == 3 and made["origin"]["n_images"] == 8
+    assert made["origin"]["data"]["spec"]["seed"] == 3 and made["conditions"] == ["baseline"]
+
+
+def test_attention_help_says_its_own_default_condition(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["attention", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "(default: baseline)" in shown and "baseline shuffle lower_mask" not in shown
