@@ -208,15 +208,18 @@ def _dispatch(args: argparse.Namespace, given: dict) -> int:
 
             print(format_info(cache_info(given["cache"])))
             return 0
-        if args.step == "train":
-            return _organism_train(given)
-        if args.step == "train-ssl":
-            return _organism_train_ssl(given)
-        if args.step == "finetune":
-            return _organism_finetune(given)
         if args.command == "experiment":
             return _experiment(args.step, given)
-        return _organism_eval(given)
+        organism = {
+            "train": _organism_train,
+            "train-ssl": _organism_train_ssl,
+            "finetune": _organism_finetune,
+            "eval": _organism_eval,
+        }
+        if args.command == "organism" and args.step in organism:
+            return organism[args.step](given)
+        named = " ".join(filter(None, (args.command, getattr(args, "step", None))))
+        raise InterpError(f"unknown command {named!r}; interp --help lists the commands")
     except DiskFullError as err:
         print(f"interp: error: {_one_line(err)}", file=sys.stderr)
         if err.failed_write:

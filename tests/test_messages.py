@@ -232,3 +232,14 @@ def test_attention_help_says_its_own_default_condition(capsys) -> None:
         main(["attention", "--help"])
     shown = " ".join(capsys.readouterr().out.split())
     assert "(default: baseline)" in shown and "baseline shuffle lower_mask" not in shown
+
+
+def test_an_unknown_command_is_refused_not_run_as_another(capsys) -> None:
+    import argparse
+
+    from interp.cli import _dispatch
+
+    assert _dispatch(argparse.Namespace(command="organism", step="evaluate"), {}) == 2
+    assert "unknown command 'organism evaluate'" in capsys.readouterr().err
+    assert _dispatch(argparse.Namespace(command="nope"), {}) == 2
+    assert "unknown command 'nope'; interp --help lists the commands" in capsys.readouterr().err
