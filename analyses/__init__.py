@@ -1,6 +1,6 @@
 """Experiments over caches and probes, their figures, and the one-command pipeline."""
 
-from analyses.figures import layer_attribute_heatmap, redundancy_curves
+from analyses.figures import layer_attribute_heatmap, redundancy_curves, token_count_curves
 from analyses.outputs import write_figure, write_picture, write_table
 from analyses.pictures import reconstruction_grid
 from interp.lazy import lazy_exports
@@ -17,6 +17,7 @@ __all__ = [
     "layer_attribute_heatmap",
     "reconstruction_grid",
     "redundancy_curves",
+    "token_count_curves",
     "run",
     "write_figure",
     "write_picture",

@@ -16,6 +16,7 @@ __all__ = [
     "layer_attribute_heatmap",
     "pixel_error_curve",
     "redundancy_curves",
+    "token_count_curves",
     "scored",
 ]
 
@@ -154,7 +155,7 @@ def layer_attribute_heatmap(
     return fig
 
 
-def redundancy_curves(table: pd.DataFrame, condition: str = "baseline") -> go.Figure:
+def token_count_curves(table: pd.DataFrame, condition: str = "baseline") -> go.Figure:
     """Accuracy against the number of random tokens pooled (``random_<k>`` selections),
     one panel per attribute, one line per site, with 95% intervals as error bars: how
     many visual tokens does each attribute need, at each depth?"""
@@ -239,3 +240,17 @@ def pixel_error_curve(table: pd.DataFrame, metric: str = "mae") -> go.Figure:
     fig.update_xaxes(title_text="site (forward-pass order)")
     fig.update_yaxes(title_text=label)
     return fig
+
+
+def redundancy_curves(table: pd.DataFrame, condition: str = "baseline") -> go.Figure:
+    """The old name of :func:`token_count_curves` (deprecated: the redundancy measures
+    by depth are :func:`analyses.redundancy.redundancy_by_depth`)."""
+    import warnings
+
+    warnings.warn(
+        "redundancy_curves is now token_count_curves (accuracy against the number of "
+        "random tokens); the name goes in the next release",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return token_count_curves(table, condition)

@@ -44,7 +44,7 @@ __all__ = [
     "redundancy_table",
     "probe_redundancy",
     "answer_redundancy",
-    "redundancy_curves",
+    "redundancy_by_depth",
     "redundancy_step",
 ]
 
@@ -199,7 +199,7 @@ def answer_redundancy(summary: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def redundancy_curves(table: pd.DataFrame, condition: str = "baseline") -> go.Figure:
+def redundancy_by_depth(table: pd.DataFrame, condition: str = "baseline") -> go.Figure:
     """Each spectral measure against depth (one panel each), one line per ``label`` (a
     model or checkpoint: the table's ``label`` column, where several are overlaid), with
     95% intervals; a table of :func:`redundancy_table` rows (``condition`` shown)."""
@@ -275,5 +275,5 @@ def redundancy_step(config: RedundancyConfig) -> tuple[pd.DataFrame, dict[str, P
     condition = (
         "baseline" if "baseline" in set(table["condition"]) else str(table["condition"].iloc[0])
     )
-    write_figures(redundancy_curves(table, condition), paths, "redundancy")
+    write_figures(redundancy_by_depth(table, condition), paths, "redundancy")
     return table, paths

@@ -36,7 +36,7 @@ from analyses.figures import (
     headline_selection,
     layer_attribute_heatmap,
     pixel_error_curve,
-    redundancy_curves,
+    token_count_curves,
 )
 from analyses.outputs import (
     check_output_folder,
@@ -642,7 +642,7 @@ def figures_of(
     chosen = selection or headline_selection(table)
     figures = {"map": layer_attribute_heatmap(table, selection=chosen, score=score)}
     if table["selection"].astype(str).str.startswith("random_").any():
-        figures["redundancy"] = redundancy_curves(table)
+        figures["redundancy"] = token_count_curves(table)
     return figures
 
 

@@ -375,7 +375,7 @@ def test_sweep_refuses_bad_requests(cache_path, tmp_path) -> None:
 def test_bad_settings_and_inputs_are_refused_with_the_fix(rng) -> None:
     import pandas as pd
 
-    from analyses import RunConfig, layer_attribute_heatmap, reconstruction_grid, redundancy_curves
+    from analyses import RunConfig, layer_attribute_heatmap, reconstruction_grid, token_count_curves
 
     with pytest.raises(ConfigError, match="Cs must be positive"):
         ProbeSettings(Cs=(0.1, 0.0))
@@ -396,7 +396,7 @@ def test_bad_settings_and_inputs_are_refused_with_the_fix(rng) -> None:
     with pytest.raises(ConfigError, match="score must be chance_normalised"):
         layer_attribute_heatmap(table, score="f1")
     with pytest.raises(ConfigError, match="no random_<k> rows"):
-        redundancy_curves(table)
+        token_count_curves(table)
     with pytest.raises(ConfigError, match="lacks columns"):
         layer_attribute_heatmap(table.drop(columns=["selection"]))
     with pytest.raises(ConfigError, match="no images"):
@@ -530,3 +530,13 @@ def test_unprobeable_attributes_are_skipped_with_a_warning(cache_path, tmp_path)
     assert "'y' skipped: every one of the 150 images has the same value" in said
     assert "'size': the classes 'medium' (2) have fewer images than the 5 folds" in said
     assert set(table.attribute) == {"color", "shape", "size", "cell", "count"}
+
+
+def test_the_old_name_of_token_count_curves_still_draws_them_and_says_so() -> None:
+    from analyses import redundancy_curves
+
+    with (
+        pytest.warns(DeprecationWarning, match="now token_count_curves"),
+        pytest.raises(ConfigError, match="probe table lacks columns"),
+    ):
+        redundancy_curves(pd.DataFrame({"site": []}))  # the same checks, then the figure
