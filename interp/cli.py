@@ -466,7 +466,8 @@ def _organism_train(given: dict) -> int:
 
 
 def _organism_train_ssl(given: dict) -> int:
-    from interp.organism.ssl import SslTrainConfig, build_ssl
+    from analyses.encoders import build_ssl
+    from interp.organism.ssl import SslTrainConfig
 
     folder, comparison = build_ssl(SslTrainConfig(**given))
     shown = comparison.pivot_table(index="attribute", columns="encoder", values="accuracy")

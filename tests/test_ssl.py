@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from analyses.encoders import compare_encoders, write_ssl_card
 from interp import ConfigError, StimulusSpec, generate, load_model
 from interp.embeddings import embed_batch
 from interp.organism import ORGANISM_SSL_DIR
@@ -15,10 +16,8 @@ from interp.organism.ssl import (
     STD,
     SslTrainConfig,
     augment,
-    compare_encoders,
     make_ssl_encoder,
     train_ssl,
-    write_ssl_card,
 )
 
 
