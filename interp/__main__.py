@@ -1,8 +1,8 @@
 """``python -m interp`` runs the command line (as ``torchrun -m interp extract ...`` does
-on every rank)."""
+on every rank). The command line lives above every package (:mod:`analyses.cli`), so it
+is found by name here rather than imported by this, the bottom package."""
 
+import importlib
 import sys
 
-from interp.cli import main
-
-sys.exit(main())
+sys.exit(importlib.import_module("analyses.cli").main())

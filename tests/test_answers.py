@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from analyses.answers import drop_conditions, summarise_answers, window_conditions
+from analyses.cli import main
 from interp import ConfigError, StimulusSpec, generate, load_model
 from interp.answers import answer_token_ids, score_answers
-from interp.cli import main
 from interp.sources import LabelTable, write_label_folder
 
 

@@ -143,8 +143,8 @@ def test_interp_mine_writes_the_pairs_and_reuses_embeddings(tmp_path, monkeypatc
     a brute-force search over the embeddings it stored, each pair's differing attributes
     are its labels', and a rerun embeds nothing again."""
     import interp.embeddings as embeddings_module
+    from analyses.cli import main
     from analyses.mining import mine_step
-    from interp.cli import main
 
     torch.manual_seed(0)
     dino = build_encoder("dinov2", tmp_path / "dino")
@@ -345,7 +345,7 @@ def test_mining_and_pairs_eval_on_every_edge(tmp_path, capsys) -> None:
     table behind; unknown attributes are refused; pairs-eval finds each pair's images by
     name in reordered data, refuses pairs of one image or outside the data, and says what
     an empty or own-data pairs table lacks."""
-    from interp.cli import main
+    from analyses.cli import main
     from interp.sources import write_label_folder
 
     dino = build_encoder("dinov2", tmp_path / "dino")

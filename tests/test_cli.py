@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from analyses import OUTPUT_FILES, RunConfig
+from analyses.cli import main
 from analyses.pipeline import RUN_MARKER
 from caches import CacheReader
 from interp import ConfigError, UnsupportedModelError, adapter_for, load_model
-from interp.cli import main
 from probes import TABLE_COLUMNS
 
 FAST = ["--n-images", "40", "--no-progress", "--n-splits", "2", "--n-boot", "50"]
@@ -32,7 +32,7 @@ def test_help_lists_every_option(command, capsys) -> None:
 
 
 def test_label_columns_is_the_attributes_option() -> None:
-    from interp.cli import build_parser
+    from analyses.cli import build_parser
 
     parsed = build_parser().parse_args(["run", "--data", "d", "--label-columns", "a", "b"])
     assert parsed.attributes == ["a", "b"]

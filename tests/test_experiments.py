@@ -7,6 +7,7 @@ import dataclasses
 import pandas as pd
 import pytest
 
+from analyses.cli import main
 from analyses.experiments import (
     ComplexityExperimentConfig,
     EncoderExperimentConfig,
@@ -14,7 +15,6 @@ from analyses.experiments import (
     complexity_experiment,
 )
 from interp import ConfigError
-from interp.cli import main
 
 TOY = {"steps": 2, "batch": 4, "n_images": 50, "progress": False}
 

@@ -399,7 +399,7 @@ def test_a_full_disk_is_one_error_and_the_same_command_resumes(
 def test_a_read_only_output_folder_is_refused_before_loading(
     tiny_dir, small_disk, monkeypatch, capsys
 ) -> None:
-    from interp.cli import main
+    from analyses.cli import main
 
     _remount(small_disk, "ro")
 
@@ -449,7 +449,7 @@ _WRITE_FAILS = textwrap.dedent(
     import sys
     import caches.extraction as extraction
     import caches.writer as writer
-    from interp.cli import main
+    from analyses.cli import main
 
     # the disk fills between the free-space checks and HDF5's own writes
     extraction._check_disk_space = lambda *args: None
@@ -460,7 +460,7 @@ _WRITE_FAILS = textwrap.dedent(
 
 
 def test_the_command_line_on_a_full_disk(tiny_dir, small_disk, capsys) -> None:
-    from interp.cli import main
+    from analyses.cli import main
 
     argv = ["run", "--out", str(small_disk / "r"), "--model", tiny_dir, "--no-progress"]
     argv += ["--n-images", "32", "--n-splits", "2", "--n-boot", "20", "--sites", "vision.0"]
@@ -507,7 +507,7 @@ def test_reading_caches_and_drawing_figures_import_no_model_code() -> None:
 def test_model_folders_on_a_read_only_or_small_disk_are_refused_first(
     small_disk, monkeypatch, capsys, command
 ) -> None:
-    from interp.cli import main
+    from analyses.cli import main
 
     def no_training(*args, **kwargs):
         raise AssertionError("refused before any training")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from analyses.cli import main
 from interp import ConfigError, DiskFullError, StimulusSpec, generate, load_model
-from interp.cli import main
 from interp.organism.finetune import (
     CHANNELS,
     FinetuneConfig,

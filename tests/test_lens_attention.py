@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
+from analyses.cli import main
 from interp import ConfigError, StimulusSpec, box_label_map, generate, load_model
 from interp.attention import attention_table, attention_to_image
-from interp.cli import main
 from interp.lens import lens_table
 
 

@@ -11,7 +11,7 @@ import re
 import pytest
 from PIL import Image
 
-from interp.cli import main
+from analyses.cli import main
 
 
 def _error(capsys, argv: list[str]) -> str:
@@ -163,7 +163,7 @@ def test_redundancy_labels_a_cache_in_the_current_folder(cache, tmp_path, monkey
 
 
 def test_messages_name_flags_but_not_quoted_settings() -> None:
-    from interp.cli import as_flags
+    from analyses.cli import as_flags
 
     assert as_flags("pixel_questions must be >= 1") == "--pixel-questions must be >= 1"
     assert as_flags("pass batch=4") == "pass --batch 4"
@@ -237,9 +237,35 @@ def test_attention_help_says_its_own_default_condition(capsys) -> None:
 def test_an_unknown_command_is_refused_not_run_as_another(capsys) -> None:
     import argparse
 
-    from interp.cli import _dispatch
+    from analyses.cli import _dispatch
 
     assert _dispatch(argparse.Namespace(command="organism", step="evaluate"), {}) == 2
     assert "unknown command 'organism evaluate'" in capsys.readouterr().err
     assert _dispatch(argparse.Namespace(command="nope"), {}) == 2
     assert "unknown command 'nope'; interp --help lists the commands" in capsys.readouterr().err
+
+
+def test_no_module_imports_a_package_downstream_of_its_own() -> None:
+    """Data flows interp -> caches -> probes -> analyses: read statically, no module
+    imports a later package than its own (the command line is analyses.cli)."""
+    import ast
+    from pathlib import Path
+
+    order = {"interp": 0, "caches": 1, "probes": 2, "analyses": 3}
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for package in order:
+        for path in sorted((root / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                found += [
+                    f"{path.relative_to(root)} imports {name}"
+                    for name in names
+                    if order.get(name.split(".")[0], -1) > order[package]
+                ]
+    assert not found, found

@@ -73,9 +73,9 @@ def test_interp_mof_over_two_encoders_caches(loaded, tmp_path, capsys) -> None:
     import torch
     from tiny_vlms import build_encoder
 
+    from analyses.cli import main
     from caches import extract
     from interp import StimulusSpec, generate, load_model
-    from interp.cli import main
 
     data = generate(StimulusSpec(n_images=30, seed=5))
     first = extract(loaded, data, tmp_path / "a.h5", sites="vision.1", conditions="baseline",

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
+from analyses.cli import main
 from caches import CacheReader, extract
 from interp import OutputExistsError, StimulusSpec, generate, load_model
-from interp.cli import main
 from interp.organism import ORGANISM_DIR
 from interp.organism.card import TARGETS, read_card_metrics
 from interp.organism.evaluation import EVAL_IMAGES, EVAL_SEED, evaluate

@@ -11,8 +11,8 @@ from conftest import hook_state
 from PIL import Image
 from transformers import AutoModelForImageTextToText
 
+from analyses.cli import main
 from interp import ConfigError, load_model
-from interp.cli import main
 from interp.organism.twins import twin_pair
 from interp.patching import PatchPair, PatchTokens, attribution_margins, patch_margins
 from interp.tracing import capture_tokens

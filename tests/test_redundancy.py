@@ -101,7 +101,7 @@ def test_token_dropping_curves_from_an_answers_table() -> None:
 
 
 def test_interp_redundancy_overlays_caches(loaded, tmp_path, capsys) -> None:
-    from interp.cli import main
+    from analyses.cli import main
 
     data = generate(StimulusSpec(n_images=5, seed=2))
     paths = [

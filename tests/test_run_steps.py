@@ -13,8 +13,8 @@ from tiny_vlms import build_encoder
 
 import analyses.pipeline as pipeline
 from analyses import RunConfig, run
+from analyses.cli import main
 from interp import ConfigError
-from interp.cli import main
 from interp.errors import OutputExistsError
 from interp.tiny_llava import build_tiny_llava
 

@@ -16,10 +16,10 @@ from planted_folder import PLANTED_SIZES, planted_folder
 
 import caches.extraction as extract_module
 from analyses import RunConfig, run
+from analyses.cli import main
 from caches import CacheReader, extract
 from caches.writer import partial_path
 from interp import CacheError, ConfigError, StimulusSpec, generate
-from interp.cli import main
 from interp.sources import LabelTable, open_source, write_label_folder
 from probes import ProbeSettings, sweep
 

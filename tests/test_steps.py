@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 import analyses.steps as steps
+from analyses.cli import main
 from analyses.config import ExtractConfig, PlotConfig, ProbeConfig
 from caches import cache_info
-from interp.cli import main
 
 FAST = ["--no-progress", "--n-splits", "2", "--n-boot", "20"]
 SITES = ["vision.0", "projector", "lm.3"]

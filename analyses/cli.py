@@ -1,4 +1,5 @@
-"""The ``interp`` command line. The only module that imports every package."""
+"""The ``interp`` command line (``interp`` and ``python -m interp``): above every package,
+the only module that imports them all."""
 
 from __future__ import annotations
 
