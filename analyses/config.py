@@ -698,7 +698,7 @@ class RunConfig(_ExtractOptions, _ProbeOptions, _Figures):
         return cls(**{**values, **changes})
 
     def paths(self) -> dict[str, Path]:
-        from analyses.pipeline import OUTPUT_FILES
+        from analyses.files import OUTPUT_FILES
 
         return {key: Path(self.out) / name for key, name in OUTPUT_FILES.items()}
 

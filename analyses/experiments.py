@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
+from analyses.files import EXPERIMENT_FILES, EXPERIMENT_RECORD
 from analyses.outputs import (
     check_output_folder,
     write_atomic,
@@ -196,15 +197,6 @@ def _with(table: pd.DataFrame, **columns: Any) -> pd.DataFrame:
         ],
         axis=1,
     )
-
-
-# Each experiment's tables and figures (encoder's pictures: reconstructions_<model>.png).
-EXPERIMENT_FILES = {
-    "complexity": ["redundancy.csv", "probes.csv", "answers.csv", "compression_by_depth.html",
-                   "accuracy_by_level.html", "complexity_levels.png"],
-    "encoder": ["pixels.csv", "answers.csv", "pixel_error_by_depth.html"],
-}  # fmt: skip
-EXPERIMENT_RECORD = "experiment.json"
 
 
 def _prepare(config: _Experiment, kind: str) -> Path:

@@ -14,6 +14,7 @@ from PIL import Image
 
 from analyses.blind_pairs import differing_attributes, matched_pairs, mine_pairs
 from analyses.config import MineConfig, MofConfig, PairsEvalConfig
+from analyses.files import EMBEDDINGS_FILE, MINE_FILES, MOF_FILES, PAIRS_EVAL_FILES
 from analyses.outputs import (
     check_output_folder,
     check_writable,
@@ -38,15 +39,6 @@ __all__ = [
     "pairs_eval_step",
     "mof_step",
 ]
-
-MINE_FILES = {
-    "pairs": "pairs.csv",
-    "matched_pairs": "matched_pairs.csv",
-    "pairs_settings": "pairs.json",
-    "pairs_picture": "blind_pairs.png",
-}
-PAIRS_EVAL_FILES = {"paired": "paired.csv", "pair_answers": "pair_answers.csv"}
-EMBEDDINGS_FILE = "embeddings.h5"  # reused by a later run on the same images and encoders
 
 
 @dataclass
@@ -302,7 +294,7 @@ def mof_step(config: MofConfig) -> tuple[pd.DataFrame, dict[str, Path]]:
     from probes.mixture import mixture_sweep
 
     folder = check_output_folder(config.out)
-    paths = {"mof": folder / "mof.csv"}
+    paths = {key: folder / name for key, name in MOF_FILES.items()}
     paths.update({f"mof.{f}": folder / f"mixture_of_features.{f}" for f in config.formats})
     check_writable(paths.values(), config.overwrite)
     path_a, path_b = config.caches

@@ -22,6 +22,7 @@ from analyses.config import (
     ReportConfig,
     RunConfig,
 )
+from analyses.files import FIGURE_NAMES, OUTPUT_FILES, RUN_MARKER
 from analyses.outputs import (
     check_output_folder,
     check_writable,
@@ -34,9 +35,6 @@ from analyses.outputs import (
 from analyses.redundancy import answer_redundancy, probe_redundancy, redundancy_table
 from analyses.report import report_step, versions
 from analyses.steps import (
-    ANSWER_FILES,
-    FIGURE_NAMES,
-    PIXEL_FILES,
     answer_figures_of,
     answers_step,
     extract_step,
@@ -53,23 +51,6 @@ from interp.errors import ConfigError
 from probes.selections import check_selection_fits
 
 __all__ = ["RunConfig", "RunResult", "run", "OUTPUT_FILES"]
-
-OUTPUT_FILES = {
-    "cache": "cache.h5",
-    "probes": "probes.csv",
-    "figure": f"{FIGURE_NAMES['map']}.html",
-    "redundancy": f"{FIGURE_NAMES['redundancy']}.html",
-    "redundancy_metrics": "redundancy.csv",
-    "pixels": PIXEL_FILES["pixels"],
-    "pixel_grid": PIXEL_FILES["pixel_grid"],
-    "pixel_figure": f"{FIGURE_NAMES['pixels']}.html",
-    **ANSWER_FILES,
-    "used_figure": f"{FIGURE_NAMES['used']}.html",
-    "window_figure": f"{FIGURE_NAMES['windows']}.html",
-    "drop_figure": f"{FIGURE_NAMES['drops']}.html",
-    "settings": "run.json",
-    "report": "report.html",
-}
 
 
 @dataclass
@@ -199,9 +180,6 @@ def run(config: RunConfig) -> RunResult:
     )
 
 
-# Written when a run starts its work, removed when it has finished: a rerun of the same
-# settings that finds it continues (the cache resumes, the probe table is kept).
-RUN_MARKER = ".run.started.json"
 # Settings that change nothing a run writes.
 _UNRECORDED = ("overwrite", "progress")
 

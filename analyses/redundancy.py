@@ -239,10 +239,11 @@ def redundancy_step(config: RedundancyConfig) -> tuple[pd.DataFrame, dict[str, P
     """Every cache's spectral measures (and, with probe tables, k90 and spread; with
     answers tables, the token-dropping curves), one ``label`` per cache, in
     ``redundancy.csv``, and their figure against depth."""
+    from analyses.files import REDUNDANCY_FILES
     from analyses.outputs import check_output_folder, check_writable, write_figures, write_table
 
     folder = check_output_folder(config.out)
-    paths = {"redundancy": folder / "redundancy.csv"}
+    paths = {key: folder / name for key, name in REDUNDANCY_FILES.items()}
     paths.update({f"redundancy.{f}": folder / f"redundancy_by_depth.{f}" for f in config.formats})
     check_writable(paths.values(), config.overwrite)
     from analyses.provenance import cache_origin, check_same_origin

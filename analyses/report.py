@@ -16,15 +16,10 @@ import pandas as pd
 
 from analyses.config import ReportConfig
 from analyses.figures import headline_selection, scored
+from analyses.files import ANSWER_FILES, FIGURE_NAMES, OUTPUT_FILES, PIXEL_FILES
 from analyses.outputs import write_atomic
 from analyses.provenance import check_same_origin
-from analyses.steps import (
-    ANSWER_FILES,
-    FIGURE_NAMES,
-    PIXEL_FILES,
-    answer_figures_of,
-    figures_of,
-)
+from analyses.steps import answer_figures_of, figures_of
 from caches.info import cache_info
 from interp.errors import ConfigError
 
@@ -47,20 +42,20 @@ def versions() -> dict[str, str]:
 def report_step(config: ReportConfig) -> Path:
     """Write the report of the run folder ``config.run`` (default ``RUN/report.html``)."""
     folder = Path(config.run)
-    if not (folder / "probes.csv").is_file():
+    if not (folder / OUTPUT_FILES["probes"]).is_file():
         raise ConfigError(
             f"{str(folder)!r} holds no probes.csv; pass the output folder of interp run "
             f"(or one where interp probe wrote probes.csv)"
         )
-    out = Path(config.out) if config.out else folder / "report.html"
+    out = Path(config.out) if config.out else folder / OUTPUT_FILES["report"]
     page = render_report(folder)
     return write_atomic(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))
 
 
 def render_report(folder: Path) -> str:
     """The report page of the run folder ``folder``, as HTML text."""
-    table = pd.read_csv(folder / "probes.csv")
-    record = _read_json(folder / "run.json")
+    table = pd.read_csv(folder / OUTPUT_FILES["probes"])
+    record = _read_json(folder / OUTPUT_FILES["settings"])
     pixel_path = folder / PIXEL_FILES["pixels"]
     pixel_table = pd.read_csv(pixel_path) if pixel_path.is_file() else None
     score = (record.get("settings") or {}).get("score") or "chance_normalised"
@@ -70,10 +65,10 @@ def render_report(folder: Path) -> str:
     answers_path = folder / ANSWER_FILES["answers"]
     answers = pd.read_csv(answers_path) if answers_path.is_file() else None
     if answers is not None:
-        check_same_origin(folder / "probes.csv", answers_path)
+        check_same_origin(folder / OUTPUT_FILES["probes"], answers_path)
         figures.update(answer_figures_of(answers, table))
     parts = [f"<h1>vlm-interp run: {html.escape(str(folder.resolve().name))}</h1>"]
-    cache = folder / "cache.h5"
+    cache = folder / OUTPUT_FILES["cache"]
     if cache.exists():
         parts.append(_section("Cache", _definitions(cache_info(cache))))
     if record.get("skipped"):

@@ -38,6 +38,14 @@ from analyses.figures import (
     pixel_error_curve,
     token_count_curves,
 )
+from analyses.files import (
+    ANSWER_FILES,
+    ATTENTION_FILES,
+    FIGURE_NAMES,
+    LENS_FILES,
+    PATCH_FILES,
+    PIXEL_FILES,
+)
 from analyses.outputs import (
     check_output_folder,
     check_writable,
@@ -171,7 +179,6 @@ def extract_step(
 
 
 # ----- answers --------------------------------------------------------------------------
-ANSWER_FILES = {"answers": "answers.csv", "answer_rows": "answer_rows.csv"}
 
 
 @dataclass
@@ -295,7 +302,6 @@ def answers_step(config: AnswersConfig, *, loaded: Any | None = None) -> Answers
 
 
 # ----- patching -------------------------------------------------------------------------
-PATCH_FILES = {"patching": "patching.csv", "patch_pair": "patching_pair.png"}
 
 
 @dataclass
@@ -379,7 +385,7 @@ def lens_step(config: LensConfig) -> tuple[pd.DataFrame, dict[str, Path]]:
     from interp.lens import lens_table
 
     folder = check_output_folder(config.out)
-    paths = {"lens": folder / "lens.csv", "lens.html": folder / f"{FIGURE_NAMES['lens']}.html"}
+    paths = {key: folder / name for key, name in LENS_FILES.items()}
     check_writable(paths.values(), config.overwrite)
     data = config.open_data()
     loaded = load_step_model(config)
@@ -406,11 +412,7 @@ def attention_step(config: AttentionConfig) -> tuple[pd.DataFrame, dict[str, Pat
     from interp.interventions import check_conditions, make_intervention
 
     folder = check_output_folder(config.out)
-    paths = {
-        "attention": folder / "attention.csv",
-        "attention_map": folder / f"{FIGURE_NAMES['attention']}.html",
-        "attention_mass": folder / f"{FIGURE_NAMES['attention_mass']}.html",
-    }
+    paths = {key: folder / name for key, name in ATTENTION_FILES.items()}
     check_writable(paths.values(), config.overwrite)
     data = config.open_data()
     loaded = load_step_model(config, attn_implementation="eager")
@@ -559,7 +561,6 @@ def _in_sweep_order(table: pd.DataFrame) -> pd.DataFrame:
 
 
 # ----- pixels ---------------------------------------------------------------------------
-PIXEL_FILES = {"pixels": "pixel_reconstruction.csv", "pixel_grid": "pixel_reconstructions.png"}
 
 
 @dataclass
@@ -592,18 +593,6 @@ def pixel_step(config: PixelConfig) -> PixelResult:
 
 
 # ----- plot -----------------------------------------------------------------------------
-FIGURE_NAMES = {
-    "map": "layer_attribute_map",
-    "redundancy": "redundancy_curves",
-    "pixels": "pixel_error_by_depth",
-    "used": "decodable_vs_used",
-    "windows": "layer_window_sweep",
-    "drops": "token_dropping",
-    "patching": "patching_map",
-    "lens": "lens_ranks",
-    "attention": "attention_map",
-    "attention_mass": "attention_by_layer",
-}
 
 
 def is_answer_table(table: pd.DataFrame) -> bool:
