@@ -5,12 +5,14 @@ read (layer windows, token dropping)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import pandas as pd
 
-from interp.conditions import DROP_POLICIES, parse_condition
+from interp.conditions import (  # the condition families, beside the condition syntax
+    condition_parts,
+    drop_conditions,
+    window_conditions,
+)
 from interp.errors import ConfigError
 from probes.stats import bootstrap_ci
 
@@ -81,26 +83,6 @@ def summarise_answers(
                 }
             )
     return pd.DataFrame(out, columns=list(SUMMARY_COLUMNS))
-
-
-def window_conditions(n_layers: int, width: int) -> list[str]:
-    """``mask:A-B`` windows of ``width`` LM layers sliding over ``n_layers`` (step 1)."""
-    if not 1 <= width <= n_layers:
-        raise ConfigError(f"windows must be 1 to {n_layers} LM layers wide, got {width}")
-    return [f"mask:{a}-{a + width - 1}" for a in range(n_layers - width + 1)]
-
-
-def drop_conditions(ks: Sequence[int], policies: Sequence[str] | None = None) -> list[str]:
-    """``drop:POLICY:K`` for every policy (default: all) and every ``K``."""
-    chosen = list(policies or DROP_POLICIES)
-    return [parse_condition(f"drop:{p}:{int(k)}").name for p in chosen for k in ks]
-
-
-def condition_parts(condition: str) -> tuple[str, list[str]]:
-    """A condition's kind and its argument's parts (``drop:norm:8`` -> ``("drop",
-    ["norm", "8"])``)."""
-    parsed = parse_condition(condition)
-    return parsed.kind, (parsed.argument or "").replace("-", ":").split(":")
 
 
 def window_table(summary: pd.DataFrame) -> pd.DataFrame:

@@ -29,7 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from caches.schema import COMPRESSIONS, STORE_DTYPES
-from interp.conditions import CONDITION_SYNTAX, parse_condition
+from interp.conditions import (
+    CONDITION_SYNTAX,
+    drop_conditions,
+    parse_condition,
+    window_conditions,
+)
 from interp.errors import ConfigError
 from interp.names import as_names
 from interp.options import option
@@ -180,14 +185,10 @@ class _ConditionSweeps:
         if self.drop_policies and not self.drop_ks:
             raise ConfigError("drop_policies choose the policies of drop_ks: give drop_ks too")
         if self.drop_ks:
-            from analyses.answers import drop_conditions
-
             drop_conditions(self.drop_ks, self.drop_policies)  # a bad K or policy says so
 
     def expanded_conditions(self, conditions: list[str] | None, adapter: Any) -> list[str] | None:
         """``conditions`` (None: the model's defaults) with the windows and drops added."""
-        from analyses.answers import drop_conditions, window_conditions
-
         if self.windows is None and not self.drop_ks:
             return conditions
         out = list(conditions or adapter.conditions)

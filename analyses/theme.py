@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from interp.errors import ConfigError
+
 __all__ = ["COLUMN_WIDTHS_PT", "PALETTE", "SEQUENTIAL", "apply_theme", "points_to_px"]
 
 # One column of a two-column paper (3.5 in) and the full text width (7 in), in points.
@@ -28,7 +30,7 @@ def apply_theme(fig: go.Figure, *, columns: int = 2, height_pt: float | None = N
     tall (default: 0.62 of the width), with fonts of :data:`FONT_PT` points and the
     colour-blind-safe palette; returns the figure (changed in place)."""
     if columns not in COLUMN_WIDTHS_PT:
-        raise ValueError(f"columns must be 1 or 2, got {columns}")
+        raise ConfigError(f"columns must be 1 or 2, got {columns}")
     width_pt = COLUMN_WIDTHS_PT[columns]
     height_pt = height_pt or 0.62 * width_pt
     fig.update_layout(

@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 
 from caches.schema import BFLOAT16, STORE_DTYPES
+from interp.errors import ConfigError
 
 __all__ = ["ENCODING_ATTR", "BFloat16Dataset", "stored_dtype", "bfloat16_to_float32", "decoded"]
 
@@ -25,7 +26,7 @@ ENCODING_ATTR = "encoding"  # dataset attribute naming an encoding HDF5 lacks ("
 def stored_dtype(name: str) -> np.dtype:
     """The numpy dtype a storage dtype ``name`` (one of ``STORE_DTYPES``) has in the file."""
     if name not in STORE_DTYPES:
-        raise ValueError(f"store_dtype must be one of {STORE_DTYPES}, got {name!r}")
+        raise ConfigError(f"store_dtype must be one of {STORE_DTYPES}, got {name!r}")
     return np.dtype(np.uint16) if name == BFLOAT16 else np.dtype(name)
 
 

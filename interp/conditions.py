@@ -21,12 +21,22 @@ colon:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from interp.errors import ConfigError
 from interp.sites import parse_site
 
-__all__ = ["CONDITIONS", "CONDITION_SYNTAX", "DROP_POLICIES", "Condition", "parse_condition"]
+__all__ = [
+    "CONDITIONS",
+    "CONDITION_SYNTAX",
+    "DROP_POLICIES",
+    "Condition",
+    "condition_parts",
+    "drop_conditions",
+    "parse_condition",
+    "window_conditions",
+]
 
 # The conditions a VLM runs when none are named.
 CONDITIONS: tuple[str, ...] = ("baseline", "shuffle", "lower_mask")
@@ -107,3 +117,23 @@ def _canonical_argument(kind: str, name: str, found: re.Match) -> str:
             raise ConfigError(f"condition {name!r} keeps no image token; K must be at least 1")
         return f"{policy}:{k}"
     return parse_site(found.group(1)).name  # mean:SITE, patch:SITE
+
+
+def window_conditions(n_layers: int, width: int) -> list[str]:
+    """``mask:A-B`` windows of ``width`` LM layers sliding over ``n_layers`` (step 1)."""
+    if not 1 <= width <= n_layers:
+        raise ConfigError(f"windows must be 1 to {n_layers} LM layers wide, got {width}")
+    return [f"mask:{a}-{a + width - 1}" for a in range(n_layers - width + 1)]
+
+
+def drop_conditions(ks: Sequence[int], policies: Sequence[str] | None = None) -> list[str]:
+    """``drop:POLICY:K`` for every policy (default: all) and every ``K``."""
+    chosen = list(policies or DROP_POLICIES)
+    return [parse_condition(f"drop:{p}:{int(k)}").name for p in chosen for k in ks]
+
+
+def condition_parts(condition: str) -> tuple[str, list[str]]:
+    """A condition's kind and its argument's parts (``drop:norm:8`` -> ``("drop",
+    ["norm", "8"])``)."""
+    parsed = parse_condition(condition)
+    return parsed.kind, (parsed.argument or "").replace("-", ":").split(":")

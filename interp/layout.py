@@ -62,13 +62,13 @@ class TokenLayout:
     def __post_init__(self) -> None:
         n = len(self.boxes)
         if self.boxes.shape != (n, 4) or self.crops.shape != (n,) or self.grid.shape != (n, 2):
-            raise ValueError(
+            raise ConfigError(
                 f"layout arrays disagree: boxes {self.boxes.shape}, crops {self.crops.shape}, "
                 f"grid {self.grid.shape}; expected (T, 4), (T,), (T, 2)"
             )
         unknown = sorted(set(self.extra) - set(EXTRA_KINDS))
         if unknown:
-            raise ValueError(f"unknown extra token kinds {unknown}; known: {EXTRA_KINDS}")
+            raise ConfigError(f"unknown extra token kinds {unknown}; known: {EXTRA_KINDS}")
 
     def __len__(self) -> int:
         return len(self.boxes)

@@ -16,6 +16,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
+from interp.errors import ConfigError
 from probes.crossval import group_folds, inner_correct, torch_backend
 from probes.solver import default_device, fit_logistic, fit_ridge
 
@@ -25,13 +26,13 @@ __all__ = ["LinearProbe", "RidgeProbe"]
 def _grid(values: float | Sequence[float]) -> list[float]:
     grid = sorted(float(v) for v in np.atleast_1d(values))
     if not grid or min(grid) <= 0:
-        raise ValueError(f"penalty grid must hold positive numbers, got {values!r}")
+        raise ConfigError(f"penalty grid must hold positive numbers, got {values!r}")
     return grid
 
 
 def _inner_folds(n_samples: int, cv: int, seed: int) -> np.ndarray:
     if n_samples < cv:
-        raise ValueError(
+        raise ConfigError(
             f"inner {cv}-fold cross-validation needs at least {cv} samples, got "
             f"n_samples = {n_samples}; pass a single penalty to skip it"
         )

@@ -62,11 +62,11 @@ class MixtureOfFeatures(TransformerMixin, BaseEstimator):
     def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> MixtureOfFeatures:
         X = validate_data(self, X, dtype=np.float64)
         if self.mode not in MIXTURE_MODES:
-            raise ValueError(f"mode must be one of {MIXTURE_MODES}, got {self.mode!r}")
+            raise ConfigError(f"mode must be one of {MIXTURE_MODES}, got {self.mode!r}")
         if not 0 <= self.alpha <= 1:
-            raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}")
+            raise ConfigError(f"alpha must lie in [0, 1], got {self.alpha}")
         if not 0 < self.width_a < X.shape[1]:
-            raise ValueError(
+            raise ConfigError(
                 f"width_a must leave features to both encoders: 0 < {self.width_a} < "
                 f"{X.shape[1]} columns"
             )

@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from analyses.answers import drop_conditions, summarise_answers, window_conditions
+from analyses.answers import summarise_answers
 from analyses.cli import main
 from interp import ConfigError, StimulusSpec, generate, load_model
 from interp.answers import answer_token_ids, score_answers
+from interp.conditions import drop_conditions, window_conditions
 from interp.sources import LabelTable, write_label_folder
 
 

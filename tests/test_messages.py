@@ -269,3 +269,24 @@ def test_no_module_imports_a_package_downstream_of_its_own() -> None:
                     if order.get(name.split(".")[0], -1) > order[package]
                 ]
     assert not found, found
+
+
+def test_the_packages_raise_the_toolkits_own_errors() -> None:
+    """A bad value reaching any package is one of the toolkit's errors (a ConfigError is
+    still a ValueError), never a plain ValueError the command line cannot name."""
+    from pathlib import Path
+
+    from interp import ConfigError
+    from interp.organism.twins import twin_pair
+
+    root = Path(__file__).resolve().parents[1]
+    plain = [
+        f"{path.relative_to(root)}:{k + 1}"
+        for package in ("interp", "caches", "probes", "analyses")
+        for path in sorted((root / package).rglob("*.py"))
+        for k, line in enumerate(path.read_text().splitlines())
+        if "raise ValueError(" in line
+    ]
+    assert not plain, plain
+    with pytest.raises(ConfigError, match="kind must be one of"):
+        twin_pair("texture", 64)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from interp.errors import ConfigError
 from interp.stimuli import SHAPES, StimulusSpec, generate, render
 
 __all__ = ["PAIR_KINDS", "TWIN_KINDS", "TWIN_WEIGHTS", "contrastive_batch", "twin", "twin_pair"]
@@ -52,7 +53,7 @@ def twin(objects: Objects, kind: str, image_size: int, rng: np.random.Generator)
         others = [s for s in range(len(SHAPES)) if s != int(target["shape"])]
         target["shape"] = int(rng.choice(others))
         return out
-    raise ValueError(f"unknown twin kind {kind!r}; expected one of {TWIN_KINDS}")
+    raise ConfigError(f"unknown twin kind {kind!r}; expected one of {TWIN_KINDS}")
 
 
 def contrastive_batch(
@@ -93,7 +94,7 @@ def twin_pair(kind: str, image_size: int = 64, seed: int = 0, max_objects: int =
     from interp.stimuli import COLORS
 
     if kind not in PAIR_KINDS:
-        raise ValueError(f"kind must be one of {tuple(PAIR_KINDS)}, got {kind!r}")
+        raise ConfigError(f"kind must be one of {tuple(PAIR_KINDS)}, got {kind!r}")
     names = list(COLORS) if kind == "color" else list(SHAPES)  # (unused by mirror)
     for attempt in range(1000):
         spec = StimulusSpec(
@@ -122,4 +123,4 @@ def twin_pair(kind: str, image_size: int = 64, seed: int = 0, max_objects: int =
             wrong=corrupt.answer,
             name=f"{kind} twin (seed {seed + attempt})",
         )
-    raise ValueError(f"no {kind} pair found from seed {seed}")
+    raise ConfigError(f"no {kind} pair found from seed {seed}")
