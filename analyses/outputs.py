@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -13,7 +12,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from PIL import Image
 
-from interp.errors import ConfigError, OutputExistsError
+from interp.errors import OutputExistsError
+from interp.outputs import check_output_folder
 
 __all__ = [
     "check_writable",
@@ -28,35 +28,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("interp")
-
-
-def check_output_folder(folder: str | os.PathLike) -> Path:
-    """Prove ``folder`` writable, or creatable, before any model is loaded (it is made
-    only when there is something to write): a ConfigError when it is a file, lies under a
-    file, or cannot be written."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(
-            f"out={str(folder)!r} is an existing file; the output is a folder: choose "
-            f"another out=FOLDER"
-        )
-    parent = folder
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ConfigError(
-            f"out={str(folder)!r} lies under {str(parent)!r}, which is a file, not a folder; "
-            f"choose another out=FOLDER"
-        )
-    try:
-        with tempfile.TemporaryFile(dir=parent):
-            pass
-    except OSError as err:
-        raise ConfigError(
-            f"cannot write in out={str(folder)!r}: {err.strerror or err}; choose a folder you "
-            f"can write to (out=FOLDER)"
-        ) from err
-    return folder
 
 
 def remove_outputs(paths: Iterable[Path], why: str) -> list[Path]:

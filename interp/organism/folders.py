@@ -9,12 +9,12 @@ import errno
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from interp.errors import ConfigError, DiskFullError, OutputExistsError
+from interp.outputs import check_output_folder
 
 __all__ = ["check_model_folder", "staged_folder", "MIN_ROOM"]
 
@@ -39,8 +39,6 @@ def check_model_folder(out: str | os.PathLike, overwrite: bool, start: str | Non
             f"out={str(out)!r} is the model this run starts from; write the new model into "
             f"another folder (the start must stay as it is while it is read)"
         )
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"out={str(out)!r} is a file; choose a folder for the model")
     if (folder / "config.json").exists() and not overwrite:
         if any(folder.glob("*.safetensors")):
             raise OutputExistsError(
@@ -50,17 +48,10 @@ def check_model_folder(out: str | os.PathLike, overwrite: bool, start: str | Non
             f"{folder} holds a model's config but no weights (a run that failed while "
             f"saving); pass overwrite=True to replace it"
         )
+    check_output_folder(folder)  # a folder, or one that can be made, and writable
     parent = folder
     while not parent.exists():
         parent = parent.parent
-    try:
-        with tempfile.TemporaryFile(dir=parent):
-            pass
-    except OSError as err:
-        raise ConfigError(
-            f"cannot write in out={str(out)!r}: {err.strerror or err}; choose a folder you "
-            f"can write to"
-        ) from err
     needed = max(MIN_ROOM, _size(Path(start)) if start is not None else 0)
     free = shutil.disk_usage(parent).free
     if free < needed:
