@@ -4,6 +4,7 @@ the only module that imports them all."""
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import re
@@ -273,7 +274,8 @@ _MUST = re.compile(r"(?<![-\w'\"])([a-z][a-z0-9]*)(?= must\b)")
 _SNAKE = re.compile(r"(?<!['\"])\b([a-z][a-z0-9]*_[a-z0-9_]+)\b(?!['\"])")
 
 
-def option_names() -> set[str]:
+@functools.cache
+def option_names() -> frozenset[str]:
     """Every option of every command and subcommand (the fields of their config
     dataclasses, as the parser declares them)."""
     names: set[str] = set()
@@ -285,7 +287,7 @@ def option_names() -> set[str]:
                 parsers.extend(action.choices.values())
             elif action.option_strings and action.dest != "help":
                 names.add(action.dest)
-    return names
+    return frozenset(names)
 
 
 def as_flags(text: str) -> str:
