@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 OUT    ?= interp-results
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test docs lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@# HDF5 command-line tools (h5ls, h5dump): used by a test that reads caches with them.
@@ -40,11 +40,16 @@ $(TF457)/.installed: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps --target $(TF457) $(TF457_PKG)
 	touch $@
 
-test: $(STAMP) $(TF457)/.installed
+test: $(STAMP) $(TF457)/.installed docs
 	$(BIN)/python -m pytest
 	@PYTHONPATH=$(TF457) $(BIN)/python -c \
 		"import transformers; print('again with transformers', transformers.__version__)"
 	PYTHONPATH=$(TF457) $(BIN)/python -m pytest -q
+
+# The documentation site, offline, into build/site (open build/site/index.html); --strict:
+# a broken link or a reference to a name the code lacks fails it.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -7,13 +7,19 @@ from interp.lazy import lazy_exports
 
 # The pipeline runs models: loaded when first used, so figures import light.
 __getattr__ = lazy_exports(
-    __name__, dict.fromkeys(("OUTPUT_FILES", "RunConfig", "RunResult", "run"), "analyses.pipeline")
+    __name__,
+    {
+        "OUTPUT_FILES": "analyses.files",
+        "RunConfig": "analyses.commands.run",
+        "StepResult": "analyses.commands.command",
+        "run": "analyses.commands.run",
+    },
 )
 
 __all__ = [
     "OUTPUT_FILES",
     "RunConfig",
-    "RunResult",
+    "StepResult",
     "layer_attribute_heatmap",
     "reconstruction_grid",
     "redundancy_curves",

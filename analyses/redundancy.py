@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from analyses.config import RedundancyConfig
 from caches import CacheReader
 from interp.errors import ConfigError
 from probes.stats import bootstrap_ci
@@ -45,7 +43,6 @@ __all__ = [
     "probe_redundancy",
     "answer_redundancy",
     "redundancy_by_depth",
-    "redundancy_step",
 ]
 
 SPECTRAL_METRICS = ("effective_rank", "participation_ratio", "mean_cosine")
@@ -233,48 +230,3 @@ def redundancy_by_depth(table: pd.DataFrame, condition: str = "baseline") -> go.
     apply_theme(fig, columns=2, height_pt=180)
     fig.update_layout(title=f"How redundantly each depth spreads the image ({condition})")
     return fig
-
-
-def redundancy_step(config: RedundancyConfig) -> tuple[pd.DataFrame, dict[str, Path]]:
-    """Every cache's spectral measures (and, with probe tables, k90 and spread; with
-    answers tables, the token-dropping curves), one ``label`` per cache, in
-    ``redundancy.csv``, and their figure against depth."""
-    from analyses.files import REDUNDANCY_FILES
-    from analyses.outputs import check_output_folder, check_writable, write_figures, write_table
-
-    folder = check_output_folder(config.out)
-    paths = {key: folder / name for key, name in REDUNDANCY_FILES.items()}
-    paths.update({f"redundancy.{f}": folder / f"redundancy_by_depth.{f}" for f in config.formats})
-    check_writable(paths.values(), config.overwrite)
-    from analyses.provenance import cache_origin, check_same_origin
-    from analyses.steps import read_table
-
-    labels = config.labels or [
-        f"{Path(c).resolve().parent.name}/{Path(c).name}" for c in config.caches
-    ]
-    extra: list[list[pd.DataFrame]] = [[] for _ in config.caches]
-    for k, cache in enumerate(config.caches):  # every table checked against its cache first
-        with CacheReader(cache) as reader:
-            origin = cache_origin(reader.attrs, reader.n_written)
-        for name, given, measure in (
-            ("probes", config.probes, probe_redundancy),
-            ("answers", config.answers, answer_redundancy),
-        ):
-            if given:
-                check_same_origin(given[k], origin)
-                extra[k].append(measure(read_table(given[k], name)))
-    tables = []
-    for label, cache, more in zip(labels, config.caches, extra, strict=True):
-        with CacheReader(cache) as reader:
-            part = redundancy_table(
-                reader, sites=config.sites, conditions=config.conditions, n_boot=config.n_boot,
-                seed=config.seed,
-            )  # fmt: skip
-        tables.append(pd.concat([part, *more]).assign(label=label))
-    table = pd.concat(tables, ignore_index=True)
-    write_table(table, paths["redundancy"])
-    condition = (
-        "baseline" if "baseline" in set(table["condition"]) else str(table["condition"].iloc[0])
-    )
-    write_figures(redundancy_by_depth(table, condition), paths, "redundancy")
-    return table, paths

@@ -202,7 +202,7 @@ def test_the_sweep_figures_read_the_condition_names() -> None:
 
 def test_the_new_settings_refuse_what_cannot_work(organism, tmp_path) -> None:
     """Each refusal names the parameter and what to do."""
-    from analyses.config import AnswersConfig, PatchConfig, RunConfig
+    from analyses.commands import AnswersConfig, PatchConfig, RunConfig
     from interp import InterventionError, make_intervention
     from interp.sources import ArrayImages
 

@@ -144,7 +144,7 @@ def test_interp_mine_writes_the_pairs_and_reuses_embeddings(tmp_path, monkeypatc
     are its labels', and a rerun embeds nothing again."""
     import interp.embeddings as embeddings_module
     from analyses.cli import main
-    from analyses.mining import mine_step
+    from analyses.commands import mine_step
 
     torch.manual_seed(0)
     dino = build_encoder("dinov2", tmp_path / "dino")
@@ -175,7 +175,7 @@ def test_interp_mine_writes_the_pairs_and_reuses_embeddings(tmp_path, monkeypatc
         raise AssertionError("the embeddings of the same images and encoders are reused")
 
     monkeypatch.setattr(embeddings_module, "embed_images", no_embedding)
-    from analyses.config import MineConfig
+    from analyses.commands import MineConfig
 
     again = mine_step(
         MineConfig(encoder_b=dino, n_images=40, threshold_a=0.97, threshold_b=0.99999,
@@ -259,8 +259,7 @@ def test_mmvp_folder_reads_as_released(tmp_path) -> None:
 def test_pairs_eval_on_mined_stimuli(tmp_path) -> None:
     """pairs-eval reads the stimuli a pairs.csv was mined from (its pairs.json), and its
     table is what the answers it wrote give, counted by hand."""
-    from analyses.config import PairsEvalConfig
-    from analyses.mining import pairs_eval_step
+    from analyses.commands import PairsEvalConfig, pairs_eval_step
 
     folder = tmp_path / "mined"
     folder.mkdir()
@@ -304,8 +303,7 @@ def test_matched_pairs_differ_as_their_blind_pair_does(rng) -> None:
 def test_pairs_eval_on_own_images_with_question_columns(tmp_path) -> None:
     """The stimuli written as a label folder whose table carries each image's color
     question: pairs-eval answers them as it answers the stimuli's own questions."""
-    from analyses.config import PairsEvalConfig
-    from analyses.mining import pairs_eval_step
+    from analyses.commands import PairsEvalConfig, pairs_eval_step
     from interp.sources import write_label_folder
 
     spec = StimulusSpec(n_images=6, seed=3)

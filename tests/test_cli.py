@@ -10,7 +10,7 @@ from PIL import Image
 
 from analyses import OUTPUT_FILES, RunConfig
 from analyses.cli import main
-from analyses.pipeline import RUN_MARKER
+from analyses.files import RUN_MARKER
 from caches import CacheReader
 from interp import ConfigError, UnsupportedModelError, adapter_for, load_model
 from probes import TABLE_COLUMNS
@@ -151,7 +151,7 @@ def test_output_that_is_a_file_or_under_one(tiny_dir, tmp_path, capsys) -> None:
 def test_an_interrupted_run_never_mixes_outputs_and_resumes(
     tiny_dir, tmp_path, monkeypatch, capsys
 ) -> None:
-    import analyses.steps as steps
+    import analyses.commands.probe as steps
     import caches.extraction as extraction
 
     out = tmp_path / "r"

@@ -84,4 +84,4 @@ def test_interventions_and_the_whole_run(family, images, tmp_path) -> None:
         )
     )  # fmt: skip
     assert set(result.table.site) == set(adapter.sites())
-    assert set(result.pixel_table.site) == set(adapter.sites())  # tiles tile the image
+    assert set(result.tables.get("pixels").site) == set(adapter.sites())  # tiles tile the image

@@ -142,7 +142,7 @@ def test_run_on_llava_next(folder, tmp_path) -> None:
         assert reader.layout("lm.0").extra == ("newline",) * 8
     # The pixel probe reads the crop tokens, which tile the image at the finer grid.
     sites = {"vision.0", "vision.1", "projector", "lm.0", "lm.1", "lm.2", "lm.3"}
-    assert set(result.pixel_table.site) == sites == set(result.table.site)
+    assert set(result.tables.get("pixels").site) == sites == set(result.table.site)
 
 
 def test_stimuli_that_do_not_tile_are_refused_by_a_run(folder, tmp_path) -> None:

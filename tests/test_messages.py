@@ -153,12 +153,11 @@ def test_answers_from_a_cache_refuse_settings_that_contradict_it(cache, tmp_path
 
 
 def test_redundancy_labels_a_cache_in_the_current_folder(cache, tmp_path, monkeypatch) -> None:
-    from analyses.config import RedundancyConfig
-    from analyses.redundancy import redundancy_step
+    from analyses.commands import RedundancyConfig, redundancy_step
 
     monkeypatch.chdir(cache.parent)
     config = RedundancyConfig(caches=["cache.h5"], n_boot=5, out=str(tmp_path / "r"))
-    table, _ = redundancy_step(config)
+    table = redundancy_step(config).table
     assert set(table.label) == {f"{cache.parent.name}/cache.h5"}
 
 
@@ -192,7 +191,7 @@ def test_missing_inputs_are_named_in_command_line_terms(cache, tmp_path, capsys)
 def test_file_system_errors_name_the_fix(tmp_path, monkeypatch, capsys) -> None:
     import errno
 
-    import analyses.steps as steps
+    import analyses.commands.plot as steps
 
     fixes = {
         errno.ENOSPC: "the disk is full: free space there or choose another --out",
@@ -203,7 +202,7 @@ def test_file_system_errors_name_the_fix(tmp_path, monkeypatch, capsys) -> None:
         def failing(*args, code=code, **kwargs):
             raise OSError(code, os.strerror(code))
 
-        monkeypatch.setattr(steps, "plot_step", failing)
+        monkeypatch.setattr(steps, "read_table", failing)
         table = tmp_path / "t.csv"
         table.write_text("a\n1\n")
         err = _error(capsys, ["plot", str(table), "--out", str(tmp_path / "f")])

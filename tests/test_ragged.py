@@ -217,7 +217,7 @@ def test_the_whole_run_on_mixed_sizes(tiny_dir, tmp_path) -> None:
     assert accuracy["value"].between(0, 1).all()
     assert set(table[table.metric == "r2"].attribute) == {"x", "y"}
     assert (table[table.metric == "r2"]["value"] <= 1).all()
-    assert set(result.pixel_table.site) == {"vision.0", "lm.3"}
+    assert set(result.tables.get("pixels").site) == {"vision.0", "lm.3"}
     with CacheReader(result.paths["cache"]) as reader:
         assert reader.is_ragged("vision.0") and not reader.site_tokens("lm.3").ragged
         stimuli = json.loads(json.dumps(reader.attrs["stimuli"]))

@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analyses.config import MofConfig, PairsEvalConfig
-from analyses.mining import pairs_eval_step
+from analyses.commands import MofConfig, PairsEvalConfig, pairs_eval_step
 from analyses.paired import paired_accuracy
 from caches import CacheReader, extract
 from caches.embeddings import cached_embeddings

@@ -11,9 +11,10 @@ import pytest
 from planted_folder import planted_folder
 from tiny_vlms import build_encoder
 
-import analyses.pipeline as pipeline
+import analyses.commands.run as pipeline
 from analyses import RunConfig, run
 from analyses.cli import main
+from analyses.files import RUN_MARKER
 from interp import ConfigError
 from interp.errors import OutputExistsError
 from interp.tiny_llava import build_tiny_llava
@@ -58,7 +59,7 @@ def test_a_model_without_the_answer_words_runs_everything_else(wordless, tmp_pat
                  "layer_attribute_map.html", "report.html", "run.json"):  # fmt: skip
         assert (out / name).is_file(), name
     assert not (out / "answers.csv").exists()
-    assert not (out / ".run.partial").exists() and not (out / pipeline.RUN_MARKER).exists()
+    assert not (out / ".run.partial").exists() and not (out / RUN_MARKER).exists()
     why = _record(out)["skipped"]["answers"]
     assert "no words of this model's tokenizer" in why
     page = (out / "report.html").read_text()
@@ -79,7 +80,7 @@ def test_own_data_without_questions_or_pixels_skips_both(tiny_dir, tmp_path):
     assert set(result.skipped) == {"answers", "pixels"}
     assert "no questions" in result.skipped["answers"]
     assert "store_pixels=True" in result.skipped["pixels"]
-    assert result.answers is None and result.pixel_table is None
+    assert result.tables.get("answers") is None and result.tables.get("pixels") is None
     assert _record(Path(result.paths["probes"]).parent)["skipped"] == result.skipped
 
 
@@ -88,7 +89,7 @@ def test_an_encoder_runs_without_answers(tmp_path):
     result = run(RunConfig(model=encoder, out=str(tmp_path / "run"),
                            **{**FAST, "sites": ["vision.0"], "conditions": None}))  # fmt: skip
     assert "encoder gives no answers" in result.skipped["answers"]
-    assert "pixels" not in result.skipped and result.pixel_table is not None
+    assert "pixels" not in result.skipped and result.tables.get("pixels") is not None
 
 
 def test_a_run_stopped_after_its_probe_table_continues(tiny_dir, tmp_path, monkeypatch):
@@ -105,9 +106,9 @@ def test_a_run_stopped_after_its_probe_table_continues(tiny_dir, tmp_path, monke
     assert (out / "probes.csv").is_file() and not (out / "run.json").exists()
     probed = (out / "probes.csv").stat().st_mtime_ns
     result = run(config)  # the same command continues: no "pass overwrite"
-    assert (out / "run.json").is_file() and result.answers is not None
+    assert (out / "run.json").is_file() and result.tables.get("answers") is not None
     assert (out / "probes.csv").stat().st_mtime_ns >= probed
-    assert not (out / ".run.partial").exists() and not (out / pipeline.RUN_MARKER).exists()
+    assert not (out / ".run.partial").exists() and not (out / RUN_MARKER).exists()
     # A finished run is not redone, and a stopped run of other settings is not mixed in.
     with pytest.raises(OutputExistsError, match="output already exists"):
         run(config)

@@ -12,9 +12,9 @@ import subprocess
 import pandas as pd
 import pytest
 
-import analyses.steps as steps
+import analyses.commands.probe as steps
 from analyses.cli import main
-from analyses.config import ExtractConfig, PlotConfig, ProbeConfig
+from analyses.commands import ExtractConfig, PlotConfig, ProbeConfig
 from caches import cache_info
 
 FAST = ["--no-progress", "--n-splits", "2", "--n-boot", "20"]

@@ -95,7 +95,7 @@ def test_the_whole_run(family, tmp_path) -> None:
     )  # fmt: skip
     assert set(result.table.site) == set(loaded.adapter.sites())
     assert set(result.table.condition) == {"baseline", "shuffle", "lower_mask"}
-    assert set(result.pixel_table.site) == set(loaded.adapter.sites())
+    assert set(result.tables.get("pixels").site) == set(loaded.adapter.sites())
     # Gemma 3's outliers exceed float16: its caches keep float32 unless told otherwise
     expected = "float32" if loaded.adapter.family == "Gemma 3" else "float16"
     with CacheReader(result.paths["cache"]) as reader:

@@ -1,5 +1,5 @@
-"""The one-command study: ``interp run`` composes the steps of :mod:`analyses.steps`
-(extract, probe, pixels, plot, report) in one output folder."""
+"""``interp run``: every step of the study (extract, probe, answers, redundancy, pixels,
+plot, report) in one output folder."""
 
 from __future__ import annotations
 
@@ -8,21 +8,34 @@ import json
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from analyses.config import (
-    AnswersConfig,
-    ExtractConfig,
-    PixelConfig,
-    ProbeConfig,
-    ReportConfig,
-    RunConfig,
+from analyses.commands.answers import AnswersConfig, answers_step
+from analyses.commands.command import Command, StepResult
+from analyses.commands.extract import ExtractConfig, extract_step
+from analyses.commands.inputs import load_step_model
+from analyses.commands.options import (
+    FAST_DEFAULTS,
+    FULL_DEFAULTS,
+    _check_out,
+    _ExtractOptions,
+    _Figures,
+    _ProbeOptions,
 )
-from analyses.files import FIGURE_NAMES, OUTPUT_FILES, RUN_MARKER
+from analyses.commands.pixels import PixelConfig, pixel_step
+from analyses.commands.probe import ProbeConfig, probe_step
+from analyses.commands.report import ReportConfig, report_step, versions
+from analyses.commands.tables import answer_figures_of, figures_of
+from analyses.files import (
+    FIGURE_NAMES,
+    OUTPUT_FILES,
+    RUN_MARKER,
+)
 from analyses.outputs import (
     check_output_folder,
     check_writable,
@@ -32,39 +45,99 @@ from analyses.outputs import (
     write_figure,
     write_table,
 )
+from analyses.provenance import settings_path
 from analyses.redundancy import answer_redundancy, probe_redundancy, redundancy_table
-from analyses.report import report_step, versions
-from analyses.steps import (
-    answer_figures_of,
-    answers_step,
-    extract_step,
-    figures_of,
-    load_step_model,
-    pixel_step,
-    probe_step,
-    settings_path,
-    timed,
-)
 from caches import CacheReader
 from caches.schema import partial_path
 from interp.errors import ConfigError
+from interp.options import option
+from interp.sources import ImageSet
+from probes.pixels import PIXEL_INNER_FOLDS
 from probes.selections import check_selection_fits
-
-__all__ = ["RunConfig", "RunResult", "run", "OUTPUT_FILES"]
 
 
 @dataclass
-class RunResult:
-    paths: dict[str, Path]
-    table: pd.DataFrame  # the probe table (probes.csv)
-    pixel_table: pd.DataFrame | None  # reconstruction error by depth; None without pixels
-    answers: pd.DataFrame | None = None  # answers.csv; None when the answers were skipped
-    skipped: dict[str, str] = dataclasses.field(default_factory=dict)  # step -> why
+class RunConfig(_ExtractOptions, _ProbeOptions, _Figures):
+    """Everything ``interp run`` does: extract, probe, pixels, plot and report, into one
+    output folder; the command line's options are these fields."""
+
+    out: str = option("output folder", default="interp-results")
+    full: bool = option(
+        "the exhaustive study: every selection under every condition, 4 tokens per image, "
+        "1000 bootstrap resamples (default: the demo's fast choice for what is not given: "
+        "mean, on_object and token selections, 2 tokens per image, 200 resamples)",
+        default=False,
+    )
+    n_boot: int | None = option(
+        "bootstrap resamples of images for 95% intervals (default: 1000 with --full, else 200)",
+        default=None,
+    )
+    tokens_per_image: int | None = option(
+        "most object tokens per image in the 'token' selection (default: 4 with --full, else 2)",
+        default=None,
+    )
+
+    def __post_init__(self) -> None:
+        _check_out(self.out)
+        self._check_extract()
+        self._check_probe()
+        self._check_figures()
+        if self.n_images is not None:
+            self.check_image_count(self.n_images)
+
+    def resolved(self) -> RunConfig:
+        """This run with its defaults filled in: with ``full``, every selection under
+        every condition and 1000 bootstrap resamples; else :data:`FAST_DEFAULTS` for each
+        of those not given (``make demo`` in minutes, still showing the findings)."""
+        chosen = FULL_DEFAULTS if self.full else FAST_DEFAULTS
+        return self.replace(**{k: v for k, v in chosen.items() if getattr(self, k) is None})
+
+    def check_image_count(self, n_images: int) -> None:
+        """Enough images for every probe's folds (a ConfigError that says how many)."""
+        fewest = self.fewest_images()
+        if n_images < fewest:
+            raise ConfigError(
+                f"n_images={n_images} is too few for {self.n_splits}-fold probes: the "
+                f"pixel probe splits the images into {self.n_splits} x {PIXEL_INNER_FOLDS} "
+                f"folds; use at least {fewest} images, or fewer folds (n_splits)"
+            )
+
+    def open_data(self) -> ImageSet | None:
+        data = super().open_data()
+        if data is not None:
+            self.check_image_count(len(data))
+        return data
+
+    def step(self, cls: type, **changes: Any) -> Any:
+        """The settings of one step (``ExtractConfig``, ``ProbeConfig``, ...): this run's
+        values of the fields it has, and ``changes``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {name: getattr(self, name) for name in names if hasattr(self, name)}
+        return cls(**{**values, **changes})
+
+    def paths(self) -> dict[str, Path]:
+        from analyses.files import OUTPUT_FILES
+
+        return {key: Path(self.out) / name for key, name in OUTPUT_FILES.items()}
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
 
 
-def run(config: RunConfig) -> RunResult:
+def timed(step: Callable[[], Any], timings: dict[str, float], name: str) -> Any:
+    """Run ``step`` and record its wall time in seconds under ``name``."""
+    start = time.perf_counter()
+    try:
+        return step()
+    finally:
+        timings[name] = round(time.perf_counter() - start, 2)
+
+
+def run(config: RunConfig) -> StepResult:
     """Run the whole study: extract, probe, pixels, plot and report, into ``config.out``
-    (see :data:`OUTPUT_FILES`); each step is :mod:`analyses.steps`' own.
+    (see :data:`OUTPUT_FILES`); each step is its command's own. Its tables: ``probes``,
+    ``pixels`` (without pixels, none) and ``answers`` (none where the answers were
+    skipped); ``extras["skipped"]``: step -> why it was skipped.
 
     Everything that can be checked before work is checked first (the output folder is
     writable, the device exists, the settings fit the model), before any file is written.
@@ -121,13 +194,14 @@ def run(config: RunConfig) -> RunResult:
         extraction.data = data
     loaded = load_step_model(extraction)
     cache = timed(lambda: extract_step(extraction, check=fits, loaded=loaded), timings, "extract")
+    cache = cache.paths["cache"]
     table = timed(
         lambda: probe_step(
             config.step(ProbeConfig, cache=str(cache), out=str(paths["probes"]), overwrite=False)
         ),
         timings,
         "probe",
-    )
+    ).table
     staging.mkdir(parents=True, exist_ok=True)
 
     answers = None
@@ -135,13 +209,14 @@ def run(config: RunConfig) -> RunResult:
         settings = config.step(AnswersConfig, out=str(staging), overwrite=True)
         settings.data = extraction.data
         answers = timed(lambda: answers_step(settings, loaded=loaded), timings, "answers")
+        answers = answers.tables["answers"]
 
     def redundancy() -> None:  # spectra of each image's tokens, k90 / spread, drop curves
         with CacheReader(cache) as reader:
             spectra = redundancy_table(reader, n_boot=config.n_boot, seed=config.seed)
         parts = [spectra, probe_redundancy(table)]
         if answers is not None:
-            parts.append(answer_redundancy(answers.summary))
+            parts.append(answer_redundancy(answers))
         found = pd.concat([p for p in parts if not p.empty], ignore_index=True)
         write_table(found, staging / OUTPUT_FILES["redundancy_metrics"])
 
@@ -160,7 +235,7 @@ def run(config: RunConfig) -> RunResult:
         if pixel_table is not None:
             figures.update(figures_of(pixel_table))
         if answers is not None:
-            figures.update(answer_figures_of(answers.summary, table))
+            figures.update(answer_figures_of(answers, table))
         for name, figure in figures.items():
             for fmt in dict.fromkeys(["html", *(config.formats or [])]):
                 write_figure(figure, staging / f"{FIGURE_NAMES[name]}.{fmt}")
@@ -174,13 +249,16 @@ def run(config: RunConfig) -> RunResult:
     written = {key: path for key, path in paths.items() if path.exists()}
     static = [p for p in sorted(folder.iterdir()) if p.suffix in (".pdf", ".svg", ".png")]
     written.update({p.name: p for p in static if p not in written.values()})
-    summary = answers.summary if answers is not None else None
-    return RunResult(
-        paths=written, table=table, pixel_table=pixel_table, answers=summary, skipped=skipped
+    made = {"probes": table, "pixels": pixel_table, "answers": answers}
+    return StepResult(
+        summary=f"the study of {config.model}: {len(written)} files",
+        paths=written,
+        tables={name: table for name, table in made.items() if table is not None},
+        shown="\n".join(f"skipped: {step} ({why})" for step, why in skipped.items()),
+        extras={"skipped": skipped},
     )
 
 
-# Settings that change nothing a run writes.
 _UNRECORDED = ("overwrite", "progress")
 
 
@@ -254,3 +332,14 @@ def run_record(
         },
         indent=2,
     )
+
+
+COMMAND = Command(
+    name="run",
+    help="all the steps: extract, probe, pixels, plot, report (the demo's fast settings "
+    "unless --full)",
+    description="Writes OUT/cache.h5, OUT/probes.csv, the figures, OUT/run.json and "
+    "OUT/report.html.",
+    config=RunConfig,
+    step=run,
+)

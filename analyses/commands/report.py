@@ -1,6 +1,5 @@
-"""One self-contained HTML page of a run: every figure and table, and the settings behind
-them (model, prompt, data, seeds, versions, timings). What a researcher sends a
-collaborator: it opens offline, with plotly's script and the pictures inside."""
+"""``interp report``: a run's folder -> one self-contained HTML page of every figure, table and
+setting."""
 
 from __future__ import annotations
 
@@ -8,22 +7,45 @@ import base64
 import html
 import json
 import platform
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from analyses.config import ReportConfig
-from analyses.figures import headline_selection, scored
-from analyses.files import ANSWER_FILES, FIGURE_NAMES, OUTPUT_FILES, PIXEL_FILES
-from analyses.outputs import write_atomic
+from analyses.commands.command import Command, StepResult
+from analyses.commands.tables import answer_figures_of, figures_of
+from analyses.figures import (
+    headline_selection,
+    scored,
+)
+from analyses.files import (
+    ANSWER_FILES,
+    FIGURE_NAMES,
+    OUTPUT_FILES,
+    PIXEL_FILES,
+)
+from analyses.outputs import (
+    write_atomic,
+)
 from analyses.provenance import check_same_origin
-from analyses.steps import answer_figures_of, figures_of
 from caches.info import cache_info
 from interp.errors import ConfigError
+from interp.options import option
 
-__all__ = ["report_step", "render_report", "versions"]
+
+@dataclass
+class ReportConfig:
+    """``interp report``: one self-contained HTML page of a run's folder."""
+
+    run: str = option("a run's output folder", default="", positional=True)
+    out: str | None = option("the page to write (default: RUN/report.html)", default=None)
+
+    def __post_init__(self) -> None:
+        if not str(self.run).strip():
+            raise ConfigError("run must name a run's output folder (interp run writes one)")
+
 
 _PACKAGES = ("vlm-interp", "torch", "transformers", "nnsight", "scikit-learn", "h5py", "plotly")
 
@@ -39,7 +61,7 @@ def versions() -> dict[str, str]:
     return out
 
 
-def report_step(config: ReportConfig) -> Path:
+def report_step(config: ReportConfig) -> StepResult:
     """Write the report of the run folder ``config.run`` (default ``RUN/report.html``)."""
     folder = Path(config.run)
     if not (folder / OUTPUT_FILES["probes"]).is_file():
@@ -49,7 +71,8 @@ def report_step(config: ReportConfig) -> Path:
         )
     out = Path(config.out) if config.out else folder / OUTPUT_FILES["report"]
     page = render_report(folder)
-    return write_atomic(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    written = write_atomic(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    return StepResult(summary=f"report of {folder.name}", paths={"report": written})
 
 
 def render_report(folder: Path) -> str:
@@ -173,3 +196,12 @@ img {{ max-width: 100%; image-rendering: pixelated; }}
 {body}
 </body></html>
 """
+
+
+COMMAND = Command(
+    name="report",
+    help="a run's folder -> one self-contained HTML page of every figure, table and setting",
+    description="Writes RUN/report.html (or OUT).",
+    config=ReportConfig,
+    step=report_step,
+)
