@@ -46,15 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    _say_notes()
-    given = {k: v for k, v in vars(args).items() if k not in ("command", "step") and v is not None}
-    if given.get("progress") is False:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning
+        # A renamed option or an old-style --out is said on every run that uses it.
+        warnings.simplefilter("always", FutureWarning)
+        args = parser.parse_args(argv)
+        _say_notes()
+        skip = ("command", "step")
+        given = {k: v for k, v in vars(args).items() if k not in skip and v is not None}
+        if given.get("progress") is False:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
         return _dispatch(args, given)
 
 

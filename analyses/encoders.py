@@ -63,6 +63,9 @@ def compare_encoders(
 def write_ssl_card(folder: Path, comparison: pd.DataFrame) -> Path:
     """``README.md`` of the encoder: recipe, time, machine, and the probe comparison."""
     recipe = pd.read_json(folder / "recipe.json", typ="series")
+    # The recipe's names before the options were renamed: batch, layers.
+    batch_size = int(recipe.get("batch_size", recipe.get("batch")))
+    layers = int(recipe.get("vision_layers", recipe.get("layers")))
     log = pd.read_csv(folder / "training_log.csv")
     last = log.tail(50).mean()
     table = comparison.pivot_table(index="attribute", columns="encoder", values="accuracy")
@@ -73,12 +76,12 @@ def write_ssl_card(folder: Path, comparison: pd.DataFrame) -> Path:
         "",
         "The reference encoder for blind-pair mining against the organism's CLIP tower "
         "(`interp mine`, MMVP's DINOv2 role). A `Dinov2Model` (CLS + 8x8 patches of 8 px, "
-        f"{int(recipe['layers'])} layers x {int(recipe['hidden_size'])}) trained from "
+        f"{layers} layers x {int(recipe['hidden_size'])}) trained from "
         "scratch with SimCLR on fresh stimuli (two views per image: a random 60-100% crop "
         "resized back, brightness x0.9-1.1, pixel noise; no flips, no colour changes; the "
         "normed CLS through a discarded projection head; NT-Xent).",
         "",
-        f"Recipe: {int(recipe['steps'])} steps of {int(recipe['batch'])} images, peak lr "
+        f"Recipe: {int(recipe['steps'])} steps of {batch_size} images, peak lr "
         f"{recipe['lr']}, temperature {recipe['temperature']}, seed {int(recipe['seed'])}. "
         f"Took {float(recipe['seconds']) / 60:.1f} min on {recipe['machine']}.",
         f"Last 50 steps: loss {last.loss:.3f}, twin retrieval in the batch "

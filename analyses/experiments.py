@@ -34,8 +34,7 @@ from analyses.outputs import (
 from analyses.pictures import reconstruction_grid
 from analyses.redundancy import SPECTRAL_METRICS, probe_redundancy, redundancy_table
 from interp.errors import ConfigError, OutputExistsError
-from interp.names import as_names
-from interp.options import option
+from interp.options import Settings, option, renamed_options
 from interp.organism import ORGANISM_NAME
 from interp.stimuli import COMPLEXITY_LEVELS, StimulusSpec, generate
 from probes.selections import check_selection
@@ -55,20 +54,24 @@ _ATTRIBUTES = ["color", "shape", "size", "count"]
 
 
 @dataclass
-class _Experiment:
+class _Experiment(Settings):
     out: str = option("output folder", default="experiment")
     start: str = option(
         "built-in name or save_pretrained folder to fine-tune from",
         aliases=("--from",),
         default=ORGANISM_NAME,
     )
-    steps: int = option("fine-tuning steps of each model", default=300)
-    batch: int = option("images per fine-tuning step", default=32)
+    steps: int = option("fine-tuning steps of each model", default=300, minimum=1)
+    batch_size: int = option("images per fine-tuning step", default=32, minimum=1)
     lr: float = option("peak learning rate of the fine-tuning", default=3e-4)
-    n_images: int = option("held-out images per measured set", default=256)
+    n_images: int = option(
+        "held-out images per measured set (at least 50, for 5-fold probes)", default=256, minimum=50
+    )
     sites: list[str] | None = option(f"sites measured (default: {' '.join(_SITES)})", default=None)
-    device: str = option("cpu or cuda, for fine-tuning and measuring", default="cpu")
-    seed: int = option("seed of fine-tuning and probes", default=0)
+    device_map: str = option(
+        "where fine-tuning and measuring run: cpu, cuda or cuda:N", default="cpu"
+    )
+    seed: int = option("seed of fine-tuning and probes", default=0, minimum=0)
     overwrite: bool = option(
         "replace the tables and figures of an earlier run of this experiment (its fine-tuned "
         "models are reused where their recipe is the same)",
@@ -76,27 +79,25 @@ class _Experiment:
     )
     progress: bool = option("show progress bars", default=True)
 
-    def _check(self) -> None:
-        for name in ("steps", "batch", "n_images"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_images < 50:
-            raise ConfigError(f"n_images must be >= 50 for 5-fold probes, got {self.n_images}")
+    def check(self) -> None:
         self.sites = self.sites or list(_SITES)
 
 
+@renamed_options(batch="batch_size", device="device_map")
 @dataclass
 class ComplexityExperimentConfig(_Experiment):
     """``interp experiment complexity``."""
 
-    low: int = option("the low complexity level trained on", default=1)
-    high: int = option("the high complexity level trained on", default=5)
+    low: int = option("the low complexity level trained on", default=1, choices=COMPLEXITY_LEVELS)
+    high: int = option("the high complexity level trained on", default=5, choices=COMPLEXITY_LEVELS)
     train_encoder: bool = option(
         "adapt the vision encoder too (default: frozen, so vision sites cannot change)",
         default=False,
     )
     levels: list[int] | None = option(
-        "the held-out complexity levels measured (default: every one)", default=None
+        "the held-out complexity levels measured (default: every one)",
+        default=None,
+        choices=COMPLEXITY_LEVELS,
     )
     attributes: list[str] | None = option(
         f"attributes probed (default: {' '.join(_ATTRIBUTES)})", default=None
@@ -105,40 +106,23 @@ class ComplexityExperimentConfig(_Experiment):
         f"token selections probed (default: {' '.join(_SELECTIONS)})", default=None
     )
 
-    def __post_init__(self) -> None:
-        self._check()
-        if isinstance(self.levels, int):
-            self.levels = [self.levels]
+    def check(self) -> None:
+        super().check()
         self.levels = self.levels or list(COMPLEXITY_LEVELS)
-        unknown = [v for v in self.levels if v not in COMPLEXITY_LEVELS]
-        if unknown:
-            raise ConfigError(f"levels must be among {list(COMPLEXITY_LEVELS)}, got {unknown}")
-        self.attributes = list(as_names(self.attributes, "attributes") or _ATTRIBUTES)
-        self.selections = [
-            check_selection(s) for s in as_names(self.selections, "selections") or _SELECTIONS
-        ]
-        for name in ("low", "high"):
-            if getattr(self, name) not in COMPLEXITY_LEVELS:
-                raise ConfigError(
-                    f"{name} must be a complexity level {list(COMPLEXITY_LEVELS)}, "
-                    f"got {getattr(self, name)!r}"
-                )
+        self.attributes = self.attributes or list(_ATTRIBUTES)
+        self.selections = [check_selection(s) for s in self.selections or _SELECTIONS]
         if self.low >= self.high:
             raise ConfigError(f"need low < high, got low={self.low}, high={self.high}")
 
 
+@renamed_options(batch="batch_size", device="device_map")
 @dataclass
 class EncoderExperimentConfig(_Experiment):
     """``interp experiment encoder``."""
 
-    complexity: int = option("complexity level trained and measured on", default=2)
-
-    def __post_init__(self) -> None:
-        self._check()
-        if self.complexity not in COMPLEXITY_LEVELS:
-            raise ConfigError(
-                f"complexity must be one of {list(COMPLEXITY_LEVELS)}, got {self.complexity!r}"
-            )
+    complexity: int = option(
+        "complexity level trained and measured on", default=2, choices=COMPLEXITY_LEVELS
+    )
 
 
 def complexity_grid(per_level: int = 6, seed: int = 11) -> Any:
@@ -159,8 +143,8 @@ def _tuned(config: _Experiment, name: str, **recipe: Any) -> str:
 
     folder = Path(config.out) / "models" / name
     tune = FinetuneConfig(
-        out=str(folder), start=config.start, steps=config.steps, batch=config.batch,
-        lr=config.lr, seed=config.seed, device=config.device, progress=config.progress,
+        out=str(folder), start=config.start, steps=config.steps, batch_size=config.batch_size,
+        lr=config.lr, seed=config.seed, device_map=config.device_map, progress=config.progress,
         eval_images=config.n_images, overwrite=True, **recipe,
     )  # fmt: skip
     record = folder / "finetune.json"
@@ -174,7 +158,7 @@ def _tuned(config: _Experiment, name: str, **recipe: Any) -> str:
 def _load(source: str, config: _Experiment) -> Any:
     from interp.loading import load_model
 
-    return load_model(source, device_map=None if config.device == "cpu" else config.device)
+    return load_model(source, device_map=None if config.device_map == "cpu" else config.device_map)
 
 
 def _cache(
@@ -205,7 +189,7 @@ def _prepare(config: _Experiment, kind: str) -> Path:
     run of this one unless ``overwrite``; then marked as this experiment's."""
     from interp.loading import check_device_map, load_model
 
-    check_device_map(config.device, "device")
+    check_device_map(config.device_map)
     adapter = load_model(config.start).adapter
     for site in config.sites or ():
         adapter.check_site(site)

@@ -217,7 +217,7 @@ def test_the_new_settings_refuse_what_cannot_work(organism, tmp_path) -> None:
         AnswersConfig(drop_policies=["norm"])
     with pytest.raises(ConfigError, match="unknown policy 'loud'"):
         AnswersConfig(drop_ks=[4], drop_policies=["loud"])
-    with pytest.raises(ConfigError, match="twin must be color, shape or mirror"):
+    with pytest.raises(ConfigError, match="twin must be one of color, shape, mirror, got 'size'"):
         PatchConfig(twin="size")
     with pytest.raises(ConfigError, match="method must be one of"):
         PatchConfig(method="guess")

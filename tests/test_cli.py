@@ -121,7 +121,7 @@ def test_existing_outputs_are_refused_without_overwrite(tiny_dir, tmp_path, caps
         (["--ablation-selections", "random_x"], "unknown token selection 'random_x'"),
         (["--dtype", "float8"], "unknown dtype"),
         (["--seed", "-1"], "seed must be >= 0"),
-        (["--image-size", "0"], "--image-size must be positive"),
+        (["--image-size", "0"], "--image-size must be >= 1, got 0"),
         (["--out", ""], "out must name an output folder"),
         (["--n-images", "12", "--n-splits", "5"], "use at least 15 images"),
         (["--selections", "random_0"], "random_<k> needs k >= 1"),

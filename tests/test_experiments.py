@@ -16,7 +16,7 @@ from analyses.experiments import (
 )
 from interp import ConfigError
 
-TOY = {"steps": 2, "batch": 4, "n_images": 50, "progress": False}
+TOY = {"steps": 2, "batch_size": 4, "n_images": 50, "progress": False}
 
 
 def test_complexity_experiment_tables_figures_and_reuse(tmp_path) -> None:
@@ -55,7 +55,9 @@ def test_complexity_experiment_tables_figures_and_reuse(tmp_path) -> None:
 def test_encoder_experiment_writes_pixel_errors_and_pictures(tmp_path, capsys) -> None:
     out = tmp_path / "e"
     argv = ["experiment", "encoder", "--out", str(out), "--sites", "vision.3"]
-    assert main([*argv, "--steps", "2", "--batch", "4", "--n-images", "50", "--no-progress"]) == 0
+    assert (
+        main([*argv, "--steps", "2", "--batch-size", "4", "--n-images", "50", "--no-progress"]) == 0
+    )
     pixels = pd.read_csv(out / "pixels.csv")
     mae = pixels[pixels["metric"] == "mae"].set_index(["model", "site"])["value"]
     assert set(mae.index.get_level_values("model")) == {
@@ -72,7 +74,7 @@ def test_encoder_experiment_writes_pixel_errors_and_pictures(tmp_path, capsys) -
         assert (out / f"reconstructions_{name}.png").is_file()
     assert "pixel_error:" in capsys.readouterr().out
     # the same command again is refused (its tables stay), the other experiment's too
-    assert main([*argv, "--steps", "2", "--batch", "4", "--n-images", "50"]) == 2
+    assert main([*argv, "--steps", "2", "--batch-size", "4", "--n-images", "50"]) == 2
     assert "holds an earlier run of the encoder experiment" in capsys.readouterr().err
     other = ["experiment", "complexity", "--out", str(out), "--steps", "2", "--n-images", "50"]
     assert main([*other, "--overwrite"]) == 2
@@ -91,15 +93,37 @@ def test_experiments_refuse_before_fine_tuning(tmp_path, monkeypatch, capsys) ->
     assert main([*argv, "--sites", "foo"]) == 2
     assert "foo" in capsys.readouterr().err
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    assert main(["experiment", "encoder", "--out", str(tmp_path / "e"), "--device", "cuda"]) == 2
-    assert "--device cuda needs a CUDA GPU, but torch sees none" in capsys.readouterr().err
+    argv = ["experiment", "encoder", "--out", str(tmp_path / "e")]
+    assert main([*argv, "--device-map", "cuda"]) == 2
+    assert "--device-map cuda needs a CUDA GPU, but torch sees none" in capsys.readouterr().err
+    assert main([*argv, "--device", "cuda"]) == 2  # the old spelling, for one release
+    err = capsys.readouterr().err
+    assert "--device is renamed --device-map" in err and "--device-map cuda needs a CUDA" in err
+
+
+def test_renamed_settings_still_work_for_one_release() -> None:
+    """``batch`` and ``device`` are ``batch_size`` and ``device_map`` now; the old keywords
+    still set them, with a FutureWarning that names the new one."""
+    with pytest.warns(FutureWarning, match="batch is renamed batch_size"):
+        config = EncoderExperimentConfig(
+            batch=4, **{k: v for k, v in TOY.items() if k != "batch_size"}
+        )
+    assert config.batch_size == 4
+    with pytest.warns(FutureWarning, match="device is renamed device_map"):
+        assert ComplexityExperimentConfig(device="cpu").device_map == "cpu"
+    with pytest.raises(ConfigError, match="give batch_size once"):
+        EncoderExperimentConfig(batch=4, batch_size=8)
 
 
 @pytest.mark.parametrize(
     ("cls", "kwargs", "message"),
     [
         (ComplexityExperimentConfig, {"low": 5, "high": 2}, "low < high"),
-        (ComplexityExperimentConfig, {"levels": [0]}, "levels must be among"),
+        (
+            ComplexityExperimentConfig,
+            {"levels": [0]},
+            "levels must be one of 1, 2, 3, 4, 5, got \\[0\\]",
+        ),
         (ComplexityExperimentConfig, {"n_images": 10}, "n_images must be >= 50"),
         (ComplexityExperimentConfig, {"selections": ["most"]}, "selection"),
         (EncoderExperimentConfig, {"complexity": 9}, "complexity must be one of"),

@@ -83,7 +83,7 @@ def test_a_short_run_lowers_its_loss_and_adapts_only_what_it_is_told(tmp_path) -
         out=str(tmp_path / "adapted"),
         complexity=4,
         steps=20,
-        batch=16,
+        batch_size=16,
         lr=2e-3,
         warmup=1,
         train_encoder=True,
@@ -103,7 +103,7 @@ def test_a_short_run_lowers_its_loss_and_adapts_only_what_it_is_told(tmp_path) -
     tower = [k for k in organism if "vision_tower" in k]
     assert tower and any(not torch.equal(organism[k], adapted[k]) for k in tower)
 
-    frozen = FinetuneConfig(out=str(tmp_path / "frozen"), steps=2, batch=4, progress=False)
+    frozen = FinetuneConfig(out=str(tmp_path / "frozen"), steps=2, batch_size=4, progress=False)
     kept = load_model(str(finetune(frozen).folder)).model.state_dict()
     assert all(torch.equal(organism[k], kept[k]) for k in tower), "the encoder stayed frozen"
     assert any(not torch.equal(organism[k], kept[k]) for k in organism if k not in tower)
@@ -117,7 +117,7 @@ def test_a_short_run_lowers_its_loss_and_adapts_only_what_it_is_told(tmp_path) -
 def test_the_command_writes_a_card_with_the_pixel_task(tmp_path, capsys) -> None:
     out = tmp_path / "tuned"
     argv = ["organism", "finetune", "--from", "organism", "--out", str(out), "--steps", "2"]
-    argv += ["--batch", "4", "--pixel-task", "--eval-images", "50", "--no-progress"]
+    argv += ["--batch-size", "4", "--pixel-task", "--eval-images", "50", "--no-progress"]
     assert main(argv) == 0
     card = (out / "README.md").read_text()
     assert "fine-tuned from `organism`" in card and "| complexity 2 | pixel |" in card
@@ -139,7 +139,7 @@ def test_a_run_is_seeded(tmp_path) -> None:
     states = []
     for name in ("a", "b"):
         config = FinetuneConfig(
-            out=str(tmp_path / name), complexity=4, steps=1, batch=2, progress=False
+            out=str(tmp_path / name), complexity=4, steps=1, batch_size=2, progress=False
         )
         states.append(load_model(str(finetune(config).folder)).model.state_dict())
     assert states[0].keys() == states[1].keys()
@@ -158,7 +158,7 @@ def test_a_model_folder_appears_whole_or_not_at_all(tmp_path, monkeypatch, capsy
     import interp.organism.build as build
 
     out = tmp_path / "tuned"
-    argv = ["organism", "finetune", "--out", str(out), "--steps", "1", "--batch", "2",
+    argv = ["organism", "finetune", "--out", str(out), "--steps", "1", "--batch-size", "2",
             "--eval-images", "20", "--no-progress"]  # fmt: skip
 
     def stopped(*args, **kwargs):
@@ -191,10 +191,10 @@ def test_finetune_refusals_come_before_any_work(tmp_path, monkeypatch, capsys) -
     monkeypatch.setattr("interp.loading.load_model", no_training)
     monkeypatch.setattr(finetune_module.torch.cuda, "is_available", lambda: False)
     base = ["organism", "finetune", "--steps", "1", "--no-progress"]
-    assert main([*base, "--out", str(tmp_path / "a"), "--device", "cuda"]) == 2
+    assert main([*base, "--out", str(tmp_path / "a"), "--device-map", "cuda"]) == 2
     err = capsys.readouterr().err
-    assert "--device cuda needs a CUDA GPU, but torch sees none" in err
-    assert "leave out --device to run on the CPU" in err
+    assert "--device-map cuda needs a CUDA GPU, but torch sees none" in err
+    assert "leave out --device-map to run on the CPU" in err
     start = tmp_path / "start"
     start.mkdir()
     (start / "config.json").write_text("{}")
@@ -217,7 +217,7 @@ def test_a_disk_that_fills_while_saving_leaves_nothing(tmp_path, monkeypatch) ->
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(tiny, "save_portable", full)
-    config = FinetuneConfig(out=str(tmp_path / "x"), steps=1, batch=2, progress=False)
+    config = FinetuneConfig(out=str(tmp_path / "x"), steps=1, batch_size=2, progress=False)
     with pytest.raises(DiskFullError, match="its disk is full; free space there or choose"):
         finetune(config)
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()

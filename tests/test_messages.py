@@ -67,15 +67,26 @@ def test_conditions_are_checked_against_the_model_before_any_work(tiny_dir, tmp_
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_lens_and_attention_refuse_what_they_would_ignore(tmp_path, capsys) -> None:
+def test_commands_do_not_offer_what_they_would_ignore(tmp_path, capsys) -> None:
+    """The logit lens reads the model as it is (no conditions), attention is read per LM
+    layer (no sites), patching draws no layer map (no score), answers, lens and attention
+    store no cache (no storage options): those flags are not offered."""
     lens = ["lens", "--out", str(tmp_path / "lens"), "--n-images", "4", "--no-progress"]
-    err = _error(capsys, [*lens, "--conditions", "shuffle", "mean:lm.2"])
-    assert "the logit lens reads the model as it is" in err and "out --conditions" in err
-    err = _error(capsys, [*lens, "--windows", "2", "--drop-ks", "4"])
-    assert "would change nothing: leave out --windows --drop-ks" in err
     attention = ["attention", "--out", str(tmp_path / "a"), "--n-images", "2", "--no-progress"]
-    err = _error(capsys, [*attention, "--sites", "lm.2"])
-    assert "not per site: leave sites out and pass --layers 2" in err
+    for argv in (
+        [*lens, "--conditions", "shuffle"],
+        [*lens, "--windows", "2"],
+        [*attention, "--sites", "lm.2"],
+        ["patch", "--score", "accuracy"],
+        ["answers", "--store-dtype", "float32"],
+        ["lens", "--compression", "gzip"],
+        ["attention", "--workers", "2"],
+    ):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+        assert stopped.value.code == 2
+        assert f"unrecognized arguments: {argv[-2]}" in capsys.readouterr().err
     for query in ("999", "-999"):
         err = _error(capsys, [*attention, "--query", query])
         assert f"--query {query} is no position of the prompt" in err
@@ -165,14 +176,23 @@ def test_messages_name_flags_but_not_quoted_settings() -> None:
     from analyses.cli import as_flags
 
     assert as_flags("pixel_questions must be >= 1") == "--pixel-questions must be >= 1"
-    assert as_flags("pass batch=4") == "pass --batch 4"
+    assert as_flags("pass batch_size=4") == "pass --batch-size 4"
     said = "made with other settings: its 'n_images' differs (found 8, now 16)"
     assert as_flags(said) == said
 
 
 def test_train_ssl_refuses_a_batch_without_negatives(tmp_path, capsys) -> None:
-    err = _error(capsys, ["organism", "train-ssl", "--batch", "1", "--out", str(tmp_path / "s")])
-    assert "--batch must be >= 2, got 1: a contrastive batch of one image has no negatives" in err
+    argv = ["organism", "train-ssl", "--out", str(tmp_path / "s")]
+    err = _error(capsys, [*argv, "--batch-size", "1"])
+    assert err == "interp: error: --batch-size must be >= 2, got 1"
+    capsys.readouterr()
+    assert main([*argv, "--batch", "1"]) == 2  # the old spelling, for one release
+    said = capsys.readouterr().err.strip().splitlines()
+    assert said == [
+        "interp: warning: --batch is renamed --batch-size; --batch will be removed in the next "
+        "release",
+        "interp: error: --batch-size must be >= 2, got 1",
+    ]
 
 
 def test_missing_inputs_are_named_in_command_line_terms(cache, tmp_path, capsys) -> None:

@@ -163,7 +163,7 @@ def test_missing_organism_weights_say_how_to_rebuild(tmp_path, monkeypatch) -> N
     [
         ({"hidden_size": 48}, "multiple of 32"),
         ({"lm_layers": 0}, "lm_layers must be >= 1"),
-        ({"vqa_steps": 0}, "vqa_steps >= 1"),
+        ({"vqa_steps": 0}, "vqa_steps must be >= 1, got 0"),
     ],
 )
 def test_bad_training_configs_are_refused(kwargs, message) -> None:

@@ -37,7 +37,7 @@ def test_views_are_seeded_crops_normalised_as_the_processor(rng) -> None:
 
 def test_a_short_run_is_saved_for_the_dinov2_adapter(tmp_path) -> None:
     folder, history, _ = train_ssl(
-        SslTrainConfig(out=str(tmp_path / "ssl"), steps=3, batch=8, warmup=1, progress=False)
+        SslTrainConfig(out=str(tmp_path / "ssl"), steps=3, batch_size=8, warmup=1, progress=False)
     )
     assert list(history.columns) == ["step", "loss", "twin_retrieval"] and len(history) == 3
     loaded = load_model(str(folder))

@@ -128,13 +128,15 @@ def test_pixels_plot_and_report(cache, tmp_path, capsys) -> None:
     assert "token selection; above chance" in html  # the most informative selection, normalised
     assert main(["plot", str(pixels / "pixel_reconstruction.csv"), "--out", str(figures)]) == 0
     assert (figures / "pixel_error_by_depth.html").exists()
-    with pytest.raises(Exception, match="formats \\['gif'\\] are not figure formats"):
+    with pytest.raises(
+        Exception, match="formats must be one of html, pdf, svg, png, got \\['gif'\\]"
+    ):
         PlotConfig(tables=[str(probes)], formats=["gif"])
     with pytest.raises(Exception, match="score must be one of"):
         PlotConfig(tables=[str(probes)], score="f1")
     with pytest.raises(Exception, match="tables must name a probe table"):
         PlotConfig()
-    with pytest.raises(Exception, match="out must name a cache file"):
+    with pytest.raises(Exception, match="out must name an output folder"):
         ExtractConfig(out=" ")
     assert main(["plot", str(probes), "--out", str(tmp_path / "f2"), "--format", "html"]) == 0
     assert main(["plot", str(tmp_path / "none.csv"), "--out", str(figures)]) == 2

@@ -6,7 +6,7 @@ as a :class:`Command`. The option groups several commands share are in
 The same dataclasses and steps are the Python API::
 
     from analyses.commands import ExtractConfig, extract_step
-    result = extract_step(ExtractConfig(out="cache.h5", n_images=64))
+    result = extract_step(ExtractConfig(out="study", n_images=64))
     result.paths["cache"]
 """
 

@@ -10,7 +10,12 @@ from typing import Any
 
 from analyses.commands.command import Command, StepResult
 from analyses.commands.inputs import load_step_model, step_images
-from analyses.commands.options import _check_out, _ExtractOptions
+from analyses.commands.options import (
+    _Conditions,
+    _ConditionSweeps,
+    _Images,
+    check_named,
+)
 from analyses.files import (
     ANSWER_FILES,
 )
@@ -28,7 +33,7 @@ from interp.sources import ImageSet
 
 
 @dataclass
-class AnswersConfig(_ExtractOptions):
+class AnswersConfig(_Images, _Conditions, _ConditionSweeps):
     """``interp answers``: the model's answers to the questions of the data (the built-in
     stimuli's question types, or a label table's question / answer columns), under every
     condition, into the folder ``out`` (``answers.csv``: per condition and question type;
@@ -45,27 +50,27 @@ class AnswersConfig(_ExtractOptions):
         "model, else the built-in one)",
         default=None,
     )
-    n_boot: int = option("bootstrap resamples of images for 95% intervals", default=1000)
+    n_images: int | None = option(
+        "number of images (default: 256 synthetic ones; with --data, every row, or the first "
+        "N); at least 2: an accuracy over one image has no interval",
+        default=None,
+        minimum=2,
+    )
+    n_boot: int = option("bootstrap resamples of images for 95% intervals", default=1000, minimum=1)
     seed: int | None = option(
         "seed of stimuli, shuffling and the bootstrap (default: a cache's own, else 0)",
         default=None,
+        minimum=0,
     )
     out: str = option("output folder", default="answers")
 
-    def __post_init__(self) -> None:
-        _check_out(self.out)
+    def check(self) -> None:
+        super().check()
+        check_named(self.out, "out", "an output folder")
         if self.source is not None and self.data is not None:
             raise ConfigError(
                 f"give the images once: source ({self.source!r}) or data ({self.data!r})"
             )
-        if self.n_boot < 1:
-            raise ConfigError(f"n_boot must be >= 1, got {self.n_boot}")
-        if self.n_images is not None and self.n_images < 2:
-            raise ConfigError(
-                f"n_images must be >= 2: an accuracy over {self.n_images} image has no "
-                f"interval and its questions no wrong options to tell chance from"
-            )
-        self._check_extract()
 
 
 def _cache_source(config: AnswersConfig) -> tuple[AnswersConfig, str | None]:

@@ -10,7 +10,12 @@ import pandas as pd
 
 from analyses.commands.command import Command, StepResult
 from analyses.commands.inputs import load_step_model, step_images
-from analyses.commands.options import _check_out, _ExtractOptions
+from analyses.commands.options import (
+    _Conditions,
+    _ConditionSweeps,
+    _Images,
+    check_named,
+)
 from analyses.files import (
     ATTENTION_FILES,
 )
@@ -23,12 +28,11 @@ from analyses.outputs import (
 from interp.conditions import (
     CONDITION_SYNTAX,
 )
-from interp.errors import ConfigError
 from interp.options import option
 
 
 @dataclass
-class AttentionConfig(_ExtractOptions):
+class AttentionConfig(_Images, _Conditions, _ConditionSweeps):
     """``interp attention``: attention from the answer position (or ``query``) to each
     patch token, per LM layer and head, under each condition, into the folder ``out``
     (the model is loaded with eager attention: only it forms the weights)."""
@@ -36,7 +40,7 @@ class AttentionConfig(_ExtractOptions):
     conditions: list[str] | None = option(
         f"conditions: {'; '.join(CONDITION_SYNTAX.values())} (default: baseline)", default=None
     )
-    layers: list[int] | None = option("LM layers (default: all)", default=None)
+    layers: list[int] | None = option("LM layers (default: all)", default=None, minimum=0)
     query: int | None = option(
         "the text position attending: an index into the prompt's tokens, negative from its "
         "end (default: its last token, where the answer is read)",
@@ -44,19 +48,11 @@ class AttentionConfig(_ExtractOptions):
     )
     out: str = option("output folder", default="attention")
 
-    def __post_init__(self) -> None:
-        _check_out(self.out)
-        if isinstance(self.layers, int):
-            self.layers = [self.layers]
+    def check(self) -> None:
+        super().check()
+        check_named(self.out, "out", "an output folder")
         if self.n_images is None and self.data is None:
             self.n_images = 16  # a table per token, layer and head: a few images suffice
-        self._check_extract()
-        if self.sites:
-            layers = [int(s.removeprefix("lm.")) for s in self.sites if s.startswith("lm.")]
-            raise ConfigError(
-                f"attention is read per LM layer, not per site: leave sites out and pass "
-                f"layers={' '.join(map(str, layers or [0]))}"
-            )
 
 
 def attention_step(config: AttentionConfig) -> StepResult:

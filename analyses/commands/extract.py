@@ -10,7 +10,8 @@ from typing import Any
 
 from analyses.commands.command import Command, StepResult
 from analyses.commands.inputs import load_step_model, step_images
-from analyses.commands.options import _check_out, _ExtractOptions
+from analyses.commands.options import _ExtractOptions, check_named, output_file
+from analyses.files import OUTPUT_FILES
 from analyses.outputs import (
     check_output_folder,
 )
@@ -24,11 +25,16 @@ from interp.sources import ImageSet
 class ExtractConfig(_ExtractOptions):
     """``interp extract``: the activations of the images at the sites, into ``out``."""
 
-    out: str = option("the cache file to write (HDF5)", default="cache.h5")
+    out: str = option("output folder: writes OUT/cache.h5", default=".")
 
-    def __post_init__(self) -> None:
-        _check_out(self.out, "a cache file")
-        self._check_extract()
+    def check(self) -> None:
+        super().check()
+        check_named(self.out, "out", "an output folder")
+        self.cache_path()  # an old-style file path says so now
+
+    def cache_path(self) -> Path:
+        """The cache this extraction writes: ``out/cache.h5``."""
+        return output_file(self.out, OUTPUT_FILES["cache"])
 
 
 def extract_step(
@@ -42,8 +48,8 @@ def extract_step(
     same settings). ``check(loaded, data)``, if given, runs once the model is loaded and
     the images are drawn or opened, before anything is written (``interp run`` checks
     its probe settings and which of its steps can run there)."""
-    path = Path(config.out)
-    check_output_folder(path.parent if str(path.parent) else Path("."))
+    path = config.cache_path()
+    check_output_folder(path.parent)
     data = config.open_data()  # a label table is read and checked before the model loads
     loaded = loaded if loaded is not None else load_step_model(config)
     adapter = loaded.adapter

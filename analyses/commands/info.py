@@ -5,22 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from analyses.commands.command import Command, StepResult
-from analyses.commands.options import _check_named
-from interp.options import option
+from analyses.commands.options import check_named
+from interp.options import Settings, option
 
 __all__ = ["InfoConfig", "info_step", "COMMAND"]
 
 
 @dataclass
-class InfoConfig:
+class InfoConfig(Settings):
     """``interp info``: a cache's contents and state."""
 
     cache: str = option(
         "a cache file (or the path of an unfinished one)", default="", positional=True
     )
 
-    def __post_init__(self) -> None:
-        _check_named(self.cache, "cache", "a cache file (interp extract writes one)")
+    def check(self) -> None:
+        check_named(self.cache, "cache", "a cache file (interp extract writes one)")
 
 
 def info_step(config: InfoConfig) -> StepResult:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from analyses.commands.options import _ExtractOptions
+from analyses.commands.options import _Images
 from interp.errors import ConfigError
 from interp.organism import ORGANISM_NAME
 from interp.sources import ImageSet
@@ -25,7 +25,7 @@ def load_step_model(config: Any, **options: Any) -> Any:
 
 
 def step_images(
-    config: _ExtractOptions, loaded: Any, data: ImageSet | None
+    config: _Images, loaded: Any, data: ImageSet | None
 ) -> tuple[ImageSet, list[tuple[int, int]]]:
     """The images a step's settings name: ``data`` (the user's, opened) or the built-in
     stimuli drawn for this model (each side checked against its patch grid); and their

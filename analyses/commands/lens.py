@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from analyses.commands.command import Command, StepResult
 from analyses.commands.inputs import load_step_model, step_images
-from analyses.commands.options import _check_out, _ExtractOptions
+from analyses.commands.options import _Images, _Sites, check_named
 from analyses.files import (
     LENS_FILES,
 )
@@ -17,26 +17,19 @@ from analyses.outputs import (
     write_figures,
     write_table,
 )
-from interp.errors import ConfigError
 from interp.options import option
 
 
 @dataclass
-class LensConfig(_ExtractOptions):
+class LensConfig(_Images, _Sites):
     """``interp lens``: the logit lens on the image tokens over each image's first
     object, per LM depth and categorical attribute, into the folder ``out``."""
 
     out: str = option("output folder", default="lens")
 
-    def __post_init__(self) -> None:
-        _check_out(self.out)
-        self._check_extract()
-        given = [k for k in ("conditions", "windows", "drop_ks") if getattr(self, k)]
-        if given:
-            raise ConfigError(
-                f"the logit lens reads the model as it is (the baseline), so these settings "
-                f"would change nothing: leave out {' '.join(f'{k}=' for k in given)}"
-            )
+    def check(self) -> None:
+        super().check()
+        check_named(self.out, "out", "an output folder")
 
 
 def lens_step(config: LensConfig) -> StepResult:

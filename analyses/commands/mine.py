@@ -12,7 +12,7 @@ from PIL import Image
 
 from analyses.blind_pairs import differing_attributes, matched_pairs, mine_pairs
 from analyses.commands.command import Command, StepResult
-from analyses.commands.options import _check_out, _names, _OwnData
+from analyses.commands.options import _OwnData, check_named
 from analyses.files import (
     EMBEDDINGS_FILE,
     MINE_FILES,
@@ -52,12 +52,17 @@ class MineConfig(_OwnData):
         "name, save_pretrained folder, or hub id",
         default=ORGANISM_NAME,
     )
-    threshold_a: float = option("pairs more alike than this under encoder_a", default=0.95)
-    threshold_b: float = option("and less alike than this under encoder_b", default=0.6)
+    threshold_a: float = option(
+        "pairs more alike than this under encoder_a (a cosine)", default=0.95, minimum=-1, maximum=1
+    )
+    threshold_b: float = option(
+        "and less alike than this under encoder_b (a cosine)", default=0.6, minimum=-1, maximum=1
+    )
     embedding: str = option(
         "image: each checkpoint's own image embedding (CLIP's projected or pooled output, "
         "SigLIP's pooled head, DINOv2's normed CLS); mean: the mean patch token",
         default="image",
+        choices=EMBEDDING_KINDS,
     )
     data: str | ImageSet | None = option(
         "your own images (as for extract); default: the built-in synthetic stimuli",
@@ -69,13 +74,14 @@ class MineConfig(_OwnData):
     n_images: int | None = option(
         "number of images (default: 1000 synthetic ones; with --data, every row, or the first N)",
         default=None,
+        minimum=2,
     )
     image_size: int | None = option(
-        "stimulus side in px (default: encoder_a's native input size)", default=None
+        "stimulus side in px (default: encoder_a's native input size)", default=None, minimum=1
     )
-    seed: int = option("seed of the stimuli", default=0)
-    batch_size: int = option("images per forward pass", default=64)
-    top: int = option("pairs shown in the picture of the top pairs", default=12)
+    seed: int = option("seed of the stimuli", default=0, minimum=0)
+    batch_size: int = option("images per forward pass", default=64, minimum=1)
+    top: int = option("pairs shown in the picture of the top pairs", default=12, minimum=1)
     dtype: str | None = option(
         "float32, float16 or bfloat16 (default: the checkpoint's)", default=None
     )
@@ -85,26 +91,14 @@ class MineConfig(_OwnData):
     overwrite: bool = option("replace existing outputs", default=False)
     progress: bool = option("show progress bars", default=True)
 
-    def __post_init__(self) -> None:
-        _check_out(self.out)
-        _names(self, ("attributes", "categorical"))
+    def check(self) -> None:
+        super().check()
+        check_named(self.out, "out", "an output folder")
         if self.encoder_b is None:
             raise ConfigError(
                 "encoder_b is required: the encoder that tells images apart, e.g. "
                 "facebook/dinov2-large or a save_pretrained folder of one"
             )
-        if self.embedding not in EMBEDDING_KINDS:
-            raise ConfigError(
-                f"embedding must be one of {', '.join(EMBEDDING_KINDS)}, got {self.embedding!r}"
-            )
-        for name in ("threshold_a", "threshold_b"):
-            if not -1 <= getattr(self, name) <= 1:
-                raise ConfigError(f"{name} is a cosine in [-1, 1], got {getattr(self, name)}")
-        for name in ("batch_size", "top"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_images is not None and self.n_images < 2:
-            raise ConfigError(f"n_images must be >= 2 (pairs), got {self.n_images}")
         if self.data is not None and self.image_size is not None:
             raise ConfigError("image_size draws the synthetic stimuli; with data leave it out")
 

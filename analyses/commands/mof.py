@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from analyses.commands.command import Command, StepResult
-from analyses.commands.options import FIGURE_FORMATS, _check_out, _names
+from analyses.commands.options import _Formats, check_named
 from analyses.files import (
     MOF_FILES,
 )
@@ -21,7 +21,7 @@ from interp.options import option
 
 
 @dataclass
-class MofConfig:
+class MofConfig(_Formats):
     """``interp mof``: Mixture-of-Features probes of two encoders' caches of the same
     images (additive for each alpha, and interleaved), into the folder ``out``."""
 
@@ -44,26 +44,29 @@ class MofConfig:
     alphas: list[float] | None = option(
         "weights of encoder A in the additive mixture (default: 0 0.25 0.5 0.75 1)",
         default=None,
+        minimum=0,
+        maximum=1,
     )
-    n_splits: int = option("outer folds (grouped by image)", default=5)
-    n_boot: int = option("bootstrap resamples of the images for the intervals", default=1000)
-    seed: int = option("seed of the folds and the bootstrap", default=0)
+    n_splits: int = option("outer folds (grouped by image)", default=5, minimum=2)
+    n_boot: int = option(
+        "bootstrap resamples of the images for the intervals", default=1000, minimum=1
+    )
+    seed: int = option("seed of the folds and the bootstrap", default=0, minimum=0)
     out: str = option("output folder", default="mof")
-    formats: list[str] | None = option(
-        f"figure files to write: some of {' '.join(FIGURE_FORMATS)} (default: html)",
-        default=None,
-    )
     overwrite: bool = option("replace existing outputs", default=False)
 
     def __post_init__(self) -> None:
-        _check_out(self.out)
         given = [self.caches] if isinstance(self.caches, str) else list(self.caches or ())
-        if len(given) == 2 and given[0] == given[1]:
+        if len(given) == 2 and given[0] == given[1]:  # before the names are made distinct
             raise ConfigError(
                 f"caches names {given[0]!r} twice; give two caches of the same images: "
                 f"encoder A's, then encoder B's"
             )
-        _names(self, ("caches", "attributes", "selections", "formats"))
+        super().__post_init__()
+
+    def check(self) -> None:
+        super().check()
+        check_named(self.out, "out", "an output folder")
         if not self.caches or len(self.caches) != 2:
             raise ConfigError(
                 f"caches must name two caches of the same images (encoder A's, then B's), "
@@ -71,16 +74,7 @@ class MofConfig:
             )
         self.selections = self.selections or ["mean"]
         self.alphas = [float(a) for a in (self.alphas or (0.0, 0.25, 0.5, 0.75, 1.0))]
-        if any(not 0 <= a <= 1 for a in self.alphas):
-            raise ConfigError(f"alphas must lie in [0, 1], got {self.alphas}")
         self.formats = self.formats or ["html"]
-        unknown = [f for f in self.formats if f not in FIGURE_FORMATS]
-        if unknown:
-            raise ConfigError(f"formats must be among {FIGURE_FORMATS}, got {unknown}")
-        if self.n_splits < 2 or self.n_boot < 1:
-            raise ConfigError(
-                f"n_splits must be >= 2 and n_boot >= 1, got {self.n_splits} and {self.n_boot}"
-            )
 
 
 def mof_step(config: MofConfig) -> StepResult:

@@ -1,11 +1,20 @@
 """The option groups several commands share (each command declares its own options beside
-its step): sites and conditions, folds, attributes, condition sweeps, the model, own data,
-extraction, probing and figures."""
+its step, and combines these): sites, conditions, seed and outputs, folds, attributes,
+condition sweeps, the model, own data, the images of a step on a live model, extraction,
+probing, figure formats and the map's score.
+
+Every rule a single option follows (a minimum, a set of choices) is declared with the
+option and checked once for all commands (:func:`interp.options.check_options`); a
+group's :meth:`check` holds only the rules that tie several options together. A command
+offers only the groups whose options it uses.
+"""
 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from caches.schema import COMPRESSIONS, STORE_DTYPES
@@ -16,8 +25,7 @@ from interp.conditions import (
     window_conditions,
 )
 from interp.errors import ConfigError
-from interp.names import as_names
-from interp.options import option
+from interp.options import Settings, option
 from interp.organism import ORGANISM_NAME
 from interp.sources import ImageSet
 from interp.stimuli import COMPLEXITY_LEVELS
@@ -25,82 +33,96 @@ from probes.pixels import PIXEL_INNER_FOLDS
 from probes.selections import check_selection
 from probes.sweep import ProbeSettings
 
+__all__ = [
+    "DEFAULT_QUESTION",
+    "FAST_DEFAULTS",
+    "FIGURE_FORMATS",
+    "FULL_DEFAULTS",
+    "SCORES",
+    "check_named",
+    "output_file",
+]
+
 DEFAULT_QUESTION = "Describe the image."
-
-
+# What ``interp run`` uses, unless ``full``, for the settings it is not given: the
+# demo's choice (the demo page: where the time goes).
 FAST_DEFAULTS: dict[str, Any] = {
     "selections": ["mean", "on_object", "token"],
     "tokens_per_image": 2,
     "n_boot": 200,
 }
-
-
+# What ``full`` uses for the same settings (and the staged commands by default).
 FULL_DEFAULTS: dict[str, Any] = {
     "ablation_selections": ["all"],
     "tokens_per_image": 4,
     "n_boot": 1000,
 }
-
-
 FIGURE_FORMATS = ("html", "pdf", "svg", "png")
-
-
+# What the layer-by-attribute map colours: (accuracy - chance) / (1 - chance), the probe
+# accuracy itself, or accuracy minus the control task's.
 SCORES = ("chance_normalised", "accuracy", "selectivity")
 
 
-def _check_named(value: str, name: str, what: str) -> None:
+def check_named(value: str | None, name: str, what: str) -> None:
     """A path parameter must name something: a ConfigError naming ``name`` otherwise."""
-    if not str(value).strip():
+    if value is None or not str(value).strip():
         raise ConfigError(f"{name} must name {what}, got an empty string")
 
 
-def _check_out(out: str, what: str = "an output folder") -> None:
-    _check_named(out, "out", what)
-
-
-def _names(config: Any, fields: tuple[str, ...]) -> None:
-    """A single name given for a list option becomes a list of one."""
-    for name in fields:
-        value = as_names(getattr(config, name), name)
-        setattr(config, name, None if value is None else list(value))
+def output_file(out: str | os.PathLike, name: str) -> Path:
+    """The one file a command writes, ``OUT/<name>``: ``out`` is a folder, as on every
+    command. A path ending in ``name``'s suffix (``cache.h5``, ``probes.csv``) was the file
+    itself before: it still is, for one release, with a FutureWarning."""
+    out = Path(out)
+    suffix = Path(name).suffix
+    if out.suffix == suffix and not out.is_dir():
+        warnings.warn(
+            f"out={str(out)!r} names the file; out is now a folder on every command (this "
+            f"one writes OUT/{name}): pass out={str(out.parent)!r}, or rename the file to "
+            f"{name}; a file path will be refused in the next release",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return out
+    return out / name
 
 
 @dataclass
-class _Common:
-    """Options of every step that reads or writes activations."""
-
+class _Sites(Settings):
     sites: list[str] | None = option(
         "sites, e.g. vision.0 projector lm.3 (default: all)", default=None
     )
+
+
+@dataclass
+class _Conditions(Settings):
     conditions: list[str] | None = option(
         f"conditions: {'; '.join(CONDITION_SYNTAX.values())} (default: baseline shuffle "
         f"lower_mask where the model has an LLM / every condition the cache holds)",
         default=None,
     )
-    seed: int = option("seed of stimuli, shuffling and folds", default=0)
-    overwrite: bool = option("replace existing outputs", default=False)
-    progress: bool = option("show progress bars", default=True)
 
-    def _check_common(self) -> None:
-        _names(self, ("sites", "conditions"))
+    def check(self) -> None:
+        super().check()
         if self.conditions is not None:  # one spelling each; a malformed name says the syntax
             self.conditions = [parse_condition(c).name for c in self.conditions]
-        if self.seed is not None and self.seed < 0:
-            raise ConfigError(f"seed must be >= 0, got {self.seed}")
 
 
 @dataclass
-class _Folds:
+class _Run(Settings):
+    """The seed, and how a step writes and reports."""
+
+    seed: int = option("seed of stimuli, shuffling and folds", default=0, minimum=0)
+    overwrite: bool = option("replace existing outputs", default=False)
+    progress: bool = option("show progress bars", default=True)
+
+
+@dataclass
+class _Folds(Settings):
     """Cross-validation and intervals, shared by the attribute and pixel probes."""
 
-    n_splits: int = option("cross-validation folds (grouped by image)", default=5)
-    n_boot: int = option("bootstrap resamples of images for 95% intervals", default=1000)
-
-    def _check_folds(self) -> None:
-        if self.n_splits < 2:
-            raise ConfigError(f"n_splits must be >= 2, got {self.n_splits}")
-        if self.n_boot is not None and self.n_boot < 1:
-            raise ConfigError(f"n_boot must be >= 1, got {self.n_boot}")
+    n_splits: int = option("cross-validation folds (grouped by image)", default=5, minimum=2)
+    n_boot: int = option("bootstrap resamples of images for 95% intervals", default=1000, minimum=1)
 
     def fewest_images(self) -> int:
         """The fewest images every probe can cross-validate: the pixel probe's ``n_splits
@@ -110,23 +132,25 @@ class _Folds:
 
 
 @dataclass
-class _Attributes:
+class _Attributes(Settings):
     attributes: list[str] | None = option(
-        "attributes to probe (default: every label; with --data, every attribute column; "
-        "--label-columns is the same flag, as a datasets user would name it)",
+        "attributes to probe (default: every label: the stimuli's, or every attribute "
+        "column of your images; --label-columns is the same flag, as a datasets user would "
+        "name it)",
         aliases=("--label-columns",),
         default=None,
     )
 
 
 @dataclass
-class _ConditionSweeps:
+class _ConditionSweeps(Settings):
     """Families of conditions added to the named ones, once the model's depth is known."""
 
     windows: int | None = option(
         "also the layer-window sweep: mask:A-B windows of this many LM layers sliding over "
         "the depth (step 1)",
         default=None,
+        minimum=1,
     )
     drop_ks: list[int] | None = option(
         "also token dropping: drop:POLICY:K for each of these K (image tokens kept)",
@@ -137,12 +161,8 @@ class _ConditionSweeps:
         default=None,
     )
 
-    def _check_sweeps(self) -> None:
-        if isinstance(self.drop_ks, int):
-            self.drop_ks = [self.drop_ks]
-        _names(self, ("drop_policies",))
-        if self.windows is not None and self.windows < 1:
-            raise ConfigError(f"windows must be >= 1 LM layer, got {self.windows}")
+    def check(self) -> None:
+        super().check()
         if self.drop_policies and not self.drop_ks:
             raise ConfigError("drop_policies choose the policies of drop_ks: give drop_ks too")
         if self.drop_ks:
@@ -161,7 +181,7 @@ class _ConditionSweeps:
 
 
 @dataclass
-class _Model:
+class _Model(Settings):
     """Which model, and how it is loaded."""
 
     model: str = option(
@@ -175,7 +195,7 @@ class _Model:
 
 
 @dataclass
-class _OwnData:
+class _OwnData(Settings):
     """How own images are read (each command declares ``data``, ``attributes`` and
     ``n_images`` with its own help), and opening them."""
 
@@ -185,6 +205,11 @@ class _OwnData:
     categorical: list[str] | None = option(
         "with --data: numeric-looking columns to treat as classes", default=None
     )
+
+    def check(self) -> None:
+        super().check()
+        if self.categorical and self.data is None:
+            raise ConfigError("categorical names columns of a label table: it needs data")
 
     def open_data(self) -> ImageSet | None:
         """The user's data source (None for the built-in stimuli), opened and checked."""
@@ -205,8 +230,30 @@ class _OwnData:
 
 
 @dataclass
-class _ExtractOptions(_OwnData, _Model, _Common, _Attributes, _ConditionSweeps):
-    """Data -> model -> cache."""
+class _Formats(Settings):
+    formats: list[str] | None = option(
+        f"figure files to write: some of {' '.join(FIGURE_FORMATS)} (default: html; pdf, "
+        f"svg and png need a Chrome: Debian's chromium); --format is the same flag",
+        aliases=("--format",),
+        default=None,
+        choices=FIGURE_FORMATS,
+    )
+
+
+@dataclass
+class _Score(Settings):
+    score: str = option(
+        "what the layer-by-attribute map colours: chance_normalised ((accuracy - chance) / "
+        "(1 - chance)), accuracy, or selectivity (accuracy - control task)",
+        default="chance_normalised",
+        choices=SCORES,
+    )
+
+
+@dataclass
+class _Images(_OwnData, _Model, _Run, _Attributes):
+    """The images a step on a live model runs on (the built-in stimuli drawn, or own
+    data), and its forward passes."""
 
     data: str | ImageSet | None = option(
         "your own images: a folder holding labels.csv, labels.jsonl or labels.parquet (or "
@@ -218,35 +265,69 @@ class _ExtractOptions(_OwnData, _Model, _Common, _Attributes, _ConditionSweeps):
     n_images: int | None = option(
         "number of images (default: 256 synthetic ones; with --data, every row, or the first N)",
         default=None,
+        minimum=1,
     )
     image_size: int | None = option(
-        "stimulus side in px (default: the model's native input size)", default=None
+        "stimulus side in px (default: the model's native input size)", default=None, minimum=1
     )
     image_sizes: list[int] | None = option(
         "mix image sides, e.g. 32 48 64 (image i gets side i mod their count); the cache "
         "then stores each image's own tokens, ragged",
         default=None,
+        minimum=1,
     )
     complexity: int | None = option(
         "draw the synthetic stimuli at complexity 1 (one object, plain) .. 5 (up to 8 small "
         "objects, clutter, noise, occlusion) (default: 1-4 objects on white, level 2)",
         default=None,
+        choices=COMPLEXITY_LEVELS,
     )
-    batch_size: int = option("images per forward pass", default=32)
+    batch_size: int = option("images per forward pass", default=32, minimum=1)
+    question: str = option("question put in the prompt", default=DEFAULT_QUESTION)
+
+    def check(self) -> None:
+        super().check()
+        if self.data is not None and (self.image_size or self.image_sizes):
+            raise ConfigError(
+                "image_size and image_sizes draw the synthetic stimuli; with data the images "
+                "keep their own sizes: leave them out"
+            )
+        if self.data is not None and self.complexity is not None:
+            raise ConfigError(
+                "complexity draws the synthetic stimuli; with data the images are yours: "
+                "leave it out"
+            )
+        if self.image_sizes is not None and self.image_size is not None:
+            raise ConfigError(
+                f"give image_size ({self.image_size}) or image_sizes ({self.image_sizes}), not both"
+            )
+        if self.image_sizes == []:
+            raise ConfigError(
+                "image_sizes must be positive sides in px, got []; leave it out for the "
+                "model's native size"
+            )
+
+
+@dataclass
+class _ExtractOptions(_Images, _Sites, _Conditions, _ConditionSweeps):
+    """Data -> model -> cache."""
+
     workers: int = option(
         "processes that decode and preprocess the next batches of images while the model runs",
         default=0,
+        minimum=0,
     )
-    question: str = option("question put in the prompt", default=DEFAULT_QUESTION)
     store_dtype: str | None = option(
         "how activations are stored: float16 or bfloat16 (half the disk) or float32 "
         "(activations beyond float16's range) (default: the model's dtype where it is "
         "float16 or bfloat16, else float16; float32 for Gemma 3)",
         default=None,
+        choices=STORE_DTYPES,
     )
     compression: str = option(
         "compress the stored activations: none, lzf (fast) or gzip (level 1, smaller)",
         default="none",
+        choices=COMPRESSIONS,
     )
     store_pixels: bool | None = option(
         "keep the images in the cache (the pixel probe needs them) (default: yes for the "
@@ -259,62 +340,13 @@ class _ExtractOptions(_OwnData, _Model, _Common, _Attributes, _ConditionSweeps):
         default=False,
     )
 
-    def _check_extract(self) -> None:
-        self._check_common()
-        self._check_sweeps()
-        _names(self, ("attributes", "categorical"))
-        if isinstance(self.image_sizes, int):
-            self.image_sizes = [self.image_sizes]
-        if self.data is not None and (self.image_size or self.image_sizes):
-            raise ConfigError(
-                "image_size and image_sizes draw the synthetic stimuli; with data the images "
-                "keep their own sizes: leave them out"
-            )
-        if self.data is not None and self.complexity is not None:
-            raise ConfigError(
-                "complexity draws the synthetic stimuli; with data the images are yours: "
-                "leave it out"
-            )
-        if self.complexity is not None and self.complexity not in COMPLEXITY_LEVELS:
-            raise ConfigError(
-                f"complexity must be one of {list(COMPLEXITY_LEVELS)}, got {self.complexity!r}"
-            )
-        if self.categorical and self.data is None:
-            raise ConfigError("categorical names columns of a label table: it needs data")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.workers < 0:
-            raise ConfigError(f"workers must be >= 0, got {self.workers}")
-        if self.n_images is not None and self.n_images < 1:
-            raise ConfigError(f"n_images must be >= 1, got {self.n_images}")
-        if self.image_sizes is not None and self.image_size is not None:
-            raise ConfigError(
-                f"give image_size ({self.image_size}) or image_sizes ({self.image_sizes}), not both"
-            )
-        for name in ("image_size", "image_sizes"):
-            given = getattr(self, name)
-            sides = [given] if isinstance(given, int) else given or []
-            if any(side < 1 for side in sides) or (name == "image_sizes" and given == []):
-                raise ConfigError(
-                    f"{name} must be positive sides in px, got {given}; leave it out for the "
-                    f"model's native size"
-                )
-        if self.compression not in COMPRESSIONS:
-            raise ConfigError(
-                f"compression must be one of {', '.join(COMPRESSIONS)}, got {self.compression!r}"
-            )
-        if self.store_dtype is not None and self.store_dtype not in STORE_DTYPES:
-            raise ConfigError(
-                f"store_dtype must be one of {', '.join(STORE_DTYPES)}, got {self.store_dtype!r}"
-            )
-
     def keeps_pixels(self) -> bool:
         """``store_pixels``, where given; else yes for the stimuli, no for own data."""
         return self.store_pixels if self.store_pixels is not None else self.data is None
 
 
 @dataclass
-class _ProbeOptions(_Common, _Attributes, _Folds):
+class _ProbeOptions(_Run, _Attributes, _Sites, _Conditions, _Folds):
     """Cache -> probe table."""
 
     selections: list[str] | None = option(
@@ -328,15 +360,11 @@ class _ProbeOptions(_Common, _Attributes, _Folds):
         default=None,
     )
     tokens_per_image: int = option(
-        "most object tokens per image in the 'token' selection", default=4
+        "most object tokens per image in the 'token' selection", default=4, minimum=1
     )
 
-    def _check_probe(self) -> None:
-        self._check_common()
-        self._check_folds()
-        _names(self, ("attributes", "selections", "ablation_selections"))
-        if self.tokens_per_image is not None and self.tokens_per_image < 1:
-            raise ConfigError(f"tokens_per_image must be >= 1, got {self.tokens_per_image}")
+    def check(self) -> None:
+        super().check()
         for selection in [*(self.selections or ()), *(self.ablation_selections or ())]:
             if selection != "all":
                 check_selection(selection)
@@ -354,28 +382,3 @@ class _ProbeOptions(_Common, _Attributes, _Folds):
             seed=self.seed,
             tokens_per_image=self.tokens_per_image,
         )
-
-
-@dataclass
-class _Figures:
-    formats: list[str] | None = option(
-        f"figure files to write: some of {' '.join(FIGURE_FORMATS)} (default: html; pdf, "
-        f"svg and png need a Chrome: Debian's chromium); --format is the same flag",
-        aliases=("--format",),
-        default=None,
-    )
-    score: str = option(
-        "what the layer-by-attribute map colours: chance_normalised ((accuracy - chance) / "
-        "(1 - chance)), accuracy, or selectivity (accuracy - control task)",
-        default="chance_normalised",
-    )
-
-    def _check_figures(self) -> None:
-        _names(self, ("formats",))
-        unknown = [f for f in self.formats or () if f not in FIGURE_FORMATS]
-        if unknown:
-            raise ConfigError(
-                f"formats {unknown} are not figure formats; choose from {FIGURE_FORMATS}"
-            )
-        if self.score not in SCORES:
-            raise ConfigError(f"score must be one of {SCORES}, got {self.score!r}")

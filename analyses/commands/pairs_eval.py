@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from analyses.commands.command import Command, StepResult
-from analyses.commands.options import _check_out, _Model, _names, _OwnData
+from analyses.commands.options import _Model, _OwnData, check_named
 from analyses.files import (
     PAIRS_EVAL_FILES,
 )
@@ -41,13 +41,15 @@ class PairsEvalConfig(_OwnData, _Model):
         "question and answer columns, or (default) the stimuli the pairs were mined from",
         default=None,
     )
-    n_images: int | None = option("with --data: only the first N images", default=None)
+    n_images: int | None = option("with --data: only the first N images", default=None, minimum=2)
     conditions: list[str] | None = option(
         "conditions answered under (default: baseline)", default=None
     )
-    batch_size: int = option("images per forward pass", default=32)
-    n_boot: int = option("bootstrap resamples of the pairs for the intervals", default=1000)
-    seed: int = option("seed of the bootstrap", default=0)
+    batch_size: int = option("images per forward pass", default=32, minimum=1)
+    n_boot: int = option(
+        "bootstrap resamples of the pairs for the intervals", default=1000, minimum=1
+    )
+    seed: int = option("seed of the bootstrap", default=0, minimum=0)
     out: str = option("output folder", default="pairs-eval")
     overwrite: bool = option("replace existing outputs", default=False)
     progress: bool = option("show progress bars", default=True)
@@ -55,17 +57,14 @@ class PairsEvalConfig(_OwnData, _Model):
         "with --data: the label columns kept (default: every one)", default=None
     )
 
-    def __post_init__(self) -> None:
-        _check_out(self.out)
-        _names(self, ("conditions", "categorical"))
+    def check(self) -> None:
+        super().check()
+        check_named(self.out, "out", "an output folder")
         if self.pairs is None and self.data is None:
             raise ConfigError(
                 "give pairs (a pairs.csv, e.g. from interp mine) or data that pairs its "
                 "images (MMVP's folder)"
             )
-        for name in ("batch_size", "n_boot"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 def _pairs_and_data(config: PairsEvalConfig) -> tuple[pd.DataFrame, ImageSet]:

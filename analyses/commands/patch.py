@@ -13,7 +13,7 @@ from PIL import Image
 
 from analyses.commands.command import Command, StepResult
 from analyses.commands.inputs import load_step_model
-from analyses.commands.options import _check_out, _Figures, _Model, _names
+from analyses.commands.options import _Formats, _Model, check_named
 from analyses.commands.tables import _file_of
 from analyses.files import (
     PATCH_FILES,
@@ -32,7 +32,7 @@ PATCH_METHODS = ("exact", "attribution", "both")
 
 
 @dataclass
-class PatchConfig(_Model, _Figures):
+class PatchConfig(_Model, _Formats):
     """``interp patch``: activation patching of a clean / corrupted pair on the patch
     grid, into the folder ``out`` (``patching.csv``, the map, the pair's picture)."""
 
@@ -49,24 +49,25 @@ class PatchConfig(_Model, _Figures):
         "the built-in pair: a stimulus and its twin whose one object changes color or "
         "shape, or which is mirrored (color, shape or mirror)",
         default="color",
+        choices=("color", "shape", "mirror"),
     )
-    seed: int = option("seed of the built-in pair", default=0)
+    seed: int = option("seed of the built-in pair", default=0, minimum=0)
     sites: list[str] | None = option(
         "sites to patch (default: the projector and every LM layer)", default=None
     )
     method: str = option(
         "exact (a forward pass per token), attribution (one backward pass, first order) or both",
         default="both",
+        choices=PATCH_METHODS,
     )
-    batch_size: int = option("patched copies per forward pass", default=64)
+    batch_size: int = option("patched copies per forward pass", default=64, minimum=1)
     out: str = option("output folder", default="patching")
     overwrite: bool = option("replace existing outputs", default=False)
     progress: bool = option("show progress bars (loading the model)", default=True)
 
-    def __post_init__(self) -> None:
-        _check_out(self.out)
-        _names(self, ("sites",))
-        self._check_figures()
+    def check(self) -> None:
+        super().check()
+        check_named(self.out, "out", "an output folder")
         own = {k: getattr(self, k) for k in ("clean", "corrupt", "question", "answer", "wrong")}
         if any(v is not None for v in own.values()) and not all(own.values()):
             missing = [k for k, v in own.items() if not v]
@@ -74,12 +75,6 @@ class PatchConfig(_Model, _Figures):
                 f"a pair of your own needs clean, corrupt, question, answer and wrong; "
                 f"missing {missing}"
             )
-        if self.twin not in ("color", "shape", "mirror"):
-            raise ConfigError(f"twin must be color, shape or mirror, got {self.twin!r}")
-        if self.method not in PATCH_METHODS:
-            raise ConfigError(f"method must be one of {PATCH_METHODS}, got {self.method!r}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
 def _read_image(path: str, what: str) -> Any:

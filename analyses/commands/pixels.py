@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from analyses.commands.command import Command, StepResult
-from analyses.commands.options import _check_named, _Common, _Folds
+from analyses.commands.options import _Conditions, _Folds, _Run, _Sites, check_named
 from analyses.files import (
     PIXEL_FILES,
 )
@@ -23,17 +23,17 @@ from probes import pixel_sweep
 
 
 @dataclass
-class PixelConfig(_Common, _Folds):
+class PixelConfig(_Run, _Sites, _Conditions, _Folds):
     """``interp pixels``: the pixel-value probe of every site of ``cache``: its table and
     the picture grid of held-out reconstructions, into the folder ``out``."""
 
     cache: str = option("the cache to probe", default="", positional=True)
     out: str = option("output folder", default="pixels")
 
-    def __post_init__(self) -> None:
-        _check_named(self.cache, "cache", "a cache file (interp extract writes one)")
-        self._check_common()
-        self._check_folds()
+    def check(self) -> None:
+        super().check()
+        check_named(self.cache, "cache", "a cache file (interp extract writes one)")
+        check_named(self.out, "out", "an output folder")
 
 
 def pixel_step(config: PixelConfig) -> StepResult:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import plotly.graph_objects as go
 
 from analyses.commands.command import Command, StepResult
-from analyses.commands.options import _Figures, _names
+from analyses.commands.options import _Formats, _Score, check_named
 from analyses.commands.tables import (
     _file_of,
     answer_figures_of,
@@ -27,7 +27,7 @@ from interp.options import option
 
 
 @dataclass
-class PlotConfig(_Figures):
+class PlotConfig(_Formats, _Score):
     """``interp plot``: every figure each table supports, into the folder ``out``."""
 
     tables: list[str] | None = option(
@@ -43,11 +43,11 @@ class PlotConfig(_Figures):
     )
     overwrite: bool = option("replace existing figures", default=False)
 
-    def __post_init__(self) -> None:
-        _names(self, ("tables",))
+    def check(self) -> None:
+        super().check()
         if not self.tables:
             raise ConfigError("tables must name a probe table (interp probe writes one)")
-        self._check_figures()
+        check_named(self.out, "out", "an output folder")
 
 
 def plot_step(config: PlotConfig) -> StepResult:

@@ -10,7 +10,8 @@ from typing import Any
 import pandas as pd
 
 from analyses.commands.command import Command, StepResult
-from analyses.commands.options import _check_named, _ProbeOptions
+from analyses.commands.options import _ProbeOptions, check_named, output_file
+from analyses.files import OUTPUT_FILES
 from analyses.outputs import (
     check_output_folder,
     write_atomic,
@@ -31,11 +32,19 @@ class ProbeConfig(_ProbeOptions):
     into the table ``out``; never writes to the cache."""
 
     cache: str = option("the cache to probe", default="", positional=True)
-    out: str = option("the probe table to write (CSV)", default="probes.csv")
+    out: str = option(
+        "output folder: writes OUT/probes.csv and OUT/probes.csv.settings.json", default="."
+    )
 
-    def __post_init__(self) -> None:
-        _check_named(self.cache, "cache", "a cache file (interp extract writes one)")
-        self._check_probe()
+    def check(self) -> None:
+        super().check()
+        check_named(self.cache, "cache", "a cache file (interp extract writes one)")
+        check_named(self.out, "out", "an output folder")
+        self.table_path()  # an old-style file path says so now
+
+    def table_path(self) -> Path:
+        """The probe table this probe writes: ``out/probes.csv``."""
+        return output_file(self.out, OUTPUT_FILES["probes"])
 
 
 _KEY = ["site", "condition", "selection", "attribute"]
@@ -90,13 +99,13 @@ def _kept_rows(path: Path, wanted: dict[str, Any], overwrite: bool) -> pd.DataFr
 
 def probe_step(config: ProbeConfig) -> StepResult:
     """Probe every site x condition x selection x attribute of ``config.cache`` into the
-    table ``config.out`` (CSV; its settings in ``<out>.settings.json``) and return it.
+    table ``OUT/probes.csv`` (its settings in ``probes.csv.settings.json``).
 
     Never writes to the cache. Resumable: rows are kept in ``<out>.partial`` as each site
     is probed, and a rerun with the same settings continues from them; a finished table of
     the same settings is extended, not redone (adding a selection or an attribute probes
     only the new cells). A table of other settings is refused unless ``overwrite``."""
-    out = Path(config.out)
+    out = config.table_path()
     partial = partial_path(out)
     check_output_folder(out.parent if str(out.parent) else Path("."))
     with CacheReader(config.cache) as reader:

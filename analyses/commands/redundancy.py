@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from analyses.commands.command import Command, StepResult
-from analyses.commands.options import FIGURE_FORMATS, _check_out, _names
+from analyses.commands.options import _Formats, check_named
 from analyses.commands.tables import read_table
 from analyses.outputs import (
     check_output_folder,
@@ -29,7 +29,7 @@ from interp.options import option
 
 
 @dataclass
-class RedundancyConfig:
+class RedundancyConfig(_Formats):
     """``interp redundancy``: how redundantly each site spreads the image over its
     tokens, per cache (several overlaid: models or checkpoints), into the folder ``out``."""
 
@@ -53,18 +53,16 @@ class RedundancyConfig:
     )
     sites: list[str] | None = option("sites (default: all)", default=None)
     conditions: list[str] | None = option("conditions (default: every one)", default=None)
-    n_boot: int = option("bootstrap resamples of the images for the intervals", default=1000)
-    seed: int = option("seed of the bootstrap", default=0)
-    out: str = option("output folder", default="redundancy")
-    formats: list[str] | None = option(
-        f"figure files to write: some of {' '.join(FIGURE_FORMATS)} (default: html)",
-        default=None,
+    n_boot: int = option(
+        "bootstrap resamples of the images for the intervals", default=1000, minimum=1
     )
+    seed: int = option("seed of the bootstrap", default=0, minimum=0)
+    out: str = option("output folder", default="redundancy")
     overwrite: bool = option("replace existing outputs", default=False)
 
-    def __post_init__(self) -> None:
-        _check_out(self.out)
-        _names(self, ("caches", "probes", "answers", "labels", "sites", "conditions", "formats"))
+    def check(self) -> None:
+        super().check()
+        check_named(self.out, "out", "an output folder")
         if not self.caches:
             raise ConfigError("caches must name at least one cache (interp extract writes one)")
         for name in ("probes", "answers", "labels"):
@@ -74,11 +72,6 @@ class RedundancyConfig:
                     f"{name} must give one per cache ({len(self.caches)}), got {len(given)}"
                 )
         self.formats = self.formats or ["html"]
-        unknown = [f for f in self.formats if f not in FIGURE_FORMATS]
-        if unknown:
-            raise ConfigError(f"formats must be among {FIGURE_FORMATS}, got {unknown}")
-        if self.n_boot < 1:
-            raise ConfigError(f"n_boot must be >= 1, got {self.n_boot}")
 
 
 def redundancy_step(config: RedundancyConfig) -> StepResult:

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from analyses.commands.command import Command, StepResult
+from analyses.commands.options import check_named, output_file
 from analyses.commands.tables import answer_figures_of, figures_of
 from analyses.figures import (
     headline_selection,
@@ -32,19 +33,23 @@ from analyses.outputs import (
 from analyses.provenance import check_same_origin
 from caches.info import cache_info
 from interp.errors import ConfigError
-from interp.options import option
+from interp.options import Settings, option
 
 
 @dataclass
-class ReportConfig:
+class ReportConfig(Settings):
     """``interp report``: one self-contained HTML page of a run's folder."""
 
     run: str = option("a run's output folder", default="", positional=True)
-    out: str | None = option("the page to write (default: RUN/report.html)", default=None)
+    out: str | None = option("output folder: writes OUT/report.html (default: RUN)", default=None)
 
-    def __post_init__(self) -> None:
-        if not str(self.run).strip():
-            raise ConfigError("run must name a run's output folder (interp run writes one)")
+    def check(self) -> None:
+        check_named(self.run, "run", "a run's output folder (interp run writes one)")
+        self.page_path()  # an old-style file path says so now
+
+    def page_path(self) -> Path:
+        """The page this report writes: ``out/report.html`` (``out`` default: ``run``)."""
+        return output_file(self.out if self.out else self.run, OUTPUT_FILES["report"])
 
 
 _PACKAGES = ("vlm-interp", "torch", "transformers", "nnsight", "scikit-learn", "h5py", "plotly")
@@ -69,7 +74,7 @@ def report_step(config: ReportConfig) -> StepResult:
             f"{str(folder)!r} holds no probes.csv; pass the output folder of interp run "
             f"(or one where interp probe wrote probes.csv)"
         )
-    out = Path(config.out) if config.out else folder / OUTPUT_FILES["report"]
+    out = config.page_path()
     page = render_report(folder)
     written = write_atomic(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return StepResult(summary=f"report of {folder.name}", paths={"report": written})

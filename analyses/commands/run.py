@@ -22,10 +22,11 @@ from analyses.commands.inputs import load_step_model
 from analyses.commands.options import (
     FAST_DEFAULTS,
     FULL_DEFAULTS,
-    _check_out,
     _ExtractOptions,
-    _Figures,
+    _Formats,
     _ProbeOptions,
+    _Score,
+    check_named,
 )
 from analyses.commands.pixels import PixelConfig, pixel_step
 from analyses.commands.probe import ProbeConfig, probe_step
@@ -57,7 +58,7 @@ from probes.selections import check_selection_fits
 
 
 @dataclass
-class RunConfig(_ExtractOptions, _ProbeOptions, _Figures):
+class RunConfig(_ExtractOptions, _ProbeOptions, _Formats, _Score):
     """Everything ``interp run`` does: extract, probe, pixels, plot and report, into one
     output folder; the command line's options are these fields."""
 
@@ -71,17 +72,17 @@ class RunConfig(_ExtractOptions, _ProbeOptions, _Figures):
     n_boot: int | None = option(
         "bootstrap resamples of images for 95% intervals (default: 1000 with --full, else 200)",
         default=None,
+        minimum=1,
     )
     tokens_per_image: int | None = option(
         "most object tokens per image in the 'token' selection (default: 4 with --full, else 2)",
         default=None,
+        minimum=1,
     )
 
-    def __post_init__(self) -> None:
-        _check_out(self.out)
-        self._check_extract()
-        self._check_probe()
-        self._check_figures()
+    def check(self) -> None:
+        super().check()
+        check_named(self.out, "out", "an output folder")
         if self.n_images is not None:
             self.check_image_count(self.n_images)
 
@@ -189,7 +190,7 @@ def run(config: RunConfig) -> StepResult:
         )
     staging = folder / ".run.partial"
     shutil.rmtree(staging, ignore_errors=True)  # left by a run stopped while publishing
-    extraction = config.step(ExtractConfig, out=str(paths["cache"]))
+    extraction = config.step(ExtractConfig, out=str(folder))
     if data is not None:
         extraction.data = data
     loaded = load_step_model(extraction)
@@ -197,7 +198,7 @@ def run(config: RunConfig) -> StepResult:
     cache = cache.paths["cache"]
     table = timed(
         lambda: probe_step(
-            config.step(ProbeConfig, cache=str(cache), out=str(paths["probes"]), overwrite=False)
+            config.step(ProbeConfig, cache=str(cache), out=str(folder), overwrite=False)
         ),
         timings,
         "probe",

@@ -9,14 +9,14 @@ import pandas as pd
 
 from interp.errors import ConfigError
 from interp.loading import load_model
-from interp.options import option
+from interp.options import Settings, option
 from interp.organism import ORGANISM_NAME
 from interp.organism.card import write_card, write_finetune_card
 from interp.organism.evaluation import EVAL_IMAGES, EVAL_SEED, evaluate
 from interp.organism.finetune import FinetuneConfig, check_finetune, evaluate_pixels, finetune
 from interp.organism.folders import staged_folder
 from interp.organism.training import OrganismTrainConfig, config_dict, model_folder, train
-from interp.stimuli import StimulusSpec
+from interp.stimuli import COMPLEXITY_LEVELS
 
 __all__ = [
     "OrganismEvalConfig",
@@ -28,27 +28,26 @@ __all__ = [
 
 
 @dataclass
-class OrganismEvalConfig:
+class OrganismEvalConfig(Settings):
     """``interp organism eval`` options."""
 
     model: str = option(
         "built-in name or save_pretrained folder (default: the organism)", default=ORGANISM_NAME
     )
-    n_images: int = option("held-out images", default=EVAL_IMAGES)
-    seed: int = option("seed of the held-out images", default=EVAL_SEED)
-    max_objects: int = option("most objects per image (1: lone objects, no binding)", default=4)
+    n_images: int = option("held-out images", default=EVAL_IMAGES, minimum=1)
+    seed: int = option("seed of the held-out images", default=EVAL_SEED, minimum=0)
+    max_objects: int = option(
+        "most objects per image (1: lone objects, no binding)", default=4, minimum=1
+    )
     complexity: int | None = option(
         "draw the images at this complexity level (1..5) instead (its own object counts)",
         default=None,
+        choices=COMPLEXITY_LEVELS,
     )
 
-    def __post_init__(self) -> None:
-        if self.n_images < 1:
-            raise ConfigError(f"n_images must be >= 1, got {self.n_images}")
-        if self.complexity is not None:
-            StimulusSpec(complexity=self.complexity)  # checks the level
-            if self.max_objects != 4:
-                raise ConfigError("give max_objects or complexity, not both")
+    def check(self) -> None:
+        if self.complexity is not None and self.max_objects != 4:
+            raise ConfigError("give max_objects or complexity, not both")
 
 
 def run_eval(config: OrganismEvalConfig) -> pd.DataFrame:

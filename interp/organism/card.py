@@ -188,7 +188,7 @@ def write_finetune_card(
         f"""# vlm-interp organism, fine-tuned from `{recipe["start"]}`
 
 VQA on stimuli of complexity {recipe["complexity"]}, the vision encoder {encoder}{pixel}:
-{recipe["steps"]} steps of {recipe["batch"]} images, AdamW, peak lr {recipe["lr"]},
+{recipe["steps"]} steps of {recipe["batch_size"]} images, AdamW, peak lr {recipe["lr"]},
 {recipe["warmup"]} warm-up steps then cosine decay, seed {recipe["seed"]}.
 
 Reproduce: `interp organism finetune --from {recipe["start"]} --out DIR --complexity \

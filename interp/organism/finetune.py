@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.errors import ConfigError
-from interp.options import option
+from interp.options import Settings, option, renamed_options
 from interp.organism import ORGANISM_NAME
 from interp.organism.folders import staged_folder
 from interp.organism.questions import QA
@@ -58,8 +58,9 @@ _PIXEL_TEMPLATE = "what is the {channel} value at x {x} y {y} ?"
 FINETUNE_STAGE = 3  # training stimuli's seeds: stage_seed(seed, 3, step)
 
 
+@renamed_options(batch="batch_size", device="device_map")
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(Settings):
     """``interp organism finetune`` options."""
 
     out: str = option("folder to save_pretrained the fine-tuned model into", default="finetuned")
@@ -68,11 +69,13 @@ class FinetuneConfig:
         aliases=("--from",),
         default=ORGANISM_NAME,
     )
-    complexity: int = option("complexity level of the training stimuli (1..5)", default=2)
-    steps: int = option("training steps", default=300)
-    batch: int = option("images (conversations) per step", default=32)
+    complexity: int = option(
+        "complexity level of the training stimuli (1..5)", default=2, choices=COMPLEXITY_LEVELS
+    )
+    steps: int = option("training steps", default=300, minimum=1)
+    batch_size: int = option("images (conversations) per step", default=32, minimum=1)
     lr: float = option("peak learning rate", default=3e-4)
-    warmup: int = option("linear warm-up steps", default=30)
+    warmup: int = option("linear warm-up steps", default=30, minimum=0)
     train_encoder: bool = option(
         "adapt the vision encoder too (default: frozen, as in LLaVA's stage 2)", default=False
     )
@@ -80,30 +83,27 @@ class FinetuneConfig:
         "add pixel-value questions (a channel's value in eighths at an x, y location)",
         default=False,
     )
-    pixel_questions: int = option("pixel questions per image with pixel_task", default=4)
-    seed: int = option("seed of the training stimuli and questions", default=0)
-    eval_images: int = option("held-out images of the card's evaluation", default=500)
-    device: str = option("cpu or cuda", default="cpu")
-    threads: int | None = option("torch CPU threads (default: torch's)", default=None)
+    pixel_questions: int = option("pixel questions per image with pixel_task", default=4, minimum=1)
+    seed: int = option("seed of the training stimuli and questions", default=0, minimum=0)
+    eval_images: int = option("held-out images of the card's evaluation", default=500, minimum=1)
+    device_map: str = option(
+        "where training runs: cpu, cuda or cuda:N (one device: training does not spread a "
+        "model over several)",
+        default="cpu",
+    )
+    threads: int | None = option("torch CPU threads (default: torch's)", default=None, minimum=1)
     overwrite: bool = option("replace an existing model folder", default=False)
     progress: bool = option("show a progress bar", default=True)
 
-    def __post_init__(self) -> None:
-        if self.complexity not in COMPLEXITY_LEVELS:
-            raise ConfigError(
-                f"complexity must be one of {list(COMPLEXITY_LEVELS)}, got {self.complexity!r}"
-            )
-        for name in ("steps", "batch", "pixel_questions", "eval_images"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.warmup < 0:
-            raise ConfigError(f"need lr > 0 and warmup >= 0, got {self.lr} and {self.warmup}")
-        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConfigError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
+    def check(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.device_map not in ("cpu", "cuda") and not self.device_map.startswith("cuda:"):
+            raise ConfigError(f"device_map must be cpu, cuda or cuda:N, got {self.device_map!r}")
 
     def recipe(self) -> dict[str, Any]:
         """The fields that determine the weights (for the card)."""
-        skip = {"out", "overwrite", "progress", "threads", "device", "eval_images"}
+        skip = {"out", "overwrite", "progress", "threads", "device_map", "eval_images"}
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
@@ -120,7 +120,7 @@ def check_finetune(config: FinetuneConfig) -> Path:
     for must be there."""
     from interp.loading import check_device_map, resolve_model_source
 
-    check_device_map(config.device, "device")
+    check_device_map(config.device_map)
     return model_folder(config.out, config.overwrite, resolve_model_source(config.start))
 
 
@@ -197,7 +197,7 @@ def _dialogues(
 ) -> tuple[np.ndarray, list[list[QA]]]:
     """One step's images and, per image, its questions in random order."""
     spec = StimulusSpec(
-        n_images=config.batch,
+        n_images=config.batch_size,
         image_size=IMAGE_SIZE,
         seed=stage_seed(config.seed, FINETUNE_STAGE, step),
         complexity=config.complexity,
@@ -242,7 +242,7 @@ def finetune(config: FinetuneConfig, into: Path | None = None) -> FinetuneResult
     if config.pixel_task:
         words += pixel_words(IMAGE_SIZE)
     added = extend_vocabulary(model, processor, words)
-    device = torch.device(config.device)
+    device = torch.device(config.device_map)
     model.to(device).train()
     tower = model.model.vision_tower
     if config.train_encoder:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from interp.errors import ConfigError
-from interp.options import option
+from interp.options import Settings, option, renamed_options
 from interp.organism.folders import check_model_folder, staged_folder
 from interp.stimuli import StimulusSpec, generate
 
@@ -36,36 +36,34 @@ IMAGE_SIZE, PATCH_SIZE = 64, 8
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # DINOv2's processor
 
 
+@renamed_options(batch="batch_size", layers="vision_layers")
 @dataclass
-class SslTrainConfig:
+class SslTrainConfig(Settings):
     """``interp organism train-ssl`` options: the recipe."""
 
     out: str = option("folder to save_pretrained the encoder into", default="organism-ssl")
-    seed: int = option("seed of weights and training stimuli", default=0)
-    hidden_size: int = option("width", default=128)
-    layers: int = option("transformer layers", default=4)
-    steps: int = option("training steps", default=800)
-    batch: int = option("images per step (two views each)", default=128)
+    seed: int = option("seed of weights and training stimuli", default=0, minimum=0)
+    hidden_size: int = option("width", default=128, minimum=32)
+    vision_layers: int = option("transformer layers of the encoder", default=4, minimum=1)
+    steps: int = option("training steps", default=800, minimum=1)
+    batch_size: int = option(
+        "images per step (two views each); at least 2: a contrastive batch of one image has "
+        "no negatives",
+        default=128,
+        minimum=2,
+    )
     lr: float = option("peak learning rate", default=1e-3)
     temperature: float = option("NT-Xent temperature", default=0.2)
-    warmup: int = option("linear warm-up steps", default=50)
-    threads: int | None = option("torch CPU threads (default: torch's)", default=None)
+    warmup: int = option("linear warm-up steps", default=50, minimum=0)
+    threads: int | None = option("torch CPU threads (default: torch's)", default=None, minimum=1)
     overwrite: bool = option("replace an existing folder", default=False)
     progress: bool = option("show progress bars", default=True)
 
-    def __post_init__(self) -> None:
-        for name in ("hidden_size", "layers", "steps", "batch"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+    def check(self) -> None:
         if self.hidden_size % 32:
             raise ConfigError(f"hidden_size must be a multiple of 32, got {self.hidden_size}")
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
-        if self.batch < 2:
-            raise ConfigError(
-                f"batch must be >= 2, got {self.batch}: a contrastive batch of one image has "
-                f"no negatives, so its loss and twin retrieval say nothing"
-            )
 
 
 def make_ssl_encoder(hidden_size: int = 128, layers: int = 4) -> tuple[Any, Any]:
@@ -131,7 +129,7 @@ def train_ssl(config: SslTrainConfig, into: Path | None = None) -> tuple[Path, p
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    model, processor = make_ssl_encoder(config.hidden_size, config.layers)
+    model, processor = make_ssl_encoder(config.hidden_size, config.vision_layers)
     width = config.hidden_size
     head = torch.nn.Sequential(
         torch.nn.Linear(width, width), torch.nn.ReLU(), torch.nn.Linear(width, width // 2)
@@ -154,7 +152,7 @@ def train_ssl(config: SslTrainConfig, into: Path | None = None) -> tuple[Path, p
         for step in bar:
             seed = (config.seed * 10 + 7) * 1_000_000 + step  # apart from evaluation seeds
             images = generate(
-                StimulusSpec(n_images=config.batch, image_size=IMAGE_SIZE, seed=seed)
+                StimulusSpec(n_images=config.batch_size, image_size=IMAGE_SIZE, seed=seed)
             ).images
             views = torch.cat([augment(images, generator), augment(images, generator)])
             z = head(model(pixel_values=views).pooler_output)  # (2b, width / 2)

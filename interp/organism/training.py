@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.errors import ConfigError
-from interp.options import option
+from interp.options import Settings, option
 from interp.organism.folders import check_model_folder, staged_folder
 from interp.organism.questions import QA, QUESTION_TYPES, ask, caption
 from interp.organism.twins import contrastive_batch
@@ -46,33 +46,28 @@ __all__ = [
 
 
 @dataclass
-class OrganismTrainConfig:
+class OrganismTrainConfig(Settings):
     """The recipe; ``interp organism train`` options are these fields."""
 
     out: str = option("folder to save_pretrained the model into", default="organism")
-    seed: int = option("seed of weights and training stimuli", default=0)
-    hidden_size: int = option("width of vision encoder and LM", default=128)
-    vision_layers: int = option("vision encoder layers", default=4)
-    lm_layers: int = option("language model layers", default=6)
-    clip_steps: int = option("stage 1 (contrastive) steps", default=1500)
-    clip_batch: int = option("stage 1 batch size", default=128)
+    seed: int = option("seed of weights and training stimuli", default=0, minimum=0)
+    hidden_size: int = option("width of vision encoder and LM", default=128, minimum=32)
+    vision_layers: int = option("vision encoder layers", default=4, minimum=1)
+    lm_layers: int = option("language model layers", default=6, minimum=1)
+    clip_steps: int = option("stage 1 (contrastive) steps", default=1500, minimum=0)
+    clip_batch: int = option("stage 1 images per batch", default=128, minimum=1)
     clip_lr: float = option("stage 1 peak learning rate", default=1e-3)
-    vqa_steps: int = option("stage 2 (VQA) steps", default=2000)
-    vqa_batch: int = option("stage 2 images per batch, all questions each", default=32)
+    vqa_steps: int = option("stage 2 (VQA) steps", default=2000, minimum=1)
+    vqa_batch: int = option("stage 2 images per batch, all questions each", default=32, minimum=1)
     vqa_lr: float = option("stage 2 peak learning rate", default=1e-3)
-    warmup: int = option("linear warm-up steps of each stage", default=100)
-    threads: int | None = option("torch CPU threads (default: torch's)", default=None)
+    warmup: int = option("linear warm-up steps of each stage", default=100, minimum=0)
+    threads: int | None = option("torch CPU threads (default: torch's)", default=None, minimum=1)
     overwrite: bool = option("replace an existing model folder", default=False)
     progress: bool = option("show progress bars", default=True)
 
-    def __post_init__(self) -> None:
-        for name in ("hidden_size", "vision_layers", "lm_layers", "clip_batch", "vqa_batch"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+    def check(self) -> None:
         if self.hidden_size % 32:
             raise ConfigError(f"hidden_size must be a multiple of 32, got {self.hidden_size}")
-        if self.clip_steps < 0 or self.vqa_steps < 1:
-            raise ConfigError("need clip_steps >= 0 and vqa_steps >= 1")
 
 
 @dataclass
