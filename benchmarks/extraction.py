@@ -22,7 +22,7 @@ Prints images per second and each method's ratio to the bare forward pass. Then 
 peak host memory of ``caches.extract`` at each of ``--memory-images`` (one process each:
 flat, not growing with the images). Models: ``organism`` (the built-in one) and ``wide``
 (a tiny LLaVA built from configs: CLIP 6 x 256, Llama 8 x 512, 64 px, 8 px patches), on
-the GPU when there is one (``--device cuda``, ``--dtype float16``), and there
+the GPU when there is one (``--device-map cuda``, ``--dtype float16``), and there
 ``llava7b`` (LLaVA-1.5-7B's shapes, random weights built on the GPU: CLIP 24 x 1024 at
 336 px, 576 image tokens, Llama 32 x 4096). ``toolkit_few`` extracts every 8th compared
 site (writing 1/8 of the bytes). Checks that the toolkit's cache equals the hooks' file.
@@ -47,7 +47,7 @@ from caches import extract
 from interp import StimulusSpec, generate, load_model
 from interp.adapters import adapter_class_for
 from interp.loading import LoadedModel
-from interp.tiny_llava import build_tiny_llava, make_processor
+from interp.organism.tiny_llava import build_tiny_llava, make_processor
 
 WIDE = {"vision_layers": 6, "hidden_size": 256, "lm_layers": 8, "lm_hidden_size": 512}
 
@@ -101,9 +101,9 @@ def _load(name: str, args: argparse.Namespace, folder: Path) -> tuple[LoadedMode
     memory only)."""
     if name == "llava7b":
         dtype = getattr(torch, args.dtype or "float16")
-        return llava_shaped(LLAVA_7B, args.device or "cpu", dtype), None
+        return llava_shaped(LLAVA_7B, args.device_map or "cpu", dtype), None
     source = str(build_tiny_llava(folder / "wide", seed=0, **WIDE)) if name == "wide" else name
-    return load_model(source, dtype=args.dtype, device_map=args.device), source
+    return load_model(source, dtype=args.dtype, device_map=args.device_map), source
 
 
 def _sync(device: torch.device) -> None:
@@ -277,14 +277,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-images", nargs="+", type=int, default=[128, 512])
-    parser.add_argument("--device", default=None, help="e.g. cuda (default: CPU)")
+    parser.add_argument("--device-map", default=None, help="e.g. cuda (default: CPU)")
     parser.add_argument("--dtype", default=None, help="e.g. float16")
     parser.add_argument(
         "--folder", default=None, help="where the files are written (default: a temporary "
         "folder; /dev/shm measures the toolkit rather than the disk)",
     )  # fmt: skip
     args = parser.parse_args()
-    device = args.device or "cpu"
+    device = args.device_map or "cpu"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
     with tempfile.TemporaryDirectory(dir=args.folder) as tmp:
         for name in args.models:

@@ -19,9 +19,9 @@ h5py.__version__, 'cpus', __import__('os').cpu_count())" | tee -a "$OUT/machine.
 FOLDER=/dev/shm  # in memory, if it holds the ~25 GB the methods write; else the disk
 if [ "$(df --output=avail -BG /dev/shm | tail -1 | tr -dc 0-9)" -lt 30 ]; then FOLDER=/tmp; fi
 df -h "$FOLDER" | tee -a "$OUT/machine.txt"
-python3 benchmarks/extraction.py --models llava7b --device cuda --dtype float16 \
+python3 benchmarks/extraction.py --models llava7b --device-map cuda --dtype float16 \
     --n-images 32 --batch-size 16 --repeats 2 --folder "$FOLDER" 2>&1 | tee "$OUT/llava7b.txt"
-python3 benchmarks/extraction.py --models organism wide --device cuda --n-images 512 \
+python3 benchmarks/extraction.py --models organism wide --device-map cuda --n-images 512 \
     --batch-size 64 --repeats 3 --memory-images 128 512 2>&1 | tee "$OUT/tiny.txt"
 python3 benchmarks/ranks.py --ranks 1 2 4 8 --n-images 512 --batch-size 16 --threads 16 \
     2>&1 | tee "$OUT/ranks.txt"

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import h5py
 
-from interp.tiny_llava import build_tiny_llava
+from interp.organism.tiny_llava import build_tiny_llava
 
 WIDE = {"vision_layers": 6, "hidden_size": 256, "lm_layers": 8, "lm_hidden_size": 512}
 ROOT = Path(__file__).resolve().parents[1]

@@ -23,7 +23,7 @@ pids=()
 for experiment in encoder complexity; do
     (
         start=$SECONDS
-        python3 -m interp experiment "$experiment" --out "$OUT/$experiment" --device "$DEVICE" \
+        python3 -m interp experiment "$experiment" --out "$OUT/$experiment" --device-map "$DEVICE" \
             --steps "$STEPS" ${ARGS:-} > "$OUT/$experiment.log" 2>&1
         echo "$experiment: $((SECONDS - start)) s" | tee -a "$OUT/machine.txt"
     ) &

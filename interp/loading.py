@@ -19,8 +19,8 @@ from interp.adapters import Adapter, adapter_class_for
 from interp.errors import ConfigError, ModelLoadError
 from interp.identity import folder_identity, snapshot_folder
 from interp.organism import ORGANISM_NAME, ORGANISM_SSL_NAME, SHIPPED
+from interp.organism.tiny_llava import TINY_LLAVA_NAME, build_tiny_llava, default_model_dir
 from interp.ranks import Part
-from interp.tiny_llava import TINY_LLAVA_NAME, build_tiny_llava, default_model_dir
 
 __all__ = [
     "LoadedModel",

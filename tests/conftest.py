@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from interp import StimulusSpec, generate, load_model  # noqa: E402
-from interp.tiny_llava import build_tiny_llava  # noqa: E402
+from interp.organism.tiny_llava import build_tiny_llava  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -211,7 +211,7 @@ def test_finetune_refusals_come_before_any_work(tmp_path, monkeypatch, capsys) -
 def test_a_disk_that_fills_while_saving_leaves_nothing(tmp_path, monkeypatch) -> None:
     import errno
 
-    import interp.tiny_llava as tiny
+    import interp.organism.tiny_llava as tiny
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")

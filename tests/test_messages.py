@@ -264,30 +264,94 @@ def test_an_unknown_command_is_refused_not_run_as_another(capsys) -> None:
     assert "unknown command 'nope'; interp --help lists the commands" in capsys.readouterr().err
 
 
-def test_no_module_imports_a_package_downstream_of_its_own() -> None:
-    """Data flows interp -> caches -> probes -> analyses: read statically, no module
-    imports a later package than its own (the command line is analyses.cli)."""
+def _import_graph() -> dict[str, set[str]]:
+    """Every module of the four packages -> the modules it imports, read statically (at
+    the top and inside functions; not under ``if TYPE_CHECKING:``, which never runs)."""
     import ast
     from pathlib import Path
 
-    order = {"interp": 0, "caches": 1, "probes": 2, "analyses": 3}
     root = Path(__file__).resolve().parents[1]
-    found = []
-    for package in order:
+    paths = {}
+    for package in ("interp", "caches", "probes", "analyses"):
         for path in sorted((root / package).rglob("*.py")):
-            for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.Import):
-                    names = [alias.name for alias in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                    names = [node.module]
-                else:
-                    continue
-                found += [
-                    f"{path.relative_to(root)} imports {name}"
-                    for name in names
-                    if order.get(name.split(".")[0], -1) > order[package]
-                ]
+            parts = list(path.relative_to(root).with_suffix("").parts)
+            paths[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+
+    def resolved(name: str) -> str | None:
+        while name and name not in paths:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    def runs(tree: ast.AST):
+        for node in ast.iter_child_nodes(tree):
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                yield from (n for child in node.orelse for n in [child, *runs(child)])
+                continue
+            yield node
+            yield from runs(node)
+
+    graph: dict[str, set[str]] = {}
+    for module, path in paths.items():
+        here = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+        found = set()
+        for node in runs(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(here[: len(here) - node.level + 1] + ([base] if base else []))
+                found |= {f"{base}.{a.name}" if f"{base}.{a.name}" in paths else base
+                          for a in node.names}  # fmt: skip
+        graph[module] = {m for m in map(resolved, found) if m and m != module}
+    return graph
+
+
+def test_no_module_imports_a_package_downstream_of_its_own() -> None:
+    """Data flows interp -> caches -> probes -> analyses: read statically, no module
+    imports a later package than its own (the command line is analyses.cli)."""
+    order = {"interp": 0, "caches": 1, "probes": 2, "analyses": 3}
+    found = [
+        f"{module} imports {name}"
+        for module, names in _import_graph().items()
+        for name in names
+        if order[name.split(".")[0]] > order[module.split(".")[0]]
+    ]
     assert not found, found
+
+
+def test_no_modules_import_each_other_round_a_circle() -> None:
+    """No two modules import each other, directly or through others (the strongly
+    connected components of the import graph are single modules)."""
+    graph = _import_graph()
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles = []
+
+    def visit(module: str) -> None:  # Tarjan's strongly connected components
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for name in graph[module]:
+            if name not in index:
+                visit(name)
+                low[module] = min(low[module], low[name])
+            elif name in stack:
+                low[module] = min(low[module], index[name])
+        if low[module] == index[module]:
+            members = []
+            while True:
+                members.append(stack.pop())
+                if members[-1] == module:
+                    break
+            if len(members) > 1:
+                circles.append(sorted(members))
+
+    for module in graph:
+        if module not in index:
+            visit(module)
+    assert not circles, circles
+    assert "interp.stimuli.drawing" in graph["interp.stimuli"]  # the graph is read
 
 
 def test_the_packages_raise_the_toolkits_own_errors() -> None:

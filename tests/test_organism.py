@@ -13,8 +13,8 @@ from interp import OutputExistsError, StimulusSpec, generate, load_model
 from interp.organism import ORGANISM_DIR
 from interp.organism.card import TARGETS, read_card_metrics
 from interp.organism.evaluation import EVAL_IMAGES, EVAL_SEED, evaluate
-from interp.organism.questions import ANSWERS, POSITION_MARGIN, QUESTION_TYPES, ask, questions_for
 from interp.organism.training import OrganismTrainConfig, pixels_to_tensor, stage_seed, train
+from interp.stimuli.questions import ANSWERS, POSITION_MARGIN, QUESTION_TYPES, ask, questions_for
 from probes import sweep
 
 SLACK_SE = 3.5  # sampling slack: standard errors of an accuracy on the held-out set here

@@ -17,7 +17,7 @@ from analyses.cli import main
 from analyses.files import RUN_MARKER
 from interp import ConfigError
 from interp.errors import OutputExistsError
-from interp.tiny_llava import build_tiny_llava
+from interp.organism.tiny_llava import build_tiny_llava
 
 # Settings small enough for seconds: 16 images, two sites, one selection.
 FAST = {
@@ -127,7 +127,7 @@ def test_every_family_runs_to_the_end_without_answer_words(family, tmp_path, mon
     run skips the answers with the reason and writes everything else."""
     import tiny_vlms
 
-    import interp.tiny_llava as tiny
+    import interp.organism.tiny_llava as tiny
 
     with monkeypatch.context() as patched:
         patched.setattr(tiny, "_vocabulary", lambda: PROMPT_WORDS)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from interp import StimulusSpec, generate
-from interp.organism.questions import caption
 from interp.organism.twins import contrastive_batch, twin
 from interp.stimuli import render
+from interp.stimuli.questions import caption
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import torch
 import transformers
 from transformers import AutoModel
 
-from interp.tiny_llava import make_tokenizer, save_portable
+from interp.organism.tiny_llava import make_tokenizer, save_portable
 
 HIDDEN = 32
 TRANSFORMERS_4 = int(transformers.__version__.split(".")[0]) < 5

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from interp.organism.evaluation import EVAL_IMAGES, EVAL_SEED
-from interp.organism.questions import POSITION_MARGIN
+from interp.stimuli.questions import POSITION_MARGIN
 
 __all__ = ["TARGETS", "write_card", "write_finetune_card", "read_card_metrics", "METRICS_FILE"]
 

@@ -7,8 +7,8 @@ import pandas as pd
 import torch
 
 from interp.loading import LoadedModel
-from interp.organism.questions import QUESTION_TYPES, questions_for
 from interp.stimuli import StimulusSpec, generate
+from interp.stimuli.questions import QUESTION_TYPES, questions_for
 
 __all__ = ["EVAL_SEED", "EVAL_IMAGES", "evaluate", "answer"]
 

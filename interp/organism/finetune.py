@@ -27,7 +27,6 @@ from interp.errors import ConfigError
 from interp.options import Settings, option, renamed_options
 from interp.organism import ORGANISM_NAME
 from interp.organism.folders import staged_folder
-from interp.organism.questions import QA
 from interp.organism.training import (
     IMAGE_SIZE,
     encode_dialogues,
@@ -41,6 +40,7 @@ from interp.organism.training import (
     stage_seed,
 )
 from interp.stimuli import COMPLEXITY_LEVELS, COUNT_NAMES, StimulusSpec, generate
+from interp.stimuli.questions import QA
 
 __all__ = [
     "CHANNELS",
@@ -220,7 +220,7 @@ def finetune(config: FinetuneConfig, into: Path | None = None) -> FinetuneResult
     (written apart and moved there when done), or into the folder ``into`` as it is."""
     from interp.adapters import adapter_for
     from interp.loading import load_model
-    from interp.tiny_llava import save_portable
+    from interp.organism.tiny_llava import save_portable
 
     if into is None:
         folder = check_finetune(config)

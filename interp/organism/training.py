@@ -24,10 +24,10 @@ from tqdm.auto import tqdm
 from interp.errors import ConfigError
 from interp.options import Settings, option
 from interp.organism.folders import check_model_folder, staged_folder
-from interp.organism.questions import QA, QUESTION_TYPES, ask, caption
+from interp.organism.tiny_llava import make_tiny_llava, save_portable
 from interp.organism.twins import contrastive_batch
 from interp.stimuli import StimulusSpec, generate
-from interp.tiny_llava import make_tiny_llava, save_portable
+from interp.stimuli.questions import QA, QUESTION_TYPES, ask, caption
 
 __all__ = [
     "OrganismTrainConfig",

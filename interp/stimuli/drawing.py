@@ -1,23 +1,4 @@
-"""Deterministic synthetic stimuli: flat shapes on a plain or textured background.
-
-Each image carries ground-truth labels for its *first* object (shape, color, size bin,
-centre position and 3x3 cell) and for the whole image (object count), plus an object map
-(which object, if any, covers each pixel) from which per-patch label maps are derived for
-any patch grid. Image ``i`` depends only on ``(seed, i)``, so the first ``k`` images of a
-larger set are byte-identical to a set of ``k`` images with the same seed.
-
-Sizes may be mixed (``image_sizes``): image ``i`` is ``image_sizes[i % len]`` px square,
-drawn at that size (object radii and cells scale with it) and padded at the bottom and
-right, with the background colour (object map: -1), to the largest side, so a set is
-still one array; ``Stimuli.sizes`` says which part of each is the image.
-
-A complexity dial (``complexity=1..5``, :data:`COMPLEXITY_LEVELS`) goes from one object
-on a plain background to up to eight mostly small objects over grey clutter, a textured
-or noisy background and partial occlusion. Clutter and texture are grey (never an object
-colour) and lie under the objects, so every pixel the object map gives object ``k`` has
-exactly that object's colour at every level, and the labels keep their meaning: the
-first object's attributes, the number of objects.
-"""
+"""How the stimuli are drawn: the spec, the complexity dial, the objects and the images."""
 
 from __future__ import annotations
 
@@ -28,6 +9,15 @@ from einops import rearrange
 
 from interp.errors import ConfigError
 from interp.sources.base import ImageSet, Question
+from interp.stimuli.questions import ANSWERS, PROBED_AS, questions_for
+from interp.stimuli.vocabulary import (
+    CATEGORICAL_ATTRIBUTES,
+    COLORS,
+    COUNT_NAMES,
+    OBJECT_ATTRIBUTES,
+    SHAPES,
+    SIZES,
+)
 
 __all__ = [
     "SHAPES",
@@ -46,33 +36,6 @@ __all__ = [
     "render",
 ]
 
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross")
-COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 40, 40),
-    "green": (40, 170, 60),
-    "blue": (40, 80, 220),
-    "yellow": (235, 210, 40),
-    "purple": (150, 60, 190),
-    "orange": (245, 140, 30),
-    "cyan": (40, 200, 210),
-}
-# Object radius as a fraction of the image side, one per size bin.
-SIZES: dict[str, float] = {"small": 0.08, "medium": 0.12, "large": 0.17}
-CELL_NAMES: tuple[str, ...] = tuple(
-    f"{row}-{col}" for row in ("top", "middle", "bottom") for col in ("left", "center", "right")
-)
-COUNT_NAMES: tuple[str, ...] = ("1", "2", "3", "4", "5", "6", "7", "8")
-
-# Categorical attributes and their class names, in label-index order.
-CATEGORICAL_ATTRIBUTES: dict[str, tuple[str, ...]] = {
-    "color": tuple(COLORS),
-    "shape": SHAPES,
-    "size": tuple(SIZES),
-    "cell": CELL_NAMES,
-    "count": COUNT_NAMES,
-}
-# Attributes every object has (the rest, ``count``, belong to the whole image).
-OBJECT_ATTRIBUTES: tuple[str, ...] = ("color", "shape", "size", "cell")
 MAX_OBJECTS = len(COUNT_NAMES)
 _MAX_PLACEMENT_TRIES = 200
 _DEFAULT_SIZE = 64
@@ -253,8 +216,6 @@ class Stimuli(ImageSet):
     def questions(self) -> list[Question]:
         """One question of each type the built-in model was trained on per image where one
         can be asked (about a random object; seeded by the set's seed)."""
-        from interp.organism.questions import ANSWERS, PROBED_AS, questions_for
-
         qas = questions_for(self, np.random.default_rng(self.spec.seed))
         options = {**ANSWERS, "count": COUNT_NAMES[: self.spec.max_objects]}  # these images'
         return [

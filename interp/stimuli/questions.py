@@ -1,4 +1,5 @@
-"""Training and evaluation text for the organism: captions (stage 1) and VQA (stage 2).
+"""The questions asked about the stimuli, with their answers: captions (the organism's
+training stage 1) and VQA (stage 2, its evaluation, and every answer study on them).
 
 Every question refers to one object by a description that fits no other object in the
 image, so each has exactly one right one-word answer. Position questions are asked only
@@ -8,10 +9,14 @@ about objects at least ``POSITION_MARGIN`` of the image side away from the midli
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from interp.stimuli import COLORS, COUNT_NAMES, SHAPES, SIZES, Stimuli
+from interp.stimuli.vocabulary import COLORS, COUNT_NAMES, SHAPES, SIZES
+
+if TYPE_CHECKING:  # the drawing imports these questions; only the type is read here
+    from interp.stimuli.drawing import Stimuli
 
 __all__ = [
     "QUESTION_TYPES",
