@@ -197,7 +197,7 @@ def patching_map(
     """Activation patching on the patch grid: one panel per site (forward-pass order),
     each token's cell coloured by the share of the clean answer's margin that restoring
     it alone brings back, relative to the panel's largest (its title gives it; depths
-    differ tenfold), from ``interp.patching``'s table (the first crop of a multi-crop
+    differ tenfold), from ``interp.experiments.patching``'s table (the first crop of a multi-crop
     layout), over the image when ``picture`` (the clean one, ``(H, W, 3)``) is given."""
     needed = {"pair", "method", "site", "token", "crop", "row", "col", "restored"}
     missing = needed - set(table.columns)

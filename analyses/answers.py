@@ -1,6 +1,6 @@
 """Answer tables: per condition and question type, accuracy with a bootstrap interval,
 chance, and the mean log-probability and margin of the right answer (from the rows of
-:func:`interp.answers.score_answers`); and the condition sweeps that the answer figures
+:func:`interp.experiments.answers.score_answers`); and the condition sweeps that the answer figures
 read (layer windows, token dropping)."""
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def summarise_answers(
     if missing:
         raise ConfigError(
             f"answer rows lack columns {sorted(missing)}; pass the rows of "
-            f"interp.answers.score_answers (interp answers writes them)"
+            f"interp.experiments.answers.score_answers (interp answers writes them)"
         )
     out = []
     conditions = list(dict.fromkeys(rows["condition"]))

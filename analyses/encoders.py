@@ -21,7 +21,7 @@ def build_ssl(config: SslTrainConfig) -> tuple[Path, pd.DataFrame]:
     """Train the encoder, compare it with the organism's tower and write its card: the
     folder ``config.out`` appears with all of it, or not at all. Returns the folder and
     the comparison."""
-    from interp.loading import load_model
+    from interp.models.loading import load_model
 
     folder = check_model_folder(config.out, config.overwrite)
     with staged_folder(folder) as tmp:
@@ -44,7 +44,7 @@ def compare_encoders(
     image embedding (and from both side by side), on fresh one-to-four-object stimuli:
     5 folds grouped by image, the same folds for every probe (:func:`probes.mixture.
     mixture_scores`: alpha 1 is the organism's tower alone, 0 the SSL encoder alone)."""
-    from interp.embeddings import embed_images
+    from interp.experiments.embeddings import embed_images
     from probes.mixture import mixture_scores
 
     data = generate(StimulusSpec(n_images=n_images, image_size=IMAGE_SIZE, seed=seed))

@@ -156,7 +156,7 @@ def _tuned(config: _Experiment, name: str, **recipe: Any) -> str:
 
 
 def _load(source: str, config: _Experiment) -> Any:
-    from interp.loading import load_model
+    from interp.models.loading import load_model
 
     return load_model(source, device_map=None if config.device_map == "cpu" else config.device_map)
 
@@ -187,7 +187,7 @@ def _prepare(config: _Experiment, kind: str) -> Path:
     """The experiment's folder, checked before any fine-tuning: the device is there, the
     sites are the start model's, the folder holds no other experiment, nor an earlier
     run of this one unless ``overwrite``; then marked as this experiment's."""
-    from interp.loading import check_device_map, load_model
+    from interp.models.loading import check_device_map, load_model
 
     check_device_map(config.device_map)
     adapter = load_model(config.start).adapter

@@ -26,8 +26,8 @@ def _need(table: pd.DataFrame, columns: set[str], what: str) -> None:
 
 
 def lens_rank_curve(table: pd.DataFrame) -> go.Figure:
-    """The logit lens (``interp.lens.lens_table``): per attribute, the median rank of the
-    image's class word among the vocabulary at each LM depth, at the tokens over the
+    """The logit lens (``interp.experiments.lens.lens_table``): per attribute, the median rank of
+    the image's class word among the vocabulary at each LM depth, at the tokens over the
     object and, as a control, at the background tokens (log axis; rank 1 = the top word)."""
     _need(table, {"site", "attribute", "tokens", "median_rank"}, "lens table (lens.csv)")
     attributes = list(dict.fromkeys(table["attribute"]))

@@ -43,7 +43,7 @@ def pair_outcomes(
     (summed over the questions) and ``pair_p`` (all right by guessing).
 
     ``rows``: answers (``condition, image, question_type, correct``, as
-    :func:`interp.answers.score_answers` gives); ``pairs``: ``i, j`` and, optionally,
+    :func:`interp.experiments.answers.score_answers` gives); ``pairs``: ``i, j`` and, optionally,
     ``pattern`` (default: each question's type is its pattern); ``chance``: the chance of
     guessing a question of each type right (1 / its options)."""
     missing = {"i", "j"} - set(pairs.columns)

@@ -46,7 +46,7 @@ import torch
 from caches import extract
 from interp import StimulusSpec, generate, load_model
 from interp.adapters import adapter_class_for
-from interp.loading import LoadedModel
+from interp.models.loading import LoadedModel
 from interp.organism.tiny_llava import build_tiny_llava, make_processor
 
 WIDE = {"vision_layers": 6, "hidden_size": 256, "lm_layers": 8, "lm_hidden_size": 512}

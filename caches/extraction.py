@@ -37,16 +37,21 @@ from caches.writer import (
     storable,
     with_defaults,
 )
-from interp.answers import prepare
 from interp.errors import ConfigError, DiskFullError, OutputExistsError
-from interp.interventions import BatchContext, Intervention, check_conditions, make_intervention
+from interp.experiments.answers import prepare
+from interp.experiments.interventions import (
+    BatchContext,
+    Intervention,
+    check_conditions,
+    make_intervention,
+)
 from interp.layout import TokenLayout
-from interp.loading import LoadedModel
+from interp.models.loading import LoadedModel
+from interp.models.tracing import capture_tokens
 from interp.names import as_names
 from interp.ranks import Part
 from interp.sites import sort_sites
 from interp.sources import ImageSet
-from interp.tracing import capture_tokens
 
 __all__ = ["extract", "capture_set", "reusable", "DEFAULT_QUESTION", "toolkit_version"]
 

@@ -1,4 +1,6 @@
-"""Access to models: stimuli, family adapters, capture and interventions (built on nnsight)."""
+"""Models and data: the shared vocabulary (errors, sites, conditions, token layouts), model
+access (``models``, ``adapters``), data (``sources``, ``stimuli``), experiments on a live
+model (``experiments``) and the built-in organism (``organism``)."""
 
 from interp.conditions import CONDITIONS, parse_condition
 from interp.errors import (
@@ -25,7 +27,7 @@ __getattr__ = lazy_exports(
             ("Adapter", "adapter_for", "register_adapter", "registered_families"),
             "interp.adapters",
         ),
-        **dict.fromkeys(("Captured", "capture", "capture_tokens"), "interp.tracing"),
+        **dict.fromkeys(("Captured", "capture", "capture_tokens"), "interp.models.tracing"),
         **dict.fromkeys(
             (
                 "LayerWindowMask",
@@ -34,9 +36,9 @@ __getattr__ = lazy_exports(
                 "make_intervention",
                 "register_intervention",
             ),
-            "interp.interventions",
+            "interp.experiments.interventions",
         ),
-        **dict.fromkeys(("BUILTIN_MODELS", "LoadedModel", "load_model"), "interp.loading"),
+        **dict.fromkeys(("BUILTIN_MODELS", "LoadedModel", "load_model"), "interp.models.loading"),
     },
 )
 

@@ -15,7 +15,7 @@ colon:
 - ``patch:SITE``: every image token at ``SITE`` taken from a partner image of the data
   set (a seeded pairing of the images of each size).
 
-:mod:`interp.interventions` makes the intervention of each kind (a registry).
+:mod:`interp.experiments.interventions` makes the intervention of each kind (a registry).
 """
 
 from __future__ import annotations

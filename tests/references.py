@@ -214,7 +214,7 @@ def assert_new_interventions_match_references(
             torch.testing.assert_close(cut.acts[site], full.acts[site], rtol=1e-5, atol=1e-5)
 
     # The logit lens at the last LM layer is the model's own logits at the image tokens.
-    from interp.lens import lens_logits
+    from interp.experiments.lens import lens_logits
 
     inputs = adapter.build_inputs(images, prompt)
     positions = adapter.token_positions(inputs).patch  # (batch, tokens)
@@ -237,7 +237,7 @@ def assert_new_interventions_match_references(
     torch.testing.assert_close(got.logits, out.logits[:, -1], rtol=1e-4, atol=1e-4)
 
     # Patching every image token at the projector restores the clean run exactly.
-    from interp.patching import PatchTokens
+    from interp.experiments.patching import PatchTokens
 
     clean = capture_tokens(loaded, images[:1], ["projector"], prompt=prompt, logits=True)
     every = torch.ones(1, clean.acts["projector"].shape[1], dtype=torch.bool)
@@ -254,7 +254,7 @@ def assert_new_interventions_match_references(
     swap = make_intervention("patch:projector")
     swap.prepare(loaded, ArrayImages(images), prompt)
     assert swap.partners.tolist() == [1, 0]
-    from interp.interventions import BatchContext
+    from interp.experiments.interventions import BatchContext
 
     context = BatchContext(indices=np.arange(2), prompt=prompt)
     swapped = capture_tokens(

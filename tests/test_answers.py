@@ -11,8 +11,8 @@ import torch
 from analyses.answers import summarise_answers
 from analyses.cli import main
 from interp import ConfigError, StimulusSpec, generate, load_model
-from interp.answers import answer_token_ids, score_answers
 from interp.conditions import drop_conditions, window_conditions
+from interp.experiments.answers import answer_token_ids, score_answers
 from interp.sources import LabelTable, write_label_folder
 
 

@@ -18,7 +18,7 @@ from transformers import AutoModel
 from analyses.blind_pairs import differing_attributes, mine_pairs
 from caches.embeddings import cached_embeddings
 from interp import ConfigError, StimulusSpec, generate, load_model
-from interp.embeddings import embed_batch, embed_images
+from interp.experiments.embeddings import embed_batch, embed_images
 
 PREFIX = {"clip": 1, "siglip": 0, "dinov2": 1, "dinov2_registers": 3}
 
@@ -142,7 +142,7 @@ def test_interp_mine_writes_the_pairs_and_reuses_embeddings(tmp_path, monkeypatc
     """`interp mine` between the organism's CLIP tower and a tiny DINOv2: pairs.csv equals
     a brute-force search over the embeddings it stored, each pair's differing attributes
     are its labels', and a rerun embeds nothing again."""
-    import interp.embeddings as embeddings_module
+    import interp.experiments.embeddings as embeddings_module
     from analyses.cli import main
     from analyses.commands import mine_step
 

@@ -8,7 +8,7 @@ from conftest import hook_state
 from transformers import AutoModelForImageTextToText
 
 from interp import SiteError, capture, load_model
-from interp.tracing import Action
+from interp.models.tracing import Action
 
 
 def _reference(folder: str, inputs: dict, hook_paths: dict[str, str]):

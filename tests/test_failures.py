@@ -31,7 +31,7 @@ from interp import (
     generate,
     load_model,
 )
-from interp.identity import folder_identity
+from interp.models.identity import folder_identity
 from probes import LinearProbe, pixel_sweep, sweep
 from probes.selections import check_selection
 
@@ -406,7 +406,7 @@ def test_a_read_only_output_folder_is_refused_before_loading(
     def no_loading(*args, **kwargs):
         raise AssertionError("the output folder is checked before the model is loaded")
 
-    monkeypatch.setattr("interp.loading.load_model", no_loading)
+    monkeypatch.setattr("interp.models.loading.load_model", no_loading)
     assert main(["run", "--out", str(small_disk / "r"), "--model", tiny_dir]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "cannot write in --out" in err and "Read-only file system" in err

@@ -188,7 +188,7 @@ def test_finetune_refusals_come_before_any_work(tmp_path, monkeypatch, capsys) -
     def no_training(*args, **kwargs):
         raise AssertionError("refused before the model is loaded")
 
-    monkeypatch.setattr("interp.loading.load_model", no_training)
+    monkeypatch.setattr("interp.models.loading.load_model", no_training)
     monkeypatch.setattr(finetune_module.torch.cuda, "is_available", lambda: False)
     base = ["organism", "finetune", "--steps", "1", "--no-progress"]
     assert main([*base, "--out", str(tmp_path / "a"), "--device-map", "cuda"]) == 2

@@ -5,7 +5,8 @@ the object at ``vision.0`` must be exactly those whose box, worked out here by h
 the processor's own resize / crop / pad / tile parameters, holds a pixel of the object;
 tokens that see only padding must be marked; and repainting the object must change those
 tokens the most. The reference below is written from the tiny models' processor settings
-(see ``tiny_vlms.py`` and ``interp/organism/tiny_llava.py``), independently of ``interp.geometry``.
+(see ``tiny_vlms.py`` and ``interp/organism/tiny_llava.py``), independently of
+``interp.models.geometry``.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from interp import (
     load_model,
     make_intervention,
 )
-from interp.interventions import knockout_mask
+from interp.experiments.interventions import knockout_mask
 
 
 def _record_full_lm(loaded, layers: list[int]):
@@ -261,7 +261,7 @@ def test_a_layer_window_mask_equals_its_plain_hook_reference(tiny_dir, stimuli, 
 
 
 def test_logit_lens_at_the_last_layer_is_the_models_own_logits(loaded, stimuli, prompt) -> None:
-    from interp.lens import lens_logits, word_ranks
+    from interp.experiments.lens import lens_logits, word_ranks
 
     adapter = loaded.adapter
     last = f"lm.{adapter.n_lm_layers - 1}"
@@ -291,7 +291,7 @@ def test_dropping_tokens_equals_the_shortened_sequence(tiny_dir, loaded, stimuli
     from references import hooked_forward
 
     from interp import box_label_map
-    from interp.interventions import BatchContext, DropTokens
+    from interp.experiments.interventions import BatchContext, DropTokens
 
     adapter = loaded.adapter
     k = 5
@@ -366,7 +366,7 @@ def test_patch_from_a_partner_equals_a_plain_hook_reference(tiny_dir, loaded, st
     output at the image positions through a plain forward hook."""
     from references import hooked_forward
 
-    from interp.interventions import BatchContext, PatchFromPair
+    from interp.experiments.interventions import BatchContext, PatchFromPair
     from interp.sources import ArrayImages
 
     images = stimuli.images[:3]

@@ -10,8 +10,8 @@ import torch
 
 from analyses.cli import main
 from interp import ConfigError, StimulusSpec, box_label_map, generate, load_model
-from interp.attention import attention_table, attention_to_image
-from interp.lens import lens_table
+from interp.experiments.attention import attention_table, attention_to_image
+from interp.experiments.lens import lens_table
 
 
 @pytest.fixture(scope="module")

@@ -147,7 +147,7 @@ def test_cli_eval_prints_the_table(capsys) -> None:
 
 
 def test_missing_organism_weights_say_how_to_rebuild(tmp_path, monkeypatch) -> None:
-    import interp.loading as loading
+    import interp.models.loading as loading
     from interp import ModelLoadError
 
     shipped = {name: (tmp_path / name, command) for name, (_, command) in loading.SHIPPED.items()}

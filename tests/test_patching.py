@@ -13,9 +13,9 @@ from transformers import AutoModelForImageTextToText
 
 from analyses.cli import main
 from interp import ConfigError, load_model
+from interp.experiments.patching import PatchPair, PatchTokens, attribution_margins, patch_margins
+from interp.models.tracing import capture_tokens
 from interp.organism.twins import twin_pair
-from interp.patching import PatchPair, PatchTokens, attribution_margins, patch_margins
-from interp.tracing import capture_tokens
 
 
 @pytest.fixture(scope="module")

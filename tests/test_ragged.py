@@ -20,7 +20,7 @@ from analyses import RunConfig, run
 from caches import CacheReader, CacheWriter, SiteTokens, extract
 from caches.writer import partial_path
 from interp import CacheError, ConfigError, StimulusSpec, capture_tokens, generate, load_model
-from interp.interventions import make_intervention
+from interp.experiments.interventions import make_intervention
 from interp.layout import TokenLayout, box_label_map
 from probes.sweep import site_labels
 

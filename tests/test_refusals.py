@@ -1,4 +1,5 @@
-"""The refusals of this session's additions: each bad input gets its message."""
+"""Refusals of rank-file caches, image embeddings, paired evaluation and Mixture-of-Features
+probes: each bad input gets its message."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from caches.embeddings import cached_embeddings
 from caches.info import cache_info
 from caches.parts import publish_parts
 from interp import CacheError, ConfigError, StimulusSpec, generate
-from interp.embeddings import embed_batch
+from interp.experiments.embeddings import embed_batch
 from probes.mixture import mixture_sweep
 
 

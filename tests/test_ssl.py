@@ -9,7 +9,7 @@ import torch
 
 from analyses.encoders import compare_encoders, write_ssl_card
 from interp import ConfigError, StimulusSpec, generate, load_model
-from interp.embeddings import embed_batch
+from interp.experiments.embeddings import embed_batch
 from interp.organism import ORGANISM_SSL_DIR
 from interp.organism.ssl import (
     MEAN,

@@ -134,9 +134,10 @@ def answers_step(config: AnswersConfig, *, loaded: Any | None = None) -> StepRes
     into the folder ``config.out``: ``answers.csv`` (per condition and question type:
     accuracy with its interval, chance, log-probability, margin) and ``answer_rows.csv``
     (per question); the tables ``answers`` (the summary, :mod:`analyses.answers`) and
-    ``answer_rows`` (one row per question and condition, ``interp.answers.ANSWER_COLUMNS``)."""
+    ``answer_rows`` (one row per question and condition,
+    ``interp.experiments.answers.ANSWER_COLUMNS``)."""
     from analyses.answers import summarise_answers
-    from interp.answers import score_answers
+    from interp.experiments.answers import score_answers
 
     cached_weights = None
     if config.source is not None:

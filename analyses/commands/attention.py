@@ -60,8 +60,8 @@ def attention_step(config: AttentionConfig) -> StepResult:
     (``attention.csv``), its map of the first image and its total by layer, in the folder
     ``config.out``."""
     from analyses.lens_figures import attention_map, attention_mass
-    from interp.attention import attention_table, attention_to_image
-    from interp.interventions import check_conditions, make_intervention
+    from interp.experiments.attention import attention_table, attention_to_image
+    from interp.experiments.interventions import check_conditions, make_intervention
 
     folder = check_output_folder(config.out)
     paths = {key: folder / name for key, name in ATTENTION_FILES.items()}

@@ -13,7 +13,7 @@ from interp.sources import ImageSet
 def load_step_model(config: Any, **options: Any) -> Any:
     """The model a step's settings name, loaded (``model``, ``dtype``, ``device_map``,
     ``local_files_only``; ``options`` go to :func:`interp.load_model`)."""
-    from interp.loading import load_model
+    from interp.models.loading import load_model
 
     return load_model(
         config.model or ORGANISM_NAME,

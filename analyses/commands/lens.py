@@ -37,7 +37,7 @@ def lens_step(config: LensConfig) -> StepResult:
     folder ``config.out``. Attributes: those named, else every categorical label whose
     class words are distinct tokens."""
     from analyses.lens_figures import lens_rank_curve
-    from interp.lens import lens_table
+    from interp.experiments.lens import lens_table
 
     folder = check_output_folder(config.out)
     paths = {key: folder / name for key, name in LENS_FILES.items()}

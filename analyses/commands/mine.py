@@ -111,8 +111,8 @@ def mine_step(config: MineConfig) -> StepResult:
     ``matched_pairs.csv`` (a random pair differing in the same attributes per blind pair:
     the control), ``pairs.json`` (what the pairs were mined from) and
     ``blind_pairs.png``."""
-    from interp.embeddings import embed_images
-    from interp.loading import load_model
+    from interp.experiments.embeddings import embed_images
+    from interp.models.loading import load_model
     from interp.stimuli import StimulusSpec, generate
 
     folder = check_output_folder(config.out)

@@ -146,7 +146,7 @@ def pairs_eval_step(config: PairsEvalConfig) -> StepResult:
     pair accuracy with chance levels and intervals) and the answers
     (``pair_answers.csv``)."""
     from analyses.commands.inputs import load_step_model
-    from interp.answers import score_answers
+    from interp.experiments.answers import score_answers
 
     folder = check_output_folder(config.out)
     paths = {key: folder / name for key, name in PAIRS_EVAL_FILES.items()}

@@ -94,11 +94,11 @@ def patch_step(config: PatchConfig) -> StepResult:
     """Activation patching of ``config``'s pair (your own, or a built-in twin pair) at its
     sites, exact and/or by attribution, into the folder ``config.out``: the table (exact
     patching also restores every token of each site at once: the row whose ``token`` is
-    minus the token count; ``interp.patching.PATCH_COLUMNS``), the map of each method and
-    a picture of the pair."""
+    minus the token count; ``interp.experiments.patching.PATCH_COLUMNS``), the map of each method
+    and a picture of the pair."""
 
     from analyses.answer_figures import patching_map
-    from interp.patching import PatchPair, attribution_margins, patch_margins
+    from interp.experiments.patching import PatchPair, attribution_margins, patch_margins
 
     folder = check_output_folder(config.out)
     methods = ["exact", "attribution"] if config.method == "both" else [config.method]

@@ -291,7 +291,7 @@ def _skipped_steps(
     """The optional steps this model and data cannot run, each with why and what would
     make it run (said as a warning; the run does everything else). A step the settings
     ask for explicitly (the answers' ``windows`` / ``drop_ks``) is refused instead."""
-    from interp.answers import scorable
+    from interp.experiments.answers import scorable
 
     skipped = {}
     try:

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from interp.errors import ConfigError, SiteError, UnsupportedModelError
-from interp.geometry import View, single_view
 from interp.layout import ImageSize, TokenLayout, image_hw
+from interp.models.geometry import View, single_view
 from interp.sites import all_sites, parse_site
 
 __all__ = [
@@ -130,7 +130,7 @@ class Adapter(ABC):
     # image processor, even where its checkpoint also has a tokenizer: CLIPModel).
     processor_class: ClassVar[str] = "AutoProcessor"
     # The conditions a run of this family uses when none are named, and the kinds of
-    # condition it supports (interp.conditions, interp.interventions).
+    # condition it supports (interp.conditions, interp.experiments.interventions).
     conditions: ClassVar[tuple[str, ...]] = ("baseline", "shuffle", "lower_mask")
     condition_kinds: ClassVar[tuple[str, ...]] = (
         "baseline",
@@ -151,7 +151,7 @@ class Adapter(ABC):
     # resized or cropped to the native size), so images of mixed sizes share a batch.
     one_input_shape: ClassVar[bool] = True
     # Whether the vision transformer (above the vision.* layers) takes the processor's
-    # pixel_values alone, so it embeds images on its own (interp.embeddings).
+    # pixel_values alone, so it embeds images on its own (interp.experiments.embeddings).
     pixel_tower: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, processor: Any) -> None:

@@ -19,8 +19,8 @@ import torch
 
 from interp.adapters.base import TokenPositions, first_tensor, register_adapter
 from interp.adapters.decoder import DecoderVLMAdapter
-from interp.geometry import View
 from interp.layout import TokenLayout, image_hw
+from interp.models.geometry import View
 from interp.sites import parse_site
 
 __all__ = ["Idefics3Adapter"]

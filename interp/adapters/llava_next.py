@@ -22,8 +22,8 @@ import torch
 from interp.adapters.base import TokenPositions, first_tensor, register_adapter
 from interp.adapters.llava import LlavaAdapter
 from interp.errors import InterventionError, UnsupportedModelError
-from interp.geometry import View
 from interp.layout import TokenLayout, image_hw
+from interp.models.geometry import View
 from interp.sites import parse_site
 
 __all__ = ["LlavaNextAdapter"]

@@ -20,8 +20,8 @@ import torch
 from interp.adapters.base import TokenPositions, first_tensor, register_adapter
 from interp.adapters.decoder import DecoderVLMAdapter
 from interp.errors import ConfigError, InterventionError
-from interp.geometry import View, size_field
 from interp.layout import TokenLayout, image_hw
+from interp.models.geometry import View, size_field
 from interp.sites import parse_site
 
 __all__ = ["Qwen2VLAdapter"]

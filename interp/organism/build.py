@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from interp.errors import ConfigError
-from interp.loading import load_model
+from interp.models.loading import load_model
 from interp.options import Settings, option
 from interp.organism import ORGANISM_NAME
 from interp.organism.card import write_card, write_finetune_card

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from interp.loading import LoadedModel
+from interp.models.loading import LoadedModel
 from interp.stimuli import StimulusSpec, generate
 from interp.stimuli.questions import QUESTION_TYPES, questions_for
 

@@ -118,7 +118,7 @@ class FinetuneResult:
 def check_finetune(config: FinetuneConfig) -> Path:
     """The folder ``config.out``, checked before any work with the device: a GPU asked
     for must be there."""
-    from interp.loading import check_device_map, resolve_model_source
+    from interp.models.loading import check_device_map, resolve_model_source
 
     check_device_map(config.device_map)
     return model_folder(config.out, config.overwrite, resolve_model_source(config.start))
@@ -219,7 +219,7 @@ def finetune(config: FinetuneConfig, into: Path | None = None) -> FinetuneResult
     """Continue training ``config.start`` and ``save_pretrained`` it into ``config.out``
     (written apart and moved there when done), or into the folder ``into`` as it is."""
     from interp.adapters import adapter_for
-    from interp.loading import load_model
+    from interp.models.loading import load_model
     from interp.organism.tiny_llava import save_portable
 
     if into is None:

@@ -89,7 +89,7 @@ def twin_pair(kind: str, image_size: int = 64, seed: int = 0, max_objects: int =
     that object worded the same for both, the clean answer and the corrupted one.
     Seeded; the first image of seeds ``seed``, ``seed + 1``, ... where such a question
     can be asked and its answer differs."""
-    from interp.patching import PatchPair
+    from interp.experiments.patching import PatchPair
     from interp.stimuli import COLORS
     from interp.stimuli.questions import ask
 

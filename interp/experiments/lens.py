@@ -18,10 +18,10 @@ import torch
 from interp.adapters.base import find_first_module
 from interp.errors import ConfigError
 from interp.layout import box_label_map
-from interp.loading import LoadedModel
+from interp.models.loading import LoadedModel
+from interp.models.tracing import capture_tokens
 from interp.sites import parse_site
 from interp.sources import ImageSet
-from interp.tracing import capture_tokens
 
 __all__ = ["LENS_COLUMNS", "lens_logits", "lens_table", "word_ranks"]
 
@@ -83,10 +83,11 @@ def lens_table(
     rank 1 is the most likely word), mean log10(rank), the share ranked first and in the
     top ten, and the number of tokens.
 
-    Class words are scored by their first token (:func:`interp.answers.answer_token_ids`);
-    an attribute whose class words share first tokens is refused when named, and left out
+    Class words are scored by their first token
+    (:func:`interp.experiments.answers.answer_token_ids`); an attribute whose class words share
+    first tokens is refused when named, and left out
     (with a warning) when ``attributes`` is None (every categorical label)."""
-    from interp.answers import answer_token_ids
+    from interp.experiments.answers import answer_token_ids
 
     adapter = loaded.adapter
     sites = [adapter.check_site(s) for s in sites or adapter.sites() if s.startswith("lm.")]

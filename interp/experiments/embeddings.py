@@ -22,9 +22,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from interp.errors import ConfigError
-from interp.loading import LoadedModel
+from interp.models.loading import LoadedModel
+from interp.models.tracing import check_images
 from interp.sources import ImageSet
-from interp.tracing import check_images
 
 __all__ = ["EMBEDDINGS", "embed_batch", "embed_images"]
 

@@ -23,11 +23,16 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.errors import ConfigError
-from interp.interventions import BatchContext, check_conditions, make_intervention, prepare
-from interp.loading import LoadedModel
+from interp.experiments.interventions import (
+    BatchContext,
+    check_conditions,
+    make_intervention,
+    prepare,
+)
+from interp.models.loading import LoadedModel
+from interp.models.tracing import capture_tokens
 from interp.names import as_names
 from interp.sources import ImageSet, Question
-from interp.tracing import capture_tokens
 
 __all__ = ["ANSWER_COLUMNS", "answer_token_ids", "answerable", "scorable", "score_answers"]
 

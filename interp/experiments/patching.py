@@ -33,13 +33,13 @@ import pandas as pd
 import torch
 
 from interp.adapters import Adapter
-from interp.answers import answer_token_ids
 from interp.errors import ConfigError
+from interp.experiments.answers import answer_token_ids
 from interp.layout import image_hw
-from interp.loading import LoadedModel
+from interp.models.loading import LoadedModel
+from interp.models.tracing import Action, capture_tokens, check_images
 from interp.names import as_names
 from interp.sites import sort_sites
-from interp.tracing import Action, capture_tokens, check_images
 
 __all__ = [
     "PATCH_COLUMNS",

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from interp.errors import ConfigError
-from interp.loading import LoadedModel
+from interp.models.loading import LoadedModel
 from interp.names import as_names
 
 __all__ = ["Action", "Captured", "capture", "capture_tokens", "check_images", "event_ranks"]
@@ -147,8 +147,9 @@ def capture(
 
     ``images`` is ``(batch, H, W, 3)`` uint8; ``prompt`` the exact text for a VLM (see
     ``adapter.default_prompt``), empty for a vision encoder. ``intervention`` is an object
-    with an ``actions(adapter, inputs, context)`` method (see :mod:`interp.interventions`); the
-    recorded values are those of the intervened forward pass.
+    with an ``actions(adapter, inputs, context)`` method (see
+    :mod:`interp.experiments.interventions`); the recorded values are those of the intervened
+    forward pass.
     """
     return capture_tokens(
         loaded, images, sites, prompt=prompt, intervention=intervention, extra=False
@@ -172,7 +173,7 @@ def capture_tokens(
     """As :func:`capture`, and (with ``extra``) the non-patch tokens of each site; with
     ``logits``, the next-token logits after each prompt (``prompt`` may then be one text
     per image, padded by the processor). ``context`` (an
-    :class:`interp.interventions.BatchContext`) reaches the intervention; ``records``,
+    :class:`interp.experiments.interventions.BatchContext`) reaches the intervention; ``records``,
     actions with a ``read``, record whatever it returns (:attr:`Captured.records`).
 
     Recordings come back on the CPU as ``dtype`` (None: the model's own, as an

@@ -2,7 +2,7 @@
 (:mod:`interp.conditions`): patch shuffling, attention knockout in a window of LM layers,
 token dropping, mean ablation at a site, tokens from a partner image at a site.
 
-Each intervention yields :class:`~interp.tracing.Action` s that the capture engine runs
+Each intervention yields :class:`~interp.models.tracing.Action` s that the capture engine runs
 inside the same nnsight trace as the recordings, so nothing stays attached afterwards.
 Some need more than the batch's processor inputs: the object maps of its images
 (:class:`BatchContext`, ``drop:on_object:K``) or the whole data set
@@ -25,9 +25,9 @@ from interp.adapters.base import TokenPositions
 from interp.conditions import CONDITIONS, DROP_POLICIES, Condition, parse_condition
 from interp.errors import ConfigError, InterventionError
 from interp.layout import PADDING, box_label_map, image_hw
+from interp.models.tracing import Action
 from interp.sites import parse_site
 from interp.sources import ImageSet
-from interp.tracing import Action
 
 __all__ = [
     "BatchContext",
@@ -503,7 +503,7 @@ class MeanAblation(Intervention):
         return f"mean:{self.site}"
 
     def prepare(self, loaded: Any, data: ImageSet, prompt: str, batch_size: int = 32) -> None:
-        from interp.tracing import capture_tokens
+        from interp.models.tracing import capture_tokens
 
         total, count = None, 0
         for images in data.batches(batch_size):
@@ -560,7 +560,7 @@ class PatchFromPair(Intervention):
     partner where its size has two or more), recorded in the cache. What the model does
     from ``site`` on then comes from the partner's image there, and from the image itself
     wherever the text read it below ``site``; the activation patching of one clean /
-    corrupted pair is :mod:`interp.patching`."""
+    corrupted pair is :mod:`interp.experiments.patching`."""
 
     kind = "patch"
 
@@ -598,7 +598,7 @@ class PatchFromPair(Intervention):
         inputs: dict[str, torch.Tensor],
         context: BatchContext | None = None,
     ) -> list[Action]:
-        from interp.tracing import capture_tokens
+        from interp.models.tracing import capture_tokens
 
         if self.partners is None or self._source is None:
             raise InterventionError(

@@ -17,8 +17,8 @@ import torch
 
 from interp.errors import ConfigError
 from interp.layout import image_hw
-from interp.loading import LoadedModel
-from interp.tracing import Action, capture_tokens
+from interp.models.loading import LoadedModel
+from interp.models.tracing import Action, capture_tokens
 
 __all__ = ["ATTENTION_COLUMNS", "attention_table", "attention_to_image"]
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from interp.adapters import Adapter, adapter_class_for
 from interp.errors import ConfigError, ModelLoadError
-from interp.identity import folder_identity, snapshot_folder
+from interp.models.identity import folder_identity, snapshot_folder
 from interp.organism import ORGANISM_NAME, ORGANISM_SSL_NAME, SHIPPED
 from interp.organism.tiny_llava import TINY_LLAVA_NAME, build_tiny_llava, default_model_dir
 from interp.ranks import Part
@@ -40,7 +40,7 @@ class LoadedModel:
     """A model, its processor and adapter, and the source given to ``from_pretrained``.
 
     ``identity`` says which weights and processor files were loaded, independent of the
-    device (see :func:`interp.identity.folder_identity`); empty for a model built in
+    device (see :func:`interp.models.identity.folder_identity`); empty for a model built in
     memory."""
 
     model: nn.Module
