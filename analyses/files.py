@@ -19,6 +19,7 @@ __all__ = [
     "PIXEL_FILES",
     "REDUNDANCY_FILES",
     "RUN_MARKER",
+    "SAE_FILES",
 ]
 
 # Figures, by the name a step gives them -> file name without its format's suffix.
@@ -61,6 +62,9 @@ EXPERIMENT_FILES = {
     "encoder": ["pixels.csv", "answers.csv", "pixel_error_by_depth.html"],
 }  # fmt: skip
 EXPERIMENT_RECORD = "experiment.json"
+# interp sae train: the held-out metrics of every SAE (each SAE in OUT/<site>/<name>/,
+# its site's log in OUT/<site>/training_log.csv).
+SAE_FILES = {"sae_metrics": "sae_metrics.csv"}
 # interp run: everything in its folder.
 OUTPUT_FILES = {
     "cache": "cache.h5",

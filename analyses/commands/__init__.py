@@ -20,10 +20,11 @@ from interp.lazy import lazy_exports
 # The command modules, in the order ``interp --help`` lists them.
 MODULES = (
     "run", "extract", "probe", "pixels", "plot", "answers", "patch", "lens", "attention",
-    "mine", "pairs_eval", "mof", "redundancy", "report", "info", "organism", "experiment",
+    "mine", "pairs_eval", "mof", "redundancy", "report", "info", "sae", "organism", "experiment",
 )  # fmt: skip
 # The groups of commands (``interp organism train``): their help.
 GROUPS = {
+    "sae": "sparse autoencoders of a cache's sites: the features the model forms",
     "organism": "the built-in trained model organism",
     "experiment": "fine-tuning experiments on the built-in model (writes tables, figures)",
 }
@@ -45,6 +46,7 @@ _EXPORTS = {
     "RedundancyConfig": "redundancy", "redundancy_step": "redundancy",
     "ReportConfig": "report", "report_step": "report",
     "InfoConfig": "info", "info_step": "info",
+    "SaeTrainConfig": "sae", "sae_train_step": "sae",
 }  # fmt: skip
 __getattr__ = lazy_exports(__name__, {k: f"{__name__}.{m}" for k, m in _EXPORTS.items()})
 

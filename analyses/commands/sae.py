@@ -1,0 +1,142 @@
+"""``interp sae train``: sparse autoencoders of a cache's sites, in SAELens's format."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import pandas as pd
+
+from analyses.commands.command import Command, StepResult
+from analyses.commands.options import _Run, _Sites, check_named
+from analyses.files import SAE_FILES
+from analyses.outputs import check_output_folder, check_writable, write_table
+from interp.errors import SiteError
+from interp.options import option
+from probes.sae import ARCHITECTURES
+
+__all__ = ["SaeTrainConfig", "sae_train_step", "COMMANDS"]
+
+
+@dataclass
+class SaeTrainConfig(_Run, _Sites):
+    """``interp sae train``: an SAE per site and per architecture x expansion x k, from
+    one read of each site's tokens, into the folder ``out``."""
+
+    cache: str = option("the cache whose tokens are encoded", default="", positional=True)
+    condition: str = option("the condition whose tokens are read", default="baseline")
+    architectures: list[str] | None = option(
+        "topk, batchtopk (JumpReLU at inference) and/or relu (L1 penalty) (default: topk)",
+        default=None,
+        choices=ARCHITECTURES,
+    )
+    expansions: list[int] | None = option(
+        "dictionary sizes as multiples of the site's width (default: 8)", default=None, minimum=1
+    )
+    ks: list[int] | None = option(
+        "features kept per token by topk and batchtopk (default: 16)", default=None, minimum=1
+    )
+    l1: float = option("the L1 weight of relu SAEs", default=1.0, minimum=0)
+    epochs: int = option("passes over the training images", default=1, minimum=1)
+    batch_size: int = option("tokens per training step", default=512, minimum=1)
+    lr: float = option("Adam's learning rate", default=1e-3)
+    buffer_tokens: int = option(
+        "tokens read ahead and shuffled together (the memory the stream holds)",
+        default=16384,
+        minimum=1,
+    )
+    held_out: float = option(
+        "share of the images (the last ones) kept out of training and measured",
+        default=0.1,
+        minimum=0.01,
+        maximum=0.9,
+    )
+    device_map: str | None = option(
+        "where training runs: cpu or cuda (default: cuda where there is one)", default=None
+    )
+    out: str = option(
+        "output folder: OUT/<site>/<sae>/ (cfg.json, sae_weights.safetensors), "
+        "OUT/<site>/training_log.csv and OUT/sae_metrics.csv",
+        default="saes",
+    )
+
+    def check(self) -> None:
+        super().check()
+        check_named(self.cache, "cache", "a cache file (interp extract writes one)")
+        check_named(self.out, "out", "an output folder")
+
+    def specs(self) -> list:
+        """Every SAE to train: architecture x expansion x k (relu takes no k)."""
+        from probes.sae_training import SaeSpec
+
+        found = []
+        for arch, expansion, k in itertools.product(
+            self.architectures or ["topk"], self.expansions or [8], self.ks or [16]
+        ):
+            spec = SaeSpec(arch, expansion, k if arch != "relu" else 16, self.l1)
+            if spec not in found:
+                found.append(spec)
+        return found
+
+
+def sae_train_step(config: SaeTrainConfig) -> StepResult:
+    """Train the SAEs of every site (each site one read of the cache), write them, their
+    logs and ``sae_metrics.csv`` (held-out fraction of variance unexplained, L0, dead
+    and dense features per SAE)."""
+    from caches import CacheReader
+    from interp.models.loading import check_device_map
+    from probes.sae_training import SaeTraining, train_saes
+
+    check_device_map(config.device_map)
+    folder = check_output_folder(config.out)
+    paths = {key: folder / name for key, name in SAE_FILES.items()}
+    check_writable(paths.values(), config.overwrite)
+    training = SaeTraining(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        buffer_tokens=config.buffer_tokens,
+        held_out=config.held_out,
+        seed=config.seed,
+    )
+    tables = []
+    with CacheReader(config.cache) as reader:
+        sites = config.sites or reader.sites
+        unknown = [site for site in sites if site not in reader.sites]
+        if unknown:
+            raise SiteError(f"sites {unknown} are not in the cache; its sites: {reader.sites}")
+        for site in sites:
+            tables.append(
+                train_saes(
+                    reader,
+                    site,
+                    config.specs(),
+                    folder,
+                    condition=config.condition,
+                    training=training,
+                    device=config.device_map,
+                    progress=config.progress,
+                )  # fmt: skip
+            )
+    table = pd.concat(tables, ignore_index=True)
+    write_table(table, paths["sae_metrics"])
+    shown = table.set_index(["site", "sae"])[["fvu", "l0", "dead", "dense"]]
+    return StepResult(
+        summary=f"{len(table)} SAEs at {len(sites)} sites, measured on held-out images:",
+        paths={**paths, **{f"{s}/{n}": folder / s / n for s, n in table[["site", "sae"]].values}},
+        tables={"sae_metrics": table},
+        shown=shown.to_string(float_format=lambda v: f"{v:.3f}"),
+    )
+
+
+COMMANDS = [
+    Command(
+        name="sae train",
+        help="cache -> sparse autoencoders of its sites (TopK, BatchTopK, ReLU), SAELens's format",
+        description="Writes OUT/<site>/<sae>/cfg.json and sae_weights.safetensors (SAELens "
+        "reads them), OUT/<site>/training_log.csv and OUT/sae_metrics.csv (held-out fraction "
+        "of variance unexplained, L0, dead and dense features).",
+        config=SaeTrainConfig,
+        step=sae_train_step,
+    )
+]

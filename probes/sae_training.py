@@ -1,0 +1,341 @@
+"""Training sparse autoencoders from a cache: a site's patch tokens streamed from the HDF5
+file in sequential blocks of images through a shuffle buffer (never the whole site in
+memory), several SAEs (widths, k, architectures) trained from one read, checkpoints that
+resume, and a training log.
+
+The images split once: the last ``held_out`` share of the written images is kept out of
+training and measured (:func:`sae_metrics`). Tokens are scaled by one factor, measured on
+the first block, so that their mean norm is ``sqrt(d_in)``; the factor is folded into the
+saved weights (:meth:`SparseAutoencoder.fold_scale`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from caches.reader import CacheReader
+from interp.errors import ConfigError
+from probes.sae import ARCHITECTURES, SparseAutoencoder
+
+__all__ = ["SaeSpec", "SaeTraining", "sae_metrics", "token_blocks", "train_saes"]
+
+# A feature is dense when it fires on more than this share of held-out tokens.
+DENSE_SHARE = 0.1
+# TopK's auxiliary loss (Gao et al.): weight, and tokens without firing that make a
+# feature dead.
+AUX_WEIGHT = 1 / 32
+_CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class SaeSpec:
+    """One SAE to train: its architecture, width (``expansion`` x the site's width), ``k``
+    (topk, batchtopk) or L1 weight (relu)."""
+
+    architecture: str = "topk"
+    expansion: int = 8
+    k: int = 16
+    l1: float = 1.0
+
+    @property
+    def name(self) -> str:
+        sparsity = f"l1-{self.l1:g}" if self.architecture == "relu" else f"k{self.k}"
+        return f"{self.architecture}-x{self.expansion}-{sparsity}"
+
+
+@dataclass(frozen=True)
+class SaeTraining:
+    """How the SAEs are trained (the same for every SAE of one read)."""
+
+    epochs: int = 1
+    batch_size: int = 512
+    lr: float = 1e-3
+    buffer_tokens: int = 16384
+    block_images: int = 64
+    held_out: float = 0.1
+    dead_tokens: int = 20000
+    checkpoint_every: int = 200
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "buffer_tokens", "block_images", "dead_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.held_out < 1:
+            raise ConfigError(f"held_out must lie in (0, 1), got {self.held_out}")
+
+
+def _split(n_images: int, held_out: float) -> tuple[range, range]:
+    n_held = max(1, int(round(n_images * held_out)))
+    if n_images - n_held < 1:
+        raise ConfigError(
+            f"the cache holds {n_images} images: too few to keep {held_out:.0%} out of "
+            f"training; extract more images"
+        )
+    return range(0, n_images - n_held), range(n_images - n_held, n_images)
+
+
+def token_blocks(
+    reader: CacheReader, site: str, condition: str, images: range, block_images: int
+) -> Iterator[np.ndarray]:
+    """``(tokens, d)`` float32 of ``block_images`` images at a time, read in order (one
+    sequential slice of the dataset each, dense or ragged)."""
+    dataset = reader.acts(site, condition)
+    offsets = reader.offsets(site)
+    for start in range(images.start, images.stop, block_images):
+        stop = min(images.stop, start + block_images)
+        if dataset.ndim == 3:
+            block = np.asarray(dataset[start:stop], dtype=np.float32)  # (images, tokens, d)
+            yield block.reshape(-1, block.shape[-1])
+        else:
+            yield np.asarray(dataset[offsets[start] : offsets[stop]], dtype=np.float32)
+
+
+def _batches(
+    reader: CacheReader,
+    site: str,
+    condition: str,
+    images: range,
+    training: SaeTraining,
+    rng: np.random.Generator,
+) -> Iterator[np.ndarray]:
+    """Shuffled batches: blocks fill a buffer of about ``buffer_tokens`` tokens, which is
+    shuffled and handed out a batch at a time (the last, partial batch included)."""
+    buffer: list[np.ndarray] = []
+    held = 0
+    for block in token_blocks(reader, site, condition, images, training.block_images):
+        buffer.append(block)
+        held += len(block)
+        if held >= training.buffer_tokens:
+            tokens = np.concatenate(buffer)
+            tokens = tokens[rng.permutation(len(tokens))]
+            cut = len(tokens) - len(tokens) % training.batch_size
+            yield from np.split(tokens[:cut], cut // training.batch_size)
+            buffer, held = [tokens[cut:]], len(tokens) - cut
+    if held:
+        tokens = np.concatenate(buffer)
+        tokens = tokens[rng.permutation(len(tokens))]
+        size = training.batch_size
+        yield from (tokens[i : i + size] for i in range(0, len(tokens), size))
+
+
+def _input_scale(reader: CacheReader, site: str, condition: str, images: range, n: int) -> float:
+    """``sqrt(d) / mean token norm`` over the first ``n`` training images."""
+    first = next(token_blocks(reader, site, condition, range(images.start, images.start + n), n))
+    return float(math.sqrt(first.shape[1]) / max(np.linalg.norm(first, axis=1).mean(), 1e-12))
+
+
+def _losses(
+    sae: SparseAutoencoder, spec: SaeSpec, x: torch.Tensor, dead: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The training loss of one batch ``x`` ``(tokens, d_in)`` and what is logged."""
+    features = sae.encode(x, batch=True)  # (tokens, d_sae)
+    x_hat = sae.decode(features)
+    variance = (x - x.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+    fvu = (x_hat - x).pow(2).sum(-1).mean() / variance
+    loss = fvu
+    logged = {"fvu": fvu.item(), "l0": (features > 0).sum(-1).float().mean().item()}
+    if spec.architecture == "relu":
+        l1 = (features * sae.W_dec.norm(dim=1)).sum(-1).mean() / math.sqrt(sae.d_in)
+        loss = loss + spec.l1 * l1
+        logged["l1"] = l1.item()
+    elif dead.any():  # TopK's auxiliary loss: the dead features model the residual
+        residual = (x - x_hat).detach()
+        pre = sae.pre_activations(x)[:, dead]  # (tokens, dead)
+        k_aux = min(int(dead.sum()), max(1, sae.d_in // 2))
+        top = torch.topk(pre, k_aux, dim=-1)
+        aux = torch.zeros_like(pre).scatter(-1, top.indices, torch.relu(top.values))
+        aux_hat = aux @ sae.W_dec[dead]
+        aux_fvu = (aux_hat - residual).pow(2).sum(-1).mean() / (
+            (residual - residual.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+        )
+        loss = loss + AUX_WEIGHT * aux_fvu
+        logged["aux"] = aux_fvu.item()
+    if spec.architecture == "batchtopk":
+        kept = features[features > 0]
+        if len(kept):
+            with torch.no_grad():  # the inference threshold: a running mean of the least kept
+                sae.threshold.mul_(0.99).add_(0.01 * kept.min())
+    return loss, logged
+
+
+def train_saes(
+    reader: CacheReader,
+    site: str,
+    specs: list[SaeSpec],
+    out: str | os.PathLike,
+    *,
+    condition: str = "baseline",
+    training: SaeTraining | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Train every SAE of ``specs`` on ``site``'s tokens (one read of the cache feeds them
+    all), write each into ``out/<site>/<spec.name>/`` (SAELens's format) and the log into
+    ``out/<site>/training_log.csv``; returns the held-out metrics (:func:`sae_metrics`),
+    one row per SAE. An interrupted training resumes from ``out/<site>/checkpoint.pt``."""
+    from tqdm.auto import tqdm
+
+    training = training or SaeTraining()
+    if not specs:
+        raise ConfigError("specs must name at least one SAE to train")
+    for spec in specs:
+        if spec.architecture not in ARCHITECTURES:
+            raise ConfigError(
+                f"architecture must be one of {', '.join(ARCHITECTURES)}, got {spec.architecture!r}"
+            )
+    folder = Path(out) / site
+    folder.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    d_in = int(reader.acts(site, condition).shape[-1])
+    train_images, held = _split(reader.n_written, training.held_out)
+    settings = {
+        "site": site,
+        "condition": condition,
+        "cache": str(reader.path),
+        "n_images": reader.n_written,
+        "specs": [dataclasses.asdict(s) for s in specs],
+        "training": dataclasses.asdict(training),
+    }
+    torch.manual_seed(training.seed)
+    saes = [
+        SparseAutoencoder(d_in, s.expansion * d_in, s.architecture, s.k, seed=training.seed + i)
+        for i, s in enumerate(specs)
+    ]
+    optimisers = [torch.optim.Adam(sae.parameters(), lr=training.lr) for sae in saes]
+    scale = _input_scale(reader, site, condition, train_images, training.block_images)
+    step, rows, since_fired = 0, [], []
+    checkpoint = folder / _CHECKPOINT
+    if checkpoint.is_file():
+        saved = torch.load(checkpoint, weights_only=False)
+        if saved["settings"] == settings:  # the same training: go on from its step
+            for sae, optimiser, state in zip(saes, optimisers, saved["saes"], strict=True):
+                sae.load_state_dict(state["model"])
+                optimiser.load_state_dict(state["optimiser"])
+            step, rows, scale = saved["step"], saved["rows"], saved["scale"]
+            since_fired = [s.to(device) for s in saved["since_fired"]]
+    for sae in saes:
+        sae.to(device)
+    if step == 0:
+        first = next(token_blocks(reader, site, condition, train_images, training.block_images))
+        with torch.no_grad():
+            centre = torch.from_numpy(first.mean(0) * scale).to(device)
+            for sae in saes:
+                sae.b_dec.copy_(centre)
+    if step == 0:
+        since_fired = [torch.zeros(sae.d_sae, device=device) for sae in saes]
+    done = 0
+    bar = tqdm(desc=f"SAEs at {site}", unit="batch", disable=not progress)
+    for epoch in range(training.epochs):
+        rng = np.random.default_rng([training.seed, epoch])
+        for batch in _batches(reader, site, condition, train_images, training, rng):
+            done += 1
+            if done <= step:  # resumed: these batches were trained on before
+                continue
+            x = torch.from_numpy(batch * scale).to(device)  # (batch, d_in)
+            logged: dict[str, Any] = {"step": done, "epoch": epoch, "tokens": len(x)}
+            for i, (sae, spec, optimiser) in enumerate(zip(saes, specs, optimisers, strict=True)):
+                dead = since_fired[i] >= training.dead_tokens
+                loss, parts = _losses(sae, spec, x, dead)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                sae.normalize_decoder()
+                with torch.no_grad():
+                    fired = (sae.encode(x, batch=True) > 0).any(0)
+                    since_fired[i] = torch.where(fired, 0, since_fired[i] + len(x))
+                rows.append({**logged, "sae": spec.name, "loss": loss.item(), **parts})
+            bar.update()
+            if done % training.checkpoint_every == 0:
+                state = {"step": done, "rows": rows, "scale": scale, "since_fired": since_fired}
+                _save_checkpoint(checkpoint, settings, saes, optimisers, state)
+    bar.close()
+    pd.DataFrame(rows).to_csv(folder / "training_log.csv", index=False)
+    metrics = []
+    for sae, spec in zip(saes, specs, strict=True):
+        sae.to("cpu").fold_scale(scale)
+        sae.metadata |= {
+            "model_name": reader.attrs.get("model"),
+            "hook_name": site,
+            "condition": condition,
+            "cache": str(reader.path),
+            "held_out_images": [held.start, held.stop],
+            "training": dataclasses.asdict(training),
+        }
+        sae.save(folder / spec.name)
+        found = sae_metrics(sae, reader, site, condition, held)
+        metrics.append({"site": site, "sae": spec.name, **dataclasses.asdict(spec), **found})
+    checkpoint.unlink(missing_ok=True)
+    table = pd.DataFrame(metrics)
+    (folder / "settings.json").write_text(json.dumps(settings, indent=1))
+    return table
+
+
+def _save_checkpoint(
+    path: Path,
+    settings: dict[str, Any],
+    saes: list[SparseAutoencoder],
+    optimisers: list[torch.optim.Optimizer],
+    state: dict[str, Any],
+) -> None:
+    """Everything a resumed training needs, written whole or not at all."""
+    saved = {
+        "settings": settings,
+        "saes": [
+            {"model": sae.state_dict(), "optimiser": opt.state_dict()}
+            for sae, opt in zip(saes, optimisers, strict=True)
+        ],
+        **state,
+    }
+    partial = path.with_suffix(".partial")
+    torch.save(saved, partial)
+    partial.replace(path)
+
+
+@torch.no_grad()
+def sae_metrics(
+    sae: SparseAutoencoder,
+    reader: CacheReader,
+    site: str,
+    condition: str,
+    images: range,
+    block_images: int = 64,
+) -> dict[str, float]:
+    """On ``images`` of the cache: the fraction of variance unexplained (summed squared
+    error over summed squared deviation from the tokens' mean), L0 (features firing per
+    token), and the shares of dead features (never firing) and dense ones (firing on more
+    than :data:`DENSE_SHARE` of the tokens)."""
+    error = total = active = 0.0
+    count = 0
+    sums = np.zeros(sae.d_in)
+    squares = 0.0
+    fired = torch.zeros(sae.d_sae)
+    for block in token_blocks(reader, site, condition, images, block_images):
+        x = torch.from_numpy(block)  # (tokens, d_in)
+        features = sae.encode(x)
+        error += float((sae.decode(features) - x).pow(2).sum())
+        sums += block.sum(0, dtype=np.float64)
+        squares += float((block.astype(np.float64) ** 2).sum())
+        active += float((features > 0).sum())
+        fired += (features > 0).sum(0)
+        count += len(block)
+    total = squares - float((sums**2).sum()) / count  # summed squared deviation
+    share = (fired / count).numpy()
+    return {
+        "fvu": error / total,
+        "l0": active / count,
+        "dead": float((share == 0).mean()),
+        "dense": float((share > DENSE_SHARE).mean()),
+        "tokens": count,
+    }
