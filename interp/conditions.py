@@ -12,8 +12,12 @@ colon:
   removed (no position attends to them) and the kept ones keep their positions;
 - ``mean:SITE``: every image token at ``SITE`` replaced by that token position's mean
   over the data set;
+- ``zero:SITE``: every image token at ``SITE`` set to zero;
 - ``patch:SITE``: every image token at ``SITE`` taken from a partner image of the data
-  set (a seeded pairing of the images of each size).
+  set (a seeded pairing of the images of each size);
+- ``sae:SITE:PATH``: every image token at ``SITE`` replaced by its reconstruction by the
+  sparse autoencoder in the folder ``PATH`` (SAELens's files; ``interp sae train`` writes
+  them).
 
 :mod:`interp.experiments.interventions` makes the intervention of each kind (a registry).
 """
@@ -48,7 +52,9 @@ CONDITION_SYNTAX: dict[str, str] = {
     "mask": "mask:A-B or mask:A-B:text (LM layers A to B)",
     "drop": "drop:POLICY:K (K image tokens kept; POLICY random, on_object, off_object or norm)",
     "mean": "mean:SITE (e.g. mean:projector)",
+    "zero": "zero:SITE (tokens at SITE set to zero)",
     "patch": "patch:SITE (tokens at SITE from a partner image)",
+    "sae": "sae:SITE:PATH (tokens at SITE through the sparse autoencoder in folder PATH)",
 }
 DROP_POLICIES: tuple[str, ...] = ("random", "on_object", "off_object", "norm")
 _ARGUMENT = {
@@ -56,13 +62,17 @@ _ARGUMENT = {
     "mask": re.compile(r"^(\d+)-(\d+)(:text)?$"),
     "drop": re.compile(r"^([a-z_]+):(\d+)$"),
     "mean": re.compile(r"^(.+)$"),
+    "zero": re.compile(r"^(.+)$"),
     "patch": re.compile(r"^(.+)$"),
+    "sae": re.compile(r"^([^:]+):(.+)$"),
 }
 _NEEDS_ARGUMENT = {
     "mask": "mask:0-1",
     "drop": "drop:random:8",
     "mean": "mean:projector",
+    "zero": "zero:projector",
     "patch": "patch:projector",
+    "sae": "sae:projector:saes/projector/topk-x8-k16",
 }
 
 
@@ -116,7 +126,9 @@ def _canonical_argument(kind: str, name: str, found: re.Match) -> str:
         if k < 1:
             raise ConfigError(f"condition {name!r} keeps no image token; K must be at least 1")
         return f"{policy}:{k}"
-    return parse_site(found.group(1)).name  # mean:SITE, patch:SITE
+    if kind == "sae":
+        return f"{parse_site(found.group(1)).name}:{found.group(2)}"
+    return parse_site(found.group(1)).name  # mean:SITE, zero:SITE, patch:SITE
 
 
 def window_conditions(n_layers: int, width: int) -> list[str]:

@@ -26,7 +26,7 @@ import torch
 
 from caches.reader import CacheReader
 from interp.errors import ConfigError
-from probes.sae import ARCHITECTURES, SparseAutoencoder
+from interp.models.sae import ARCHITECTURES, SparseAutoencoder
 
 __all__ = ["SaeSpec", "SaeTraining", "sae_metrics", "token_blocks", "train_saes"]
 

@@ -100,7 +100,8 @@ def test_llava_grid_maps_tokens_to_patches(loaded, stimuli, prompt) -> None:
 def test_encoders_run_baseline_mean_and_patch_only(encoder, tmp_path) -> None:
     kind, folder, loaded = encoder
     stimuli = generate(StimulusSpec(n_images=4, image_size=SIDE))
-    with pytest.raises(ConfigError, match=r"conditions \['baseline', 'mean', 'patch'\]"):
+    kinds = r"conditions \['baseline', 'mean', 'zero', 'patch', 'sae'\]"
+    with pytest.raises(ConfigError, match=kinds):
         extract(loaded, stimuli, tmp_path / "c.h5", conditions=["shuffle"], progress=False)
     # mean:vision.0 puts each patch position's mean over the set at vision.0 (a plain
     # numpy mean of the baseline); the CLS / register tokens and nothing before it move.

@@ -18,7 +18,7 @@ from analyses.cli import main
 from caches import CacheReader
 from caches.writer import CacheWriter
 from interp.layout import TokenLayout
-from probes.sae import SparseAutoencoder, load_sae
+from interp.models.sae import SparseAutoencoder, load_sae
 from probes.sae_training import DENSE_SHARE, SaeSpec, SaeTraining, train_saes
 
 SIDE, D_IN, N_FEATURES, K = 4, 16, 32, 3
@@ -206,3 +206,106 @@ def test_sae_train_from_the_command_line(planted, tmp_path, capsys) -> None:
     assert "sites ['lm.9'] are not in the cache" in capsys.readouterr().err
     assert main([*argv, "--architectures", "gated"]) == 2
     assert "--architectures must be one of topk, batchtopk, relu" in capsys.readouterr().err
+
+
+def test_the_sae_condition_equals_a_plain_hook(tiny_dir, loaded, stimuli, prompt, tmp_path) -> None:
+    """sae:lm.2:PATH: every image token of LM layer 2 through the SAE; against a fresh copy
+    of the model whose layer-2 output at the image positions goes through the SAE's saved
+    weights (numpy) in a plain forward hook; layer 5 sees the same."""
+    from transformers import AutoModelForImageTextToText
+
+    from interp import InterventionError
+    from interp.experiments.interventions import make_intervention
+    from interp.models.tracing import capture_tokens
+
+    adapter = loaded.adapter
+    images = stimuli.images[:2]
+    width = capture_tokens(loaded, images[:1], ["lm.2"], prompt=prompt).acts["lm.2"].shape[-1]
+    sae = SparseAutoencoder(width, 4 * width, "topk", k=8, seed=1)
+    with torch.no_grad():
+        sae.b_enc.add_(0.1)
+    sae.metadata["hook_name"] = "lm.2"
+    sae.save(tmp_path / "sae")
+    condition = make_intervention(f"sae:lm.2:{tmp_path / 'sae'}")
+    condition.check(adapter, [(64, 64)])
+    got = capture_tokens(loaded, images, ["lm.2", "lm.5"], prompt=prompt, intervention=condition)
+    config = json.loads((tmp_path / "sae" / "cfg.json").read_text())
+    weights = {
+        k: v.astype(np.float64)
+        for k, v in load_file(tmp_path / "sae" / "sae_weights.safetensors").items()
+    }
+    inputs = adapter.build_inputs(images, prompt)
+    where = adapter.image_token_positions(inputs["input_ids"])[0]
+    model = AutoModelForImageTextToText.from_pretrained(tiny_dir).eval()
+    kept = {}
+
+    def through_sae(_module, _args, out):
+        hidden = (out[0] if isinstance(out, tuple) else out).clone()
+        x = hidden[:, where].double().numpy()  # (batch, tokens, d)
+        flat = x.reshape(-1, width)
+        rebuilt = _encode(weights, config, flat) @ weights["W_dec"] + weights["b_dec"]
+        hidden[:, where] = torch.from_numpy(rebuilt.reshape(x.shape)).float()
+        kept["lm.2"] = hidden
+        return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
+
+    handles = [
+        model.get_submodule(adapter.module_path("lm.2")).register_forward_hook(through_sae),
+        model.get_submodule(adapter.module_path("lm.5")).register_forward_hook(
+            lambda _m, _i, out: kept.__setitem__("lm.5", out[0] if isinstance(out, tuple) else out)
+        ),
+    ]
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for site in ("lm.2", "lm.5"):
+        torch.testing.assert_close(got.acts[site], kept[site][:, where], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(
+        got.acts["lm.5"], capture_tokens(loaded, images, ["lm.5"], prompt=prompt).acts["lm.5"]
+    )
+    with pytest.raises(InterventionError, match="trained at 'lm.2', not 'lm.3'"):
+        make_intervention(f"sae:lm.3:{tmp_path / 'sae'}").check(adapter, [(64, 64)])
+    with pytest.raises(InterventionError, match="holds no SAE"):
+        make_intervention(f"sae:lm.2:{tmp_path / 'none'}").check(adapter, [(64, 64)])
+
+
+@pytest.mark.slow  # about 30 s; test_the_sae_condition_equals_a_plain_hook covers the splice
+def test_answers_under_the_sae_beside_zero_and_mean_ablation(tmp_path, capsys) -> None:
+    """On the organism: an SAE of its projector trained from its cache; interp answers
+    runs under sae:projector:PATH like any condition, beside zero:projector and
+    mean:projector, and the SAE keeps more of the answers than zeroing the site does
+    (measured: baseline 0.60, SAE 0.48, zero 0.36, mean 0.35 of 143 questions)."""
+    import pandas as pd
+
+    quiet = ["--no-progress"]
+    assert main(["extract", "--out", str(tmp_path / "c"), "--n-images", "48",
+                 "--sites", "projector", "--conditions", "baseline", *quiet]) == 0  # fmt: skip
+    assert main(["sae", "train", str(tmp_path / "c" / "cache.h5"), "--out", str(tmp_path / "s"),
+                 "--expansions", "4", "--ks", "8", "--epochs", "3", *quiet]) == 0  # fmt: skip
+    sae = tmp_path / "s" / "projector" / "topk-x4-k8"
+    conditions = ["baseline", f"sae:projector:{sae}", "zero:projector", "mean:projector"]
+    out = tmp_path / "a"
+    argv = ["answers", "--n-images", "24", "--seed", "5", "--n-boot", "20", "--out", str(out)]
+    assert main([*argv, "--conditions", *conditions, *quiet]) == 0
+    rows = pd.read_csv(out / "answer_rows.csv")
+    accuracy = rows.groupby("condition")["correct"].mean()
+    assert list(accuracy.index.sort_values()) == sorted(conditions)
+    kept = accuracy["baseline"] - accuracy[conditions[1]]
+    assert kept < accuracy["baseline"] - accuracy["zero:projector"], accuracy.to_dict()
+
+
+def test_zero_ablation_zeroes_the_site_and_nothing_before_it(loaded, stimuli, prompt) -> None:
+    from interp.experiments.interventions import ZeroAblation, make_intervention
+    from interp.models.tracing import capture_tokens
+
+    images = stimuli.images[:2]
+    zero = make_intervention("zero:lm.1")
+    assert isinstance(zero, ZeroAblation) and zero.condition == "zero:lm.1"
+    sites = ["lm.0", "lm.1", "lm.2"]
+    got = capture_tokens(loaded, images, sites, prompt=prompt, intervention=zero).acts
+    plain = capture_tokens(loaded, images, sites, prompt=prompt).acts
+    assert torch.count_nonzero(got["lm.1"]) == 0
+    torch.testing.assert_close(got["lm.0"], plain["lm.0"])
+    assert not torch.allclose(got["lm.2"], plain["lm.2"])

@@ -12,8 +12,8 @@ from analyses.commands.options import _Run, _Sites, check_named
 from analyses.files import SAE_FILES
 from analyses.outputs import check_output_folder, check_writable, write_table
 from interp.errors import SiteError
+from interp.models.sae import ARCHITECTURES
 from interp.options import option
-from probes.sae import ARCHITECTURES
 
 __all__ = ["SaeTrainConfig", "sae_train_step", "COMMANDS"]
 

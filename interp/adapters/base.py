@@ -139,7 +139,9 @@ class Adapter(ABC):
         "mask",
         "drop",
         "mean",
+        "zero",
         "patch",
+        "sae",
     )
     # Whether the model has a projector and a language model (False: a vision encoder).
     has_language_model: ClassVar[bool] = True

@@ -25,7 +25,7 @@ class VisionEncoderAdapter(Adapter):
     auto_class = "AutoModel"
     processor_class = "AutoImageProcessor"
     conditions = ("baseline",)
-    condition_kinds = ("baseline", "mean", "patch")
+    condition_kinds = ("baseline", "mean", "zero", "patch", "sae")
     has_language_model = False
     pixel_tower = True
     # Module-name suffixes tried, in order, to find the encoder's layer list.

@@ -23,7 +23,7 @@ import torch
 from interp.adapters import Adapter
 from interp.adapters.base import TokenPositions
 from interp.conditions import CONDITIONS, DROP_POLICIES, Condition, parse_condition
-from interp.errors import ConfigError, InterventionError
+from interp.errors import CacheError, ConfigError, InterventionError
 from interp.layout import PADDING, box_label_map, image_hw
 from interp.models.tracing import Action
 from interp.sites import parse_site
@@ -35,6 +35,8 @@ __all__ = [
     "Intervention",
     "MeanAblation",
     "PatchFromPair",
+    "SaeReconstruction",
+    "ZeroAblation",
     "ShufflePatches",
     "LayerWindowMask",
     "LowerLayerMask",
@@ -550,6 +552,124 @@ class MeanAblation(Intervention):
 
     def describe(self, adapter: Adapter, image_size: int | tuple[int, int]) -> dict[str, Any]:
         return {"site": self.site, "n_images": self.n_images}
+
+
+@register_intervention
+class ZeroAblation(Intervention):
+    """Every image token at ``site`` set to zero: ``zero:SITE``."""
+
+    kind = "zero"
+
+    def __init__(self, site: str) -> None:
+        self.site = parse_site(site).name
+
+    def check(self, adapter: Adapter, sizes: Sequence[tuple[int, int]]) -> None:
+        adapter.check_site(self.site)
+
+    @classmethod
+    def from_condition(cls, condition: Condition, seed: int) -> ZeroAblation:
+        return cls(str(condition.argument))
+
+    @property
+    def condition(self) -> str:
+        return f"zero:{self.site}"
+
+    def actions(
+        self,
+        adapter: Adapter,
+        inputs: dict[str, torch.Tensor],
+        context: BatchContext | None = None,
+    ) -> list[Action]:
+        site = adapter.check_site(self.site)
+        positions = adapter.token_positions(inputs)
+
+        def replace(value: Any) -> Any:
+            found = adapter.select(site, value, positions)  # (batch, tokens, d)
+            return adapter.write_tokens(site, value, positions, torch.zeros_like(found))
+
+        return [Action(adapter.module_path(site), "output", edit=replace)]
+
+    def describe(self, adapter: Adapter, image_size: int | tuple[int, int]) -> dict[str, Any]:
+        return {"site": self.site}
+
+
+@register_intervention
+class SaeReconstruction(Intervention):
+    """Every image token at ``site`` replaced by its reconstruction by a sparse
+    autoencoder (the folder ``path``, SAELens's files): ``sae:SITE:PATH``. What the model
+    does from ``site`` on then rests on what the SAE keeps; its answers beside the
+    baseline's, ``mean:SITE``'s and the zero-ablation's say how much that is."""
+
+    kind = "sae"
+
+    def __init__(self, site: str, path: str) -> None:
+        self.site = parse_site(site).name
+        self.path = str(path)
+        self._sae: Any = None
+
+    @property
+    def sae(self) -> Any:
+        """The autoencoder, loaded on first use."""
+        if self._sae is None:
+            from interp.models.sae import load_sae
+
+            try:
+                self._sae = load_sae(self.path)
+            except CacheError as err:
+                raise InterventionError(f"{self.condition}: {err}") from err
+        return self._sae
+
+    def check(self, adapter: Adapter, sizes: Sequence[tuple[int, int]]) -> None:
+        adapter.check_site(self.site)
+        hook = self.sae.metadata.get("hook_name")
+        if hook not in (None, self.site):
+            raise InterventionError(
+                f"{self.condition}: the SAE was trained at {hook!r}, not {self.site!r}; "
+                f"name its own site"
+            )
+
+    @classmethod
+    def from_condition(cls, condition: Condition, seed: int) -> SaeReconstruction:
+        site, _, path = str(condition.argument).partition(":")
+        return cls(site, path)
+
+    @property
+    def condition(self) -> str:
+        return f"sae:{self.site}:{self.path}"
+
+    def actions(
+        self,
+        adapter: Adapter,
+        inputs: dict[str, torch.Tensor],
+        context: BatchContext | None = None,
+    ) -> list[Action]:
+        site = adapter.check_site(self.site)
+        positions = adapter.token_positions(inputs)
+        sae = self.sae
+
+        def replace(value: Any) -> Any:
+            found = adapter.select(site, value, positions)  # (batch, tokens, d)
+            if found.shape[-1] != sae.d_in:
+                raise InterventionError(
+                    f"{self.condition}: the SAE reads tokens of width {sae.d_in}, {site} of "
+                    f"this model has width {found.shape[-1]}; train one on this model's cache "
+                    f"(interp sae train)"
+                )
+            with torch.no_grad():
+                model = sae.to(found.device)
+                flat = found.reshape(-1, found.shape[-1]).float()  # (batch * tokens, d)
+                new = model(flat).reshape(found.shape).to(found.dtype)
+            return adapter.write_tokens(site, value, positions, new)
+
+        return [Action(adapter.module_path(site), "output", edit=replace)]
+
+    def describe(self, adapter: Adapter, image_size: int | tuple[int, int]) -> dict[str, Any]:
+        return {
+            "site": self.site,
+            "path": self.path,
+            "architecture": self.sae.architecture,
+            "d_sae": self.sae.d_sae,
+        }
 
 
 @register_intervention
