@@ -9,6 +9,7 @@ __all__ = [
     "EMBEDDINGS_FILE",
     "EXPERIMENT_FILES",
     "EXPERIMENT_RECORD",
+    "FEATURE_FILES",
     "FIGURE_NAMES",
     "LENS_FILES",
     "MINE_FILES",
@@ -65,6 +66,9 @@ EXPERIMENT_RECORD = "experiment.json"
 # interp sae train: the held-out metrics of every SAE (each SAE in OUT/<site>/<name>/,
 # its site's log in OUT/<site>/training_log.csv).
 SAE_FILES = {"sae_metrics": "sae_metrics.csv"}
+# interp sae features: every feature's best class per attribute, and the counts of
+# features specific to each attribute (beside the probes' accuracy where given).
+FEATURE_FILES = {"features": "features.csv", "feature_counts": "feature_counts.csv"}
 # interp run: everything in its folder.
 OUTPUT_FILES = {
     "cache": "cache.h5",

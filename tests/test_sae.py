@@ -309,3 +309,89 @@ def test_zero_ablation_zeroes_the_site_and_nothing_before_it(loaded, stimuli, pr
     assert torch.count_nonzero(got["lm.1"]) == 0
     torch.testing.assert_close(got["lm.0"], plain["lm.0"])
     assert not torch.allclose(got["lm.2"], plain["lm.2"])
+
+
+def test_features_against_attributes_equal_sklearn(tiny_dir, tmp_path) -> None:
+    """Each feature's best class per attribute: AUROC as scikit-learn's roc_auc_score
+    over the tokens above objects, precision at its top activations by hand; the tokens'
+    classes from the layout, checked against the object map at each token's centre."""
+    from sklearn.metrics import roc_auc_score
+
+    from probes.sae_features import _token_classes, feature_table, specific_counts
+
+    cache = tmp_path / "c"
+    argv = ["extract", "--model", tiny_dir, "--n-images", "24", "--sites", "vision.0"]
+    assert main([*argv, "--conditions", "baseline", "--out", str(cache), "--no-progress"]) == 0
+    with CacheReader(cache / "cache.h5") as reader:
+        train_saes(
+            reader, "vision.0", [SaeSpec("topk", 2, 4)], tmp_path / "s", progress=False,
+            training=SaeTraining(batch_size=128, buffer_tokens=1024, held_out=0.25),
+        )  # fmt: skip
+        sae = load_sae(tmp_path / "s" / "vision.0" / "topk-x2-k4")
+        table = feature_table(sae, reader, "vision.0", name="topk")
+        held = range(18, 24)
+        x = torch.from_numpy(np.asarray(reader.acts("vision.0")[18:24]).reshape(-1, sae.d_in))
+        with torch.no_grad():
+            features = sae.encode(x.float()).numpy()
+        layout = reader.layout("vision.0")
+        maps = reader.object_map[18:24]
+        objects = []  # the object covering most of each token's box, counted by hand
+        for picture in maps:
+            for y0, x0, y1, x1 in layout.boxes.astype(int):
+                found = picture[y0:y1, x0:x1]
+                counts = np.bincount(found[found >= 0].ravel(), minlength=1)
+                objects.append(int(counts.argmax()) if (found >= 0).any() else -1)
+        objects = np.asarray(objects)
+        classes = _token_classes(reader, "vision.0", held, "color")
+        colours = reader.object_labels("color")[18:24]
+        image = np.repeat(np.arange(6), len(layout))
+        expected = np.where(objects >= 0, colours[image, np.clip(objects, 0, None)], -1)
+        np.testing.assert_array_equal(classes, expected)
+        names = reader.label_classes("color")
+    assert set(table.attribute) <= {"color", "shape", "size", "cell"} and len(table)
+    on = classes >= 0
+    rows = table[table.attribute == "color"].set_index("feature")
+    for j in range(0, sae.d_sae, 7):
+        best = max(roc_auc_score(classes[on] == c, features[on, j]) for c in np.unique(classes[on]))
+        assert rows.loc[j, "auroc"] == pytest.approx(best)
+        c = names.index(rows.loc[j, "class"])
+        n_class = int((classes[on] == c).sum())
+        top = np.argsort(-features[on, j], kind="stable")[:n_class]
+        assert rows.loc[j, "precision"] == pytest.approx((classes[on][top] == c).mean())
+        assert rows.loc[j, "frequency"] == pytest.approx((features[:, j] > 0).mean())
+    counts = specific_counts(table, threshold=0.6)
+    by_hand = table[(table.frequency > 0) & (table.auroc >= 0.6)].groupby("attribute").size()
+    got = counts.set_index("attribute")["specific_features"]
+    assert got[got > 0].to_dict() == by_hand.to_dict()
+
+
+def test_sae_features_from_the_command_line(tiny_dir, tmp_path, capsys) -> None:
+    import pandas as pd
+
+    quiet = ["--no-progress"]
+    cache = tmp_path / "c"
+    assert main(["extract", "--model", tiny_dir, "--n-images", "30", "--sites", "vision.0",
+                 "--conditions", "baseline", "--out", str(cache), *quiet]) == 0  # fmt: skip
+    assert main(["probe", str(cache / "cache.h5"), "--out", str(cache), "--selections", "token",
+                 "--n-splits", "2", "--n-boot", "10", *quiet]) == 0  # fmt: skip
+    assert main(["sae", "train", str(cache / "cache.h5"), "--out", str(tmp_path / "s"),
+                 "--expansions", "2", "--ks", "4", "--batch-size", "128", *quiet]) == 0  # fmt: skip
+    capsys.readouterr()
+    sae = tmp_path / "s" / "vision.0" / "topk-x2-k4"
+    argv = ["sae", "features", str(sae), "--out", str(tmp_path / "f"), "--threshold", "0.7"]
+    assert main([*argv, "--probes", str(cache / "probes.csv"), *quiet]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(
+        "128 features of 1 SAEs against 4 attributes; specific (AUROC >= 0.7):"
+    )
+    features = pd.read_csv(tmp_path / "f" / "features.csv")
+    counts = pd.read_csv(tmp_path / "f" / "feature_counts.csv")
+    assert list(features.columns[:4]) == ["site", "sae", "feature", "frequency"]
+    assert set(counts.attribute) == {"color", "shape", "size", "cell"}
+    probes = pd.read_csv(cache / "probes.csv").query("selection == 'token'")
+    for row in counts.itertuples():
+        assert row.probe_value == pytest.approx(
+            probes[probes.attribute == row.attribute]["value"].iloc[0]
+        )
+    assert main(["sae", "features", str(tmp_path), "--out", str(tmp_path / "g")]) == 2
+    assert "holds no SAE" in capsys.readouterr().err

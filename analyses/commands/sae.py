@@ -9,13 +9,13 @@ import pandas as pd
 
 from analyses.commands.command import Command, StepResult
 from analyses.commands.options import _Run, _Sites, check_named
-from analyses.files import SAE_FILES
+from analyses.files import FEATURE_FILES, SAE_FILES
 from analyses.outputs import check_output_folder, check_writable, write_table
-from interp.errors import SiteError
+from interp.errors import ConfigError, SiteError
 from interp.models.sae import ARCHITECTURES
 from interp.options import option
 
-__all__ = ["SaeTrainConfig", "sae_train_step", "COMMANDS"]
+__all__ = ["SaeFeaturesConfig", "SaeTrainConfig", "sae_features_step", "sae_train_step", "COMMANDS"]
 
 
 @dataclass
@@ -129,6 +129,106 @@ def sae_train_step(config: SaeTrainConfig) -> StepResult:
     )
 
 
+@dataclass
+class SaeFeaturesConfig(_Run):
+    """``interp sae features``: each feature of the SAEs against the attributes of the
+    tokens' objects, on the cache's images (by default each SAE's held-out ones)."""
+
+    saes: list[str] | None = option(
+        "SAE folders (interp sae train writes OUT/<site>/<sae>/)", default=None, positional=True
+    )
+    cache: str | None = option("the cache the SAEs were trained on (default: theirs)", default=None)
+    condition: str = option("the condition whose tokens are read", default="baseline")
+    attributes: list[str] | None = option(
+        "per-object attributes (default: every one the cache holds)", default=None
+    )
+    probes: str | None = option(
+        "a probe table of the same cache (probes.csv): each attribute's probe score (the "
+        "token selection's accuracy) beside its count of specific features",
+        default=None,
+    )
+    threshold: float = option(
+        "the AUROC that makes a feature specific to an attribute",
+        default=0.9,
+        minimum=0.5,
+        maximum=1,
+    )
+    out: str = option(
+        "output folder: OUT/features.csv and OUT/feature_counts.csv", default="features"
+    )
+
+    def check(self) -> None:
+        super().check()
+        if not self.saes:
+            raise ConfigError(
+                "saes must name at least one SAE folder (interp sae train writes them)"
+            )
+        check_named(self.out, "out", "an output folder")
+
+
+def sae_features_step(config: SaeFeaturesConfig) -> StepResult:
+    """Every feature's best class per attribute (AUROC, precision at its top activations,
+    frequency) in ``features.csv``; per site, SAE and attribute the features specific to
+    it in ``feature_counts.csv`` (with the probe's accuracy where a probe table is given)."""
+    from pathlib import Path
+
+    from caches import CacheReader
+    from interp.models.sae import load_sae
+    from probes.sae_features import feature_table, specific_counts
+
+    folder = check_output_folder(config.out)
+    paths = {key: folder / name for key, name in FEATURE_FILES.items()}
+    check_writable(paths.values(), config.overwrite)
+    loaded = {path: load_sae(path) for path in config.saes}
+    tables = []
+    for path, sae in loaded.items():
+        cache = config.cache or sae.metadata.get("cache")
+        site = sae.metadata.get("hook_name")
+        if not cache or not site:
+            raise ConfigError(
+                f"{path!r} does not say which cache and site it was trained on; pass cache"
+            )
+        with CacheReader(cache) as reader:
+            images = (
+                None
+                if config.cache in (None, sae.metadata.get("cache"))
+                else range(reader.n_written)
+            )
+            tables.append(
+                feature_table(
+                    sae,
+                    reader,
+                    site,
+                    name=Path(path).name,
+                    condition=config.condition,
+                    images=images,
+                    attributes=config.attributes,
+                )  # fmt: skip
+            )
+    table = pd.concat(tables, ignore_index=True)
+    counts = specific_counts(table, config.threshold)
+    if config.probes:
+        from analyses.commands.tables import read_table
+
+        probes = read_table(config.probes, "probes")
+        accuracy = (
+            probes[(probes.condition == config.condition) & (probes.selection == "token")]
+            .groupby(["site", "attribute"])["value"]
+            .first()
+            .rename("probe_value")  # accuracy, or R² for a numeric attribute
+        )
+        counts = counts.join(accuracy, on=["site", "attribute"])
+    write_table(table, paths["features"])
+    write_table(counts, paths["feature_counts"])
+    return StepResult(
+        summary=f"{table.feature.nunique()} features of {len(loaded)} SAEs against "
+        f"{table.attribute.nunique()} attributes; specific (AUROC >= {config.threshold:g}):",
+        paths=paths,
+        tables={"features": table, "feature_counts": counts},
+        shown=counts.to_string(index=False, float_format=lambda v: f"{v:.2f}"),
+    )
+
+
 COMMANDS = [
     Command(
         name="sae train",
@@ -138,5 +238,15 @@ COMMANDS = [
         "of variance unexplained, L0, dead and dense features).",
         config=SaeTrainConfig,
         step=sae_train_step,
-    )
+    ),
+    Command(
+        name="sae features",
+        help="SAEs + cache -> each feature against the attributes of the tokens' objects",
+        description="Writes OUT/features.csv (per feature and attribute: the best class, "
+        "its AUROC, precision at the feature's top activations, the feature's frequency) and "
+        "OUT/feature_counts.csv (per site, SAE and attribute: the features specific to it, "
+        "with the probe's accuracy where --probes is given).",
+        config=SaeFeaturesConfig,
+        step=sae_features_step,
+    ),
 ]
