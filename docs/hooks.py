@@ -18,9 +18,24 @@ import inspect
 from mkdocs.structure.files import File, Files
 
 API = {
-    "interp": ["interp", "interp.adapters", "interp.sources", "interp.conditions", "interp.layout"],
+    "interp": [
+        "interp",
+        "interp.adapters",
+        "interp.sources",
+        "interp.conditions",
+        "interp.layout",
+        "interp.models.sae",
+    ],
     "caches": ["caches", "caches.reader", "caches.writer"],
-    "probes": ["probes", "probes.linear", "probes.sweep", "probes.pixels", "probes.mixture"],
+    "probes": [
+        "probes",
+        "probes.linear",
+        "probes.sweep",
+        "probes.pixels",
+        "probes.mixture",
+        "probes.sae_training",
+        "probes.sae_features",
+    ],
     "analyses": [
         "analyses",
         "analyses.commands",
