@@ -370,28 +370,62 @@ def test_sae_features_from_the_command_line(tiny_dir, tmp_path, capsys) -> None:
 
     quiet = ["--no-progress"]
     cache = tmp_path / "c"
-    assert main(["extract", "--model", tiny_dir, "--n-images", "30", "--sites", "vision.0",
+    assert main(["extract", "--model", tiny_dir, "--n-images", "30", "--sites", "vision.0", "lm.1",
                  "--conditions", "baseline", "--out", str(cache), *quiet]) == 0  # fmt: skip
     assert main(["probe", str(cache / "cache.h5"), "--out", str(cache), "--selections", "token",
+                 "--sites", "lm.1",
                  "--n-splits", "2", "--n-boot", "10", *quiet]) == 0  # fmt: skip
     assert main(["sae", "train", str(cache / "cache.h5"), "--out", str(tmp_path / "s"),
                  "--expansions", "2", "--ks", "4", "--batch-size", "128", *quiet]) == 0  # fmt: skip
     capsys.readouterr()
     sae = tmp_path / "s" / "vision.0" / "topk-x2-k4"
-    argv = ["sae", "features", str(sae), "--out", str(tmp_path / "f"), "--threshold", "0.7"]
+    lm = tmp_path / "s" / "lm.1" / "topk-x2-k4"
+    argv = [
+        "sae",
+        "features",
+        str(sae),
+        str(lm),
+        "--out",
+        str(tmp_path / "f"),
+        "--threshold",
+        "0.7",
+    ]
+    argv += ["--model", tiny_dir]
     assert main([*argv, "--probes", str(cache / "probes.csv"), *quiet]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith(
-        "128 features of 1 SAEs against 4 attributes; specific (AUROC >= 0.7):"
+        "128 features of 2 SAEs against 4 attributes; specific (AUROC >= 0.7):"
     )
     features = pd.read_csv(tmp_path / "f" / "features.csv")
     counts = pd.read_csv(tmp_path / "f" / "feature_counts.csv")
     assert list(features.columns[:4]) == ["site", "sae", "feature", "frequency"]
     assert set(counts.attribute) == {"color", "shape", "size", "cell"}
+    assert set(counts.site) == {"vision.0", "lm.1"}
+    words = pd.read_csv(tmp_path / "f" / "feature_words.csv")
+    assert set(words.site) == {"lm.1"} and len(words) == 128  # LM sites only: 2 x width 64
+    assert (words["words"].str.split().str.len() == 10).all()
     probes = pd.read_csv(cache / "probes.csv").query("selection == 'token'")
-    for row in counts.itertuples():
-        assert row.probe_value == pytest.approx(
-            probes[probes.attribute == row.attribute]["value"].iloc[0]
+    for row in counts.itertuples():  # the probe's score beside each site it probed
+        found = probes[(probes.attribute == row.attribute) & (probes.site == row.site)]
+        assert (
+            row.probe_value == pytest.approx(found["value"].iloc[0])
+            if len(found)
+            else (row.probe_value != row.probe_value)
         )
     assert main(["sae", "features", str(tmp_path), "--out", str(tmp_path / "g")]) == 2
     assert "holds no SAE" in capsys.readouterr().err
+
+
+def test_feature_words_are_the_logit_lens_of_the_directions(loaded) -> None:
+    """The words of a decoder direction: the direction through the LM's final norm and
+    unembedding, found here through transformers' own accessors."""
+    from interp.experiments.lens import direction_words
+
+    head = loaded.model.get_output_embeddings()
+    norm = loaded.model.get_decoder().norm
+    directions = torch.randn(3, head.weight.shape[1], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        best = torch.topk(head(norm(directions)), 5, dim=-1).indices
+    tokenizer = loaded.processor.tokenizer
+    expected = [tokenizer.convert_ids_to_tokens(row.tolist()) for row in best]
+    assert direction_words(loaded, directions, top=5) == expected

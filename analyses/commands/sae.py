@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -147,6 +148,12 @@ class SaeFeaturesConfig(_Run):
         "token selection's accuracy) beside its count of specific features",
         default=None,
     )
+    model: str | None = option(
+        "the model of the cache (built-in name, folder or hub id): for SAEs of LM sites, "
+        "the words each feature's decoder direction promotes through the logit lens "
+        "(OUT/feature_words.csv)",
+        default=None,
+    )
     threshold: float = option(
         "the AUROC that makes a feature specific to an attribute",
         default=0.9,
@@ -169,9 +176,8 @@ class SaeFeaturesConfig(_Run):
 def sae_features_step(config: SaeFeaturesConfig) -> StepResult:
     """Every feature's best class per attribute (AUROC, precision at its top activations,
     frequency) in ``features.csv``; per site, SAE and attribute the features specific to
-    it in ``feature_counts.csv`` (with the probe's accuracy where a probe table is given)."""
-    from pathlib import Path
-
+    it in ``feature_counts.csv`` (with the probe's accuracy where a probe table is given);
+    with ``model``, each LM-site feature's words in ``feature_words.csv``."""
     from caches import CacheReader
     from interp.models.sae import load_sae
     from probes.sae_features import feature_table, specific_counts
@@ -218,15 +224,40 @@ def sae_features_step(config: SaeFeaturesConfig) -> StepResult:
             .rename("probe_value")  # accuracy, or R² for a numeric attribute
         )
         counts = counts.join(accuracy, on=["site", "attribute"])
+    words = _feature_words(config.model, loaded) if config.model else None
+    if words is not None:
+        paths["feature_words"] = folder / "feature_words.csv"
+        check_writable([paths["feature_words"]], config.overwrite)
+        write_table(words, paths["feature_words"])
     write_table(table, paths["features"])
     write_table(counts, paths["feature_counts"])
     return StepResult(
         summary=f"{table.feature.nunique()} features of {len(loaded)} SAEs against "
         f"{table.attribute.nunique()} attributes; specific (AUROC >= {config.threshold:g}):",
         paths=paths,
-        tables={"features": table, "feature_counts": counts},
+        tables={"features": table, "feature_counts": counts}
+        | ({"feature_words": words} if words is not None else {}),
         shown=counts.to_string(index=False, float_format=lambda v: f"{v:.2f}"),
     )
+
+
+def _feature_words(model: str, saes: dict) -> pd.DataFrame:
+    """Per feature of each SAE of an LM site: the ten words its decoder direction
+    promotes (the logit lens on the direction)."""
+    from interp.experiments.lens import direction_words
+    from interp.models.loading import load_model
+
+    loaded = load_model(model)
+    rows = []
+    for path, sae in saes.items():
+        site = str(sae.metadata.get("hook_name", ""))
+        if not site.startswith("lm."):
+            continue
+        for j, found in enumerate(direction_words(loaded, sae.W_dec.detach())):
+            rows.append(
+                {"site": site, "sae": Path(path).name, "feature": j, "words": " ".join(found)}
+            )
+    return pd.DataFrame(rows, columns=["site", "sae", "feature", "words"])
 
 
 COMMANDS = [

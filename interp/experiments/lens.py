@@ -23,7 +23,7 @@ from interp.models.tracing import capture_tokens
 from interp.sites import parse_site
 from interp.sources import ImageSet
 
-__all__ = ["LENS_COLUMNS", "lens_logits", "lens_table", "word_ranks"]
+__all__ = ["LENS_COLUMNS", "direction_words", "lens_logits", "lens_table", "word_ranks"]
 
 
 def _readout(loaded: LoadedModel) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -51,6 +51,22 @@ def lens_logits(loaded: LoadedModel, images: np.ndarray, site: str, *, prompt: s
     with torch.no_grad():
         states = hidden.to(parameter.device, parameter.dtype)  # (batch, tokens, d)
         return head(norm(states)).float().cpu()  # (batch, tokens, vocab)
+
+
+def direction_words(
+    loaded: LoadedModel, directions: torch.Tensor, top: int = 10
+) -> list[list[str]]:
+    """The words each direction of the residual stream promotes: ``directions`` ``(n,
+    d)`` (e.g. an SAE's decoder rows at an LM site) through the final norm and the
+    unembedding, as the logit lens reads a token; the ``top`` words of each, most
+    promoted first."""
+    norm, head = _readout(loaded)
+    parameter = next(head.parameters())
+    with torch.no_grad():
+        logits = head(norm(directions.to(parameter.device, parameter.dtype))).float()
+    best = torch.topk(logits, min(top, logits.shape[-1]), dim=-1).indices.cpu()  # (n, top)
+    tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
+    return [tokenizer.convert_ids_to_tokens(row.tolist()) for row in best]
 
 
 def word_ranks(logits: torch.Tensor, token_ids: Sequence[int]) -> torch.Tensor:
