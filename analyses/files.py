@@ -10,6 +10,7 @@ __all__ = [
     "EXPERIMENT_FILES",
     "EXPERIMENT_RECORD",
     "FEATURE_FILES",
+    "FEATURE_PAGE_FILES",
     "FIGURE_NAMES",
     "LENS_FILES",
     "MINE_FILES",
@@ -69,6 +70,8 @@ SAE_FILES = {"sae_metrics": "sae_metrics.csv"}
 # interp sae features: every feature's best class per attribute, and the counts of
 # features specific to each attribute (beside the probes' accuracy where given).
 FEATURE_FILES = {"features": "features.csv", "feature_counts": "feature_counts.csv"}
+# interp sae pages: the chosen features' page and grid.
+FEATURE_PAGE_FILES = {"page": "feature_pages.html", "grid": "feature_grid.png"}
 # interp run: everything in its folder.
 OUTPUT_FILES = {
     "cache": "cache.h5",

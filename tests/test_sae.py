@@ -429,3 +429,46 @@ def test_feature_words_are_the_logit_lens_of_the_directions(loaded) -> None:
     tokenizer = loaded.processor.tokenizer
     expected = [tokenizer.convert_ids_to_tokens(row.tolist()) for row in best]
     assert direction_words(loaded, directions, top=5) == expected
+
+
+def test_sae_pages_show_each_features_top_patches(tiny_dir, tmp_path, capsys) -> None:
+    """interp sae pages: the grid has a row per feature; each feature's top tokens are its
+    largest activations (numpy, from the saved weights), and each crop outlines its token."""
+    from PIL import Image
+
+    from analyses.feature_pages import feature_views
+
+    quiet = ["--no-progress"]
+    cache = tmp_path / "c"
+    assert main(["extract", "--model", tiny_dir, "--n-images", "16", "--sites", "vision.0",
+                 "--conditions", "baseline", "--out", str(cache), *quiet]) == 0  # fmt: skip
+    assert main(["sae", "train", str(cache / "cache.h5"), "--out", str(tmp_path / "s"),
+                 "--expansions", "2", "--ks", "4", "--batch-size", "128", *quiet]) == 0  # fmt: skip
+    sae_dir = tmp_path / "s" / "vision.0" / "topk-x2-k4"
+    capsys.readouterr()
+    argv = ["sae", "pages", str(sae_dir), "--features", "3", "5", "--n-top", "4"]
+    assert main([*argv, "--out", str(tmp_path / "p"), *quiet]) == 0
+    assert capsys.readouterr().out.startswith("2 features of topk-x2-k4 at vision.0")
+    page = (tmp_path / "p" / "feature_pages.html").read_text()
+    assert "feature 3" in page and "feature 5" in page and "data:image/png;base64" in page
+    grid = Image.open(tmp_path / "p" / "feature_grid.png")
+    sae = load_sae(sae_dir)
+    with CacheReader(cache / "cache.h5") as reader:
+        views = feature_views(sae, reader, "vision.0", [3, 5], n_top=4, context=0, scale=1)
+        x = np.asarray(reader.acts("vision.0")[:]).reshape(-1, sae.d_in).astype(np.float64)
+        layout = reader.layout("vision.0")
+    saved = load_file(sae_dir / "sae_weights.safetensors")
+    weights = {k: v.astype(np.float64) for k, v in saved.items()}
+    config = json.loads((sae_dir / "cfg.json").read_text())
+    features = _encode(weights, config, x)
+    for view in views:
+        best = np.sort(features[:, view.feature])[::-1][: len(view.top)]
+        np.testing.assert_allclose([a for _, _, a in view.top], best, rtol=1e-4)
+        for (image, token, activation), crop in zip(view.top, view.crops, strict=True):
+            row = image * len(layout) + token  # the token's own activation, by hand
+            assert features[row, view.feature] == pytest.approx(activation, rel=1e-4)
+            y0, x0, y1, x1 = layout.boxes[token].astype(int)
+            assert crop.size == (x1 - x0, y1 - y0)  # context 0: the token's own box
+            assert crop.getpixel((0, 0)) == (255, 0, 255)  # outlined
+    assert grid.height >= 2 * views[0].crops[0].height
+    assert main([*argv[:2], str(tmp_path), "--out", str(tmp_path / "q"), *quiet]) == 2

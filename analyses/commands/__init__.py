@@ -48,6 +48,7 @@ _EXPORTS = {
     "InfoConfig": "info", "info_step": "info",
     "SaeTrainConfig": "sae", "sae_train_step": "sae",
     "SaeFeaturesConfig": "sae", "sae_features_step": "sae",
+    "SaePagesConfig": "sae", "sae_pages_step": "sae",
 }  # fmt: skip
 __getattr__ = lazy_exports(__name__, {k: f"{__name__}.{m}" for k, m in _EXPORTS.items()})
 

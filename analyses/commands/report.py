@@ -3,7 +3,6 @@ setting."""
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import platform
@@ -27,9 +26,8 @@ from analyses.files import (
     OUTPUT_FILES,
     PIXEL_FILES,
 )
-from analyses.outputs import (
-    write_atomic,
-)
+from analyses.outputs import write_atomic
+from analyses.pages import collapsed, definitions, page, picture, section
 from analyses.provenance import check_same_origin
 from caches.info import cache_info
 from interp.errors import ConfigError
@@ -98,29 +96,26 @@ def render_report(folder: Path) -> str:
     parts = [f"<h1>vlm-interp run: {html.escape(str(folder.resolve().name))}</h1>"]
     cache = folder / OUTPUT_FILES["cache"]
     if cache.exists():
-        parts.append(_section("Cache", _definitions(cache_info(cache))))
+        parts.append(section("Cache", definitions(cache_info(cache))))
     if record.get("skipped"):
-        parts.append(_section("Steps skipped (and why)", _definitions(record["skipped"])))
+        parts.append(section("Steps skipped (and why)", definitions(record["skipped"])))
     if record:
         settings = record.get("settings", {})
-        parts.append(_section("Settings", _definitions(settings)))
-        parts.append(_section("Versions", _definitions(record.get("versions", {}))))
+        parts.append(section("Settings", definitions(settings)))
+        parts.append(section("Versions", definitions(record.get("versions", {}))))
         timings = {f"{k} (s)": v for k, v in record.get("timings_s", {}).items()}
-        parts.append(
-            _section("Timings", _definitions({"started": record.get("started"), **timings}))
-        )
+        parts.append(section("Timings", definitions({"started": record.get("started"), **timings})))
     first = True
     for name, figure in figures.items():
         body = figure.to_html(full_html=False, include_plotlyjs=first, default_width="100%")
         first = False
-        parts.append(_section(FIGURE_NAMES[name].replace("_", " "), body))
+        parts.append(section(FIGURE_NAMES[name].replace("_", " "), body))
     grid = folder / PIXEL_FILES["pixel_grid"]
     if grid.is_file():
-        encoded = base64.b64encode(grid.read_bytes()).decode()
         parts.append(
-            _section(
+            section(
                 "pixel reconstructions (held out; originals first, then each depth)",
-                f'<img alt="reconstructions" src="data:image/png;base64,{encoded}">',
+                picture(grid.read_bytes(), "reconstructions"),
             )
         )
     selection = headline_selection(table)
@@ -129,7 +124,7 @@ def render_report(folder: Path) -> str:
         index=["condition", "attribute"], columns="site", values="score", sort=False
     )
     parts.append(
-        _section(
+        section(
             f"summary: {score.replace('_', ' ')} score, {selection} tokens",
             pivot.round(2).to_html(border=0, na_rep=""),
         )
@@ -139,17 +134,15 @@ def render_report(folder: Path) -> str:
             index="condition", columns="question_type", values="accuracy", sort=False
         )
         parts.append(
-            _section(
+            section(
                 "answers: accuracy per condition and question type (answers.csv)",
-                accuracy.round(2).to_html(border=0, na_rep="") + _collapsed(answers),
+                accuracy.round(2).to_html(border=0, na_rep="") + collapsed(answers),
             )
         )
-    parts.append(_section("probe table (probes.csv)", _collapsed(table)))
+    parts.append(section("probe table (probes.csv)", collapsed(table)))
     if pixel_table is not None:
-        parts.append(_section("pixel table", _collapsed(pixel_table)))
-    return _PAGE.format(
-        title=html.escape(f"vlm-interp report: {folder.name}"), body="\n".join(parts)
-    )
+        parts.append(section("pixel table", collapsed(pixel_table)))
+    return page(f"vlm-interp report: {folder.name}", parts)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -157,50 +150,6 @@ def _read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return {}
-
-
-def _section(title: str, body: str) -> str:
-    return f"<section><h2>{html.escape(title)}</h2>\n{body}\n</section>"
-
-
-def _definitions(values: dict[str, Any]) -> str:
-    rows = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_shown(v))}</td></tr>"
-        for k, v in values.items()
-    )
-    return f"<table class='kv'>{rows}</table>"
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return " ".join(map(str, value))
-    if isinstance(value, dict):
-        return json.dumps(value)
-    return str(value)
-
-
-def _collapsed(table: pd.DataFrame) -> str:
-    return (
-        f"<details><summary>{len(table)} rows</summary>"
-        f"{table.round(4).to_html(index=False, border=0, na_rep='')}</details>"
-    )
-
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font-family: Arial, Helvetica, sans-serif; margin: 2em auto; max-width: 1100px;
-        color: #222; }}
-table {{ border-collapse: collapse; font-size: 12px; }}
-th, td {{ padding: 2px 8px; text-align: left; border-bottom: 1px solid #ddd; }}
-table.kv th {{ color: #555; font-weight: normal; }}
-section {{ margin-bottom: 2em; }}
-img {{ max-width: 100%; image-rendering: pixelated; }}
-</style></head>
-<body>
-{body}
-</body></html>
-"""
 
 
 COMMAND = Command(

@@ -10,13 +10,21 @@ import pandas as pd
 
 from analyses.commands.command import Command, StepResult
 from analyses.commands.options import _Run, _Sites, check_named
-from analyses.files import FEATURE_FILES, SAE_FILES
+from analyses.files import FEATURE_FILES, FEATURE_PAGE_FILES, SAE_FILES
 from analyses.outputs import check_output_folder, check_writable, write_table
 from interp.errors import ConfigError, SiteError
 from interp.models.sae import ARCHITECTURES
 from interp.options import option
 
-__all__ = ["SaeFeaturesConfig", "SaeTrainConfig", "sae_features_step", "sae_train_step", "COMMANDS"]
+__all__ = [
+    "SaeFeaturesConfig",
+    "SaePagesConfig",
+    "SaeTrainConfig",
+    "sae_features_step",
+    "sae_pages_step",
+    "sae_train_step",
+    "COMMANDS",
+]
 
 
 @dataclass
@@ -241,6 +249,102 @@ def sae_features_step(config: SaeFeaturesConfig) -> StepResult:
     )
 
 
+@dataclass
+class SaePagesConfig(_Run):
+    """``interp sae pages``: a page of features of one SAE: their top-activating patches
+    outlined in the images, histograms, best attributes and words."""
+
+    sae: str = option("an SAE folder (interp sae train writes them)", default="", positional=True)
+    cache: str | None = option(
+        "a cache of the SAE's site with stored images (default: the SAE's own)", default=None
+    )
+    features: list[int] | None = option(
+        "the features shown (default: the most specific ones of --table, else the most frequent)",
+        default=None,
+        minimum=0,
+    )
+    table: str | None = option(
+        "features.csv of interp sae features: each feature's best attributes", default=None
+    )
+    words: str | None = option("feature_words.csv of interp sae features", default=None)
+    n_features: int = option("how many features, when not named", default=16, minimum=1)
+    n_top: int = option("top-activating patches per feature", default=8, minimum=1)
+    condition: str = option("the condition whose tokens are read", default="baseline")
+    out: str = option(
+        "output folder: OUT/feature_pages.html and OUT/feature_grid.png", default="feature-pages"
+    )
+
+    def check(self) -> None:
+        super().check()
+        check_named(self.sae, "sae", "an SAE folder (interp sae train writes them)")
+        check_named(self.out, "out", "an output folder")
+
+
+def sae_pages_step(config: SaePagesConfig) -> StepResult:
+    """The chosen features' grid (PNG) and page (HTML)."""
+    from analyses.commands.tables import read_table
+    from analyses.feature_pages import feature_grid, feature_page, feature_views
+    from analyses.outputs import write_atomic, write_picture
+    from caches import CacheReader
+    from interp.models.sae import load_sae
+
+    folder = check_output_folder(config.out)
+    paths = {key: folder / name for key, name in FEATURE_PAGE_FILES.items()}
+    check_writable(paths.values(), config.overwrite)
+    sae = load_sae(config.sae)
+    site = str(sae.metadata.get("hook_name") or "")
+    cache = config.cache or sae.metadata.get("cache")
+    if not cache or not site:
+        raise ConfigError(f"{config.sae!r} does not say which cache and site it was trained on")
+    table = read_table(config.table, "table") if config.table else None
+    words = read_table(config.words, "words") if config.words else None
+    if table is not None:
+        table = table[table.sae == Path(config.sae).name]
+    with CacheReader(cache) as reader:
+        chosen = config.features
+        if not chosen and table is not None and len(table):
+            best = table[table.frequency > 0].sort_values("auroc", ascending=False)
+            chosen = list(dict.fromkeys(best.feature))[: config.n_features]
+        if not chosen:
+            chosen = _most_frequent(sae, reader, site, config.condition, config.n_features)
+        views = feature_views(
+            sae, reader, site, chosen, n_top=config.n_top, condition=config.condition
+        )
+    labels = {}
+    if table is not None:
+        for feature, rows in table.groupby("feature"):
+            top = rows.sort_values("auroc", ascending=False).iloc[0]
+            labels[int(feature)] = f"{top['attribute']} {top['class']}\nAUROC {top['auroc']:.2f}"
+    write_picture(feature_grid(views, labels), paths["grid"])
+    about = {"folder": config.sae, "site": site, "cache": cache, "features": sae.d_sae}
+    html = feature_page(
+        views, title=f"features of {Path(config.sae).name} at {site}", about=about,
+        table=table, words=words,
+    )  # fmt: skip
+    write_atomic(paths["page"], lambda tmp: tmp.write_text(html, encoding="utf-8"))
+    return StepResult(
+        summary=f"{len(views)} features of {Path(config.sae).name} at {site}",
+        paths=paths,
+        extras={"views": views},
+    )
+
+
+def _most_frequent(sae, reader, site: str, condition: str, n: int) -> list[int]:
+    """The ``n`` features firing on the most tokens of the SAE's held-out images."""
+    import torch
+
+    from probes.sae_training import token_blocks
+
+    held = sae.metadata.get("held_out_images")
+    images = range(*held) if held else range(reader.n_written)
+    counts = None
+    with torch.no_grad():
+        for block in token_blocks(reader, site, condition, images, 64):
+            fired = (sae.encode(torch.from_numpy(block)) > 0).sum(0)
+            counts = fired if counts is None else counts + fired
+    return [int(j) for j in torch.argsort(counts, descending=True)[:n]]
+
+
 def _feature_words(model: str, saes: dict) -> pd.DataFrame:
     """Per feature of each SAE of an LM site: the ten words its decoder direction
     promotes (the logit lens on the direction)."""
@@ -279,5 +383,14 @@ COMMANDS = [
         "with the probe's accuracy where --probes is given).",
         config=SaeFeaturesConfig,
         step=sae_features_step,
+    ),
+    Command(
+        name="sae pages",
+        help="an SAE's features as pictures: top patches outlined, histograms, attributes",
+        description="Writes OUT/feature_grid.png (one row per feature, its top-activating "
+        "patches) and OUT/feature_pages.html (per feature: the patches, the histogram of "
+        "its activations, its best attributes from --table and its words from --words).",
+        config=SaePagesConfig,
+        step=sae_pages_step,
     ),
 ]
