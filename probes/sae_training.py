@@ -138,9 +138,11 @@ def _input_scale(reader: CacheReader, site: str, condition: str, images: range, 
 
 def _losses(
     sae: SparseAutoencoder, spec: SaeSpec, x: torch.Tensor, dead: torch.Tensor
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The training loss of one batch ``x`` ``(tokens, d_in)`` and what is logged."""
-    features = sae.encode(x, batch=True)  # (tokens, d_sae)
+) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    """The training loss of one batch ``x`` ``(tokens, d_in)``, what is logged, and which
+    features fired on it ``(d_sae,)``."""
+    pre = sae.pre_activations(x)  # (tokens, d_sae)
+    features = sae.activate(pre, batch=True)
     x_hat = sae.decode(features)
     variance = (x - x.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
     fvu = (x_hat - x).pow(2).sum(-1).mean() / variance
@@ -152,10 +154,10 @@ def _losses(
         logged["l1"] = l1.item()
     elif dead.any():  # TopK's auxiliary loss: the dead features model the residual
         residual = (x - x_hat).detach()
-        pre = sae.pre_activations(x)[:, dead]  # (tokens, dead)
+        dead_pre = pre[:, dead]  # (tokens, dead)
         k_aux = min(int(dead.sum()), max(1, sae.d_in // 2))
-        top = torch.topk(pre, k_aux, dim=-1)
-        aux = torch.zeros_like(pre).scatter(-1, top.indices, torch.relu(top.values))
+        top = torch.topk(dead_pre, k_aux, dim=-1)
+        aux = torch.zeros_like(dead_pre).scatter(-1, top.indices, torch.relu(top.values))
         aux_hat = aux @ sae.W_dec[dead]
         aux_fvu = (aux_hat - residual).pow(2).sum(-1).mean() / (
             (residual - residual.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
@@ -167,7 +169,7 @@ def _losses(
         if len(kept):
             with torch.no_grad():  # the inference threshold: a running mean of the least kept
                 sae.threshold.mul_(0.99).add_(0.01 * kept.min())
-    return loss, logged
+    return loss, logged, (features > 0).any(0).detach()
 
 
 def train_saes(
@@ -247,14 +249,12 @@ def train_saes(
             logged: dict[str, Any] = {"step": done, "epoch": epoch, "tokens": len(x)}
             for i, (sae, spec, optimiser) in enumerate(zip(saes, specs, optimisers, strict=True)):
                 dead = since_fired[i] >= training.dead_tokens
-                loss, parts = _losses(sae, spec, x, dead)
+                loss, parts, fired = _losses(sae, spec, x, dead)
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
                 sae.normalize_decoder()
-                with torch.no_grad():
-                    fired = (sae.encode(x, batch=True) > 0).any(0)
-                    since_fired[i] = torch.where(fired, 0, since_fired[i] + len(x))
+                since_fired[i] = torch.where(fired, 0, since_fired[i] + len(x))
                 rows.append({**logged, "sae": spec.name, "loss": loss.item(), **parts})
             bar.update()
             if done % training.checkpoint_every == 0:

@@ -87,7 +87,10 @@ class SparseAutoencoder(nn.Module):
     def encode(self, x: torch.Tensor, *, batch: bool = False) -> torch.Tensor:
         """Sparse features ``(tokens, d_sae)`` of ``x`` ``(tokens, d_in)``; ``batch``: the
         batchtopk selection over the whole batch (training) instead of its threshold."""
-        pre = self.pre_activations(x)
+        return self.activate(self.pre_activations(x), batch=batch)
+
+    def activate(self, pre: torch.Tensor, *, batch: bool = False) -> torch.Tensor:
+        """The architecture's activation of pre-activations ``(tokens, d_sae)``."""
         if self.architecture == "relu":
             return torch.relu(pre)
         if self.architecture == "batchtopk":
