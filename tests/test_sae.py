@@ -394,7 +394,7 @@ def test_sae_features_from_the_command_line(tiny_dir, tmp_path, capsys) -> None:
     assert main([*argv, "--probes", str(cache / "probes.csv"), *quiet]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith(
-        "128 features of 2 SAEs against 4 attributes; specific (AUROC >= 0.7):"
+        "256 features of 2 SAEs against 4 attributes; specific (AUROC >= 0.7):"
     )
     features = pd.read_csv(tmp_path / "f" / "features.csv")
     counts = pd.read_csv(tmp_path / "f" / "feature_counts.csv")

@@ -240,7 +240,8 @@ def sae_features_step(config: SaeFeaturesConfig) -> StepResult:
     write_table(table, paths["features"])
     write_table(counts, paths["feature_counts"])
     return StepResult(
-        summary=f"{table.feature.nunique()} features of {len(loaded)} SAEs against "
+        summary=f"{len(table[['site', 'sae', 'feature']].drop_duplicates())} features of "
+        f"{len(loaded)} SAEs against "
         f"{table.attribute.nunique()} attributes; specific (AUROC >= {config.threshold:g}):",
         paths=paths,
         tables={"features": table, "feature_counts": counts}
