@@ -32,8 +32,7 @@ __all__ = ["SaeSpec", "SaeTraining", "sae_metrics", "token_blocks", "train_saes"
 
 # A feature is dense when it fires on more than this share of held-out tokens.
 DENSE_SHARE = 0.1
-# TopK's auxiliary loss (Gao et al.): weight, and tokens without firing that make a
-# feature dead.
+# The auxiliary loss of Gao et al. for dead features (every architecture): its weight.
 AUX_WEIGHT = 1 / 32
 _CHECKPOINT = "checkpoint.pt"
 
@@ -152,7 +151,7 @@ def _losses(
         l1 = (features * sae.W_dec.norm(dim=1)).sum(-1).mean() / math.sqrt(sae.d_in)
         loss = loss + spec.l1 * l1
         logged["l1"] = l1.item()
-    elif dead.any():  # TopK's auxiliary loss: the dead features model the residual
+    if dead.any():  # the auxiliary loss of Gao et al.: the dead features model the residual
         residual = (x - x_hat).detach()
         dead_pre = pre[:, dead]  # (tokens, dead)
         k_aux = min(int(dead.sum()), max(1, sae.d_in // 2))
