@@ -27,6 +27,7 @@ import torch
 from caches.reader import CacheReader
 from interp.errors import ConfigError
 from interp.models.sae import ARCHITECTURES, SparseAutoencoder
+from interp.ranks import Part
 
 __all__ = ["SaeSpec", "SaeTraining", "sae_metrics", "token_blocks", "train_saes"]
 
@@ -101,32 +102,62 @@ def token_blocks(
             yield np.asarray(dataset[offsets[start] : offsets[stop]], dtype=np.float32)
 
 
+def rank_blocks(images: range, block_images: int, rank: int = 0, ranks: int = 1) -> list[range]:
+    """The blocks of ``block_images`` images that rank ``rank`` of ``ranks`` reads: every
+    ``ranks``-th block from its own (disjoint parts of the cache; all of them for one)."""
+    starts = range(images.start, images.stop, block_images)
+    blocks = [range(s, min(images.stop, s + block_images)) for s in starts]
+    return blocks[rank::ranks]
+
+
 def _batches(
     reader: CacheReader,
     site: str,
     condition: str,
-    images: range,
+    blocks: list[range],
+    size: int,
     training: SaeTraining,
     rng: np.random.Generator,
+    steps: int | None = None,
 ) -> Iterator[np.ndarray]:
-    """Shuffled batches: blocks fill a buffer of about ``buffer_tokens`` tokens, which is
-    shuffled and handed out a batch at a time (the last, partial batch included)."""
+    """Shuffled batches of ``size`` tokens: the ``blocks`` fill a buffer of about
+    ``buffer_tokens`` tokens, which is shuffled and handed out a batch at a time (the
+    last, partial batch included); with ``steps``, exactly that many whole batches."""
     buffer: list[np.ndarray] = []
-    held = 0
-    for block in token_blocks(reader, site, condition, images, training.block_images):
-        buffer.append(block)
-        held += len(block)
+    held = given = 0
+    for images in blocks:
+        buffer.append(next(token_blocks(reader, site, condition, images, len(images))))
+        held += len(buffer[-1])
         if held >= training.buffer_tokens:
             tokens = np.concatenate(buffer)
             tokens = tokens[rng.permutation(len(tokens))]
-            cut = len(tokens) - len(tokens) % training.batch_size
-            yield from np.split(tokens[:cut], cut // training.batch_size)
+            cut = len(tokens) - len(tokens) % size
+            for batch in np.split(tokens[:cut], cut // size):
+                if steps is not None and given == steps:
+                    return
+                given += 1
+                yield batch
             buffer, held = [tokens[cut:]], len(tokens) - cut
     if held:
         tokens = np.concatenate(buffer)
         tokens = tokens[rng.permutation(len(tokens))]
-        size = training.batch_size
-        yield from (tokens[i : i + size] for i in range(0, len(tokens), size))
+        for i in range(0, len(tokens), size):
+            if steps is not None and (given == steps or len(tokens) - i < size):
+                return
+            given += 1
+            yield tokens[i : i + size]
+
+
+def _steps(reader: CacheReader, site: str, blocks: list[range], size: int, part: Part) -> int:
+    """Whole batches every rank can make in an epoch: the fewest over the ranks (each
+    counts its own tokens; they agree on the minimum)."""
+    import torch.distributed as dist
+
+    offsets = reader.offsets(site)
+    tokens = sum(int(offsets[b.stop] - offsets[b.start]) for b in blocks)
+    found = torch.tensor([tokens // size])
+    dist.all_reduce(found, op=dist.ReduceOp.MIN)
+    return int(found)
 
 
 def _input_scale(reader: CacheReader, site: str, condition: str, images: range, n: int) -> float:
@@ -181,11 +212,18 @@ def train_saes(
     training: SaeTraining | None = None,
     device: str | None = None,
     progress: bool = True,
+    part: Part | None = None,
 ) -> pd.DataFrame:
     """Train every SAE of ``specs`` on ``site``'s tokens (one read of the cache feeds them
     all), write each into ``out/<site>/<spec.name>/`` (SAELens's format) and the log into
     ``out/<site>/training_log.csv``; returns the held-out metrics (:func:`sae_metrics`),
-    one row per SAE. An interrupted training resumes from ``out/<site>/checkpoint.pt``."""
+    one row per SAE. An interrupted training resumes from ``out/<site>/checkpoint.pt``.
+
+    Under ``torchrun`` (``part``: default from its environment) the ranks train together,
+    data-parallel as DistributedDataParallel does: each reads its own blocks of images
+    (:func:`rank_blocks`), takes ``batch_size / ranks`` tokens per step, and the ranks
+    average their gradients (all-reduce) before each step, so every rank holds the same
+    weights; rank 0 writes the files and returns the metrics (the others an empty table)."""
     from tqdm.auto import tqdm
 
     training = training or SaeTraining()
@@ -196,9 +234,17 @@ def train_saes(
             raise ConfigError(
                 f"architecture must be one of {', '.join(ARCHITECTURES)}, got {spec.architecture!r}"
             )
+    part = part or Part.from_env()
+    if training.batch_size % part.ranks:
+        raise ConfigError(
+            f"batch_size ({training.batch_size}) must split evenly over the {part.ranks} ranks"
+        )
     folder = Path(out) / site
     folder.mkdir(parents=True, exist_ok=True)
+    if device is None and part.parallel and torch.cuda.is_available():
+        device = part.device()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    started = _join(part, device)
     d_in = int(reader.acts(site, condition).shape[-1])
     train_images, held = _split(reader.n_written, training.held_out)
     settings = {
@@ -208,6 +254,7 @@ def train_saes(
         "n_images": reader.n_written,
         "specs": [dataclasses.asdict(s) for s in specs],
         "training": dataclasses.asdict(training),
+        "ranks": part.ranks,
     }
     torch.manual_seed(training.seed)
     saes = [
@@ -237,10 +284,13 @@ def train_saes(
     if step == 0:
         since_fired = [torch.zeros(sae.d_sae, device=device) for sae in saes]
     done = 0
-    bar = tqdm(desc=f"SAEs at {site}", unit="batch", disable=not progress)
+    blocks = rank_blocks(train_images, training.block_images, part.rank, part.ranks)
+    size = training.batch_size // part.ranks
+    steps = _steps(reader, site, blocks, size, part) if part.parallel else None
+    bar = tqdm(desc=f"SAEs at {site}", unit="batch", disable=not progress or part.rank > 0)
     for epoch in range(training.epochs):
-        rng = np.random.default_rng([training.seed, epoch])
-        for batch in _batches(reader, site, condition, train_images, training, rng):
+        rng = np.random.default_rng([training.seed, epoch, part.rank])
+        for batch in _batches(reader, site, condition, blocks, size, training, rng, steps):
             done += 1
             if done <= step:  # resumed: these batches were trained on before
                 continue
@@ -251,15 +301,20 @@ def train_saes(
                 loss, parts, fired = _losses(sae, spec, x, dead)
                 optimiser.zero_grad()
                 loss.backward()
+                if part.parallel:
+                    fired = _average(sae, fired, part.ranks)
                 optimiser.step()
                 sae.normalize_decoder()
-                since_fired[i] = torch.where(fired, 0, since_fired[i] + len(x))
+                since_fired[i] = torch.where(fired, 0, since_fired[i] + len(x) * part.ranks)
                 rows.append({**logged, "sae": spec.name, "loss": loss.item(), **parts})
             bar.update()
-            if done % training.checkpoint_every == 0:
+            if done % training.checkpoint_every == 0 and part.rank == 0:
                 state = {"step": done, "rows": rows, "scale": scale, "since_fired": since_fired}
                 _save_checkpoint(checkpoint, settings, saes, optimisers, state)
     bar.close()
+    if part.rank > 0:  # rank 0 writes what every rank holds
+        _leave(part, started)
+        return pd.DataFrame()
     pd.DataFrame(rows).to_csv(folder / "training_log.csv", index=False)
     metrics = []
     for sae, spec in zip(saes, specs, strict=True):
@@ -278,7 +333,44 @@ def train_saes(
     checkpoint.unlink(missing_ok=True)
     table = pd.DataFrame(metrics)
     (folder / "settings.json").write_text(json.dumps(settings, indent=1))
+    _leave(part, started)
     return table
+
+
+def _join(part: Part, device: torch.device) -> bool:
+    """Join (or start) the ranks' process group; whether this call started it."""
+    import torch.distributed as dist
+
+    if not part.parallel or dist.is_initialized():
+        return False
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+def _leave(part: Part, started: bool) -> None:
+    """Wait for every rank, and end the group where this training started it."""
+    import torch.distributed as dist
+
+    if part.parallel:
+        dist.barrier()
+        if started:
+            dist.destroy_process_group()
+
+
+def _average(sae: SparseAutoencoder, fired: torch.Tensor, ranks: int) -> torch.Tensor:
+    """Every rank's gradients averaged (as DistributedDataParallel does), the batchtopk
+    threshold averaged, and the features that fired on any rank's batch."""
+    import torch.distributed as dist
+
+    for parameter in sae.parameters():
+        if parameter.grad is not None:
+            dist.all_reduce(parameter.grad)
+            parameter.grad /= ranks
+    dist.all_reduce(sae.threshold)
+    sae.threshold /= ranks
+    anywhere = fired.to(torch.int32)
+    dist.all_reduce(anywhere, op=dist.ReduceOp.MAX)
+    return anywhere.bool()
 
 
 def _save_checkpoint(

@@ -516,3 +516,66 @@ def test_every_family_trains_reads_and_splices_an_sae(family, tmp_path, capsys) 
     # keep another feature from the rounded copy; every other token agrees.
     close = np.isclose(through, expected, rtol=1e-2, atol=1e-2).all(1)  # (tokens,)
     assert close.mean() > 0.97, close.mean()
+
+
+def test_torchrun_ranks_average_their_gradients(planted, tmp_path) -> None:
+    """`torchrun --nproc-per-node 2 -m interp sae train`: two gloo ranks, each reading its
+    own blocks of images, end with the weights of one process that takes both ranks'
+    batches each step and averages their gradients (computed here by hand), bit for bit."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from probes.sae_training import _batches, _input_scale, _losses, _split, rank_blocks
+
+    path, _ = planted
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               "--master-port", str(29600 + os.getpid() % 1000), "-m", "interp", "sae", "train",
+               str(path), "--out", str(tmp_path / "ddp"), "--expansions", "2", "--ks", "4",
+               "--batch-size", "256", "--buffer-tokens", "2048", "--no-progress"]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rank 0 writes the SAEs" in done.stdout and "1 SAEs at 1 sites" in done.stdout
+    training = SaeTraining(batch_size=256, buffer_tokens=2048)
+    spec = SaeSpec("topk", 2, 4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with CacheReader(path) as reader:
+            train, _ = _split(reader.n_written, training.held_out)
+            sae = SparseAutoencoder(D_IN, 2 * D_IN, "topk", 4, seed=training.seed)
+            optimiser = torch.optim.Adam(sae.parameters(), lr=training.lr)
+            scale = _input_scale(reader, "vision.0", "baseline", train, training.block_images)
+            first = np.asarray(reader.acts("vision.0")[: training.block_images], np.float32)
+            first = first.reshape(-1, D_IN)
+            with torch.no_grad():
+                sae.b_dec.copy_(torch.from_numpy(first.mean(0) * scale))
+            streams = []
+            for rank in (0, 1):
+                blocks = rank_blocks(train, training.block_images, rank, 2)
+                tokens = sum(len(b) for b in blocks) * SIDE * SIDE
+                streams.append((blocks, tokens // 128))
+            steps = min(s for _, s in streams)
+            ranks = [
+                _batches(reader, "vision.0", "baseline", blocks, 128, training,
+                         np.random.default_rng([training.seed, 0, rank]), steps)
+                for rank, (blocks, _) in enumerate(streams)
+            ]  # fmt: skip
+            dead = torch.zeros(sae.d_sae, dtype=torch.bool)
+            for batches in zip(*ranks, strict=True):
+                optimiser.zero_grad()
+                for batch in batches:  # gradients add up over the two ranks' batches
+                    _losses(sae, spec, torch.from_numpy(batch * scale), dead)[0].backward()
+                for parameter in sae.parameters():
+                    parameter.grad /= 2
+                optimiser.step()
+                sae.normalize_decoder()
+    finally:
+        torch.set_num_threads(threads)
+    sae.fold_scale(scale)
+    ddp = load_sae(tmp_path / "ddp" / "vision.0" / "topk-x2-k4")
+    for key in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        torch.testing.assert_close(getattr(ddp, key), getattr(sae, key), rtol=0, atol=0)

@@ -128,6 +128,8 @@ def sae_train_step(config: SaeTrainConfig) -> StepResult:
                 )  # fmt: skip
             )
     table = pd.concat(tables, ignore_index=True)
+    if table.empty:  # a rank of torchrun other than 0: rank 0 writes what they all trained
+        return StepResult(summary="trained with the other ranks; rank 0 writes the SAEs")
     write_table(table, paths["sae_metrics"])
     shown = table.set_index(["site", "sae"])[["fvu", "l0", "dead", "dense"]]
     return StepResult(
