@@ -329,7 +329,8 @@ def train_saes(
         }
         sae.save(folder / spec.name)
         found = sae_metrics(sae, reader, site, condition, held)
-        metrics.append({"site": site, "sae": spec.name, **dataclasses.asdict(spec), **found})
+        row = {"site": site, "condition": condition, "sae": spec.name}
+        metrics.append({**row, **dataclasses.asdict(spec), **found})
     checkpoint.unlink(missing_ok=True)
     table = pd.DataFrame(metrics)
     (folder / "settings.json").write_text(json.dumps(settings, indent=1))

@@ -200,12 +200,14 @@ def test_sae_train_from_the_command_line(planted, tmp_path, capsys) -> None:
     assert printed.startswith("3 SAEs at 1 sites, measured on held-out images:")
     for name in ("topk-x8-k2", "topk-x8-k4", "relu-x8-l1-1"):
         assert (out / "vision.0" / name / "sae_weights.safetensors").is_file(), name
-    assert (out / "sae_metrics.csv").read_text().startswith("site,sae,architecture")
+    assert (out / "sae_metrics.csv").read_text().startswith("site,condition,sae,architecture")
     capsys.readouterr()
     assert main([*argv, "--sites", "lm.9", "--overwrite"]) == 2
     assert "sites ['lm.9'] are not in the cache" in capsys.readouterr().err
     assert main([*argv, "--architectures", "gated"]) == 2
     assert "--architectures must be one of topk, batchtopk, relu" in capsys.readouterr().err
+    assert main([*argv, "--conditions", "shuffle", "--overwrite"]) == 2
+    assert "conditions ['shuffle'] are not in the cache" in capsys.readouterr().err
 
 
 def test_the_sae_condition_equals_a_plain_hook(tiny_dir, loaded, stimuli, prompt, tmp_path) -> None:
@@ -371,12 +373,22 @@ def test_sae_features_from_the_command_line(tiny_dir, tmp_path, capsys) -> None:
     quiet = ["--no-progress"]
     cache = tmp_path / "c"
     assert main(["extract", "--model", tiny_dir, "--n-images", "30", "--sites", "vision.0", "lm.1",
-                 "--conditions", "baseline", "--out", str(cache), *quiet]) == 0  # fmt: skip
+                 "--conditions", "baseline", "shuffle", "--out", str(cache),
+                 *quiet]) == 0  # fmt: skip
     assert main(["probe", str(cache / "cache.h5"), "--out", str(cache), "--selections", "token",
-                 "--sites", "lm.1",
+                 "--sites", "lm.1", "--conditions", "baseline",
                  "--n-splits", "2", "--n-boot", "10", *quiet]) == 0  # fmt: skip
     assert main(["sae", "train", str(cache / "cache.h5"), "--out", str(tmp_path / "s"),
-                 "--expansions", "2", "--ks", "4", "--batch-size", "128", *quiet]) == 0  # fmt: skip
+                 "--expansions", "2", "--ks", "4", "--batch-size", "128", "--conditions",
+                 "baseline", "shuffle", *quiet]) == 0  # fmt: skip
+    metrics = pd.read_csv(tmp_path / "s" / "sae_metrics.csv")
+    assert sorted(zip(metrics.condition, metrics.site, strict=True)) == [
+        ("baseline", "lm.1"),
+        ("baseline", "vision.0"),
+        ("shuffle", "lm.1"),
+        ("shuffle", "vision.0"),
+    ]
+    assert (tmp_path / "s" / "shuffle" / "lm.1" / "topk-x2-k4" / "cfg.json").is_file()
     capsys.readouterr()
     sae = tmp_path / "s" / "vision.0" / "topk-x2-k4"
     lm = tmp_path / "s" / "lm.1" / "topk-x2-k4"

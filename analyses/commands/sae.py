@@ -12,6 +12,7 @@ from analyses.commands.command import Command, StepResult
 from analyses.commands.options import _Run, _Sites, check_named
 from analyses.files import FEATURE_FILES, FEATURE_PAGE_FILES, SAE_FILES
 from analyses.outputs import check_output_folder, check_writable, write_table
+from interp.conditions import parse_condition
 from interp.errors import ConfigError, SiteError
 from interp.models.sae import ARCHITECTURES
 from interp.options import option
@@ -33,7 +34,11 @@ class SaeTrainConfig(_Run, _Sites):
     one read of each site's tokens, into the folder ``out``."""
 
     cache: str = option("the cache whose tokens are encoded", default="", positional=True)
-    condition: str = option("the condition whose tokens are read", default="baseline")
+    conditions: list[str] | None = option(
+        "conditions whose tokens are read, an SAE each (default: baseline); other than the "
+        "baseline's, they go into OUT/<condition>/",
+        default=None,
+    )
     architectures: list[str] | None = option(
         "topk, batchtopk (JumpReLU at inference) and/or relu (L1 penalty) (default: topk)",
         default=None,
@@ -73,6 +78,7 @@ class SaeTrainConfig(_Run, _Sites):
         super().check()
         check_named(self.cache, "cache", "a cache file (interp extract writes one)")
         check_named(self.out, "out", "an output folder")
+        self.conditions = [parse_condition(c).name for c in self.conditions or ["baseline"]]
 
     def specs(self) -> list:
         """Every SAE to train: architecture x expansion x k (relu takes no k)."""
@@ -114,14 +120,20 @@ def sae_train_step(config: SaeTrainConfig) -> StepResult:
         unknown = [site for site in sites if site not in reader.sites]
         if unknown:
             raise SiteError(f"sites {unknown} are not in the cache; its sites: {reader.sites}")
-        for site in sites:
+        missing = [c for c in config.conditions if c not in reader.conditions]
+        if missing:
+            raise ConfigError(
+                f"conditions {missing} are not in the cache; its conditions: {reader.conditions}"
+            )
+        for condition, site in itertools.product(config.conditions, sites):
+            where = folder if condition == "baseline" else folder / condition
             tables.append(
                 train_saes(
                     reader,
                     site,
                     config.specs(),
-                    folder,
-                    condition=config.condition,
+                    where,
+                    condition=condition,
                     training=training,
                     device=config.device_map,
                     progress=config.progress,
@@ -131,13 +143,26 @@ def sae_train_step(config: SaeTrainConfig) -> StepResult:
     if table.empty:  # a rank of torchrun other than 0: rank 0 writes what they all trained
         return StepResult(summary="trained with the other ranks; rank 0 writes the SAEs")
     write_table(table, paths["sae_metrics"])
-    shown = table.set_index(["site", "sae"])[["fvu", "l0", "dead", "dense"]]
+    index = (
+        ["site", "sae"] if set(table.condition) == {"baseline"} else ["condition", "site", "sae"]
+    )
+    shown = table.set_index(index)[["fvu", "l0", "dead", "dense"]]
     return StepResult(
         summary=f"{len(table)} SAEs at {len(sites)} sites, measured on held-out images:",
-        paths={**paths, **{f"{s}/{n}": folder / s / n for s, n in table[["site", "sae"]].values}},
+        paths={**paths, **_sae_paths(folder, table)},
         tables={"sae_metrics": table},
         shown=shown.to_string(float_format=lambda v: f"{v:.3f}"),
     )
+
+
+def _sae_paths(folder: Path, table: pd.DataFrame) -> dict[str, Path]:
+    """Each SAE's folder, by ``[condition/]site/name``."""
+    found = {}
+    for condition, site, name in table[["condition", "site", "sae"]].values:
+        where = folder if condition == "baseline" else folder / condition
+        key = f"{site}/{name}" if condition == "baseline" else f"{condition}/{site}/{name}"
+        found[key] = where / site / name
+    return found
 
 
 @dataclass
