@@ -492,8 +492,8 @@ def test_sae_pages_show_each_features_top_patches(tiny_dir, tmp_path, capsys) ->
 def test_every_family_trains_reads_and_splices_an_sae(family, tmp_path, capsys) -> None:
     """Each family's tiny model (crops, pooled or merged tokens, ragged layouts, an
     encoder): a cache of its last site, an SAE trained from it, its features against the
-    attributes, and the SAE spliced in as a condition of a new extraction (the site's
-    tokens then equal the SAE's reconstruction of the baseline's)."""
+    attributes, its feature pages, and the SAE spliced in as a condition of a new
+    extraction (the site's tokens then equal the SAE's reconstruction of the baseline's)."""
     import tiny_vlms
 
     if family == "clip":
@@ -514,6 +514,10 @@ def test_every_family_trains_reads_and_splices_an_sae(family, tmp_path, capsys) 
     assert main(["sae", "features", str(sae_dir), "--out", str(tmp_path / "f"),
                  "--no-progress"]) == 0  # fmt: skip
     assert (tmp_path / "f" / "features.csv").is_file()
+    table = str(tmp_path / "f" / "features.csv")
+    assert main(["sae", "pages", str(sae_dir), "--table", table, "--n-features", "3",
+                 "--out", str(tmp_path / "p"), "--no-progress"]) == 0  # fmt: skip
+    assert (tmp_path / "p" / "feature_grid.png").is_file()
     spliced = tmp_path / "x"
     condition = f"sae:{site}:{sae_dir}"
     assert main(["extract", "--out", str(spliced), "--n-images", "12", "--sites", site,
