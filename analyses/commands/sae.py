@@ -174,13 +174,13 @@ class SaeFeaturesConfig(_Run):
         "SAE folders (interp sae train writes OUT/<site>/<sae>/)", default=None, positional=True
     )
     cache: str | None = option("the cache the SAEs were trained on (default: theirs)", default=None)
-    condition: str = option("the condition whose tokens are read", default="baseline")
     attributes: list[str] | None = option(
         "per-object attributes (default: every one the cache holds)", default=None
     )
-    probes: str | None = option(
-        "a probe table of the same cache (probes.csv): each attribute's probe score (the "
-        "token selection's accuracy) beside its count of specific features",
+    probes: list[str] | None = option(
+        "probe tables of the same caches (probes.csv): each attribute's probe score (the "
+        "token selection's accuracy, under the SAE's condition) beside its count of "
+        "specific features",
         default=None,
     )
     model: str | None = option(
@@ -241,7 +241,7 @@ def sae_features_step(config: SaeFeaturesConfig) -> StepResult:
                     reader,
                     site,
                     name=Path(path).name,
-                    condition=config.condition,
+                    condition=str(sae.metadata.get("condition", "baseline")),
                     images=images,
                     attributes=config.attributes,
                 )  # fmt: skip
@@ -251,9 +251,10 @@ def sae_features_step(config: SaeFeaturesConfig) -> StepResult:
     if config.probes:
         from analyses.commands.tables import read_table
 
-        probes = read_table(config.probes, "probes")
+        probes = pd.concat([read_table(path, "probes") for path in config.probes])
+        conditions = {str(sae.metadata.get("condition", "baseline")) for sae in loaded.values()}
         accuracy = (
-            probes[(probes.condition == config.condition) & (probes.selection == "token")]
+            probes[probes.condition.isin(conditions) & (probes.selection == "token")]
             .groupby(["site", "attribute"])["value"]
             .first()
             .rename("probe_value")  # accuracy, or R² for a numeric attribute
@@ -297,7 +298,6 @@ class SaePagesConfig(_Run):
     words: str | None = option("feature_words.csv of interp sae features", default=None)
     n_features: int = option("how many features, when not named", default=16, minimum=1)
     n_top: int = option("top-activating patches per feature", default=8, minimum=1)
-    condition: str = option("the condition whose tokens are read", default="baseline")
     out: str = option(
         "output folder: OUT/feature_pages.html and OUT/feature_grid.png", default="feature-pages"
     )
@@ -321,6 +321,7 @@ def sae_pages_step(config: SaePagesConfig) -> StepResult:
     check_writable(paths.values(), config.overwrite)
     sae = load_sae(config.sae)
     site = str(sae.metadata.get("hook_name") or "")
+    condition = str(sae.metadata.get("condition", "baseline"))  # the tokens it was trained on
     cache = config.cache or sae.metadata.get("cache")
     if not cache or not site:
         raise ConfigError(f"{config.sae!r} does not say which cache and site it was trained on")
@@ -334,10 +335,8 @@ def sae_pages_step(config: SaePagesConfig) -> StepResult:
             best = table[table.frequency > 0].sort_values("auroc", ascending=False)
             chosen = list(dict.fromkeys(best.feature))[: config.n_features]
         if not chosen:
-            chosen = _most_frequent(sae, reader, site, config.condition, config.n_features)
-        views = feature_views(
-            sae, reader, site, chosen, n_top=config.n_top, condition=config.condition
-        )
+            chosen = _most_frequent(sae, reader, site, condition, config.n_features)
+        views = feature_views(sae, reader, site, chosen, n_top=config.n_top, condition=condition)
     labels = {}
     if table is not None:
         for feature, rows in table.groupby("feature"):
