@@ -36,6 +36,7 @@ __all__ = [
     "MeanAblation",
     "PatchFromPair",
     "SaeReconstruction",
+    "SiteReplacement",
     "ZeroAblation",
     "ShufflePatches",
     "LayerWindowMask",
@@ -479,8 +480,49 @@ class DropTokens(Intervention):
         return out
 
 
+class SiteReplacement(Intervention):
+    """Every image token at ``site`` replaced by what :meth:`replaced` makes of the
+    site's tokens ``(batch, tokens, d)``; the condition is ``<kind>:SITE``."""
+
+    def __init__(self, site: str) -> None:
+        self.site = parse_site(site).name
+
+    def check(self, adapter: Adapter, sizes: Sequence[tuple[int, int]]) -> None:
+        adapter.check_site(self.site)
+
+    @classmethod
+    def from_condition(cls, condition: Condition, seed: int) -> SiteReplacement:
+        return cls(str(condition.argument))
+
+    @property
+    def condition(self) -> str:
+        return f"{self.kind}:{self.site}"
+
+    @abstractmethod
+    def replaced(self, site: str, found: torch.Tensor) -> torch.Tensor:
+        """The tokens that take the place of ``found`` ``(batch, tokens, d)``."""
+
+    def actions(
+        self,
+        adapter: Adapter,
+        inputs: dict[str, torch.Tensor],
+        context: BatchContext | None = None,
+    ) -> list[Action]:
+        site = adapter.check_site(self.site)
+        positions = adapter.token_positions(inputs)
+
+        def replace(value: Any) -> Any:
+            found = adapter.select(site, value, positions)  # (batch, tokens, d)
+            return adapter.write_tokens(site, value, positions, self.replaced(site, found))
+
+        return [Action(adapter.module_path(site), "output", edit=replace)]
+
+    def describe(self, adapter: Adapter, image_size: int | tuple[int, int]) -> dict[str, Any]:
+        return {"site": self.site}
+
+
 @register_intervention
-class MeanAblation(Intervention):
+class MeanAblation(SiteReplacement):
     """Every image token at ``site`` replaced by that token position's mean over the data
     set: ``mean:SITE``. :meth:`prepare` computes the means (a baseline pass over the data
     set's images at ``site``); every image must give the site the same number of tokens.
@@ -489,20 +531,9 @@ class MeanAblation(Intervention):
     kind = "mean"
 
     def __init__(self, site: str, mean: torch.Tensor | None = None) -> None:
-        self.site = parse_site(site).name
+        super().__init__(site)
         self.mean = mean  # (tokens, d)
         self.n_images = 0
-
-    def check(self, adapter: Adapter, sizes: Sequence[tuple[int, int]]) -> None:
-        adapter.check_site(self.site)
-
-    @classmethod
-    def from_condition(cls, condition: Condition, seed: int) -> MeanAblation:
-        return cls(str(condition.argument))
-
-    @property
-    def condition(self) -> str:
-        return f"mean:{self.site}"
 
     def prepare(self, loaded: Any, data: ImageSet, prompt: str, batch_size: int = 32) -> None:
         from interp.models.tracing import capture_tokens
@@ -523,78 +554,35 @@ class MeanAblation(Intervention):
             raise InterventionError(f"{self.condition} needs at least one image to average")
         self.mean, self.n_images = (total / count).float(), count
 
-    def actions(
-        self,
-        adapter: Adapter,
-        inputs: dict[str, torch.Tensor],
-        context: BatchContext | None = None,
-    ) -> list[Action]:
+    def replaced(self, site: str, found: torch.Tensor) -> torch.Tensor:
         if self.mean is None:
             raise InterventionError(
                 f"{self.condition} has no means yet; call prepare(loaded, data, prompt) "
                 f"with the data set first"
             )
-        site = adapter.check_site(self.site)
-        positions = adapter.token_positions(inputs)
-        mean = self.mean
-
-        def replace(value: Any) -> Any:
-            found = adapter.select(site, value, positions)  # (batch, tokens, d)
-            if found.shape[1:] != mean.shape:
-                raise InterventionError(
-                    f"{self.condition}: this batch gives {site} {tuple(found.shape[1:])} "
-                    f"tokens x width, the means were taken over {tuple(mean.shape)}"
-                )
-            new = mean.to(found.device, found.dtype).expand_as(found)
-            return adapter.write_tokens(site, value, positions, new)
-
-        return [Action(adapter.module_path(site), "output", edit=replace)]
+        if found.shape[1:] != self.mean.shape:
+            raise InterventionError(
+                f"{self.condition}: this batch gives {site} {tuple(found.shape[1:])} "
+                f"tokens x width, the means were taken over {tuple(self.mean.shape)}"
+            )
+        return self.mean.to(found.device, found.dtype).expand_as(found)
 
     def describe(self, adapter: Adapter, image_size: int | tuple[int, int]) -> dict[str, Any]:
         return {"site": self.site, "n_images": self.n_images}
 
 
 @register_intervention
-class ZeroAblation(Intervention):
+class ZeroAblation(SiteReplacement):
     """Every image token at ``site`` set to zero: ``zero:SITE``."""
 
     kind = "zero"
 
-    def __init__(self, site: str) -> None:
-        self.site = parse_site(site).name
-
-    def check(self, adapter: Adapter, sizes: Sequence[tuple[int, int]]) -> None:
-        adapter.check_site(self.site)
-
-    @classmethod
-    def from_condition(cls, condition: Condition, seed: int) -> ZeroAblation:
-        return cls(str(condition.argument))
-
-    @property
-    def condition(self) -> str:
-        return f"zero:{self.site}"
-
-    def actions(
-        self,
-        adapter: Adapter,
-        inputs: dict[str, torch.Tensor],
-        context: BatchContext | None = None,
-    ) -> list[Action]:
-        site = adapter.check_site(self.site)
-        positions = adapter.token_positions(inputs)
-
-        def replace(value: Any) -> Any:
-            found = adapter.select(site, value, positions)  # (batch, tokens, d)
-            return adapter.write_tokens(site, value, positions, torch.zeros_like(found))
-
-        return [Action(adapter.module_path(site), "output", edit=replace)]
-
-    def describe(self, adapter: Adapter, image_size: int | tuple[int, int]) -> dict[str, Any]:
-        return {"site": self.site}
+    def replaced(self, site: str, found: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(found)
 
 
 @register_intervention
-class SaeReconstruction(Intervention):
+class SaeReconstruction(SiteReplacement):
     """Every image token at ``site`` replaced by its reconstruction by a sparse
     autoencoder (the folder ``path``, SAELens's files): ``sae:SITE:PATH``. What the model
     does from ``site`` on then rests on what the SAE keeps; its answers beside the
@@ -603,7 +591,7 @@ class SaeReconstruction(Intervention):
     kind = "sae"
 
     def __init__(self, site: str, path: str) -> None:
-        self.site = parse_site(site).name
+        super().__init__(site)
         self.path = str(path)
         self._sae: Any = None
 
@@ -620,7 +608,7 @@ class SaeReconstruction(Intervention):
         return self._sae
 
     def check(self, adapter: Adapter, sizes: Sequence[tuple[int, int]]) -> None:
-        adapter.check_site(self.site)
+        super().check(adapter, sizes)
         hook = self.sae.metadata.get("hook_name")
         if hook not in (None, self.site):
             raise InterventionError(
@@ -637,31 +625,18 @@ class SaeReconstruction(Intervention):
     def condition(self) -> str:
         return f"sae:{self.site}:{self.path}"
 
-    def actions(
-        self,
-        adapter: Adapter,
-        inputs: dict[str, torch.Tensor],
-        context: BatchContext | None = None,
-    ) -> list[Action]:
-        site = adapter.check_site(self.site)
-        positions = adapter.token_positions(inputs)
+    def replaced(self, site: str, found: torch.Tensor) -> torch.Tensor:
         sae = self.sae
-
-        def replace(value: Any) -> Any:
-            found = adapter.select(site, value, positions)  # (batch, tokens, d)
-            if found.shape[-1] != sae.d_in:
-                raise InterventionError(
-                    f"{self.condition}: the SAE reads tokens of width {sae.d_in}, {site} of "
-                    f"this model has width {found.shape[-1]}; train one on this model's cache "
-                    f"(interp sae train)"
-                )
-            with torch.no_grad():
-                model = sae.to(found.device)
-                flat = found.reshape(-1, found.shape[-1]).float()  # (batch * tokens, d)
-                new = model(flat).reshape(found.shape).to(found.dtype)
-            return adapter.write_tokens(site, value, positions, new)
-
-        return [Action(adapter.module_path(site), "output", edit=replace)]
+        if found.shape[-1] != sae.d_in:
+            raise InterventionError(
+                f"{self.condition}: the SAE reads tokens of width {sae.d_in}, {site} of this "
+                f"model has width {found.shape[-1]}; train one on this model's cache (interp "
+                f"sae train)"
+            )
+        with torch.no_grad():
+            model = sae.to(found.device)
+            flat = found.reshape(-1, found.shape[-1]).float()  # (batch * tokens, d)
+            return model(flat).reshape(found.shape).to(found.dtype)
 
     def describe(self, adapter: Adapter, image_size: int | tuple[int, int]) -> dict[str, Any]:
         return {
