@@ -426,6 +426,18 @@ def test_sae_features_from_the_command_line(tiny_dir, tmp_path, capsys) -> None:
         )
     assert main(["sae", "features", str(tmp_path), "--out", str(tmp_path / "g")]) == 2
     assert "holds no SAE" in capsys.readouterr().err
+    made = json.loads((tmp_path / "f" / "features.csv.settings.json").read_text())
+    with CacheReader(cache / "cache.h5") as reader:
+        assert made["origin"]["n_images"] == reader.n_written == 30
+        assert made["origin"]["model"] == reader.attrs["model"]
+    other = tmp_path / "other.csv"  # a probe table of another model's cache
+    other.write_text((cache / "probes.csv").read_text())
+    origin = {**made["origin"], "weights_id": "another"}
+    (tmp_path / "other.csv.settings.json").write_text(json.dumps({"origin": origin}))
+    argv = ["sae", "features", str(sae), "--probes", str(other), "--out", str(tmp_path / "h")]
+    assert main(argv) == 2
+    assert "is not a probe table of the SAEs' caches" in capsys.readouterr().err
+    assert not (tmp_path / "h" / "features.csv").exists()
 
 
 def test_feature_words_are_the_logit_lens_of_the_directions(loaded) -> None:

@@ -12,6 +12,7 @@ from analyses.commands.command import Command, StepResult
 from analyses.commands.options import _Run, _Sites, check_named
 from analyses.files import FEATURE_FILES, FEATURE_PAGE_FILES, SAE_FILES
 from analyses.outputs import check_output_folder, check_writable, write_table
+from analyses.provenance import cache_origin, check_same_origin, settings_path
 from interp.conditions import parse_condition
 from interp.errors import ConfigError, SiteError
 from interp.models.sae import ARCHITECTURES
@@ -116,6 +117,7 @@ def sae_train_step(config: SaeTrainConfig) -> StepResult:
     )
     tables = []
     with CacheReader(config.cache) as reader:
+        origin = cache_origin(reader.attrs, reader.n_written)
         sites = config.sites or reader.sites
         unknown = [site for site in sites if site not in reader.sites]
         if unknown:
@@ -143,6 +145,9 @@ def sae_train_step(config: SaeTrainConfig) -> StepResult:
     if table.empty:  # a rank of torchrun other than 0: rank 0 writes what they all trained
         return StepResult(summary="trained with the other ranks; rank 0 writes the SAEs")
     write_table(table, paths["sae_metrics"])
+    _record(
+        paths["sae_metrics"], origin, cache=config.cache, specs=[s.name for s in config.specs()]
+    )
     index = (
         ["site", "sae"] if set(table.condition) == {"baseline"} else ["condition", "site", "sae"]
     )
@@ -152,6 +157,34 @@ def sae_train_step(config: SaeTrainConfig) -> StepResult:
         paths={**paths, **_sae_paths(folder, table)},
         tables={"sae_metrics": table},
         shown=shown.to_string(float_format=lambda v: f"{v:.3f}"),
+    )
+
+
+def _record(table: Path, origin: dict | None, **made: object) -> None:
+    """What ``table`` was made from, beside it (``<table>.settings.json``)."""
+    import json
+
+    from analyses.outputs import write_atomic
+
+    text = json.dumps({"origin": origin, **made}, default=str)
+    write_atomic(settings_path(table), lambda tmp: tmp.write_text(text))
+
+
+def _check_from_one_of(table: str, origins: dict[str, dict]) -> None:
+    """A ConfigError unless the table comes from one of the caches of ``origins``."""
+    import warnings
+
+    refusals = []
+    for origin in origins.values():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # a table that cannot say is refused too
+                check_same_origin(table, origin)
+            return
+        except (ConfigError, UserWarning) as err:
+            refusals.append(str(err))
+    raise ConfigError(
+        f"probes: {table!r} is not a probe table of the SAEs' caches ({'; '.join(refusals)})"
     )
 
 
@@ -221,7 +254,8 @@ def sae_features_step(config: SaeFeaturesConfig) -> StepResult:
     paths = {key: folder / name for key, name in FEATURE_FILES.items()}
     check_writable(paths.values(), config.overwrite)
     loaded = {path: load_sae(path) for path in config.saes}
-    tables = []
+    where = {}  # each SAE's cache and site, and each cache's origin, before any work
+    origins = {}
     for path, sae in loaded.items():
         cache = config.cache or sae.metadata.get("cache")
         site = sae.metadata.get("hook_name")
@@ -229,20 +263,25 @@ def sae_features_step(config: SaeFeaturesConfig) -> StepResult:
             raise ConfigError(
                 f"{path!r} does not say which cache and site it was trained on; pass cache"
             )
+        where[path] = (str(cache), str(site))
+        if str(cache) not in origins:
+            with CacheReader(cache) as reader:
+                origins[str(cache)] = cache_origin(reader.attrs, reader.n_written)
+    for table_path in config.probes or ():  # each probe table of one of the SAEs' caches
+        _check_from_one_of(table_path, origins)
+    tables = []
+    for path, sae in loaded.items():
+        cache, site = where[path]
+        own = config.cache in (None, sae.metadata.get("cache"))  # its held-out images
         with CacheReader(cache) as reader:
-            images = (
-                None
-                if config.cache in (None, sae.metadata.get("cache"))
-                else range(reader.n_written)
-            )
             tables.append(
                 feature_table(
                     sae,
                     reader,
                     site,
                     name=Path(path).name,
+                    images=None if own else range(reader.n_written),
                     condition=str(sae.metadata.get("condition", "baseline")),
-                    images=images,
                     attributes=config.attributes,
                 )  # fmt: skip
             )
@@ -267,6 +306,10 @@ def sae_features_step(config: SaeFeaturesConfig) -> StepResult:
         write_table(words, paths["feature_words"])
     write_table(table, paths["features"])
     write_table(counts, paths["feature_counts"])
+    made = {"saes": list(config.saes), "threshold": config.threshold, "probes": config.probes}
+    single = next(iter(origins.values())) if len(origins) == 1 else None
+    for key in ("features", "feature_counts"):
+        _record(paths[key], single, caches=list(origins), **made)
     return StepResult(
         summary=f"{len(table[['site', 'sae', 'feature']].drop_duplicates())} features of "
         f"{len(loaded)} SAEs against "
