@@ -23,7 +23,7 @@ from analyses.theme import apply_theme
 from caches.reader import CacheReader
 from interp.errors import ConfigError
 from interp.models.sae import SparseAutoencoder
-from probes.sae_training import token_blocks
+from probes.sae_training import encoded_blocks
 
 __all__ = ["FeatureView", "feature_grid", "feature_histogram", "feature_views", "feature_page"]
 
@@ -84,11 +84,8 @@ def feature_views(
     images = images or range(reader.n_written)
     chosen = torch.as_tensor(list(features), dtype=torch.long)
     offsets = reader.offsets(site)
-    seen = []
-    with torch.no_grad():
-        for block in token_blocks(reader, site, condition, images, 64):
-            seen.append(sae.encode(torch.from_numpy(block))[:, chosen].numpy())  # (tokens, f)
-    acts = np.concatenate(seen)  # (tokens over the images, features)
+    encoded = encoded_blocks(sae, reader, site, condition, images)
+    acts = np.concatenate([f[:, chosen].numpy() for _, f in encoded])  # (tokens, features)
     first = int(offsets[images.start])
     token_rows = np.arange(first, first + len(acts))
     image_of = np.searchsorted(offsets, token_rows, side="right") - 1

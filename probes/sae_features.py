@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy.stats import rankdata
 
 from caches.reader import CacheReader
 from interp.errors import ConfigError
 from interp.models.sae import SparseAutoencoder
-from probes.sae_training import token_blocks
+from probes.sae_training import encoded_blocks
 from probes.sweep import site_labels
 
 __all__ = ["FEATURE_COLUMNS", "SPECIFIC_AUROC", "feature_table", "specific_counts"]
@@ -34,9 +33,11 @@ FEATURE_COLUMNS = (
 SPECIFIC_AUROC = 0.9
 
 
-def _token_classes(reader: CacheReader, site: str, images: range, attribute: str) -> np.ndarray:
-    """``(tokens,)`` the class of ``attribute`` of the object under each token of
-    ``images`` (-1: background or padding)."""
+def _token_classes(
+    reader: CacheReader, site: str, images: range, attributes: list[str]
+) -> dict[str, np.ndarray]:
+    """Per attribute, ``(tokens,)`` the class of the object under each token of
+    ``images`` (-1: background or padding); the objects under the tokens found once."""
     labels = site_labels(reader, [], site)
     offsets = reader.offsets(site)
     rows = slice(int(offsets[images.start]), int(offsets[images.stop]))
@@ -44,8 +45,8 @@ def _token_classes(reader: CacheReader, site: str, images: range, attribute: str
     image = np.repeat(
         np.arange(images.start, images.stop), np.diff(offsets[images.start : images.stop + 1])
     )
-    classes = labels.objects[attribute][image, np.clip(objects, 0, None)]
-    return np.where(objects >= 0, classes, -1)
+    under = np.clip(objects, 0, None)
+    return {a: np.where(objects >= 0, labels.objects[a][image, under], -1) for a in attributes}
 
 
 def feature_table(
@@ -74,15 +75,11 @@ def feature_table(
             f"attributes {unknown} are no per-object labels of the cache; its per-object "
             f"labels: {', '.join(known) or 'none'}"
         )
-    blocks = []
-    with torch.no_grad():
-        for block in token_blocks(reader, site, condition, images, 64):
-            blocks.append(sae.encode(torch.from_numpy(block)).numpy())
-    features = np.concatenate(blocks)  # (tokens, d_sae)
+    encoded = encoded_blocks(sae, reader, site, condition, images)
+    features = np.concatenate([f.numpy() for _, f in encoded])  # (tokens, d_sae)
     frequency = (features > 0).mean(0)
     rows = []
-    for attribute in attributes:
-        classes = _token_classes(reader, site, images, attribute)
+    for attribute, classes in _token_classes(reader, site, images, attributes).items():
         on = classes >= 0
         if len(np.unique(classes[on])) < 2:
             continue  # one class over objects: nothing to separate

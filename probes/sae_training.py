@@ -27,9 +27,18 @@ import torch
 from caches.reader import CacheReader
 from interp.errors import ConfigError
 from interp.models.sae import ARCHITECTURES, SparseAutoencoder
+from interp.options import Settings, option
 from interp.ranks import Part
 
-__all__ = ["SaeSpec", "SaeTraining", "sae_metrics", "token_blocks", "train_saes"]
+__all__ = [
+    "SaeSpec",
+    "SaeTraining",
+    "encoded_blocks",
+    "rank_blocks",
+    "sae_metrics",
+    "token_blocks",
+    "train_saes",
+]
 
 # A feature is dense when it fires on more than this share of held-out tokens.
 DENSE_SHARE = 0.1
@@ -54,24 +63,24 @@ class SaeSpec:
         return f"{self.architecture}-x{self.expansion}-{sparsity}"
 
 
-@dataclass(frozen=True)
-class SaeTraining:
-    """How the SAEs are trained (the same for every SAE of one read)."""
+@dataclass
+class SaeTraining(Settings):
+    """How the SAEs are trained (the same for every SAE of one read); the rules of its
+    fields are declared with them (:func:`interp.options.check_options`)."""
 
-    epochs: int = 1
-    batch_size: int = 512
-    lr: float = 1e-3
-    buffer_tokens: int = 16384
-    block_images: int = 64
-    held_out: float = 0.1
-    dead_tokens: int = 20000
-    checkpoint_every: int = 200
-    seed: int = 0
+    epochs: int = option("passes over the training images", default=1, minimum=1)
+    batch_size: int = option("tokens per step", default=512, minimum=1)
+    lr: float = option("Adam's learning rate", default=1e-3)
+    buffer_tokens: int = option("tokens shuffled together", default=16384, minimum=1)
+    block_images: int = option("images per sequential read", default=64, minimum=1)
+    held_out: float = option("share of the images kept out of training", default=0.1)
+    dead_tokens: int = option(
+        "tokens without firing that make a feature dead", default=20000, minimum=1
+    )
+    checkpoint_every: int = option("steps between checkpoints", default=200, minimum=1)
+    seed: int = option("seed of the weights and the shuffling", default=0, minimum=0)
 
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "buffer_tokens", "block_images", "dead_tokens"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+    def check(self) -> None:
         if not 0 < self.held_out < 1:
             raise ConfigError(f"held_out must lie in (0, 1), got {self.held_out}")
 
@@ -108,6 +117,21 @@ def rank_blocks(images: range, block_images: int, rank: int = 0, ranks: int = 1)
     starts = range(images.start, images.stop, block_images)
     blocks = [range(s, min(images.stop, s + block_images)) for s in starts]
     return blocks[rank::ranks]
+
+
+def encoded_blocks(
+    sae: SparseAutoencoder,
+    reader: CacheReader,
+    site: str,
+    condition: str,
+    images: range,
+    block_images: int = 64,
+) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """Each block of tokens ``(tokens, d_in)`` of ``images`` and the SAE's features of it
+    ``(tokens, d_sae)`` (inference: batchtopk through its threshold)."""
+    with torch.no_grad():
+        for block in token_blocks(reader, site, condition, images, block_images):
+            yield block, sae.encode(torch.from_numpy(block))
 
 
 def _batches(
@@ -160,10 +184,9 @@ def _steps(reader: CacheReader, site: str, blocks: list[range], size: int, part:
     return int(found)
 
 
-def _input_scale(reader: CacheReader, site: str, condition: str, images: range, n: int) -> float:
-    """``sqrt(d) / mean token norm`` over the first ``n`` training images."""
-    first = next(token_blocks(reader, site, condition, range(images.start, images.start + n), n))
-    return float(math.sqrt(first.shape[1]) / max(np.linalg.norm(first, axis=1).mean(), 1e-12))
+def _input_scale(tokens: np.ndarray) -> float:
+    """``sqrt(d) / mean token norm`` of ``tokens`` ``(tokens, d)``."""
+    return float(math.sqrt(tokens.shape[1]) / max(np.linalg.norm(tokens, axis=1).mean(), 1e-12))
 
 
 def _losses(
@@ -262,7 +285,6 @@ def train_saes(
         for i, s in enumerate(specs)
     ]
     optimisers = [torch.optim.Adam(sae.parameters(), lr=training.lr) for sae in saes]
-    scale = _input_scale(reader, site, condition, train_images, training.block_images)
     step, rows, since_fired = 0, [], []
     checkpoint = folder / _CHECKPOINT
     if checkpoint.is_file():
@@ -275,13 +297,13 @@ def train_saes(
             since_fired = [s.to(device) for s in saved["since_fired"]]
     for sae in saes:
         sae.to(device)
-    if step == 0:
+    if step == 0:  # the first block of training images: the input scale and b_dec's start
         first = next(token_blocks(reader, site, condition, train_images, training.block_images))
+        scale = _input_scale(first)
         with torch.no_grad():
             centre = torch.from_numpy(first.mean(0) * scale).to(device)
             for sae in saes:
                 sae.b_dec.copy_(centre)
-    if step == 0:
         since_fired = [torch.zeros(sae.d_sae, device=device) for sae in saes]
     done = 0
     blocks = rank_blocks(train_images, training.block_images, part.rank, part.ranks)
@@ -408,15 +430,13 @@ def sae_metrics(
     error over summed squared deviation from the tokens' mean), L0 (features firing per
     token), and the shares of dead features (never firing) and dense ones (firing on more
     than :data:`DENSE_SHARE` of the tokens)."""
-    error = total = active = 0.0
+    error = active = 0.0
     count = 0
     sums = np.zeros(sae.d_in)
     squares = 0.0
     fired = torch.zeros(sae.d_sae)
-    for block in token_blocks(reader, site, condition, images, block_images):
-        x = torch.from_numpy(block)  # (tokens, d_in)
-        features = sae.encode(x)
-        error += float((sae.decode(features) - x).pow(2).sum())
+    for block, features in encoded_blocks(sae, reader, site, condition, images, block_images):
+        error += float((sae.decode(features) - torch.from_numpy(block)).pow(2).sum())
         sums += block.sum(0, dtype=np.float64)
         squares += float((block.astype(np.float64) ** 2).sum())
         active += float((features > 0).sum())

@@ -344,7 +344,7 @@ def test_features_against_attributes_equal_sklearn(tiny_dir, tmp_path) -> None:
                 counts = np.bincount(found[found >= 0].ravel(), minlength=1)
                 objects.append(int(counts.argmax()) if (found >= 0).any() else -1)
         objects = np.asarray(objects)
-        classes = _token_classes(reader, "vision.0", held, "color")
+        classes = _token_classes(reader, "vision.0", held, ["color"])["color"]
         colours = reader.object_labels("color")[18:24]
         image = np.repeat(np.arange(6), len(layout))
         expected = np.where(objects >= 0, colours[image, np.clip(objects, 0, None)], -1)
@@ -576,9 +576,9 @@ def test_torchrun_ranks_average_their_gradients(planted, tmp_path) -> None:
             train, _ = _split(reader.n_written, training.held_out)
             sae = SparseAutoencoder(D_IN, 2 * D_IN, "topk", 4, seed=training.seed)
             optimiser = torch.optim.Adam(sae.parameters(), lr=training.lr)
-            scale = _input_scale(reader, "vision.0", "baseline", train, training.block_images)
             first = np.asarray(reader.acts("vision.0")[: training.block_images], np.float32)
             first = first.reshape(-1, D_IN)
+            scale = _input_scale(first)
             with torch.no_grad():
                 sae.b_dec.copy_(torch.from_numpy(first.mean(0) * scale))
             streams = []

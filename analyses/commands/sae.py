@@ -403,15 +403,13 @@ def _most_frequent(sae, reader, site: str, condition: str, n: int) -> list[int]:
     """The ``n`` features firing on the most tokens of the SAE's held-out images."""
     import torch
 
-    from probes.sae_training import token_blocks
+    from probes.sae_training import encoded_blocks
 
     held = sae.metadata.get("held_out_images")
     images = range(*held) if held else range(reader.n_written)
-    counts = None
-    with torch.no_grad():
-        for block in token_blocks(reader, site, condition, images, 64):
-            fired = (sae.encode(torch.from_numpy(block)) > 0).sum(0)
-            counts = fired if counts is None else counts + fired
+    counts = torch.zeros(sae.d_sae)
+    for _, features in encoded_blocks(sae, reader, site, condition, images):
+        counts += (features > 0).sum(0)
     return [int(j) for j in torch.argsort(counts, descending=True)[:n]]
 
 

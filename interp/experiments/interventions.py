@@ -1,6 +1,7 @@
 """Interventions on the visual tokens, one registered class per kind of condition
 (:mod:`interp.conditions`): patch shuffling, attention knockout in a window of LM layers,
-token dropping, mean ablation at a site, tokens from a partner image at a site.
+token dropping, a site's tokens replaced (their mean over the data set, zeros, or their
+reconstruction by a sparse autoencoder), tokens from a partner image at a site.
 
 Each intervention yields :class:`~interp.models.tracing.Action` s that the capture engine runs
 inside the same nnsight trace as the recordings, so nothing stays attached afterwards.
