@@ -51,6 +51,39 @@ def hooked_forward(
     return model, seen
 
 
+def edited_forward(
+    folder: str, inputs: dict, edited: str, edit, recorded: dict[str, str]
+) -> dict[str, torch.Tensor]:
+    """Load ``folder`` afresh and run ``inputs`` with a plain forward hook on the module
+    ``edited`` that replaces its output's first tensor by ``edit(hidden)`` (a clone to
+    change), and hooks keeping the first tensor of each of ``recorded`` (name -> module
+    path); returns what was kept, the edited output under ``"edited"``."""
+    model = AutoModelForImageTextToText.from_pretrained(folder).eval()
+    kept: dict[str, torch.Tensor] = {}
+
+    def put(_module, _args, out):
+        hidden = edit((out[0] if isinstance(out, tuple) else out).clone())
+        kept["edited"] = hidden
+        return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
+
+    handles = [model.get_submodule(edited).register_forward_hook(put)]
+    handles += [
+        model.get_submodule(path).register_forward_hook(
+            lambda _m, _i, out, name=name: kept.__setitem__(
+                name, out[0] if isinstance(out, tuple) else out
+            )
+        )
+        for name, path in recorded.items()
+    ]
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return kept
+
+
 def capture_beside_hooks(loaded, folder: str, images: np.ndarray) -> tuple:
     """``capture_tokens`` at every site of a saved VLM, and :func:`hooked_forward` of a
     fresh copy on the same processor inputs (the LLM's input kept as ``"lm_input"``):

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from conftest import hook_state
-from transformers import AutoModelForImageTextToText
 
 from interp import (
     ConfigError,
@@ -364,7 +363,7 @@ def test_patch_from_a_partner_equals_a_plain_hook_reference(tiny_dir, loaded, st
     """patch:lm.2 on a set of three: each image's layer-2 image tokens are its partner's
     (a derangement, recorded); against a fresh copy whose layer 2 gets the partner's
     output at the image positions through a plain forward hook."""
-    from references import hooked_forward
+    from references import edited_forward, hooked_forward
 
     from interp.experiments.interventions import BatchContext, PatchFromPair
     from interp.sources import ArrayImages
@@ -386,28 +385,13 @@ def test_patch_from_a_partner_equals_a_plain_hook_reference(tiny_dir, loaded, st
     path = adapter.module_path("lm.2")
     _, seen = hooked_forward(tiny_dir, inputs, {"lm.2": path})
     donor = seen["lm.2"][torch.as_tensor(partners)][:, where]  # (3, tokens, d)
-    model = AutoModelForImageTextToText.from_pretrained(tiny_dir).eval()
-    layer = model.get_submodule(path)
-    kept = {}
 
-    def put(_module, _args, out):
-        hidden = (out[0] if isinstance(out, tuple) else out).clone()
+    def put(hidden):
         hidden[:, where] = donor
-        kept["lm.2"] = hidden
-        return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
+        return hidden
 
-    handles = [layer.register_forward_hook(put)]
-    handles.append(
-        model.get_submodule(adapter.module_path("lm.5")).register_forward_hook(
-            lambda _m, _i, out: kept.__setitem__("lm.5", out[0] if isinstance(out, tuple) else out)
-        )
-    )
-    try:
-        with torch.no_grad():
-            model(**inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    kept = edited_forward(tiny_dir, inputs, path, put, {"lm.5": adapter.module_path("lm.5")})
+    kept["lm.2"] = kept["edited"]
     for site in ("lm.2", "lm.5"):
         torch.testing.assert_close(got.acts[site], kept[site][:, where], rtol=1e-4, atol=1e-5)
     with pytest.raises(InterventionError, match="needs each image's index"):

@@ -214,7 +214,7 @@ def test_the_sae_condition_equals_a_plain_hook(tiny_dir, loaded, stimuli, prompt
     """sae:lm.2:PATH: every image token of LM layer 2 through the SAE; against a fresh copy
     of the model whose layer-2 output at the image positions goes through the SAE's saved
     weights (numpy) in a plain forward hook; layer 5 sees the same."""
-    from transformers import AutoModelForImageTextToText
+    from references import edited_forward
 
     from interp import InterventionError
     from interp.experiments.interventions import make_intervention
@@ -238,30 +238,17 @@ def test_the_sae_condition_equals_a_plain_hook(tiny_dir, loaded, stimuli, prompt
     }
     inputs = adapter.build_inputs(images, prompt)
     where = adapter.image_token_positions(inputs["input_ids"])[0]
-    model = AutoModelForImageTextToText.from_pretrained(tiny_dir).eval()
-    kept = {}
 
-    def through_sae(_module, _args, out):
-        hidden = (out[0] if isinstance(out, tuple) else out).clone()
+    def through_sae(hidden):
         x = hidden[:, where].double().numpy()  # (batch, tokens, d)
         flat = x.reshape(-1, width)
         rebuilt = _encode(weights, config, flat) @ weights["W_dec"] + weights["b_dec"]
         hidden[:, where] = torch.from_numpy(rebuilt.reshape(x.shape)).float()
-        kept["lm.2"] = hidden
-        return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
+        return hidden
 
-    handles = [
-        model.get_submodule(adapter.module_path("lm.2")).register_forward_hook(through_sae),
-        model.get_submodule(adapter.module_path("lm.5")).register_forward_hook(
-            lambda _m, _i, out: kept.__setitem__("lm.5", out[0] if isinstance(out, tuple) else out)
-        ),
-    ]
-    try:
-        with torch.no_grad():
-            model(**inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    lm5 = {"lm.5": adapter.module_path("lm.5")}
+    kept = edited_forward(tiny_dir, inputs, adapter.module_path("lm.2"), through_sae, lm5)
+    kept["lm.2"] = kept["edited"]
     for site in ("lm.2", "lm.5"):
         torch.testing.assert_close(got.acts[site], kept[site][:, where], rtol=1e-4, atol=1e-4)
     assert not torch.allclose(
