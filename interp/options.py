@@ -127,11 +127,11 @@ def renamed_options(**renames: str) -> Callable[[type], type]:
     return wrap
 
 
-def _warn_renamed(old: str, new: str) -> None:
+def _warn_renamed(old: str, new: str, stacklevel: int = 3) -> None:
     warnings.warn(
         f"{old} is renamed {new}; {old} will be removed in the next release",
         FutureWarning,
-        stacklevel=3,
+        stacklevel=stacklevel,
     )
 
 
@@ -139,13 +139,7 @@ class _Renamed(argparse.Action):
     """An old flag: warns, then stores its value under the new option's name."""
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
-        new = "--" + self.dest.replace("_", "-")
-        warnings.warn(
-            f"{option_string} is renamed {new}; {option_string} will be removed in the next "
-            f"release",
-            FutureWarning,
-            stacklevel=2,
-        )
+        _warn_renamed(str(option_string), "--" + self.dest.replace("_", "-"), stacklevel=2)
         setattr(namespace, self.dest, values)
 
 

@@ -414,6 +414,8 @@ def test_sae_features_from_the_command_line(tiny_dir, tmp_path, capsys) -> None:
     assert main(["sae", "features", str(tmp_path), "--out", str(tmp_path / "g")]) == 2
     assert "holds no SAE" in capsys.readouterr().err
     made = json.loads((tmp_path / "f" / "features.csv.settings.json").read_text())
+    words_made = json.loads((tmp_path / "f" / "feature_words.csv.settings.json").read_text())
+    assert words_made["origin"] == made["origin"]
     with CacheReader(cache / "cache.h5") as reader:
         assert made["origin"]["n_images"] == reader.n_written == 30
         assert made["origin"]["model"] == reader.attrs["model"]

@@ -252,6 +252,8 @@ def sae_features_step(config: SaeFeaturesConfig) -> StepResult:
 
     folder = check_output_folder(config.out)
     paths = {key: folder / name for key, name in FEATURE_FILES.items()}
+    if config.model:
+        paths["feature_words"] = folder / "feature_words.csv"
     check_writable(paths.values(), config.overwrite)
     loaded = {path: load_sae(path) for path in config.saes}
     where = {}  # each SAE's cache and site, and each cache's origin, before any work
@@ -301,15 +303,13 @@ def sae_features_step(config: SaeFeaturesConfig) -> StepResult:
         counts = counts.join(accuracy, on=["site", "attribute"])
     words = _feature_words(config.model, loaded) if config.model else None
     if words is not None:
-        paths["feature_words"] = folder / "feature_words.csv"
-        check_writable([paths["feature_words"]], config.overwrite)
         write_table(words, paths["feature_words"])
     write_table(table, paths["features"])
     write_table(counts, paths["feature_counts"])
     made = {"saes": list(config.saes), "threshold": config.threshold, "probes": config.probes}
     single = next(iter(origins.values())) if len(origins) == 1 else None
-    for key in ("features", "feature_counts"):
-        _record(paths[key], single, caches=list(origins), **made)
+    for path in paths.values():
+        _record(path, single, caches=list(origins), **made)
     return StepResult(
         summary=f"{len(table[['site', 'sae', 'feature']].drop_duplicates())} features of "
         f"{len(loaded)} SAEs against "
