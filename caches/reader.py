@@ -11,9 +11,17 @@ from typing import Any
 import h5py
 import numpy as np
 
+from caches.blocks import encoding_of, images_per_step, read_rows, stored_blocks, widen
 from caches.encoding import BFloat16Dataset, decoded
 from caches.parts import check_parts
-from caches.schema import BASELINE, SCHEMA_VERSION, acts_path, extra_path, layout_path
+from caches.schema import (
+    ACT_DTYPE,
+    BASELINE,
+    SCHEMA_VERSION,
+    acts_path,
+    extra_path,
+    layout_path,
+)
 from caches.tokens import SiteTokens
 from interp.errors import CacheError, SiteError
 from interp.layout import EXTRA_KINDS, TokenLayout
@@ -312,22 +320,55 @@ class CacheReader:
             for start in range(0, rows, chunk)
         )
 
-    def site_tokens(self, site: str, condition: str = BASELINE, chunk: int = 256) -> SiteTokens:
-        """Every written image's patch tokens of ``site``, flat, float32 in memory (dense
-        and ragged sites alike), converted ``chunk`` images at a time (so the float16 copy
-        never exists whole)."""
-        dataset = self.acts(site, condition)
-        n = self.n_written
-        offsets = self.offsets(site)[: n + 1]
-        values = np.empty((int(offsets[-1]), dataset.shape[-1]), dtype=np.float32)
-        for start in range(0, n, chunk):
-            stop = min(n, start + chunk)
-            lo, hi = offsets[start], offsets[stop]
-            block = dataset[start:stop] if dataset.ndim == 3 else dataset[lo:hi]
-            values[lo:hi] = block.reshape(hi - lo, -1)
+    def site_tokens(
+        self,
+        site: str,
+        condition: str = BASELINE,
+        chunk: int | None = None,
+        dtype: Any = np.float32,
+    ) -> SiteTokens:
+        """Every written image's patch tokens of ``site``, flat, in memory (dense and
+        ragged sites alike), read ``chunk`` images at a time (default: about 64 MiB of
+        stored values per step, so the stored copy never exists whole).
+
+        ``dtype``: float32 (the default; bfloat16 widens exactly), or float16 for a site
+        stored as float16 (half the memory, read straight into place at the storage's
+        speed)."""
+        raw, n, offsets = self._stored(site, condition)
+        dtype = np.dtype(dtype)
+        if dtype != np.float32 and not (dtype == np.float16 and raw.dtype == np.float16):
+            raise CacheError(
+                f"dtype must be float32, or float16 for a site stored as float16; site "
+                f"{site!r} of {self.path} is stored as {self.store_dtype}, dtype={dtype.name} "
+                f"was asked: pass dtype=np.float32"
+            )
+        values = np.empty((int(offsets[-1]), raw.shape[-1]), dtype=dtype)  # (tokens, d)
+        if raw.dtype == dtype:  # as stored: straight into place
+            step = chunk or images_per_step(raw, offsets)
+            for start in range(0, n, step):
+                stop = min(n, start + step)
+                read_rows(raw, start, stop, offsets, values[offsets[start] : offsets[stop]])
+            return SiteTokens(values, offsets)
+        encoding = encoding_of(raw)
+        for start, stop, block in stored_blocks(raw, offsets, n, chunk):
+            widen(block, encoding, values[offsets[start] : offsets[stop]])
         return SiteTokens(values, offsets)
 
-    def site_array(self, site: str, condition: str = BASELINE, chunk: int = 256) -> np.ndarray:
+    def _stored(self, site: str, condition: str) -> tuple[h5py.Dataset, int, np.ndarray]:
+        """``site``'s dataset under ``condition`` as stored, the images written, and their
+        ``(n + 1,)`` token offsets."""
+        self._check_site(site, condition)
+        n = self.n_written
+        return self._file[acts_path(site, condition)], n, self.offsets(site)[: n + 1]
+
+    @property
+    def store_dtype(self) -> str:
+        """How the cache stores activations (float16, bfloat16 or float32)."""
+        return str(self._file.attrs.get("store_dtype", ACT_DTYPE))
+
+    def site_array(
+        self, site: str, condition: str = BASELINE, chunk: int | None = None
+    ) -> np.ndarray:
         """``(n_written, tokens, d)`` float32 in memory; a CacheError for a ragged site
         (use :meth:`site_tokens`)."""
         if self.is_ragged(site):
@@ -338,22 +379,26 @@ class CacheReader:
             )
         return self.site_tokens(site, condition, chunk).dense()
 
-    def mean_pooled(self, site: str, condition: str = BASELINE, chunk: int = 256) -> np.ndarray:
+    def mean_pooled(
+        self, site: str, condition: str = BASELINE, chunk: int | None = None
+    ) -> np.ndarray:
         """``(n_written, d)`` float32 mean over each image's tokens, read ``chunk`` images
-        at a time."""
-        dataset = self.acts(site, condition)
-        n = self.n_written
-        offsets = self.offsets(site)[: n + 1]
-        out = np.empty((n, dataset.shape[-1]), dtype=np.float32)
-        for start in range(0, n, chunk):
-            stop = min(n, start + chunk)
-            if dataset.ndim == 3:
-                out[start:stop] = dataset[start:stop].astype(np.float32).mean(axis=1)
-                continue
-            block = dataset[offsets[start] : offsets[stop]].astype(np.float32)  # (tokens, d)
+        at a time (default: about 64 MiB of stored values per step)."""
+        raw, n, offsets = self._stored(site, condition)
+        out = np.empty((n, raw.shape[-1]), dtype=np.float32)
+        widened = None  # (rows, d) float32, reused from step to step
+        encoding = encoding_of(raw)
+        for start, stop, block in stored_blocks(raw, offsets, n, chunk):
+            if widened is None or len(widened) < len(block):
+                widened = np.empty(block.shape, np.float32)
+            values = widened[: len(block)]
+            widen(block, encoding, values)
             local = offsets[start : stop + 1] - offsets[start]
+            if (np.diff(local) == local[1]).all():  # one token count: one reduction
+                values.reshape(stop - start, -1, values.shape[-1]).mean(axis=1, out=out[start:stop])
+                continue
             for i in range(stop - start):
-                out[start + i] = block[local[i] : local[i + 1]].mean(axis=0)
+                out[start + i] = values[local[i] : local[i + 1]].mean(axis=0)
         return out
 
     def close(self) -> None:

@@ -23,7 +23,9 @@ import h5py
 import numpy as np
 import torch
 
+from caches.chunks import write_flat, write_leading
 from caches.encoding import ENCODING_ATTR, stored_dtype
+from caches.finite import EXPONENT_BITS, any_nonfinite
 from caches.reader import locked_elsewhere
 from caches.schema import (
     ACT_DTYPE,
@@ -165,8 +167,6 @@ def _quiet_failed_writes(previous: Callable) -> Callable:
 
 
 _TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-# The exponent bits of each storage dtype: all set means inf or NaN.
-_EXPONENT = {"float16": 0x7C00, "bfloat16": 0x7F80, "float32": 0x7F800000}
 
 
 @dataclass(frozen=True)
@@ -203,11 +203,13 @@ def storable(
     stored = flat.detach().to("cpu", _TORCH_DTYPES[dtype])  # (tokens, d); no copy if so
     raw = stored.view(torch.int16) if dtype == BFLOAT16 else stored  # numpy has no bfloat16
     rows = raw.numpy().view(stored_dtype(dtype))
+    if not any_nonfinite(rows, dtype):  # the common case, at the speed of memory
+        return Stored(rows, counts, 0)
     bits = rows.view(np.uint32 if rows.itemsize == 4 else np.uint16)
-    exponent = bits.dtype.type(_EXPONENT[dtype])
+    exponent = bits.dtype.type(EXPONENT_BITS[dtype])
     nonfinite = (bits & exponent) == exponent  # (tokens, d): inf or NaN once stored
     bad = int(np.count_nonzero(nonfinite))
-    if bad and not allow_nonfinite:
+    if not allow_nonfinite:
         raise _nonfinite_error(flat, nonfinite, dtype, site, condition, start, counts)
     return Stored(rows, counts, bad)
 
@@ -285,7 +287,13 @@ class CacheWriter:
     complete once flushed; ``n_written`` advances after each flushed batch. Values that are
     not finite, or beyond the storage dtype's range, are refused (``allow_nonfinite``
     stores them and counts them in each dataset's ``nonfinite`` attribute instead).
+
+    Each image's values go into the file as whole chunks (:mod:`caches.chunks`);
+    ``direct_chunks = False`` writes them by slice assignment instead, the same file
+    more slowly (the reference the tests compare with).
     """
+
+    direct_chunks: bool = True
 
     def __init__(
         self,
@@ -497,15 +505,17 @@ class CacheWriter:
             if values is not None and f"images/{name}" in self._file
         ]
         self._check_room(sum(p[5].nbytes for p in pending) + sum(v.nbytes for _, v in images))
+        direct = self.direct_chunks
         with disk_errors(self.tmp):
             for name, values in images:
-                self._file[f"images/{name}"][start : start + len(values)] = values
+                dataset = self._file[f"images/{name}"]
+                write_leading(dataset, start, values.astype(dataset.dtype, copy=False), direct)
             for path, site, kind, width, offsets, rows, bad in pending:
                 dataset = self._dataset(path, site, kind, width, offsets)
                 if dataset.ndim == 2:  # ragged: flat tokens
-                    dataset[offsets[start] : offsets[start + size]] = rows
+                    write_flat(dataset, int(offsets[start]), rows, direct)
                 else:
-                    dataset[start : start + size] = rows.reshape(size, -1, width)
+                    write_leading(dataset, start, rows.reshape(size, -1, width), direct)
                 if bad:
                     dataset.attrs["nonfinite"] = int(dataset.attrs.get("nonfinite", 0)) + bad
             self._file.flush()

@@ -1,0 +1,190 @@
+"""The fast write path (whole chunks handed to HDF5, :mod:`caches.chunks`) writes the same
+cache as the plain one (h5py slice assignment), dataset by dataset and bit for bit:
+dense and ragged sites, every storage dtype, compressed or not, batches of uneven sizes
+whose rows start and end inside chunks, across a resume; and the fast finiteness check
+agrees with numpy's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from caches import CacheReader, extract
+from caches.finite import any_nonfinite
+from caches.writer import CacheWriter
+from interp import CacheError, StimulusSpec, generate
+from interp.layout import TokenLayout
+
+SIDES = [3, 1, 4, 2, 4, 1, 1, 3, 2, 4, 3]  # a ragged site: 9, 1, 16, 4, ... tokens per image
+BATCHES = [(0, 3), (3, 4), (4, 8), (8, 11)]  # uneven, starting and ending inside chunks
+D = 5
+
+
+def _values(n_tokens: int, seed: int, dtype: torch.dtype) -> torch.Tensor:
+    values = torch.randn(n_tokens, D, generator=torch.Generator().manual_seed(seed)) * 3
+    values[::7, 1] = torch.nan  # special values go through bit for bit
+    values[::5, 2] = -torch.inf
+    return values.to(dtype)
+
+
+def _write(path: Path, store_dtype: str, compression: str, direct: bool, stop_after: int) -> None:
+    """The same cache through either path; the writer closes after ``stop_after`` batches
+    and a second one resumes it (as a rerun after a kill does)."""
+    ragged = [TokenLayout.regular(s, s, 8) for s in SIDES]
+    n = len(SIDES)
+    dense = TokenLayout.regular(2, 2, 8)
+    attrs = {
+        "sites": ["vision.0", "lm.1"],
+        "conditions": ["baseline"],
+        "patch_grid": [2, 2],
+        "store_dtype": store_dtype,
+        "compression": compression,
+    }
+    torch_dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(
+        store_dtype, torch.float32
+    )
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+    maps = rng.integers(-1, 3, (n, 8, 8)).astype(np.int8)
+    for part, batches in enumerate((BATCHES[:stop_after], BATCHES[stop_after:])):
+        writer = CacheWriter(path, attrs, allow_nonfinite=True)
+        writer.direct_chunks = direct
+        with writer:
+            writer.write_static(
+                (n, 8, 8, 3),
+                (n, 8, 8),
+                {"size": np.ones(n, np.float32)},
+                {},
+                {"vision.0": dense, "lm.1": ragged},
+            )
+            for lo, hi in batches:
+                counts = [s * s for s in SIDES[lo:hi]]
+                flat = _values(sum(counts), lo, torch_dtype)
+                writer.write_batch(
+                    lo,
+                    {
+                        "baseline": {
+                            "vision.0": _values((hi - lo) * 4, 100 + lo, torch_dtype).reshape(
+                                -1, 4, D
+                            ),
+                            "lm.1": list(torch.split(flat, counts)),
+                        }
+                    },
+                    pixels=pixels[lo:hi],
+                    maps=maps[lo:hi],
+                )
+            if part:
+                writer.finalize()
+
+
+def assert_same_datasets(a: Path, b: Path) -> None:
+    """Every dataset and attribute of two HDF5 files equal, bit for bit (NaN included:
+    compared as raw bits)."""
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        assert dict(fa.attrs) == dict(fb.attrs)
+        names_a, names_b = [], []
+        fa.visit(names_a.append)
+        fb.visit(names_b.append)
+        assert sorted(names_a) == sorted(names_b)
+        for name in names_a:
+            if not isinstance(fa[name], h5py.Dataset):
+                continue
+            found, expected = fa[name][()], fb[name][()]
+            assert found.dtype == expected.dtype and found.shape == expected.shape, name
+            assert fa[name].chunks == fb[name].chunks, name
+            if found.dtype.kind == "f":
+                found = found.view(f"u{found.dtype.itemsize}")
+                expected = expected.view(f"u{expected.dtype.itemsize}")
+            np.testing.assert_array_equal(found, expected, err_msg=name)
+            assert dict(fa[name].attrs) == dict(fb[name].attrs), name
+
+
+@pytest.mark.parametrize("store_dtype", ["float16", "bfloat16", "float32"])
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_chunk_writes_equal_slice_writes(tmp_path, store_dtype, compression) -> None:
+    fast, plain = tmp_path / "fast.h5", tmp_path / "plain.h5"
+    _write(fast, store_dtype, compression, direct=True, stop_after=2)
+    _write(plain, store_dtype, compression, direct=False, stop_after=3)
+    assert_same_datasets(fast, plain)
+    with h5py.File(fast) as handle:  # the values are those given, read by plain h5py
+        counts = [s * s for s in SIDES]
+        stored = handle["acts/lm.1"][()]
+        assert stored.shape == (sum(counts), D)
+        expected = torch.cat([_values(sum(counts[lo:hi]), lo, torch.float32) for lo, hi in BATCHES])
+        if store_dtype == "bfloat16":
+            expected = expected.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+        else:
+            expected = expected.numpy().astype(store_dtype)
+        np.testing.assert_array_equal(stored, expected)
+
+
+def test_an_extraction_through_either_path_is_the_same_file(loaded, tmp_path, monkeypatch) -> None:
+    """The organism's extraction (dense sites, pixels, a condition) with chunk writes and
+    with slice writes: the same file."""
+    stimuli = generate(StimulusSpec(n_images=6, seed=3))
+    settings = dict(sites=["vision.0", "projector", "lm.2"], conditions=["baseline", "shuffle"],
+                    batch_size=4, progress=False)  # fmt: skip
+    fast = extract(loaded, stimuli, tmp_path / "fast.h5", **settings)
+    monkeypatch.setattr(CacheWriter, "direct_chunks", False)
+    plain = extract(loaded, stimuli, tmp_path / "plain.h5", **settings)
+    assert_same_datasets(fast, plain)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_the_fast_finiteness_check_agrees_with_numpy(dtype) -> None:
+    rng = np.random.default_rng(1)
+    values = rng.standard_normal(200_003).astype(dtype)  # several blocks and a short one
+    assert not any_nonfinite(values)
+    for bad in (np.nan, np.inf, -np.inf):
+        for where in (0, 65_535, 65_536, 200_002):
+            broken = values.copy()
+            broken[where] = bad
+            assert any_nonfinite(broken) == (not np.isfinite(broken).all())
+    big = np.array([np.finfo(dtype).max, -np.finfo(dtype).max, 0, -0.0], dtype=dtype)
+    assert not any_nonfinite(big)  # the largest finite values are finite
+    bits = torch.tensor([1.0, float("inf")], dtype=torch.bfloat16).view(torch.int16).numpy()
+    assert any_nonfinite(bits[:2], "bfloat16") and not any_nonfinite(bits[:1], "bfloat16")
+
+
+@pytest.mark.parametrize("store_dtype", ["float16", "bfloat16", "float32"])
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_sites_read_back_as_plain_h5py_reads_them(tmp_path, store_dtype, compression) -> None:
+    """``site_tokens`` and ``mean_pooled`` (chunk reads straight into place, widening in
+    torch) against plain h5py reads widened by numpy, across steps of any size."""
+    path = tmp_path / "cache.h5"
+    _write(path, store_dtype, compression, direct=True, stop_after=4)
+    with h5py.File(path) as handle:
+        stored = {site: handle[f"acts/{site}"][()] for site in ("vision.0", "lm.1")}
+        offsets = {"vision.0": np.arange(len(SIDES) + 1) * 4, "lm.1": _offsets()}
+    with CacheReader(path, allow_incomplete=True) as reader:
+        for site, raw in stored.items():
+            if store_dtype == "bfloat16":  # the stored bits are a float32's upper half
+                expected = (raw.astype(np.uint32) << 16).view(np.float32)
+            else:
+                expected = raw.astype(np.float32)
+            expected = expected.reshape(-1, D)
+            for chunk in (None, 1, 3):
+                tokens = reader.site_tokens(site, chunk=chunk)
+                assert tokens.values.dtype == np.float32
+                np.testing.assert_array_equal(tokens.values, expected)
+                np.testing.assert_array_equal(tokens.offsets, offsets[site])
+                means = reader.mean_pooled(site, chunk=chunk)
+                cuts = offsets[site]
+                for i in range(len(SIDES)):
+                    np.testing.assert_allclose(
+                        means[i], expected[cuts[i] : cuts[i + 1]].mean(axis=0), rtol=1e-6
+                    )
+            if store_dtype == "float16":  # as stored: half the memory, the same values
+                half = reader.site_tokens(site, dtype=np.float16)
+                np.testing.assert_array_equal(half.values, raw.reshape(-1, D))
+            else:
+                with pytest.raises(CacheError, match="pass dtype=np.float32"):
+                    reader.site_tokens(site, dtype=np.float16)
+
+
+def _offsets() -> np.ndarray:
+    return np.concatenate([[0], np.cumsum([s * s for s in SIDES])])
