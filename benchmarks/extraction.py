@@ -13,7 +13,10 @@ For each model, interleaved repetitions (medians reported) of:
 - ``hidden_states``: Hugging Face ``output_hidden_states=True`` plus writing the
   image-token slices with h5py;
 - ``hooks``: plain forward hooks on the sites' modules plus writing with h5py;
-- ``toolkit_all``: ``caches.extract`` of every site (vision layers, projector, LM).
+- ``toolkit_all``: ``caches.extract`` of every site (vision layers, projector, LM);
+- ``raw_write``, ``raw_write_all``: as many bytes as ``toolkit`` and ``toolkit_all``
+  store, written sequentially to one file in the same folder (what the folder takes);
+  the toolkit is reported against the smaller of these and the forward pass.
 
 The sites compared are what ``output_hidden_states`` gives at the image tokens: every LM
 layer but the last (whose hidden state comes after the final norm).
@@ -187,6 +190,15 @@ def _hooks(loaded, batches: list[dict], path: Path, shapes: dict) -> None:
     _sync(loaded.device)
 
 
+def _raw_write(path: Path, nbytes: int, block: np.ndarray) -> None:
+    """``nbytes`` written to one file, sequentially, ``block`` (uint8) at a time: what the
+    folder takes at best."""
+    with open(path, "wb") as handle:
+        for start in range(0, nbytes, len(block)):
+            block[: min(len(block), nbytes - start)].tofile(handle)
+    path.unlink()
+
+
 def _peak_memory(model: str, n_images: int, batch_size: int, dtype: str | None) -> int:
     """Peak resident memory (MiB) of a fresh process extracting ``n_images``."""
     code = f"""
@@ -225,6 +237,10 @@ def bench(name: str, args: argparse.Namespace, folder: Path) -> None:
         _sync(loaded.device)
 
     few = list(compared)[::8]
+    itemsize = 2  # the default storage dtypes (float16, bfloat16)
+    written = sum(t * w for t, w in compared.values()) * args.n_images * itemsize
+    written_all = sum(t * w for t, w in shapes.values()) * args.n_images * itemsize
+    block = np.random.default_rng(0).integers(0, 255, 64 * 2**20, dtype=np.uint8)
     methods = {
         "forward": lambda: _bare(loaded, batches),
         "toolkit": lambda: toolkit(list(compared), folder / "t.h5"),
@@ -232,6 +248,8 @@ def bench(name: str, args: argparse.Namespace, folder: Path) -> None:
         "hooks": lambda: _hooks(loaded, batches, folder / "k.h5", compared),
         "toolkit_all": lambda: toolkit(adapter.sites(), folder / "a.h5"),
         "toolkit_few": lambda: toolkit(few, folder / "f.h5"),
+        "raw_write": lambda: _raw_write(folder / "raw.bin", written, block),
+        "raw_write_all": lambda: _raw_write(folder / "raw.bin", written_all, block),
     }
     _bare(loaded, batches[:1])  # warm-up
     times: dict[str, list[float]] = {m: [] for m in methods}
@@ -251,11 +269,18 @@ def bench(name: str, args: argparse.Namespace, folder: Path) -> None:
     for method, found in times.items():
         median = statistics.median(found)
         print(f"{method:15s} {median:9.3f} {args.n_images / median:8.1f} {base / median:10.2f}x")
-    written = sum(t * w for t, w in compared.values()) * args.n_images * 2  # float16 bytes
     print(
-        f"('toolkit' writes {written / 2**30:.2f} GiB to {folder}; 'toolkit_few': "
-        f"{', '.join(few)}, the sites written being 1/8 of them)"
+        f"('toolkit' writes {written / 2**30:.2f} GiB to {folder}, 'toolkit_all' "
+        f"{written_all / 2**30:.2f} GiB; 'raw_write' and 'raw_write_all' write as many bytes "
+        f"to one file there, sequentially; 'toolkit_few': {', '.join(few)}, the sites "
+        f"written being 1/8 of them)"
     )
+    for method, raw in (("toolkit", "raw_write"), ("toolkit_all", "raw_write_all")):
+        limit = min(base, statistics.median(times[raw]))
+        print(
+            f"{method} against the smaller of the forward pass and {raw}: "
+            f"{limit / statistics.median(times[method]):.2f}x"
+        )
     with h5py.File(folder / "t.h5", "r") as ours, h5py.File(folder / "k.h5", "r") as hooks:
         same = all(
             np.array_equal(ours[f"acts/{site}"][()], hooks[site][()], equal_nan=True)

@@ -277,14 +277,15 @@ def _write_images(
     }
 
     def captured(batch: Batch) -> tuple[dict[str, tuple[dict, dict]], np.ndarray, np.ndarray]:
-        """Per condition the (acts, extra) of a decoded batch as they go into the file
-        (converted and checked here, while the writer thread writes the previous batch),
-        and its pixels and maps."""
+        """Per condition the (acts, extra) of a decoded batch as they go into the file,
+        and its pixels and maps: converted and checked here, while the writer thread
+        writes the previous batch; known finite without a pass over them where the
+        capture's value ranges (reduced on the model's device) say so."""
         start, pixels, maps, inputs = batch  # (batch, *canvas, 3), (batch, *canvas)
         batch_sizes = sizes[start : start + len(pixels)]
         found = {}
         for condition, intervention in settings.interventions.items():
-            trees = _capture_batch(
+            *trees, ranges = _capture_batch(
                 loaded,
                 start,
                 pixels,
@@ -305,10 +306,11 @@ def _write_images(
                         condition,
                         start,
                         settings.allow_nonfinite,
+                        ranges.get(f"{kind}/{site}"),
                     )
                     for site, values in tree.items()
                 }
-                for tree in trees
+                for kind, tree in zip(("acts", "extra"), trees, strict=True)
             )
         return found, pixels, maps
 
@@ -402,7 +404,7 @@ def capture_set(
     for start in range(0, n, batch_size):
         stop = min(n, start + batch_size)
         for condition, intervention in interventions.items():
-            acts, _ = _capture_batch(
+            acts, _, _ = _capture_batch(
                 loaded,
                 start,
                 images[start:stop],
@@ -411,6 +413,7 @@ def capture_set(
                 sites,
                 prompt,
                 intervention,
+                ranges=False,
             )
             for site, found in acts.items():
                 parts = values.setdefault((site, condition), [])
@@ -490,7 +493,7 @@ def _check_disk_space(
                     tokens = (len(layout) if kind == "patch" else len(layout.extra)) * n
                 else:
                     tokens = sum(len(x) if kind == "patch" else len(x.extra) for x in layout)
-                needed += tokens * values.rows.shape[-1] * itemsize
+                needed += tokens * values.width * itemsize
     total = needed
     needed = needed * (n - start) // max(n, 1) + static + METADATA_ROOM
     folder = path.parent
@@ -546,7 +549,8 @@ def _capture_batch(
     intervention: Intervention | None,
     dtype: torch.dtype | None = torch.float32,
     inputs: dict[str, torch.Tensor] | None = None,
-) -> tuple[dict[str, SiteValues], dict[str, SiteValues]]:
+    ranges: bool = True,
+) -> tuple[dict[str, SiteValues], dict[str, SiteValues], dict[str, torch.Tensor]]:
     """A batch's images ``pixels`` ``(batch, *canvas, 3)``, of ``sizes`` ``(batch, 2)``
     (height, width; each image in its top-left corner; ``maps`` ``(batch, *canvas)``
     their object maps and ``start`` the data set's index of the first, for the
@@ -555,7 +559,9 @@ def _capture_batch(
     every image becomes one input shape; else those of one size). Returns ``site ->
     (batch, tokens, d)`` (one size) or one ``(tokens_i, d)`` per image, as ``dtype``
     (None: the model's). ``inputs``: the processor's inputs for a batch of one size,
-    where built already (:class:`_Preprocess`)."""
+    where built already (:class:`_Preprocess`). Third, with ``ranges``: each recording's
+    value range (``"acts/<site>"``, ``"extra/<site>"``: ``(2,)`` smallest and largest,
+    over every forward pass), reduced on the model's device."""
     shapes = [(int(h), int(w)) for h, w in sizes]
     if len(set(shapes)) == 1:
         height, width = shapes[0]
@@ -572,10 +578,12 @@ def _capture_batch(
             ),
             dtype=dtype,
             inputs=inputs,
+            ranges=ranges,
         )
-        return captured.acts, captured.extra
+        return captured.acts, captured.extra, captured.ranges
     acts: dict[str, list] = {site: [None] * len(sizes) for site in sites}
     extra: dict[str, list] = {}
+    found_ranges: dict[str, torch.Tensor] = {}
     for members in loaded.adapter.batch_groups(sizes):
         images = [pixels[i, : shapes[i][0], : shapes[i][1]] for i in members]  # (h_i, w_i, 3)
         if len({shapes[i] for i in members}) == 1:
@@ -592,7 +600,11 @@ def _capture_batch(
             intervention=intervention,
             context=context,
             dtype=dtype,
+            ranges=ranges,
         )
+        for key, found in captured.ranges.items():  # (2,): the widest over the groups
+            seen = found_ranges.get(key, found)  # minimum and maximum keep a NaN
+            found_ranges[key] = torch.stack([seen[0].minimum(found[0]), seen[1].maximum(found[1])])
         for tree, found in ((acts, captured.acts), (extra, captured.extra)):
             for site, values in found.items():
                 slots = tree.setdefault(site, [None] * len(sizes))
@@ -602,4 +614,4 @@ def _capture_batch(
         some = next(v for v in slots if v is not None)  # (k, d)
         empty = some.new_zeros(0, some.shape[-1])
         extra[site] = [empty if v is None else v for v in slots]
-    return acts, extra
+    return acts, extra, found_ranges

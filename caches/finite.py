@@ -3,13 +3,15 @@
 A float is inf or NaN exactly when its exponent bits are all set, that is when its bits
 without the sign are at least the exponent mask. So one ``bitwise_and`` and one ``max``
 over the raw bits answer it, block by block through a scratch buffer that stays in the
-CPU's cache: about 11 GB/s of float16 on one core of a 2-core cloud CPU, against 1.6 GB/s
+CPU's cache: about 12 GB/s of float16 on one core of a 2-core cloud CPU, against 1.6 GB/s
 for ``numpy.isfinite`` (which writes a boolean array as large as the input, then reads it
 again). Counting and locating the bad values, needed only to report them, is left to the
 rare caller that found some.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -18,7 +20,7 @@ __all__ = ["EXPONENT_BITS", "any_nonfinite"]
 # The exponent mask of each float encoding, by its name and its bits' width.
 EXPONENT_BITS = {"float16": 0x7C00, "bfloat16": 0x7F80, "float32": 0x7F800000}
 _MAGNITUDE = {2: np.uint16(0x7FFF), 4: np.uint32(0x7FFFFFFF)}  # every bit but the sign
-_BLOCK = 1 << 16  # elements per step: 128 to 256 KiB of scratch
+_BLOCK = 1 << 18  # elements per step: 0.5 to 1 MiB of scratch, within a core's L2
 
 
 def any_nonfinite(values: np.ndarray, encoding: str | None = None) -> bool:
@@ -33,7 +35,7 @@ def any_nonfinite(values: np.ndarray, encoding: str | None = None) -> bool:
     encoding = encoding or ("float16" if width == 2 else "float32")
     limit = EXPONENT_BITS[encoding]
     bits = np.ascontiguousarray(values).reshape(-1).view(np.uint16 if width == 2 else np.uint32)
-    scratch = np.empty(min(_BLOCK, len(bits)), dtype=bits.dtype)
+    scratch = _scratch(bits.dtype)
     mask = _MAGNITUDE[width]
     for start in range(0, len(bits), _BLOCK):
         block = bits[start : start + _BLOCK]
@@ -42,3 +44,18 @@ def any_nonfinite(values: np.ndarray, encoding: str | None = None) -> bool:
         if part.max() >= limit:
             return True
     return False
+
+
+_SCRATCH = threading.local()  # one buffer per thread and width, kept
+
+
+def _scratch(dtype: np.dtype) -> np.ndarray:
+    """This thread's scratch of ``_BLOCK`` elements of ``dtype``, made once: a buffer made
+    per call would be mapped and unmapped by the allocator every time, and each unmapping
+    interrupts the other cores (the writer thread's among them)."""
+    key = f"block_{np.dtype(dtype).name}_{_BLOCK}"
+    found = getattr(_SCRATCH, key, None)
+    if found is None:
+        found = np.empty(_BLOCK, dtype=dtype)
+        setattr(_SCRATCH, key, found)
+    return found

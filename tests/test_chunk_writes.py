@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import caches.writer as writer_module
 from caches import CacheReader, extract
 from caches.finite import any_nonfinite
 from caches.writer import CacheWriter
@@ -105,12 +106,19 @@ def assert_same_datasets(a: Path, b: Path) -> None:
 
 @pytest.mark.parametrize("store_dtype", ["float16", "bfloat16", "float32"])
 @pytest.mark.parametrize("compression", ["none", "gzip"])
-def test_chunk_writes_equal_slice_writes(tmp_path, store_dtype, compression) -> None:
+@pytest.mark.parametrize("chunk_rows", [3, None])  # ragged chunks inside images, or not
+def test_chunk_writes_equal_slice_writes(
+    tmp_path, store_dtype, compression, chunk_rows, monkeypatch
+) -> None:
+    if chunk_rows:
+        itemsize = 2 if store_dtype != "float32" else 4
+        monkeypatch.setattr(writer_module, "RAGGED_CHUNK_BYTES", chunk_rows * D * itemsize)
     fast, plain = tmp_path / "fast.h5", tmp_path / "plain.h5"
     _write(fast, store_dtype, compression, direct=True, stop_after=2)
     _write(plain, store_dtype, compression, direct=False, stop_after=3)
     assert_same_datasets(fast, plain)
     with h5py.File(fast) as handle:  # the values are those given, read by plain h5py
+        assert handle["acts/lm.1"].chunks == (chunk_rows or max(SIDES) ** 2, D)
         counts = [s * s for s in SIDES]
         stored = handle["acts/lm.1"][()]
         assert stored.shape == (sum(counts), D)
@@ -152,9 +160,16 @@ def test_the_fast_finiteness_check_agrees_with_numpy(dtype) -> None:
 
 @pytest.mark.parametrize("store_dtype", ["float16", "bfloat16", "float32"])
 @pytest.mark.parametrize("compression", ["none", "gzip"])
-def test_sites_read_back_as_plain_h5py_reads_them(tmp_path, store_dtype, compression) -> None:
+@pytest.mark.parametrize("chunk_rows", [3, None])
+def test_sites_read_back_as_plain_h5py_reads_them(
+    tmp_path, store_dtype, compression, chunk_rows, monkeypatch
+) -> None:
     """``site_tokens`` and ``mean_pooled`` (chunk reads straight into place, widening in
-    torch) against plain h5py reads widened by numpy, across steps of any size."""
+    torch) against plain h5py reads widened by numpy, across steps of any size, ragged
+    chunks inside images or across them."""
+    if chunk_rows:
+        itemsize = 2 if store_dtype != "float32" else 4
+        monkeypatch.setattr(writer_module, "RAGGED_CHUNK_BYTES", chunk_rows * D * itemsize)
     path = tmp_path / "cache.h5"
     _write(path, store_dtype, compression, direct=True, stop_after=4)
     with h5py.File(path) as handle:
@@ -188,3 +203,67 @@ def test_sites_read_back_as_plain_h5py_reads_them(tmp_path, store_dtype, compres
 
 def _offsets() -> np.ndarray:
     return np.concatenate([[0], np.cumsum([s * s for s in SIDES])])
+
+
+def test_a_later_batch_that_is_not_finite_is_refused_by_the_writer_thread(tmp_path) -> None:
+    """An extraction checks every batch after the first in the writer thread: the refusal
+    reaches the caller with the site, condition, count and first image, nothing of that
+    batch is counted as written, and the batches before it stay for a resume."""
+    from caches.background import BackgroundWriter
+
+    layout = TokenLayout.regular(2, 2, 8)
+    attrs = {"sites": ["lm.1"], "conditions": ["baseline"], "patch_grid": [2, 2]}
+    bad = torch.ones(2, 4, D)
+    bad[1, 2, 3] = torch.inf
+    with CacheWriter(tmp_path / "c.h5", attrs) as writer:
+        writer.write_static(None, (4, 8, 8), {}, {}, {"lm.1": layout})
+        with pytest.raises(CacheError) as refused, BackgroundWriter(writer) as background:
+            background.put(0, {"baseline": {"lm.1": torch.ones(2, 4, D)}})
+            background.put(2, {"baseline": {"lm.1": bad}})
+        assert writer.n_written == 2
+    message = str(refused.value)
+    assert "site 'lm.1' under 'baseline' gave 1 of 40 values" in message
+    assert "images 2..3, first in image 3" in message
+
+
+def test_a_capture_records_each_sites_value_range(loaded, prompt) -> None:
+    """``capture_tokens(ranges=True)``: each recording's smallest and largest value, as
+    numpy finds them in the recorded tokens."""
+    from interp import capture_tokens
+
+    images = generate(StimulusSpec(n_images=3, seed=2)).images
+    captured = capture_tokens(loaded, images, ["vision.0", "lm.2"], prompt=prompt, ranges=True)
+    for site in ("vision.0", "lm.2"):
+        values = captured.acts[site].numpy()
+        np.testing.assert_array_equal(captured.ranges[f"acts/{site}"], [values.min(), values.max()])
+    extra = captured.extra["vision.0"].numpy()  # the CLS token
+    np.testing.assert_array_equal(captured.ranges["extra/vision.0"], [extra.min(), extra.max()])
+    assert capture_tokens(loaded, images, ["lm.2"], prompt=prompt).ranges == {}
+
+
+def test_a_known_range_spares_the_pass_over_the_values(monkeypatch) -> None:
+    """Within the storage dtype's finite range, the capture's value range is taken as it
+    is (no pass over the values); a range that is NaN, or beyond the dtype's largest
+    value, sends the values through the exact check, which refuses only what is not
+    finite once stored."""
+
+    def unread(values):
+        raise AssertionError("the values were read")
+
+    values = torch.full((2, 3, D), 65510.0)  # rounds to float16's largest, 65504
+    monkeypatch.setattr(writer_module, "_finite", unread)
+    stored = writer_module.storable(values.clamp(max=1.0), "float16", "lm.1", "baseline", 0,
+                                    value_range=(-1.0, 1.0))  # fmt: skip
+    assert stored.bad == 0 and stored.counts == [3, 3]
+    monkeypatch.undo()
+    stored = writer_module.storable(values, "float16", "lm.1", "baseline", 0,
+                                    value_range=(65510.0, 65510.0))  # fmt: skip
+    assert (stored.images[0] == 65504).all()
+    values[1, 2, 0] = 70000.0  # inf once stored
+    with pytest.raises(CacheError, match="1 beyond float16's range"):
+        writer_module.storable(values, "float16", "lm.1", "baseline", 0,
+                               value_range=(65510.0, 70000.0))  # fmt: skip
+    values[1, 2, 0] = torch.nan
+    with pytest.raises(CacheError, match="1 NaN"):
+        writer_module.storable(values, "float16", "lm.1", "baseline", 0,
+                               value_range=(torch.nan, torch.nan))  # fmt: skip

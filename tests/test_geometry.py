@@ -286,7 +286,7 @@ def test_images_of_mixed_sizes_share_a_forward_pass_where_inputs_allow(
     )
     sites = ["vision.0", "projector", "lm.1"]
     maps = np.full(canvas.shape[:3], -1, dtype=np.int8)  # (3, H, W)
-    acts, _ = extraction._capture_batch(loaded, 0, canvas, maps, sizes, sites, prompt, None)
+    acts, _, _ = extraction._capture_batch(loaded, 0, canvas, maps, sizes, sites, prompt, None)
     assert len(calls) == (1 if name == "llava" else 2)
     for k, (height, width) in enumerate(sizes):
         alone = real(loaded, canvas[k : k + 1, :height, :width], sites, prompt=prompt).acts

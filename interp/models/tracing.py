@@ -83,12 +83,15 @@ class Captured:
     them to the tokens that carry no patch (CLS, registers, newlines), ``(batch, k, d)``;
     ``logits``, when asked for, the model's next-token logits ``(batch, vocab)`` after
     each prompt; ``records``, what the ``read`` of recording actions returned. All
-    float32 on the CPU."""
+    on the CPU. ``ranges`` (when asked for) maps ``"acts/<site>"`` and ``"extra/<site>"``
+    to the ``(2,)`` float32 smallest and largest value of those tokens (NaN where one is
+    NaN), found where the values were made (on a GPU: no pass over them on the host)."""
 
     acts: dict[str, torch.Tensor]
     extra: dict[str, torch.Tensor]
     logits: torch.Tensor | None = None
     records: dict[str, torch.Tensor] = field(default_factory=dict)
+    ranges: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def check_images(images: Any) -> None:
@@ -169,6 +172,7 @@ def capture_tokens(
     records: Sequence[Action] = (),
     dtype: torch.dtype | None = torch.float32,
     inputs: dict[str, torch.Tensor] | None = None,
+    ranges: bool = False,
 ) -> Captured:
     """As :func:`capture`, and (with ``extra``) the non-patch tokens of each site; with
     ``logits``, the next-token logits after each prompt (``prompt`` may then be one text
@@ -180,6 +184,9 @@ def capture_tokens(
     extraction stores them without a float32 detour), converted on the model's device.
     From a GPU they are copied into pinned memory without waiting (the forward pass
     goes on meanwhile), and the copies are awaited once, when the trace is done.
+
+    ``ranges``: also record each recording's smallest and largest value
+    (:attr:`Captured.ranges`), reduced on the model's device.
 
     ``inputs``: the processor's outputs for these ``images`` and ``prompt``
     (``adapter.build_inputs``) where they were built already (an extraction builds them
@@ -211,6 +218,7 @@ def capture_tokens(
     with torch.no_grad(), traced.trace(**inputs) as tracer:
         store = nnsight.save({})
         extras = nnsight.save({})
+        found_ranges = nnsight.save({})
         for (path, port), group in events.items():
             envoy = _envoy(traced, path)
             edits = [a.edit for a in group if a.edit is not None]
@@ -233,10 +241,14 @@ def capture_tokens(
                     continue
                 selected = adapter.select(action.site, value, positions)
                 store[action.site] = _to_host(selected, dtype)
+                if ranges:
+                    found_ranges[f"acts/{action.site}"] = _range(selected)
                 if extra:
                     others = adapter.select_extra(action.site, value, positions)
                     if others is not None:
                         extras[action.site] = _to_host(others, dtype)
+                        if ranges:
+                            found_ranges[f"extra/{action.site}"] = _range(others)
         if logits:
             final = nnsight.save(_last_logits(traced.output.logits, inputs))
         else:  # nothing later is needed: the model stops after the last event used
@@ -248,7 +260,19 @@ def capture_tokens(
         extra={site: extras[site] for site in sites if site in extras},
         logits=final if logits else None,
         records={a.site: store[a.site] for a in records if a.site is not None},
+        ranges=dict(found_ranges),
     )
+
+
+def _range(value: torch.Tensor) -> torch.Tensor:
+    """``(2,)`` float32 on the host: the smallest and largest of ``value`` (NaN where one
+    is NaN), reduced in one pass where ``value`` lies (the copy of the two numbers to
+    pinned memory is not awaited)."""
+    value = value.detach()
+    if not value.numel():
+        return torch.tensor([0.0, 0.0])
+    low, high = value.reshape(-1).aminmax()
+    return _to_host(torch.stack([low, high]), torch.float32)
 
 
 def _to_host(value: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
