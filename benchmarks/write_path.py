@@ -365,8 +365,10 @@ def main() -> None:
     parser.add_argument("--no-read", action="store_true")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    torch.set_num_threads(len(os.sched_getaffinity(0)))  # under taskset: its CPUs only
     print(f"torch {torch.__version__}, h5py {h5py.__version__} (HDF5 "
-          f"{h5py.version.hdf5_version}), {os.cpu_count()} CPUs")  # fmt: skip
+          f"{h5py.version.hdf5_version}), {len(os.sched_getaffinity(0))} of "
+          f"{os.cpu_count()} CPUs")  # fmt: skip
     for name in args.folders:
         with tempfile.TemporaryDirectory(dir=name, prefix="write-path-") as tmp:
             folder = Path(tmp)

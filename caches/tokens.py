@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from caches.finite import any_nonfinite
 from interp.errors import CacheError
 
 __all__ = ["SiteTokens"]
@@ -18,8 +19,9 @@ __all__ = ["SiteTokens"]
 
 @dataclass(frozen=True)
 class SiteTokens:
-    """``values`` ``(tokens, d)`` float32; ``offsets`` ``(n + 1,)`` int64: image ``i``'s
-    tokens are ``values[offsets[i]:offsets[i + 1]]``, in the order of its layout."""
+    """``values`` ``(tokens, d)`` float32 (or float16, as stored); ``offsets`` ``(n + 1,)``
+    int64: image ``i``'s tokens are ``values[offsets[i]:offsets[i + 1]]``, in the order
+    of its layout."""
 
     values: np.ndarray
     offsets: np.ndarray
@@ -66,10 +68,11 @@ class SiteTokens:
 
     def check_finite(self, where: str) -> SiteTokens:
         """``self`` if every value is finite, else a CacheError naming ``where`` (e.g. the
-        site and condition), how many values are not, and the first image holding one."""
-        finite = np.isfinite(self.values)
-        if finite.all():
+        site and condition), how many values are not, and the first image holding one
+        (one pass over the bits, at the speed of memory, where all are finite)."""
+        if not any_nonfinite(self.values):
             return self
+        finite = np.isfinite(self.values)
         bad = int(finite.size - finite.sum())
         row = int(np.flatnonzero(~finite.all(axis=1))[0])
         image = int(np.searchsorted(self.offsets, row, side="right")) - 1
