@@ -1,8 +1,12 @@
-"""Independent references for the family tests: plain torch hooks on a separately loaded
-copy of a saved model, and the checks every VLM family must pass."""
+"""Independent references for the tests: plain torch hooks on a separately loaded copy of
+a saved model, the checks every VLM family must pass, and two HDF5 files compared
+dataset by dataset."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import h5py
 import numpy as np
 import torch
 from transformers import AutoModelForImageTextToText
@@ -305,3 +309,35 @@ def assert_new_interventions_match_references(
     out = mean_projector_reference(folder, inputs, len(images))
     for site, expected in _lm_hidden_at(out, positions, n).items():
         torch.testing.assert_close(got.acts[site], expected, rtol=1e-4, atol=1e-4, msg=site)
+
+
+def assert_same_cache(a: Path, b: Path, *, ulps: int = 0, chunks: bool = False) -> None:
+    """Every attribute and dataset of two HDF5 files equal: bit for bit (floats compared as
+    their raw bits, NaN included), or, with ``ulps``, activations within that many
+    float16 steps of each other, a step taken at no less than a thousandth of the
+    dataset's largest value (values near 0 carry the rounding of larger terms); with
+    ``chunks``, the same chunk shapes too."""
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        assert dict(fa.attrs) == dict(fb.attrs)
+        names_a, names_b = [], []
+        fa.visit(names_a.append)
+        fb.visit(names_b.append)
+        assert sorted(names_a) == sorted(names_b)
+        for name in names_a:
+            if not isinstance(fa[name], h5py.Dataset):
+                continue
+            found, expected = fa[name][()], fb[name][()]
+            assert found.dtype == expected.dtype and found.shape == expected.shape, name
+            assert not chunks or fa[name].chunks == fb[name].chunks, name
+            if ulps and name.startswith(("acts/", "ablations/", "extra/")):
+                size = np.abs(expected.astype(np.float32))
+                floor = np.maximum(size, 1e-3 * size.max())
+                step = np.spacing(floor.astype(np.float16)).astype(np.float32)
+                difference = np.abs(found.astype(np.float32) - expected.astype(np.float32))
+                assert (difference <= ulps * step).all(), (name, float(difference.max()))
+            else:
+                if found.dtype.kind == "f":  # bit for bit
+                    found = found.view(f"u{found.dtype.itemsize}")
+                    expected = expected.view(f"u{expected.dtype.itemsize}")
+                np.testing.assert_array_equal(found, expected, err_msg=name)
+            assert dict(fa[name].attrs) == dict(fb[name].attrs), name

@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from references import assert_same_cache
 
 import caches.writer as writer_module
 from caches import CacheReader, extract
@@ -82,28 +83,6 @@ def _write(path: Path, store_dtype: str, compression: str, direct: bool, stop_af
                 writer.finalize()
 
 
-def assert_same_datasets(a: Path, b: Path) -> None:
-    """Every dataset and attribute of two HDF5 files equal, bit for bit (NaN included:
-    compared as raw bits)."""
-    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
-        assert dict(fa.attrs) == dict(fb.attrs)
-        names_a, names_b = [], []
-        fa.visit(names_a.append)
-        fb.visit(names_b.append)
-        assert sorted(names_a) == sorted(names_b)
-        for name in names_a:
-            if not isinstance(fa[name], h5py.Dataset):
-                continue
-            found, expected = fa[name][()], fb[name][()]
-            assert found.dtype == expected.dtype and found.shape == expected.shape, name
-            assert fa[name].chunks == fb[name].chunks, name
-            if found.dtype.kind == "f":
-                found = found.view(f"u{found.dtype.itemsize}")
-                expected = expected.view(f"u{expected.dtype.itemsize}")
-            np.testing.assert_array_equal(found, expected, err_msg=name)
-            assert dict(fa[name].attrs) == dict(fb[name].attrs), name
-
-
 @pytest.mark.parametrize("store_dtype", ["float16", "bfloat16", "float32"])
 @pytest.mark.parametrize("compression", ["none", "gzip"])
 @pytest.mark.parametrize("chunk_rows", [3, None])  # ragged chunks inside images, or not
@@ -116,7 +95,7 @@ def test_chunk_writes_equal_slice_writes(
     fast, plain = tmp_path / "fast.h5", tmp_path / "plain.h5"
     _write(fast, store_dtype, compression, direct=True, stop_after=2)
     _write(plain, store_dtype, compression, direct=False, stop_after=3)
-    assert_same_datasets(fast, plain)
+    assert_same_cache(fast, plain, chunks=True)
     with h5py.File(fast) as handle:  # the values are those given, read by plain h5py
         assert handle["acts/lm.1"].chunks == (chunk_rows or max(SIDES) ** 2, D)
         counts = [s * s for s in SIDES]
@@ -139,7 +118,7 @@ def test_an_extraction_through_either_path_is_the_same_file(loaded, tmp_path, mo
     fast = extract(loaded, stimuli, tmp_path / "fast.h5", **settings)
     monkeypatch.setattr(CacheWriter, "direct_chunks", False)
     plain = extract(loaded, stimuli, tmp_path / "plain.h5", **settings)
-    assert_same_datasets(fast, plain)
+    assert_same_cache(fast, plain, chunks=True)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])

@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from references import assert_same_cache
 
 import caches.extraction as extract_module
 from caches import CacheReader, extract
@@ -48,31 +49,6 @@ def clean(loaded, eight, tmp_path_factory) -> Path:
     """An uninterrupted cache: what every interrupted run must end up identical to."""
     path = tmp_path_factory.mktemp("clean") / "cache.h5"
     return extract(loaded, eight, path, sites=SITES, batch_size=4, progress=False)
-
-
-def assert_same_cache(a: Path, b: Path, *, ulps: int = 0) -> None:
-    """Every attribute and dataset of two cache files equal; activations within ``ulps``
-    float16 steps of each other (0: bit for bit), a step taken at no less than a thousandth
-    of the dataset's largest value (values near 0 carry the rounding of larger terms)."""
-    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
-        assert dict(fa.attrs) == dict(fb.attrs)
-        names_a, names_b = [], []
-        fa.visit(names_a.append)
-        fb.visit(names_b.append)
-        assert sorted(names_a) == sorted(names_b)
-        for name in names_a:
-            if not isinstance(fa[name], h5py.Dataset):
-                continue
-            found, expected = fa[name][()], fb[name][()]
-            if ulps and name.startswith(("acts/", "ablations/", "extra/")):
-                size = np.abs(expected.astype(np.float32))
-                floor = np.maximum(size, 1e-3 * size.max())
-                step = np.spacing(floor.astype(np.float16)).astype(np.float32)
-                difference = np.abs(found.astype(np.float32) - expected.astype(np.float32))
-                assert (difference <= ulps * step).all(), (name, float(difference.max()))
-            else:
-                np.testing.assert_array_equal(found, expected, err_msg=name)
-            assert dict(fa[name].attrs) == dict(fb[name].attrs), name
 
 
 def fresh_copy(tiny_dir: str, tmp_path: Path) -> Path:
