@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml constraints.txt
 	@command -v h5ls >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hdf5-tools \
 		>/dev/null; } || echo "note: hdf5-tools not installed; the h5ls test will be skipped"
-	@# A Chrome for plotly's static export (PDF, SVG, PNG figures) and the screenshot test.
+	@# A Chrome for plotly's static export (PDF, SVG, PNG figures) and the browser tests
+	@# (Playwright drives it through executable_path).
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
 		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \

@@ -244,3 +244,37 @@ def test_parameterised_conditions_through_extract_and_probe(tiny_dir, tmp_path, 
     capsys.readouterr()
     assert main([*argv[:-1], "mask:1-9", "--out", str(tmp_path / "d.h5")]) == 2
     assert "mask:1-9 reaches LM layer 9" in capsys.readouterr().err
+
+
+def test_the_report_renders_in_a_real_browser(cache, tmp_path) -> None:
+    """The run report opened in headless Chromium: every figure draws (plotly's SVG in
+    each figure's box), the page raises and logs no error, and it loads nothing from the
+    network."""
+    from browser import open_page
+
+    run_dir = tmp_path / "run"
+    argv = ["probe", str(cache), "--out", str(run_dir), *FAST, "--selections", "mean"]
+    assert main([*argv, "--conditions", "baseline"]) == 0
+    shutil.copy(cache, run_dir / "cache.h5")
+    assert main(["report", str(run_dir)]) == 0
+    page_path = run_dir / "report.html"
+    figures = page_path.read_text().count('class="plotly-graph-div"')
+    assert figures >= 1
+    with open_page(page_path) as opened:
+        page = opened.page
+        page.wait_for_function(
+            f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {figures}",
+            timeout=30_000,
+        )
+        drawn = page.eval_on_selector_all(".js-plotly-plot", "plots => plots.length")
+        assert drawn == figures
+        marks = page.eval_on_selector_all(
+            ".js-plotly-plot .heatmaplayer image, .js-plotly-plot path.point, "
+            ".js-plotly-plot .trace",
+            "marks => marks.length",
+        )
+        assert marks > 0  # data drawn, not only axes
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        assert opened.errors == []
+        assert opened.requests and not [u for u in opened.requests if u.startswith("http")]
+    assert (tmp_path / "report.png").stat().st_size > 10_000
