@@ -1,6 +1,6 @@
 """Writing batches from a background thread, so the model never waits on HDF5.
 
-The capture of batch ``k + 1`` runs while batch ``k`` is checked and written; at most ``depth``
+The capture of batch ``k + 1`` runs while batch ``k`` is written; at most ``depth``
 batches wait in between (a bounded queue: memory stays flat). The writer thread writes
 batches in order through the same :class:`caches.writer.CacheWriter`, so the file on
 disk is always a resumable prefix. An error in the thread is raised in the caller's

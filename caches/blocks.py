@@ -17,6 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from caches.chunks import raw_chunks_hold
 from caches.encoding import ENCODING_ATTR
 from caches.schema import BFLOAT16
 
@@ -40,8 +41,7 @@ def read_rows(
     flat ``(rows, d)`` cut by ``offsets``) into ``out`` ``(rows, d)``, of ``raw``'s dtype
     and C-contiguous, as they are in the file."""
     lo, hi = int(offsets[start]), int(offsets[stop])
-    unfiltered = raw.chunks is not None and raw.id.get_create_plist().get_nfilters() == 0
-    as_stored = unfiltered and raw.dtype == out.dtype
+    as_stored = raw_chunks_hold(raw, out)
     if raw.ndim == 3:
         if as_stored and raw.chunks == (1, *raw.shape[1:]):
             images = out.reshape(stop - start, -1)  # (images, tokens * d), one chunk each

@@ -21,12 +21,13 @@ from collections.abc import Sequence
 import h5py
 import numpy as np
 
-__all__ = ["direct_writable", "write_leading", "write_flat"]
+__all__ = ["raw_chunks_hold", "write_leading", "write_flat"]
 
 
-def direct_writable(dataset: h5py.Dataset, values: np.ndarray) -> bool:
-    """Whether ``values`` can go into ``dataset`` as raw chunk bytes: it is chunked, has
-    no filter, and stores exactly ``values``'s dtype (byte order included)."""
+def raw_chunks_hold(dataset: h5py.Dataset, values: np.ndarray) -> bool:
+    """Whether ``dataset``'s raw chunk bytes are ``values``'s bytes as they lie in memory
+    (so chunks can be written from them and read into them as they are): it is chunked,
+    has no filter, and stores exactly ``values``'s dtype (byte order included)."""
     return (
         dataset.chunks is not None
         and dataset.id.get_create_plist().get_nfilters() == 0
@@ -43,11 +44,11 @@ def write_leading(
     """``dataset[start + i] = entries[i]`` for a dataset chunked one entry of its first axis
     at a time (``chunks == (1, *shape[1:])``; an entry: one image's ``(tokens, d)`` rows,
     or its pixels): one chunk write per entry (``direct``, where
-    :func:`direct_writable`), else a slice assignment."""
+    :func:`raw_chunks_hold`), else a slice assignment."""
     if not len(entries):
         return
     whole = dataset.chunks is not None and dataset.chunks == (1, *dataset.shape[1:])
-    if not (direct and whole and direct_writable(dataset, entries[0])):
+    if not (direct and whole and raw_chunks_hold(dataset, entries[0])):
         dataset[start : start + len(entries)] = np.stack(
             [np.reshape(e, dataset.shape[1:]) for e in entries]
         )
@@ -81,7 +82,7 @@ def write_flat(
     or None where they were written by slice assignment."""
     total = sum(len(rows) for rows in images)
     size, width = dataset.chunks if dataset.chunks is not None else (0, 0)
-    if not (direct and width == dataset.shape[1] and direct_writable(dataset, images[0])):
+    if not (direct and width == dataset.shape[1] and raw_chunks_hold(dataset, images[0])):
         if total:
             dataset[first : first + total] = np.concatenate(images)
         return None

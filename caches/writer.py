@@ -226,7 +226,7 @@ def storable(
         stored = part.detach().to("cpu", _TORCH_DTYPES[dtype])  # no copy if so already
         raw = stored.view(torch.int16) if dtype == BFLOAT16 else stored  # numpy: no bfloat16
         rows = raw.numpy().view(stored_dtype(dtype))
-        finite = finite and (known or _finite(rows, dtype))
+        finite = finite and (known or not any_nonfinite(rows, dtype))  # one pass, one core
         images += list(rows) if isinstance(values, torch.Tensor) else [rows]
     if finite:
         return Stored(images, 0)
@@ -249,14 +249,6 @@ def _within(value_range: Sequence[float] | torch.Tensor, dtype: str) -> bool:
     low, high = (float(x) for x in value_range)
     limit = float(torch.finfo(_TORCH_DTYPES[dtype]).max)
     return -limit <= low <= high <= limit
-
-
-def _finite(rows: np.ndarray, dtype: str) -> bool:
-    """Whether every stored value (``rows`` in the file form of ``dtype``) is finite: one
-    pass over the bits on one core (:func:`caches.finite.any_nonfinite`, about 12 GB/s of
-    float16; ``torch.isfinite(...).all()`` writes a mask first: 0.7 GB/s), leaving the
-    other cores to the writer thread."""
-    return not any_nonfinite(rows, dtype)
 
 
 def _nonfinite_error(
@@ -513,8 +505,9 @@ class CacheWriter:
         """Write ``condition -> site -> values`` for images ``start:start+batch``
         (``extra``: the same for the tokens that carry no patch); values are ``(batch,
         tokens, d)``, one ``(tokens_i, d)`` tensor per image, or already converted by
-        :func:`storable` (an extraction's first batch, checked before any file exists).
-        Values are converted and checked here, all of them before anything is written.
+        :func:`storable` (an extraction converts and checks them in the capturing thread,
+        while the previous batch is written). Values not yet converted are converted and
+        checked here, all of them before anything is written.
 
         Token counts must match the site's layout. Images must arrive in order;
         ``n_written`` advances only after the whole batch of every condition is flushed,

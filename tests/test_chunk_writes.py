@@ -230,7 +230,7 @@ def test_a_known_range_spares_the_pass_over_the_values(monkeypatch) -> None:
         raise AssertionError("the values were read")
 
     values = torch.full((2, 3, D), 65510.0)  # rounds to float16's largest, 65504
-    monkeypatch.setattr(writer_module, "_finite", unread)
+    monkeypatch.setattr(writer_module, "any_nonfinite", unread)
     stored = writer_module.storable(values.clamp(max=1.0), "float16", "lm.1", "baseline", 0,
                                     value_range=(-1.0, 1.0))  # fmt: skip
     assert stored.bad == 0 and stored.counts == [3, 3]
