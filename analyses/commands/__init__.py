@@ -20,7 +20,8 @@ from interp.lazy import lazy_exports
 # The command modules, in the order ``interp --help`` lists them.
 MODULES = (
     "run", "extract", "probe", "pixels", "plot", "answers", "patch", "lens", "attention",
-    "mine", "pairs_eval", "mof", "redundancy", "report", "info", "sae", "organism", "experiment",
+    "mine", "pairs_eval", "mof", "redundancy", "report", "view", "info", "sae", "organism",
+    "experiment",
 )  # fmt: skip
 # The groups of commands (``interp organism train``): their help.
 GROUPS = {
@@ -45,6 +46,7 @@ _EXPORTS = {
     "MofConfig": "mof", "mof_step": "mof",
     "RedundancyConfig": "redundancy", "redundancy_step": "redundancy",
     "ReportConfig": "report", "report_step": "report",
+    "ViewConfig": "view", "view_step": "view", "explore": "view",
     "InfoConfig": "info", "info_step": "info",
     "SaeTrainConfig": "sae", "sae_train_step": "sae",
     "SaeFeaturesConfig": "sae", "sae_features_step": "sae",

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from analyses.commands.command import Command, StepResult
-from analyses.commands.inputs import load_step_model, step_images
+from analyses.commands.inputs import cache_images, load_step_model, step_images
 from analyses.commands.options import (
     _Conditions,
     _ConditionSweeps,
@@ -29,7 +29,6 @@ from analyses.provenance import settings_path
 from caches import CacheReader
 from interp.errors import ConfigError
 from interp.options import option
-from interp.sources import ImageSet
 
 
 @dataclass
@@ -79,9 +78,6 @@ def _cache_source(config: AnswersConfig) -> tuple[AnswersConfig, str | None]:
     data); and the cache's weights identity (None for data)."""
     import h5py
 
-    from interp.sources import open_source
-    from interp.stimuli import StimulusSpec, generate
-
     source = Path(str(config.source))
     if not source.exists():
         raise ConfigError(
@@ -110,18 +106,7 @@ def _cache_source(config: AnswersConfig) -> tuple[AnswersConfig, str | None]:
             f"seed={config.seed} contradicts the cache {str(source)!r}, made with seed "
             f"{cached_seed} (its shuffle and its images): leave seed out to use the cache's"
         )
-    origin = attrs.get("data") or {}
-    if origin.get("source") == "stimuli" or (not origin and attrs.get("stimuli")):
-        spec = dict(origin.get("spec") or attrs["stimuli"])
-        spec = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
-        data: ImageSet = generate(StimulusSpec(**spec))
-    elif "path" in origin:
-        data = open_source(origin["path"], attributes=origin.get("attributes"))
-    else:
-        raise ConfigError(
-            f"the cache {str(source)!r} does not say where its images came from; pass the "
-            f"data itself (data=...)"
-        )
+    data = cache_images(attrs, source)
     changed = dataclasses.replace(
         config, source=None, data=data, model=config.model or str(attrs["model"]), seed=cached_seed
     )

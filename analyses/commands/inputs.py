@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from analyses.commands.options import _Images
@@ -49,3 +50,22 @@ def step_images(
             f"attributes {unknown} are not labels of the data; its labels: {', '.join(data.labels)}"
         )
     return data, list(data.distinct_sizes)
+
+
+def cache_images(attrs: dict[str, Any], cache: str | Path) -> ImageSet:
+    """The images a cache was extracted from, by what its attributes (``attrs``) say: the
+    built-in stimuli drawn again from their spec, or own data opened again at its path."""
+    from interp.sources import open_source
+    from interp.stimuli import StimulusSpec, generate
+
+    origin = attrs.get("data") or {}
+    if origin.get("source") == "stimuli" or (not origin and attrs.get("stimuli")):
+        spec = dict(origin.get("spec") or attrs["stimuli"])
+        spec = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
+        return generate(StimulusSpec(**spec))
+    if "path" in origin:
+        return open_source(origin["path"], attributes=origin.get("attributes"))
+    raise ConfigError(
+        f"the cache {str(cache)!r} does not say where its images came from; pass the "
+        f"data itself (data=...)"
+    )

@@ -20,7 +20,7 @@ from interp.layout import image_hw
 from interp.models.loading import LoadedModel
 from interp.models.tracing import Action, capture_tokens
 
-__all__ = ["ATTENTION_COLUMNS", "attention_table", "attention_to_image"]
+__all__ = ["ATTENTION_COLUMNS", "attention_records", "attention_table", "attention_to_image"]
 
 ATTENTION_COLUMNS: tuple[str, ...] = (
     "condition", "image", "layer", "head", "token", "crop", "row", "col",
@@ -79,6 +79,33 @@ def attention_to_image(
             f"layers {bad} are not LM layers of this model: it has 0 to {adapter.n_lm_layers - 1}"
         )
     inputs = adapter.build_inputs(images, prompt)
+    records = attention_records(loaded, inputs, chosen, query=query)
+    found = capture_tokens(
+        loaded,
+        images,
+        [],
+        prompt=prompt,
+        intervention=intervention,
+        records=records,
+        extra=False,
+        inputs=inputs,
+    ).records
+    return torch.stack([found[f"attention.{i}"] for i in chosen], dim=1)
+
+
+def attention_records(
+    loaded: LoadedModel,
+    inputs: dict[str, torch.Tensor],
+    layers: Sequence[int],
+    *,
+    query: int | None = None,
+) -> list[Action]:
+    """The recordings of a capture (``capture_tokens(..., records=...)``) that read the
+    attention from the query position to each patch token of LM ``layers``: one
+    ``attention.<i>`` each, ``(batch, heads, tokens)``, for the processor ``inputs`` of the
+    batch. The model must be loaded with eager attention (:func:`attention_to_image`
+    checks it)."""
+    adapter = loaded.adapter
     patch = adapter.token_positions(inputs).patch  # (batch, tokens)
     rows = _query_rows(inputs, query)  # (batch,)
     batch = torch.arange(len(rows))
@@ -95,14 +122,10 @@ def attention_to_image(
         index = patch.to(device)[:, None, :].expand(-1, from_query.shape[1], -1)
         return from_query.gather(2, index)  # (batch, heads, tokens)
 
-    records = [
+    return [
         Action(adapter.attention_path(i), "output", site=f"attention.{i}", read=weights_at_patches)
-        for i in chosen
+        for i in layers
     ]
-    found = capture_tokens(
-        loaded, images, [], prompt=prompt, intervention=intervention, records=records, extra=False
-    ).records
-    return torch.stack([found[f"attention.{i}"] for i in chosen], dim=1)
 
 
 def attention_table(

@@ -23,7 +23,10 @@ from interp.models.tracing import capture_tokens
 from interp.sites import parse_site
 from interp.sources import ImageSet
 
-__all__ = ["LENS_COLUMNS", "direction_words", "lens_logits", "lens_table", "word_ranks"]
+__all__ = [
+    "LENS_COLUMNS", "direction_words", "lens_logits", "lens_summary", "lens_table", "read_out",
+    "word_ranks",
+]  # fmt: skip
 
 
 def _readout(loaded: LoadedModel) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -46,11 +49,41 @@ def lens_logits(loaded: LoadedModel, images: np.ndarray, site: str, *, prompt: s
     if parse_site(site).stage != "lm":
         raise ConfigError(f"the logit lens reads LM sites (lm.<i>), got {site!r}")
     hidden = capture_tokens(loaded, images, [site], prompt=prompt, extra=False).acts[site]
+    return read_out(loaded, hidden)
+
+
+def read_out(loaded: LoadedModel, hidden: torch.Tensor) -> torch.Tensor:
+    """``(..., vocab)`` float32 on the CPU: residual-stream states ``(..., d)`` (an LM
+    site's tokens, captured) through the LM's final norm and unembedding, on the model's
+    device."""
     norm, head = _readout(loaded)
     parameter = next(head.parameters())
     with torch.no_grad():
-        states = hidden.to(parameter.device, parameter.dtype)  # (batch, tokens, d)
-        return head(norm(states)).float().cpu()  # (batch, tokens, vocab)
+        states = hidden.to(parameter.device, parameter.dtype)  # (..., d)
+        return head(norm(states)).float().cpu()  # (..., vocab)
+
+
+def lens_summary(
+    loaded: LoadedModel, hidden: torch.Tensor, top: int, targets: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The logit lens of one image's tokens at an LM site, reduced where the model is (a
+    7B model's vocabulary read out at every token would be tens of MB per image and site):
+    ``hidden`` ``(tokens, d)``; ``targets`` name -> ``(tokens,)`` the token id whose rank
+    to find at each token (-1: none). Returns the ``top`` most likely token ids ``(tokens,
+    top)`` and, per target, ``(tokens,)`` float64 ranks counted from 1 (NaN where -1), on
+    the CPU (as :func:`word_ranks` counts them)."""
+    norm, head = _readout(loaded)
+    parameter = next(head.parameters())
+    with torch.no_grad():
+        logits = head(norm(hidden.to(parameter.device, parameter.dtype))).float()
+        best = torch.topk(logits, min(top, logits.shape[-1]), dim=-1).indices.cpu()
+        ranks = {}
+        for name, ids in targets.items():
+            ids = ids.to(logits.device)
+            chosen = logits.gather(1, ids.clamp(min=0)[:, None])  # (tokens, 1)
+            rank = ((logits > chosen).sum(-1) + 1).double()
+            ranks[name] = torch.where(ids >= 0, rank, torch.nan).cpu()
+    return best, ranks
 
 
 def direction_words(
