@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-__all__ = ["collapsed", "definitions", "page", "picture", "section", "shown"]
+__all__ = ["collapsed", "definitions", "page", "picture", "png_uri", "section", "shown"]
 
 
 def page(title: str, parts: Sequence[str]) -> str:
@@ -52,12 +52,17 @@ def collapsed(table: pd.DataFrame) -> str:
 
 def picture(image: Image.Image | bytes, alt: str) -> str:
     """An ``<img>`` holding the PNG itself (a PIL image, or PNG bytes)."""
+    return f'<img alt="{html.escape(alt)}" src="{png_uri(image)}">'
+
+
+def png_uri(image: Image.Image | bytes) -> str:
+    """A ``data:`` URI of the PNG itself (a PIL image, or PNG bytes): a picture a page
+    holds, nothing to fetch."""
     if isinstance(image, Image.Image):
         buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
+        image.save(buffer, format="PNG", optimize=True)
         image = buffer.getvalue()
-    encoded = base64.b64encode(image).decode()
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
+    return "data:image/png;base64," + base64.b64encode(image).decode("ascii")
 
 
 _PAGE = """<!DOCTYPE html>

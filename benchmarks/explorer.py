@@ -2,13 +2,17 @@
 built-in organism, by part (forward passes, read-outs, probes), the page's size, and the
 same scaled to LLaVA-1.5-7B's shapes (an estimate from the shapes: no 7B runs here).
 
-    python benchmarks/explorer.py [--n-images 100] [--out build/explorer-bench.html]
+    python benchmarks/explorer.py [--n-images 100] [--out build/explorer-bench.html] [--browser]
+
+With ``--browser``, the page is opened in headless Chromium (Debian's, through Playwright):
+the time until it is drawn, and from a click on a patch to the panel.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -24,6 +28,7 @@ def main() -> None:
     parser.add_argument("--n-images", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", default="build/explorer-bench.html")
+    parser.add_argument("--browser", action="store_true", help="time the page in Chromium")
     args = parser.parse_args()
     loaded = load_model("organism", attn_implementation="eager")
     data = generate(StimulusSpec(n_images=args.n_images, image_size=64, seed=0))
@@ -64,6 +69,40 @@ def main() -> None:
     print(f"bytes per token, site and condition: LM sites {per_lm:.0f}, others {per_other:.0f}")
     print(f"LLaVA-1.5-7B shapes, {args.n_images} images, every site, {len(conditions)} "
           f"conditions: page about {estimate / 2**20:.0f} MiB (estimate)")  # fmt: skip
+    if args.browser:
+        browser_times(Path(args.out))
+
+
+def browser_times(path: Path, clicks: int = 20) -> None:
+    """The page in headless Chromium: seconds until drawn; a click on a patch to its panel
+    (the median of ``clicks`` clicks at different patches, each through the panel's row)."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium, headless=True, args=["--no-sandbox"]
+        )
+        page = browser.new_page(viewport={"width": 1800, "height": 900})
+        started = time.perf_counter()
+        page.goto(path.resolve().as_uri())
+        page.wait_for_selector("#explorer[data-ready=true]")
+        print(f"browser: page drawn {time.perf_counter() - started:.2f} s after opening")
+        box = page.locator("canvas[data-role=overlay]").bounding_box()
+        seconds = []
+        for k in range(clicks):
+            x, y = box["x"] + 10 + 19 * k % 400, box["y"] + 10 + 37 * k % 400
+            panel = "document.querySelector('[data-role=panel]')"
+            page.evaluate(f"{panel}.dataset.renderMs = ''")  # set again when it is drawn
+            started = time.perf_counter()
+            page.mouse.click(x, y)
+            page.wait_for_function(f"{panel}.dataset.renderMs !== ''")
+            seconds.append(time.perf_counter() - started)
+        drawn = page.locator("[data-role=panel]").get_attribute("data-render-ms")
+        median = sorted(seconds)[clicks // 2] * 1000
+        print(f"browser: click to panel, median of {clicks}: {median:.0f} ms (the last "
+              f"panel drawn in {drawn} ms)")  # fmt: skip
+        browser.close()
 
 
 if __name__ == "__main__":

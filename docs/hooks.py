@@ -43,6 +43,9 @@ API = {
         "analyses.commands.options",
         "analyses.figures",
         "analyses.redundancy",
+        "analyses.commands.view",
+        "analyses.explorer.build",
+        "analyses.explorer.page",
     ],
 }
 

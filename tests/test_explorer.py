@@ -18,7 +18,7 @@ from browser import open_page
 from analyses.cli import main
 from analyses.commands import ViewConfig, view_step
 from analyses.commands.view import find_saes
-from analyses.explorer import build_view, view_page, view_table
+from analyses.explorer import build_view, explorer_widget, view_page, view_table
 from interp import ConfigError, StimulusSpec, box_label_map, capture_tokens, generate, load_model
 from interp.errors import SiteError
 from interp.experiments.attention import attention_to_image
@@ -180,7 +180,7 @@ def test_the_page_in_a_real_browser(eager, stimuli, view, tmp_path) -> None:
     path.write_text(view_page(view.data), encoding="utf-8")
     data = view.data
     on_object = int(np.flatnonzero(np.asarray(data["images"][1]["token_object"]["lm.3"]) >= 0)[0])
-    with open_page(path) as opened:
+    with open_page(path, width=1880, height=640) as opened:
         page = opened.page
         page.wait_for_selector("#explorer[data-ready=true]")
         page.locator("img[data-image='1']").click()  # the second image: stimuli image 4
@@ -216,9 +216,17 @@ def test_the_page_in_a_real_browser(eager, stimuli, view, tmp_path) -> None:
         shot = ROOT / "build" / "explorer.png"
         shot.parent.mkdir(exist_ok=True)
         page.select_option("select[data-role=condition]", "baseline")
-        page.select_option("select[data-role=measure]", "lens_rank:color")
-        page.locator("input[data-role=depth]").fill(str(data["sites"].index("lm.3")))
+        page.locator("input[data-role=depth]").fill(str(data["sites"].index("lm.1")))
+        page.locator("img[data-image='0']").click()  # stimuli image 1: three objects
+        _click_token(page, data, 0, "lm.1", 27)
         page.screenshot(path=str(shot), full_page=True)
+        # New data, as a widget receives it from Python: drawn afresh, once.
+        page.evaluate(
+            "() => { const d = window.explorerModel.get('data');"
+            " window.explorerModel.set('data', {...d, images: d.images.slice(0, 2)}); }"
+        )
+        assert page.locator("img[data-image]").count() == 2
+        assert page.locator(".vi-root").count() == 1
         assert not opened.errors, opened.errors
         assert all(url.startswith(("file:", "data:")) for url in opened.requests)
     print(f"click to panel: {seconds * 1000:.0f} ms (panel drawn in {render_ms:.1f} ms)")
@@ -230,8 +238,14 @@ def test_interp_view_writes_a_page_of_a_cache(tmp_path, capsys) -> None:
     folder = tmp_path / "study"
     assert main(["extract", "--out", str(folder), "--n-images", "6", "--sites", "vision.1",
                  "lm.1", "--conditions", "baseline", "shuffle", "--no-progress"]) == 0  # fmt: skip
-    assert main(["view", str(folder), "--n-images", "3", "--probe", "none", "--no-progress"]) == 0
+    saes = tmp_path / "saes"
+    sae = SparseAutoencoder(128, 256, "topk", k=4, seed=2)
+    sae.metadata = {"hook_name": "lm.1"}
+    sae.save(saes / "lm.1" / "topk-x2-k4")  # as interp sae train lays them out
+    assert main(["view", str(folder), "--n-images", "3", "--probe", "none", "--saes", str(saes),
+                 "--no-progress"]) == 0  # fmt: skip
     page = (folder / "view.html").read_text()
+    assert '"features":{"lm.1":{"d_sae":256' in page
     assert "http://" not in page and "https://" not in page  # offline
     assert '"sites":["vision.1","lm.1"]' in page and '"conditions":["baseline","shuffle"]' in page
     assert main(["view", str(folder), "--no-progress"]) == 2
@@ -299,6 +313,7 @@ def test_every_family_is_explored_on_images_of_mixed_sizes(family, tmp_path) -> 
         assert "lens_rank:color" in table
     else:
         assert not view["measures"] and "attention_mean" not in table
+    assert explorer_widget(view).data == view  # the notebook form holds the same data
     path = tmp_path / "view.html"
     path.write_text(view_page(view), encoding="utf-8")
     with open_page(path) as opened:

@@ -12,8 +12,6 @@ Every number comes from the toolkit's own functions (``capture_tokens``,
 
 from __future__ import annotations
 
-import base64
-import io
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,12 +51,12 @@ def _picture(image: np.ndarray, side: int) -> str:
     """A PNG data URI of ``image`` ``(H, W, 3)`` uint8, at most ``side`` px a side."""
     from PIL import Image
 
+    from analyses.pages import png_uri
+
     picture = Image.fromarray(image)
     if max(picture.size) > side:
         picture.thumbnail((side, side), Image.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return png_uri(picture)
 
 
 def _rounded(values: np.ndarray, digits: int = 5) -> list[float | None]:

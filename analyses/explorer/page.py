@@ -28,8 +28,9 @@ def _inline_json(value: Any) -> str:
 
 def view_page(data: dict[str, Any], title: str = "vlm-interp explorer") -> str:
     """The HTML of a page that shows ``data`` (:func:`~analyses.explorer.build_view`'s)
-    with the same module the notebook widget runs; the page's model holds the data and
-    keeps the selection (``window.explorerSelection``)."""
+    with the same module the notebook widget runs; the page's model
+    (``window.explorerModel``, anywidget's get/set/on/off) holds the data and keeps the
+    selection (``window.explorerSelection``)."""
     script = view_script()
     if _EXPORT not in script:
         raise RuntimeError(f"view.js must end with {_EXPORT!r}")  # the package is broken
@@ -51,14 +52,23 @@ body {{ margin: 16px; }}
 <script type="application/json" id="explorer-data">{_inline_json(data)}</script>
 <script type="module">
 {module}
+// The page's model: the anywidget model's get/set/on/off over the data held here.
 const held = {{ data: JSON.parse(document.getElementById("explorer-data").textContent) }};
+const listeners = {{}};
 const model = {{
   get: (key) => held[key],
-  set: (key, value) => {{ held[key] = value; window.explorerSelection = held.selection; }},
+  set: (key, value) => {{
+    held[key] = value;
+    window.explorerSelection = held.selection;
+    for (const listener of [...(listeners[`change:${{key}}`] || [])]) listener();
+  }},
   save_changes: () => {{}},
-  on: () => {{}},
-  off: () => {{}},
+  on: (name, listener) => {{ (listeners[name] = listeners[name] || []).push(listener); }},
+  off: (name, listener) => {{
+    listeners[name] = (listeners[name] || []).filter((l) => l !== listener);
+  }},
 }};
+window.explorerModel = model;
 render({{ model, el: document.getElementById("explorer") }});
 document.getElementById("explorer").dataset.ready = "true";
 </script>

@@ -306,6 +306,14 @@ function render({ model, el }) {
   if (lmSites.size) state.depth = data.sites.indexOf([...lmSites][0]);
   depth.value = String(state.depth);
   draw();
+  // New data from Python (widget.data = ...): drawn afresh.
+  const redraw = () => {
+    model.off("change:data", redraw);
+    el.replaceChildren();
+    render({ model, el });
+  };
+  model.on("change:data", redraw);
+  return () => model.off("change:data", redraw);
 }
 
 export default { render };
