@@ -18,7 +18,7 @@ from analyses.theme import PALETTE, apply_theme
 from interp.errors import ConfigError
 from interp.sites import sort_sites
 
-__all__ = ["decodable_vs_used", "drop_curves", "patching_map", "window_sweep"]
+__all__ = ["attribution_map", "decodable_vs_used", "drop_curves", "patching_map", "window_sweep"]
 
 
 def _check_summary(summary: pd.DataFrame) -> None:
@@ -199,27 +199,48 @@ def patching_map(
     it alone brings back, relative to the panel's largest (its title gives it; depths
     differ tenfold), from ``interp.experiments.patching``'s table (the first crop of a multi-crop
     layout), over the image when ``picture`` (the clean one, ``(H, W, 3)``) is given."""
-    needed = {"pair", "method", "site", "token", "crop", "row", "col", "restored"}
+    return attribution_map(
+        table, method=method, value="restored", picture=picture,
+        what="share of the clean margin restored by one token",
+        source="patching.csv (interp patch)",
+    )  # fmt: skip
+
+
+def attribution_map(
+    table: pd.DataFrame,
+    *,
+    method: str,
+    value: str = "value",
+    picture: np.ndarray | None = None,
+    what: str | None = None,
+    source: str = "attribution.csv (interp attribute)",
+) -> go.Figure:
+    """A per-token measure on the patch grid, one panel per site (forward-pass order),
+    each panel scaled by its largest absolute value (its title gives it), over the image
+    when ``picture`` is given: rows of one ``method`` of a table with ``pair``, ``site``,
+    ``token``, ``crop``, ``row``, ``col`` and ``value`` (the first crop of a multi-crop
+    layout; several pairs: the first pair's)."""
+    needed = {"pair", "method", "site", "token", "crop", "row", "col", value}
     missing = needed - set(table.columns)
     if missing:
-        raise ConfigError(
-            f"patching table lacks columns {sorted(missing)}; pass patching.csv (interp patch)"
-        )
+        raise ConfigError(f"the table lacks columns {sorted(missing)}; pass {source}")
     part = table[(table["method"] == method) & (table["token"] >= 0)]
     if part.empty:
-        raise ConfigError(f"the patching table has no single-token rows of method {method!r}")
+        raise ConfigError(f"the table has no single-token rows of method {method!r}")
+    part = part[part["pair"] == part["pair"].iloc[0]]
     part = part[part["crop"] == part.groupby("site")["crop"].transform("min")]
-    sites = sort_sites(list(dict.fromkeys(part["site"])))
-    peaks = {site: float(part.loc[part["site"] == site, "restored"].abs().max()) for site in sites}
+    found = list(dict.fromkeys(part["site"]))  # "pixels" (per patch) before every depth
+    sites = [s for s in found if s == "pixels"] + sort_sites([s for s in found if s != "pixels"])
+    peaks = {site: float(part.loc[part["site"] == site, value].abs().max()) for site in sites}
     n_rows, n_cols = _grid(len(sites))
     titles = [f"{site} (max {peaks[site]:.3g})" for site in sites]
     fig = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=titles)
     for index, site in enumerate(sites):
         rows = part[part["site"] == site]
-        rows = rows.assign(scaled=rows["restored"] / (peaks[site] or 1.0))  # depths differ
+        rows = rows.assign(scaled=rows[value] / (peaks[site] or 1.0))  # depths differ
         heat = {
             "zmin": -1, "zmax": 1, "colorscale": "RdBu", "reversescale": True,
-            "showscale": index == 0, "colorbar": {"title": "restored / panel max"},
+            "showscale": index == 0, "colorbar": {"title": f"{value} / panel max"},
         }  # fmt: skip
         for trace in grid_traces(rows, "scaled", heat=heat, picture=picture):
             fig.add_trace(trace, row=index // n_cols + 1, col=index % n_cols + 1)
@@ -227,5 +248,6 @@ def patching_map(
     fig.update_xaxes(showticklabels=False)
     apply_theme(fig, columns=2, height_pt=180 * n_rows)
     pair = str(part["pair"].iloc[0])
-    fig.update_layout(title=f"Share of the clean margin restored by one token ({method}; {pair})")
+    what = what or f"{method.replace('_', ' ')}, per token"
+    fig.update_layout(title=f"{what[0].upper()}{what[1:]} ({method}; {pair})")
     return fig

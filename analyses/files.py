@@ -36,6 +36,7 @@ FIGURE_NAMES = {
     "lens": "lens_ranks",
     "attention": "attention_map",
     "attention_mass": "attention_by_layer",
+    "attribution": "attribution_map",  # interp attribute: one per method, _<method>
 }
 ANSWER_FILES = {"answers": "answers.csv", "answer_rows": "answer_rows.csv"}
 PATCH_FILES = {"patching": "patching.csv", "patch_pair": "patching_pair.png"}

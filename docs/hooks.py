@@ -25,6 +25,7 @@ API = {
         "interp.conditions",
         "interp.layout",
         "interp.models.sae",
+        "interp.experiments.attribution",
     ],
     "caches": ["caches", "caches.reader", "caches.writer"],
     "probes": [

@@ -19,9 +19,9 @@ from interp.lazy import lazy_exports
 
 # The command modules, in the order ``interp --help`` lists them.
 MODULES = (
-    "run", "extract", "probe", "pixels", "plot", "answers", "patch", "lens", "attention",
-    "mine", "pairs_eval", "mof", "redundancy", "report", "view", "info", "sae", "organism",
-    "experiment",
+    "run", "extract", "probe", "pixels", "plot", "answers", "patch", "attribute", "lens",
+    "attention", "mine", "pairs_eval", "mof", "redundancy", "report", "view", "info", "sae",
+    "organism", "experiment",
 )  # fmt: skip
 # The groups of commands (``interp organism train``): their help.
 GROUPS = {
@@ -39,6 +39,7 @@ _EXPORTS = {
     "PlotConfig": "plot", "plot_step": "plot",
     "AnswersConfig": "answers", "answers_step": "answers",
     "PatchConfig": "patch", "patch_step": "patch",
+    "AttributeConfig": "attribute", "attribute_step": "attribute",
     "LensConfig": "lens", "lens_step": "lens",
     "AttentionConfig": "attention", "attention_step": "attention",
     "MineConfig": "mine", "mine_step": "mine",

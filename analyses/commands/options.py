@@ -230,6 +230,86 @@ class _OwnData(Settings):
 
 
 @dataclass
+class _Pair(Settings):
+    """A clean / corrupted pair and its question: your own two images, or built-in twin
+    pairs (a stimulus and its twin that differs in what the question asks)."""
+
+    clean: str | None = option(
+        "the clean image (a file); with --corrupt, --question, --answer and --wrong "
+        "(default: a built-in twin pair, --twin)",
+        default=None,
+    )
+    corrupt: str | None = option("the corrupted image (a file of the same size)", default=None)
+    question: str | None = option("the question put to both images", default=None)
+    answer: str | None = option("the clean image's answer", default=None)
+    wrong: str | None = option("the corrupted image's answer", default=None)
+    twin: str = option(
+        "the built-in pair: a stimulus and its twin whose one object changes color or "
+        "shape, whose objects' places are mirrored left-right or top-bottom, or which "
+        "lacks one object (color, shape, mirror, flip or count)",
+        default="color",
+        choices=("color", "shape", "mirror", "flip", "count"),
+    )
+    seed: int = option("seed of the built-in pair", default=0, minimum=0)
+
+    def check(self) -> None:
+        super().check()
+        own = {k: getattr(self, k) for k in ("clean", "corrupt", "question", "answer", "wrong")}
+        if any(v is not None for v in own.values()) and not all(own.values()):
+            missing = [k for k, v in own.items() if not v]
+            raise ConfigError(
+                f"a pair of your own needs clean, corrupt, question, answer and wrong; "
+                f"missing {missing}"
+            )
+
+    def own_pair(self) -> Any:
+        """Your own pair (``interp.experiments.patching.PatchPair``), its images read and
+        checked; None for the built-in pairs."""
+        from interp.experiments.patching import PatchPair
+
+        if self.clean is None:
+            return None
+        return PatchPair(
+            clean=_read_image(self.clean, "clean"),
+            corrupt=_read_image(str(self.corrupt), "corrupt"),
+            question=str(self.question),
+            answer=str(self.answer),
+            wrong=str(self.wrong),
+            name=f"{Path(self.clean).name} vs {Path(str(self.corrupt)).name}",
+        )
+
+    def pairs(self, adapter: Any, n_pairs: int = 1) -> list[Any]:
+        """Your own pair, or ``n_pairs`` distinct built-in twin pairs at the model's
+        native size (from seeds ``seed``, ``seed + 1``, ...)."""
+        from interp.organism.twins import twin_pair
+
+        own = self.own_pair()
+        if own is not None:
+            return [own]
+        found: dict[str, Any] = {}
+        seed = self.seed
+        while len(found) < n_pairs:
+            pair = twin_pair(self.twin, adapter.native_image_size, seed=seed)
+            found.setdefault(pair.name, pair)  # a later seed may find the same pair
+            seed += 1
+        return list(found.values())
+
+
+def _read_image(path: str, what: str) -> Any:
+    """An image file as ``(H, W, 3)`` uint8; a ConfigError naming ``what`` otherwise."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError as err:
+        raise ConfigError(f"{what}: no image at {path!r}; pass an image file") from err
+    except (OSError, UnidentifiedImageError) as err:
+        raise ConfigError(f"{what}: {path!r} cannot be read as an image ({err})") from err
+
+
+@dataclass
 class _Formats(Settings):
     formats: list[str] | None = option(
         f"figure files to write: some of {' '.join(FIGURE_FORMATS)} (default: html; pdf, "

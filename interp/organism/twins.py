@@ -78,15 +78,20 @@ def contrastive_batch(
 
 
 # The facts a patching pair may change, and the question type that asks about each
-# (``mirror``: the whole image mirrored left to right, asked left or right).
-PAIR_KINDS: dict[str, str] = {"color": "color", "shape": "shape", "mirror": "left_right"}
+# (``mirror``: the objects' places mirrored left to right, asked left or right; ``flip``:
+# top to bottom, asked top or bottom; ``count``: one object left out, asked how many).
+PAIR_KINDS: dict[str, str] = {
+    "color": "color", "shape": "shape", "mirror": "left_right", "flip": "top_bottom",
+    "count": "count",
+}  # fmt: skip
 
 
 def twin_pair(kind: str, image_size: int = 64, seed: int = 0, max_objects: int = 3):
     """A clean / corrupted pair for activation patching: a stimulus and its twin in which
-    one object's ``kind`` (``color`` or ``shape``) is another, or which is mirrored
-    (``mirror``: asked whether an object is on the left or right), the question about
-    that object worded the same for both, the clean answer and the corrupted one.
+    one object's ``kind`` (``color`` or ``shape``) is another, whose objects' places are
+    mirrored (``mirror``: asked whether an object is on the left or right; ``flip``: top
+    to bottom, asked top or bottom), or which lacks one object (``count``: asked how
+    many), the question worded the same for both, the clean answer and the corrupted one.
     Seeded; the first image of seeds ``seed``, ``seed + 1``, ... where such a question
     can be asked and its answer differs."""
     from interp.experiments.patching import PatchPair
@@ -105,6 +110,12 @@ def twin_pair(kind: str, image_size: int = 64, seed: int = 0, max_objects: int =
         target = int(rng.integers(len(objects)))
         if kind == "mirror":
             changed = twin(objects, "mirror", image_size, rng)
+        elif kind == "flip":
+            changed = [{**obj, "y": image_size - obj["y"]} for obj in objects]
+        elif kind == "count":
+            if len(objects) < 2:
+                continue
+            changed = [dict(obj) for k, obj in enumerate(objects) if k != target]
         else:
             changed = [dict(obj) for obj in objects]
             others = [v for v in range(len(names)) if v != int(objects[target][kind])]
