@@ -138,6 +138,9 @@ def test_every_family_attributes_and_traces(family, tmp_path) -> None:
     exact = patch_margins(loaded, pair, ["lm.1"])
     estimated = attribution_margins(loaded, pair, ["lm.1"])
     assert list(exact.token) == list(estimated.token) and estimated.restored.notna().all()
+    both = as_attribution_rows(pd.concat([exact, estimated], ignore_index=True))
+    agreement = method_agreement(both, "attribution")  # reported per site
+    assert len(agreement) == 1 and -1 <= agreement.spearman.iloc[0] <= 1
 
 
 def test_interp_attribute(tmp_path, capsys) -> None:
