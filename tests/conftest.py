@@ -15,6 +15,20 @@ from interp import StimulusSpec, generate, load_model  # noqa: E402
 from interp.organism.tiny_llava import build_tiny_llava  # noqa: E402
 
 
+@pytest.fixture(scope="module")
+def organism():
+    """The built-in model organism (offline: HF_HUB_OFFLINE=1 above), once per module."""
+    return load_model("organism")
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """The organism's colour twin pair of seed 0 (a clean / corrupted patching pair)."""
+    from interp.organism.twins import twin_pair
+
+    return twin_pair("color", 64, seed=0)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _builtin_home(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Built-in models materialise in a per-session folder, not the user's cache."""

@@ -10,15 +10,10 @@ import torch
 
 from analyses.answers import summarise_answers
 from analyses.cli import main
-from interp import ConfigError, StimulusSpec, generate, load_model
+from interp import ConfigError, StimulusSpec, generate
 from interp.conditions import drop_conditions, window_conditions
 from interp.experiments.answers import answer_token_ids, score_answers
 from interp.sources import LabelTable, write_label_folder
-
-
-@pytest.fixture(scope="module")
-def organism():
-    return load_model("organism")
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +212,9 @@ def test_the_new_settings_refuse_what_cannot_work(organism, tmp_path) -> None:
         AnswersConfig(drop_policies=["norm"])
     with pytest.raises(ConfigError, match="unknown policy 'loud'"):
         AnswersConfig(drop_ks=[4], drop_policies=["loud"])
-    with pytest.raises(ConfigError, match="twin must be one of color, shape, mirror, got 'size'"):
+    with pytest.raises(
+        ConfigError, match="twin must be one of color, shape, mirror, flip, count, got 'size'"
+    ):
         PatchConfig(twin="size")
     with pytest.raises(ConfigError, match="method must be one of"):
         PatchConfig(method="guess")

@@ -16,17 +16,6 @@ from analyses.cli import main
 from interp import ConfigError, capture_tokens, load_model
 from interp.experiments.attribution import baseline_image, causal_tracing, integrated_gradients
 from interp.experiments.patching import PatchPair, attribution_margins, patch_margins
-from interp.organism.twins import twin_pair
-
-
-@pytest.fixture(scope="module")
-def organism():
-    return load_model("organism")
-
-
-@pytest.fixture(scope="module")
-def pair():
-    return twin_pair("color", 64, seed=0)
 
 
 def _logit(loaded, image, question, answer) -> float:

@@ -15,11 +15,6 @@ from interp.experiments.lens import lens_table
 
 
 @pytest.fixture(scope="module")
-def organism():
-    return load_model("organism")
-
-
-@pytest.fixture(scope="module")
 def stimuli():
     return generate(StimulusSpec(n_images=10, image_size=64, seed=5))
 

@@ -20,11 +20,6 @@ from probes import sweep
 SLACK_SE = 3.5  # sampling slack: standard errors of an accuracy on the held-out set here
 
 
-@pytest.fixture(scope="module")
-def organism():
-    return load_model("organism")  # offline: HF_HUB_OFFLINE=1 in conftest
-
-
 def test_ships_inside_the_package_and_loads_offline(organism) -> None:
     assert organism.source == str(ORGANISM_DIR)
     assert type(organism.model).__name__ == "LlavaForConditionalGeneration"

@@ -12,20 +12,10 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText
 
 from analyses.cli import main
-from interp import ConfigError, load_model
+from interp import ConfigError
 from interp.experiments.patching import PatchPair, PatchTokens, attribution_margins, patch_margins
 from interp.models.tracing import capture_tokens
 from interp.organism.twins import twin_pair
-
-
-@pytest.fixture(scope="module")
-def organism():
-    return load_model("organism")
-
-
-@pytest.fixture(scope="module")
-def pair():
-    return twin_pair("color", 64, seed=0)
 
 
 def test_a_twin_pair_changes_one_object_and_keeps_the_question(pair) -> None:
