@@ -29,7 +29,7 @@ def _logit(loaded, image, question, answer) -> float:
 def test_integrated_gradients_are_complete(organism, pair, site) -> None:
     """With 128 steps the attributions sum to the logit's change within 1%; the path's
     ends are the model's own logits for the image and for the baseline image."""
-    for baseline in ("black", "blur"):
+    for baseline in ("black", "blur") if site == "projector" else ("black",):
         table, check = integrated_gradients(
             organism, pair.clean, pair.question, pair.answer, site=site, baseline=baseline,
             steps=128, batch_size=64,
@@ -134,12 +134,12 @@ def test_every_family_attributes_and_traces(family, tmp_path) -> None:
 
 def test_interp_attribute(tmp_path, capsys) -> None:
     """Methods on two built-in pairs: the table with every pair's rows and their mean,
-    the agreement and completeness tables, a map per method in HTML and PDF; your own
+    the agreement and completeness tables, a map per method; your own
     pair from files; settings that contradict each other are refused."""
     out = tmp_path / "a"
     assert main(["attribute", "--methods", "attribution", "exact", "integrated_gradients",
                  "--n-pairs", "2", "--sites", "projector", "lm.1", "--steps", "16",
-                 "--formats", "html", "pdf", "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+                 "--out", str(out), "--no-progress"]) == 0  # fmt: skip
     printed = capsys.readouterr().out
     assert "3 methods on 2 pairs at 2 sites" in printed and "Spearman" in printed
     table = pd.read_csv(out / "attribution.csv")
@@ -147,9 +147,8 @@ def test_interp_attribute(tmp_path, capsys) -> None:
     assert table.pair.nunique() == 3 and "mean of 2 pairs" in set(table.pair)
     assert len(pd.read_csv(out / "agreement.csv")) == 2 * 2 * 2  # methods x pairs x sites
     assert len(pd.read_csv(out / "completeness.csv")) == 2 * 2  # pairs x sites
-    for method in ("attribution", "exact", "integrated_gradients"):
-        for fmt in ("html", "pdf"):
-            assert (out / f"attribution_map_{method}.{fmt}").stat().st_size > 0
+    for method in ("attribution", "exact", "integrated_gradients"):  # (PDF: as every figure)
+        assert (out / f"attribution_map_{method}.html").stat().st_size > 0
     pair = _own_pair(64)
     Image.fromarray(pair.clean).save(tmp_path / "clean.png")
     Image.fromarray(pair.corrupt).save(tmp_path / "corrupt.png")

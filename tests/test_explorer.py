@@ -232,9 +232,12 @@ def test_the_page_in_a_real_browser(eager, stimuli, view, tmp_path) -> None:
     print(f"click to panel: {seconds * 1000:.0f} ms (panel drawn in {render_ms:.1f} ms)")
 
 
-def test_interp_view_writes_a_page_of_a_cache(tmp_path, capsys) -> None:
+def test_interp_view_writes_a_page_of_a_cache(tmp_path, capsys, monkeypatch) -> None:
     """``interp view FOLDER``: the cache's model, images, sites and conditions; the page
-    beside the cache unless --out; refused again without --overwrite."""
+    beside the cache unless --out; refused again without --overwrite; a large page is
+    said to be large, with what makes it smaller."""
+    import analyses.commands.view as view_module
+
     folder = tmp_path / "study"
     assert main(["extract", "--out", str(folder), "--n-images", "6", "--sites", "vision.1",
                  "lm.1", "--conditions", "baseline", "shuffle", "--no-progress"]) == 0  # fmt: skip
@@ -242,8 +245,10 @@ def test_interp_view_writes_a_page_of_a_cache(tmp_path, capsys) -> None:
     sae = SparseAutoencoder(128, 256, "topk", k=4, seed=2)
     sae.metadata = {"hook_name": "lm.1"}
     sae.save(saes / "lm.1" / "topk-x2-k4")  # as interp sae train lays them out
+    monkeypatch.setattr(view_module, "LARGE_PAGE", 1000)
     assert main(["view", str(folder), "--n-images", "3", "--probe", "none", "--saes", str(saes),
                  "--no-progress"]) == 0  # fmt: skip
+    assert "slow to open and to share; choose sites" in capsys.readouterr().err
     page = (folder / "view.html").read_text()
     assert '"features":{"lm.1":{"d_sae":256' in page
     assert "http://" not in page and "https://" not in page  # offline
@@ -253,6 +258,7 @@ def test_interp_view_writes_a_page_of_a_cache(tmp_path, capsys) -> None:
     assert main(["view", str(folder / "cache.h5"), "--images", "5", "--out", str(tmp_path / "o"),
                  "--probe", "none", "--no-progress"]) == 0  # fmt: skip
     assert '"index":5' in (tmp_path / "o" / "view.html").read_text()
+
     assert main(["view", str(tmp_path / "nothing"), "--no-progress"]) == 2
     assert "does not exist" in capsys.readouterr().err
 

@@ -21,6 +21,8 @@ from interp.sources import ImageSet
 __all__ = ["VIEW_FILE", "ViewConfig", "explore", "find_saes", "view_data", "view_step"]
 
 VIEW_FILE = "view.html"
+# A page larger than this is slow to open and to share: said, with what makes it smaller.
+LARGE_PAGE = 200 * 2**20
 
 
 @dataclass
@@ -200,9 +202,18 @@ def view_step(config: ViewConfig) -> StepResult:
     page = view_page(view.data, title=title)
     write_atomic(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     n = len(view.data["images"])
+    size = path.stat().st_size
+    if size > LARGE_PAGE:
+        warnings.warn(
+            f"the page is {size / 2**20:.0f} MiB ({n} images, {len(view.data['sites'])} "
+            f"sites, {len(view.data['conditions'])} conditions): slow to open and to share; "
+            f"choose sites (e.g. the projector and a few LM layers), conditions or fewer "
+            f"images",
+            stacklevel=2,
+        )
     return StepResult(
         summary=f"the explorer of {n} images under {len(view.data['conditions'])} conditions "
-        f"at {len(view.data['sites'])} sites ({path.stat().st_size / 2**20:.1f} MiB, built "
+        f"at {len(view.data['sites'])} sites ({size / 2**20:.1f} MiB, built "
         f"in {view.timings['total']:.1f} s)",
         paths={"view": path},
         tables={"view": view.table()},
