@@ -45,7 +45,7 @@ test: $(STAMP) $(TF457)/.installed docs
 	$(BIN)/python -m pytest
 	@PYTHONPATH=$(TF457) $(BIN)/python -c \
 		"import transformers; print('again with transformers', transformers.__version__)"
-	PYTHONPATH=$(TF457) $(BIN)/python -m pytest -q
+	PYTHONPATH=$(TF457) $(BIN)/python -m pytest -q -m "not slow and not once"
 
 # The documentation site, offline, into build/site (open build/site/index.html); --strict:
 # a broken link or a reference to a name the code lacks fails it.

@@ -279,6 +279,7 @@ _KILLED_WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.once  # the cache's own mechanics: the same on every transformers version
 @pytest.mark.parametrize("stage", ["create", "static", "batch", "second_batch", "rename"])
 def test_a_kill_at_any_stage_resumes_to_the_same_cache(
     stage, loaded, tiny_dir, eight, clean, tmp_path
@@ -303,6 +304,7 @@ def test_a_kill_at_any_stage_resumes_to_the_same_cache(
     assert_same_cache(target, clean, ulps=2)
 
 
+@pytest.mark.once  # the cache's own mechanics: the same on every transformers version
 def test_a_cache_in_use_elsewhere_is_not_called_corrupt(
     loaded, eight, tmp_path, monkeypatch
 ) -> None:
@@ -352,6 +354,7 @@ def _remount(mount: Path, options: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{options}", str(mount)], check=True)
 
 
+@pytest.mark.once  # the cache's own mechanics: the same on every transformers version
 def test_a_full_disk_is_one_error_and_the_same_command_resumes(
     loaded, small_disk, tmp_path, monkeypatch
 ) -> None:
@@ -435,6 +438,7 @@ _WRITE_FAILS = textwrap.dedent(
 )
 
 
+@pytest.mark.once  # the cache's own mechanics: the same on every transformers version
 def test_the_command_line_on_a_full_disk(tiny_dir, small_disk, capsys) -> None:
     from analyses.cli import main
 
