@@ -90,6 +90,8 @@ def test_attribution_patching_ranks_the_cells_as_real_patching(organism, pair) -
     assert (agreement.spearman > 0.6).all(), agreement
     mean = mean_over_pairs(table.assign(pair=np.where(table.token % 2, "a", "b")))
     assert mean.empty  # no cell is in both halves: left out, not averaged over one pair
+    with pytest.raises(ConfigError, match="no cell has both 'attribution' and 'pixels'"):
+        method_agreement(table, "attribution", reference="pixels")
     twice = mean_over_pairs(pd.concat([table, table.assign(pair="other")]))
     assert len(twice) == len(table) and (twice.pair == "mean of 2 pairs").all()
 

@@ -146,6 +146,13 @@ def test_bad_settings_are_refused_before_work(eager, stimuli) -> None:
         build_view(eager, stimuli, images=[0], sites=["lm.9"])
     with pytest.raises(ConfigError, match="not a categorical label"):
         build_view(eager, stimuli, images=[0], probe="weight")
+    narrow = SparseAutoencoder(64, 128, "topk", k=4)
+    with pytest.raises(ConfigError, match="reads tokens of width 64, the site's are 128 wide"):
+        build_view(eager, stimuli, images=[0], sites=["lm.2"], saes={"lm.2": narrow})
+    with pytest.raises(ConfigError, match=r"SAEs of sites \['lm.3'\] that the view does not"):
+        build_view(eager, stimuli, images=[0], sites=["lm.2"], saes={"lm.3": narrow})
+    with pytest.raises(ConfigError, match="out must name a folder when run is an ImageSet"):
+        view_step(ViewConfig(run=stimuli))
     with pytest.raises(ConfigError, match="'no-such-run' does not exist; pass a run folder"):
         view_step(ViewConfig(run="no-such-run"))
     with pytest.raises(ConfigError, match="'.*docs' holds no cache.h5; pass a run folder"):
