@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from dataclasses import dataclass
@@ -155,9 +156,9 @@ def view_data(config: ViewConfig, *, loaded: Any | None = None) -> Any:
             )
         model, prompt = config.model or str(attrs["model"]), str(attrs["prompt"])
         if config.images is None and n_cached < config.n_images:
-            config = _replaced(config, images=list(range(n_cached)))
+            config = dataclasses.replace(config, images=list(range(n_cached)))
     if loaded is None:
-        named = _replaced(config, model=model)
+        named = dataclasses.replace(config, model=model)
         loaded = load_step_model(named, attn_implementation="eager")
     images = config.images if config.images is not None else range(min(config.n_images, len(data)))
     return build_view(
@@ -175,12 +176,6 @@ def view_data(config: ViewConfig, *, loaded: Any | None = None) -> Any:
         seed=config.seed,
         progress=config.progress,
     )
-
-
-def _replaced(config: ViewConfig, **changes: Any) -> ViewConfig:
-    import dataclasses
-
-    return dataclasses.replace(config, **changes)
 
 
 def view_step(config: ViewConfig) -> StepResult:

@@ -528,10 +528,13 @@ def build_view(
                     reading.check_probe_memory(captured.acts, len(index) * len(conditions))
                 tick = time.perf_counter()
                 for site in sites:
-                    layer = parse_site(site).layer
-                    weights = captured.records.get(f"attention.{layer}") if attention else None
+                    weights = (
+                        captured.records[f"attention.{parse_site(site).layer}"]
+                        if attention and site in lm_sites
+                        else None
+                    )  # (batch, heads, tokens)
                     for row, j in enumerate(batch):
-                        found = None if weights is None or site not in lm_sites else weights[row]
+                        found = None if weights is None else weights[row]
                         reading.read(j, condition, site, captured.acts[site][row], found)
                 timings["readout"] = timings.get("readout", 0.0) + time.perf_counter() - tick
                 bar.update(1)

@@ -19,7 +19,7 @@ Gradients are taken with plain forward hooks, removed on exit.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -146,9 +146,40 @@ def _replaced_tokens(
         handle.remove()
 
 
-def _chunks(alphas: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
-    for start in range(0, len(alphas), size):
-        yield alphas[start : start + size]
+def _path_integral(
+    loaded: LoadedModel,
+    image: np.ndarray,
+    prompt: str,
+    x: torch.Tensor,
+    b: torch.Tensor,
+    steps: int,
+    batch_size: int,
+    logits_of: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, float, float]:
+    """The straight path from ``b`` to ``x`` (same shape): the answer's logit
+    ``logits_of(inputs, path)`` ``(chunk,)`` for ``chunk`` copies of ``image``'s inputs
+    and points on the path ``(chunk, *x.shape)``, differentiated at ``steps`` midpoints,
+    ``batch_size`` per pass. Returns the integrated gradients ``(x - b) * mean gradient``
+    (float32, ``x``'s shape), and the logit at ``b`` and at ``x`` (the two ends, evaluated
+    in the same passes)."""
+    adapter = loaded.adapter
+    alphas = torch.cat([(torch.arange(steps) + 0.5) / steps, torch.tensor([0.0, 1.0])])
+    total = torch.zeros_like(x, dtype=torch.float32)  # summed gradients
+    ends: list[float] = []
+    for start in range(0, len(alphas), batch_size):
+        chunk = alphas[start : start + batch_size]
+        copies = np.repeat(image[None], len(chunk), 0)
+        inputs = loaded.move_inputs(adapter.build_inputs(copies, prompt))
+        scale = chunk.to(x.device, x.dtype).reshape(-1, *([1] * x.ndim))
+        path = (b + scale * (x - b)).detach().requires_grad_(True)  # (chunk, *x.shape)
+        with torch.enable_grad():
+            logits = logits_of(inputs, path)  # (chunk,)
+            (grad,) = torch.autograd.grad(logits.sum(), [path])
+        inner = (chunk > 0) & (chunk < 1)  # the Riemann points, not the two ends
+        total += grad[inner.to(grad.device)].float().sum(0)
+        ends += logits[~inner.to(logits.device)].detach().float().tolist()
+    at_baseline, at_x = ends
+    return (x - b).float() * total / steps, at_baseline, at_x
 
 
 def integrated_gradients(
@@ -188,23 +219,16 @@ def integrated_gradients(
     parameter = next(loaded.model.parameters())
     x = at_image.to(parameter.device, parameter.dtype)  # (tokens, d)
     b = at_base.to(parameter.device, parameter.dtype)
-    alphas = torch.cat([(torch.arange(steps) + 0.5) / steps, torch.tensor([0.0, 1.0])])
-    total = torch.zeros_like(x, dtype=torch.float32)  # (tokens, d) summed gradients
-    ends: list[float] = []
-    for chunk in _chunks(alphas, batch_size):
-        inputs = loaded.move_inputs(adapter.build_inputs(np.repeat(image[None], len(chunk), 0),
-                                                         prompt))  # fmt: skip
-        positions = adapter.token_positions(inputs)
-        path = (b + chunk.to(x.device, x.dtype)[:, None, None] * (x - b)).detach()
-        path.requires_grad_(True)  # (chunk, tokens, d)
-        with torch.enable_grad(), _replaced_tokens(loaded, site, positions, path):
-            logits = _last_logits(loaded, inputs)[:, answer_id]  # (chunk,)
-            (grad,) = torch.autograd.grad(logits.sum(), [path])
-        inner = (chunk > 0) & (chunk < 1)  # the Riemann points, not the two ends
-        total += grad[inner.to(grad.device)].float().sum(0)
-        ends += logits[~inner.to(logits.device)].detach().float().tolist()
-    attribution = ((x - b).float() * total / steps).sum(-1).cpu().numpy()  # (tokens,)
-    at_baseline, at_x = ends
+
+    def through_site(inputs: dict[str, torch.Tensor], path: torch.Tensor) -> torch.Tensor:
+        positions = adapter.token_positions(inputs)  # path: (chunk, tokens, d)
+        with _replaced_tokens(loaded, site, positions, path):
+            return _last_logits(loaded, inputs)[:, answer_id]
+
+    found, at_baseline, at_x = _path_integral(
+        loaded, image, prompt, x, b, steps, batch_size, through_site
+    )
+    attribution = found.sum(-1).cpu().numpy()  # (tokens,)
     layout = adapter.token_layout(site, image_hw(image.shape[:2]))
     rows = _rows(name, "integrated_gradients", site, layout, range(len(attribution)),
                  attribution, [np.nan] * len(attribution), at_x, at_baseline)  # fmt: skip
@@ -248,25 +272,17 @@ def _pixel_gradients(
             f"(site='projector')"
         )
     x, b = x[0], b[0]  # (3, H, W)
-    alphas = torch.cat([(torch.arange(steps) + 0.5) / steps, torch.tensor([0.0, 1.0])])
-    total = torch.zeros_like(x, dtype=torch.float32)
-    ends: list[float] = []
-    for chunk in _chunks(alphas, batch_size):
-        inputs = loaded.move_inputs(adapter.build_inputs(np.repeat(image[None], len(chunk), 0),
-                                                         prompt))  # fmt: skip
-        path = (b + chunk.to(x.device, x.dtype)[:, None, None, None] * (x - b)).detach()
-        path.requires_grad_(True)  # (chunk, 3, H, W)
-        with torch.enable_grad():
-            logits = _last_logits(loaded, {**inputs, "pixel_values": path})[:, answer_id]
-            (grad,) = torch.autograd.grad(logits.sum(), [path])
-        inner = (chunk > 0) & (chunk < 1)
-        total += grad[inner.to(grad.device)].float().sum(0)
-        ends += logits[~inner.to(logits.device)].detach().float().tolist()
-    per_pixel = ((x - b).float() * total / steps).sum(0).cpu()  # (H, W)
+
+    def through_pixels(inputs: dict[str, torch.Tensor], path: torch.Tensor) -> torch.Tensor:
+        return _last_logits(loaded, {**inputs, "pixel_values": path})[:, answer_id]
+
+    found, at_baseline, at_x = _path_integral(
+        loaded, image, prompt, x, b, steps, batch_size, through_pixels
+    )
+    per_pixel = found.sum(0).cpu()  # (H, W)
     height, width = per_pixel.shape
     per_patch = per_pixel.reshape(rows_, height // rows_, cols_, width // cols_).sum((1, 3))
     attribution = per_patch[layout.grid[:, 0], layout.grid[:, 1]].numpy()  # (tokens,)
-    at_baseline, at_x = ends
     rows = _rows(name, "integrated_gradients", "pixels", layout, range(len(attribution)),
                  attribution, [np.nan] * len(attribution), at_x, at_baseline)  # fmt: skip
     check = Completeness("pixels", float(per_pixel.sum()), at_x, at_baseline, steps)
