@@ -111,17 +111,12 @@ class _Objects:
 
 def _lens_words(loaded: Any, data: ImageSet) -> dict[str, np.ndarray]:
     """Per categorical attribute whose class words are distinct tokens of the model: the
-    token id of each class word (by its first token, as the lens table scores them)."""
-    from interp.experiments.answers import answer_token_ids
+    token id of each class word (by its first token, as the lens table scores them); the
+    others are left out of the view."""
+    from interp.experiments.lens import class_word_ids
 
-    found = {}
-    for attribute, classes in data.label_classes.items():
-        try:
-            ids = answer_token_ids(loaded.processor.tokenizer, list(classes), attribute)
-        except ConfigError:
-            continue
-        found[attribute] = np.asarray([ids[c] for c in classes], dtype=np.int64)
-    return found
+    words, _ = class_word_ids(loaded, data)
+    return {attribute: np.asarray(ids, dtype=np.int64) for attribute, ids in words.items()}
 
 
 def _probe_attribute(data: ImageSet, probe: str | None, lens: dict[str, np.ndarray]) -> str | None:

@@ -24,8 +24,8 @@ from interp.sites import parse_site
 from interp.sources import ImageSet
 
 __all__ = [
-    "LENS_COLUMNS", "direction_words", "lens_logits", "lens_summary", "lens_table", "read_out",
-    "word_ranks",
+    "LENS_COLUMNS", "class_word_ids", "direction_words", "lens_logits", "lens_summary",
+    "lens_table", "read_out", "word_ranks",
 ]  # fmt: skip
 
 
@@ -111,6 +111,29 @@ def word_ranks(logits: torch.Tensor, token_ids: Sequence[int]) -> torch.Tensor:
     return (logits[..., None, :] > chosen[..., None]).sum(-1) + 1
 
 
+def class_word_ids(
+    loaded: LoadedModel, data: ImageSet, attributes: Sequence[str] | None = None
+) -> tuple[dict[str, list[int]], dict[str, ConfigError]]:
+    """Per categorical attribute (``attributes``, default every one of ``data``'s): the
+    token id of each class word, by its first token (as answers are scored); and the
+    attributes left out, each with why (class words that are no token, or that share a
+    first token)."""
+    from interp.experiments.answers import answer_token_ids
+
+    tokenizer = loaded.processor.tokenizer
+    words: dict[str, list[int]] = {}
+    left_out: dict[str, ConfigError] = {}
+    for attribute in attributes or data.label_classes:
+        classes = list(data.label_classes[attribute])
+        try:
+            ids = answer_token_ids(tokenizer, classes, f"class words of {attribute!r}")
+        except ConfigError as err:
+            left_out[attribute] = err
+            continue
+        words[attribute] = [ids[c] for c in classes]
+    return words, left_out
+
+
 LENS_COLUMNS: tuple[str, ...] = (
     "site", "attribute", "tokens", "median_rank", "mean_log_rank", "top1", "top10", "n",
 )  # fmt: skip
@@ -136,29 +159,22 @@ def lens_table(
     (:func:`interp.experiments.answers.answer_token_ids`); an attribute whose class words share
     first tokens is refused when named, and left out
     (with a warning) when ``attributes`` is None (every categorical label)."""
-    from interp.experiments.answers import answer_token_ids
 
     adapter = loaded.adapter
     sites = [adapter.check_site(s) for s in sites or adapter.sites() if s.startswith("lm.")]
     if not sites:
         raise ConfigError("the logit lens reads LM sites (lm.<i>); name at least one")
-    tokenizer = loaded.processor.tokenizer
-    words: dict[str, list[int]] = {}
-    for attribute in attributes or data.label_classes:
-        classes = data.label_classes.get(attribute)
-        if classes is None:
+    for attribute in attributes or ():
+        if attribute not in data.label_classes:
             raise ConfigError(
                 f"attribute {attribute!r} is not a categorical label of the data; its "
                 f"categorical labels: {', '.join(data.label_classes)}"
             )
-        try:
-            ids = answer_token_ids(tokenizer, list(classes), f"class words of {attribute!r}")
-        except ConfigError as err:
-            if attributes is not None:
-                raise
-            warnings.warn(f"logit lens: {attribute!r} left out: {err}", stacklevel=2)
-            continue
-        words[attribute] = [ids[c] for c in classes]
+    words, left_out = class_word_ids(loaded, data, attributes)
+    for attribute, err in left_out.items():
+        if attributes is not None:
+            raise err
+        warnings.warn(f"logit lens: {attribute!r} left out: {err}", stacklevel=2)
     attributes = list(words)
     if not attributes:
         raise ConfigError("no attribute's class words are distinct tokens of this model")
